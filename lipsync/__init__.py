@@ -1,0 +1,57 @@
+"""lipsync: one portrait and a soundtrack (or a few lines of text) -> a talking, lip-synced video.
+
+    >>> from lipsync import LipSync
+    >>> result = LipSync().generate("portrait.jpg", "speech.wav", "out.mp4")
+    >>> result.video, result.duration_s
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .audio import Speech, load_audio, mel_windows, melspectrogram, window_starts
+from .errors import (
+    AudioError,
+    EncodeError,
+    ImageError,
+    InputError,
+    LipSyncError,
+    NoFaceError,
+    ResourceError,
+    TextError,
+    VoiceError,
+    WeightsError,
+)
+from .face import FaceBox
+from .images import load_image
+from .options import GenerateOptions
+from .pipeline import LipSync, Progress, Result
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LipSync",
+    "GenerateOptions",
+    "Result",
+    "Progress",
+    "Speech",
+    "FaceBox",
+    "load_image",
+    "load_audio",
+    "melspectrogram",
+    "window_starts",
+    "mel_windows",
+    "LipSyncError",
+    "InputError",
+    "ImageError",
+    "AudioError",
+    "TextError",
+    "VoiceError",
+    "NoFaceError",
+    "WeightsError",
+    "EncodeError",
+    "ResourceError",
+    "__version__",
+]
+
+logging.getLogger("lipsync").addHandler(logging.NullHandler())

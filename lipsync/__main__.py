@@ -1,0 +1,107 @@
+"""Command line: ``python -m lipsync generate --image IMG --audio AUDIO --out OUT.mp4``.
+
+Exit status: 0 on success, 2 on any problem with the input or the set-up
+(one line on stderr, no traceback), 1 on an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lipsync", description="Lip-synced talking videos from one portrait.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (and show tracebacks)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="portrait + audio -> MP4")
+    g.add_argument("--image", required=True, help="the portrait (JPEG, PNG, WebP, BMP)")
+    g.add_argument("--audio", required=True, help="speech (wav, mp3, m4a, ogg, flac)")
+    g.add_argument("--out", required=True, help="the MP4 to write")
+    g.add_argument("--checkpoint", help="local Wav2Lip checkpoint (default: $LIPSYNC_CHECKPOINT or download)")
+    g.add_argument("--s3fd", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD or download)")
+    g.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
+    g.add_argument("--pads", type=int, nargs=4, metavar=("T", "B", "L", "R"), default=(0, 10, 0, 0),
+                   help="grow the face box by these pixels (default 0 10 0 0)")  # fmt: skip
+    g.add_argument("--box", type=int, nargs=4, metavar=("Y1", "Y2", "X1", "X2"),
+                   help="use this face box instead of detecting one")  # fmt: skip
+    g.add_argument("--face-index", type=int, default=0, help="which face, 0 = largest (default 0)")
+    g.add_argument("--max-side", type=int, default=1280, help="scale the long side down to this (default 1280)")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")
+    g.add_argument("--batch-size", type=int, help="frames per forward pass")
+    g.add_argument("--no-skip-silence", action="store_true", help="run the network on pauses too")
+    return p
+
+
+def _progress_printer(enabled: bool):
+    last = {"stage": None, "t": 0.0}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if not enabled:
+            return
+        now = time.monotonic()
+        if stage != last["stage"] or done == total or now - last["t"] > 1.0:
+            print(f"\r{stage}: {done}/{total}   ", end="" if done < total else "\n", file=sys.stderr, flush=True)
+            last.update(stage=stage, t=now)
+
+    return report
+
+
+def _generate(a: argparse.Namespace) -> int:
+    from . import GenerateOptions, LipSync
+
+    opts = GenerateOptions(
+        fps=a.fps,
+        pads=tuple(a.pads),
+        box=tuple(a.box) if a.box else None,
+        face_index=a.face_index,
+        max_side=a.max_side,
+        batch_size=a.batch_size,
+        skip_silence=not a.no_skip_silence,
+    )
+    for what, path in (("image", a.image), ("audio", a.audio)):
+        if not Path(path).is_file():
+            from .errors import InputError
+
+            raise InputError(f"The {what} file {path} does not exist.")
+    engine = LipSync(a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
+    r = engine.generate(a.image, a.audio, a.out, opts, progress=_progress_printer(sys.stderr.isatty()))
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
+    print(
+        f"wrote {r.video} ({r.duration_s:.2f} s, {r.frames} frames at {r.fps:g} fps, {r.width}x{r.height}; "
+        f"face {r.box.as_tuple()} by {r.detector}; {r.device}; {stages})"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import LipSyncError
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        raise AssertionError(args.command)  # pragma: no cover
+    except LipSyncError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - last line of defence for a CLI
+        if args.verbose:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (run with -v for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Batched Wav2Lip inference: device and precision resolved once, OOM back-off.
+
+The fast path (default) folds batch norm into the convolutions, keeps tensors
+channels-last, runs the still face through the face encoder once per clip and
+skips the network on silent frames. ``fast=False`` is the reference path: the
+plain float32 module, one full forward per frame, as the original inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import ResourceError
+from .face import model_input
+from .models import Wav2Lip, load_wav2lip
+
+__all__ = ["Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
+
+log = logging.getLogger("lipsync")
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SILENT_MEL = -4.0  # the normalised mel floor: digital silence
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when present, else CPU. ``cuda`` without a GPU is an error."""
+    from .errors import InputError
+
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA GPU is available here. Use --device cpu.")
+    return dev
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AVX-512 BF16 or AMX)."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    from .errors import InputError
+
+    if precision not in PRECISIONS:
+        raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if cpu_has_fast_bf16() else "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        log.warning("fp16 is not supported on the CPU; using fp32")
+        return "fp32"
+    return precision
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, torch.OutOfMemoryError):
+        return True
+    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+
+
+@dataclass
+class _Prepared:
+    faces: torch.Tensor  # (1, 6, 96, 96)
+    feats: list[torch.Tensor] | None  # face-encoder features when reused
+
+
+class Generator:
+    """Owns the network, its device and precision.
+
+    Args:
+        model: a loaded :class:`Wav2Lip` (float32, eval mode).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        fast: fold batch norm, channels-last, reuse the face encoder, skip silence.
+        batch_size: frames per forward; default 128 on CUDA, 32 on CPU.
+    """
+
+    def __init__(
+        self,
+        model: Wav2Lip,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        *,
+        fast: bool = True,
+        batch_size: int | None = None,
+    ):
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device) if fast or precision != "auto" else "fp32"
+        self.fast = fast
+        self.batch_size = batch_size or (128 if self.device.type == "cuda" else 32)
+        if fast:
+            from .models.loading import fold_batchnorm
+
+            fold_batchnorm(model)
+        model = model.to(self.device)
+        if self.precision == "fp16":
+            model = model.half()
+        if fast:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.eval().requires_grad_(False)
+        self._rest: dict[bytes, np.ndarray] = {}
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device="auto", precision="auto", **kw) -> "Generator":
+        return cls(load_wav2lip(path), device=device, precision=precision, **kw)
+
+    @property
+    def description(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
+        return f"{name}, {self.precision}{', fast path' if self.fast else ''}"
+
+    # -- tensors ---------------------------------------------------------------
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
+        t = t.half() if self.precision == "fp16" else t.float()
+        return t.contiguous(memory_format=torch.channels_last) if self.fast else t
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(device_type=self.device.type, enabled=False)
+
+    def prepare(self, face_bgr: np.ndarray) -> _Prepared:
+        """Face input for a clip; with ``fast`` the face encoder runs here, once."""
+        faces = self._tensor(model_input(face_bgr))
+        feats = None
+        if self.fast:
+            with torch.inference_mode(), self._autocast():
+                feats = self.model.encode_face(faces)
+        return _Prepared(faces, feats)
+
+    def _forward(self, prep: _Prepared, mel: np.ndarray) -> torch.Tensor:
+        """(B, 80, 16) mel windows -> (B, 3, 96, 96) float32 on the CPU."""
+        m = self._tensor(mel[:, None])
+        with torch.inference_mode(), self._autocast():
+            if prep.feats is not None:
+                out = self.model.decode(self.model.encode_audio(m), prep.feats)
+            else:
+                out = self.model(m, prep.faces.expand(m.shape[0], -1, -1, -1))
+        return out.float().cpu()
+
+    # -- public ------------------------------------------------------------------
+    def predict(
+        self,
+        face_bgr: np.ndarray,
+        mels: np.ndarray,
+        *,
+        weights: np.ndarray | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Mouth crops for every frame, batch by batch.
+
+        Args:
+            face_bgr: (96, 96, 3) uint8 BGR crop of the still face.
+            mels: (N, 80, 16) float32 mel windows, one per frame.
+            weights: optional (N,) speech weight per frame in [0, 1]. 0 skips the
+                network and shows the face at rest (the prediction for silence);
+                between 0 and 1 mixes the two (a cross-fade at pause edges).
+            progress: called with (frames done, total).
+
+        Yields:
+            (B, 96, 96, 3) float32 BGR in [0, 1], in frame order.
+
+        Raises:
+            ResourceError: out of memory even at batch size 1.
+        """
+        n = len(mels)
+        prep = self.prepare(face_bgr)
+        rest = None
+        if weights is not None and np.any(weights < 1.0):
+            rest = self._run(prep, np.full((1, *mels.shape[1:]), SILENT_MEL, np.float32))[0]
+        done = 0
+        while done < n:
+            end = min(n, done + self.batch_size)
+            w = None if weights is None else np.asarray(weights[done:end], np.float32)
+            out = np.empty((end - done, 96, 96, 3), np.float32)
+            need = np.arange(end - done) if w is None else np.flatnonzero(w > 0)
+            if len(need):
+                out[need] = self._run(prep, mels[done:end][need])
+            if w is not None:
+                out[w <= 0] = rest
+                part = (w > 0) & (w < 1)
+                if np.any(part):
+                    k = w[part][:, None, None, None]
+                    out[part] = k * out[part] + (1.0 - k) * rest
+            done = end
+            if progress:
+                progress(done, n)
+            yield out
+
+    def _run(self, prep: _Prepared, mels: np.ndarray) -> np.ndarray:
+        """Forward ``mels`` in chunks of the current batch size, halving it on OOM."""
+        outs = []
+        i = 0
+        while i < len(mels):
+            b = min(self.batch_size, len(mels) - i)
+            try:
+                y = self._forward(prep, mels[i : i + b])
+            except Exception as e:  # noqa: BLE001 - only OOM is handled
+                if not _is_oom(e):
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if b <= 1:
+                    raise ResourceError(
+                        "The GPU ran out of memory even one frame at a time. Close other programs "
+                        "using it, or run on the CPU with --device cpu."
+                    ) from None
+                self.batch_size = max(1, b // 2)
+                log.warning("out of memory at batch %d; retrying with %d", b, self.batch_size)
+                continue
+            outs.append(y.permute(0, 2, 3, 1).numpy())
+            i += b
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]

@@ -1,0 +1,178 @@
+"""Run external programs (ffmpeg, espeak-ng) safely.
+
+Argument lists only, never a shell; ``-nostdin`` for ffmpeg; stderr drained;
+a timeout after which the whole process group is killed.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+from functools import lru_cache
+
+from .errors import EncodeError, LipSyncError
+
+__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group"]
+
+log = logging.getLogger("lipsync")
+
+
+@lru_cache(maxsize=None)
+def ffmpeg_exe() -> str:
+    """``ffmpeg`` from PATH, else the static binary shipped by imageio-ffmpeg."""
+    env = os.environ.get("LIPSYNC_FFMPEG")
+    if env:
+        return env
+    found = shutil.which("ffmpeg")
+    if found:
+        return found
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception:  # noqa: BLE001 - any failure means: no ffmpeg
+        raise EncodeError(
+            "ffmpeg was not found. Install it (apt-get install ffmpeg, brew install ffmpeg) "
+            "or pip install imageio-ffmpeg."
+        ) from None
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` and every child it started (it runs in its own session)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a zombie we cannot reap
+        log.warning("process %s did not exit after SIGKILL", proc.pid)
+
+
+def _tail(data: bytes, lines: int = 6) -> str:
+    text = data.decode("utf-8", "replace").strip().splitlines()
+    return " | ".join(text[-lines:])[-800:]
+
+
+def run(
+    args: list[str],
+    *,
+    timeout: float,
+    input: bytes | None = None,
+    what: str = "ffmpeg",
+    error: type[LipSyncError] = EncodeError,
+) -> bytes:
+    """Run ``args`` to completion and return its stdout.
+
+    Raises ``error`` (a :class:`LipSyncError`) with the end of stderr when the
+    program fails, cannot be started, or runs past ``timeout`` seconds.
+    """
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise TypeError("args must be a list of str")
+    log.debug("run %s", args)
+    try:
+        proc = subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise error(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
+    try:
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        proc.communicate()
+        raise error(f"{what} did not finish within {timeout:.0f} s and was stopped.") from None
+    except BaseException:
+        kill_group(proc)
+        raise
+    if proc.returncode != 0:
+        raise error(f"{what} failed (exit {proc.returncode}): {_tail(err)}")
+    return out
+
+
+class Pipe:
+    """A long-running process fed through stdin (the streaming encoder).
+
+    stderr is drained on a thread into a bounded buffer so the child never
+    blocks on a full pipe, whatever it prints.
+    """
+
+    def __init__(self, args: list[str], *, what: str = "ffmpeg", timeout: float = 3600.0):
+        self.what = what
+        self.timeout = timeout
+        log.debug("pipe %s", args)
+        try:
+            self.proc = subprocess.Popen(
+                args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise EncodeError(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
+        self._err = collections.deque(maxlen=64)
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        self._timer = threading.Timer(timeout, self._expire)
+        self._timer.daemon = True
+        self._expired = False
+        self._timer.start()
+
+    def _drain(self) -> None:
+        for line in iter(self.proc.stderr.readline, b""):
+            self._err.append(line[-400:])
+        self.proc.stderr.close()
+
+    def _expire(self) -> None:
+        self._expired = True
+        kill_group(self.proc)
+
+    def _failure(self) -> EncodeError:
+        if self._expired:
+            return EncodeError(f"{self.what} did not finish within {self.timeout:.0f} s and was stopped.")
+        return EncodeError(f"{self.what} failed (exit {self.proc.returncode}): {_tail(b''.join(self._err))}")
+
+    def write(self, data) -> None:
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, ValueError, OSError):
+            self.proc.wait()
+            self._reader.join(timeout=5)
+            raise self._failure() from None
+
+    def close(self) -> None:
+        """Close stdin, wait for the exit, raise EncodeError on failure."""
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        try:
+            self.proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc)
+        self._timer.cancel()
+        self._reader.join(timeout=5)
+        if self.proc.returncode != 0:
+            raise self._failure()
+
+    def abort(self) -> None:
+        """Kill the process group (after an error elsewhere)."""
+        self._timer.cancel()
+        kill_group(self.proc)
+        try:
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        self._reader.join(timeout=5)

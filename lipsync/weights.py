@@ -1,0 +1,177 @@
+"""Every model download in one place: Hub repo, file, size and sha256; local overrides.
+
+Files are fetched with :func:`huggingface_hub.hf_hub_download` into the Hub
+cache (``HF_HOME``), checked against their sha256 once (a marker remembers the
+check), and refused when they do not match. A local file given by argument or
+environment variable is used as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WeightsError
+
+__all__ = ["WeightsSpec", "WAV2LIP_GAN", "S3FD", "resolve_weights", "sha256_of"]
+
+log = logging.getLogger("lipsync")
+
+
+@dataclass(frozen=True)
+class WeightsSpec:
+    """Where a weights file lives and how to recognise it.
+
+    ``sha256`` may be a prefix (torch-hub style names carry only the first
+    10 hex digits); ``size`` is checked when known.
+    """
+
+    label: str
+    repo_id: str
+    filename: str
+    sha256: str
+    env_var: str
+    flag: str
+    size: int | None = None
+    revision: str | None = None
+    page: str = ""
+
+
+WAV2LIP_GAN = WeightsSpec(
+    label="Wav2Lip GAN checkpoint (wav2lip_gan.pth)",
+    repo_id="Nekochu/Wav2Lip",
+    filename="wav2lip_gan.pth",
+    size=435_801_865,
+    sha256="ca9ab7b7b812c0e80a6e70a5977c545a1e8a365a6c49d5e533023c034d7ac3d8",
+    env_var="LIPSYNC_CHECKPOINT",
+    flag="--checkpoint",
+    page="https://huggingface.co/Nekochu/Wav2Lip",
+)
+
+S3FD = WeightsSpec(
+    label="S3FD face detector (s3fd-619a316812.pth)",
+    repo_id="vinthony/SadTalker",
+    filename="hub/checkpoints/s3fd-619a316812.pth",
+    sha256="619a316812",
+    env_var="LIPSYNC_S3FD",
+    flag="--s3fd",
+    page="https://huggingface.co/vinthony/SadTalker",
+)
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _marker(path: Path) -> Path:
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    root = Path(os.environ.get("LIPSYNC_CACHE", Path.home() / ".cache" / "lipsync")) / "verified"
+    return root / key
+
+
+def verify(path: str | Path, spec: WeightsSpec) -> Path:
+    """Check size and sha256 of a downloaded file (once; a marker remembers it).
+
+    Raises:
+        WeightsError: the file does not match; it is not used.
+    """
+    path = Path(path)
+    if spec.size is not None and path.stat().st_size != spec.size:
+        raise WeightsError(
+            f"The downloaded {spec.label} at {path} has {path.stat().st_size:,} bytes, "
+            f"expected {spec.size:,}. It was not used: delete it and try again, or pass a "
+            f"local copy with {spec.flag} / {spec.env_var}."
+        )
+    marker = _marker(path)
+    if marker.exists():
+        return path
+    digest = sha256_of(path)
+    if not digest.startswith(spec.sha256):
+        raise WeightsError(
+            f"The downloaded {spec.label} at {path} does not match its published checksum "
+            f"(sha256 {digest[:16]}..., expected {spec.sha256[:16]}...). It was not used: "
+            f"delete it and try again, or pass a local copy with {spec.flag} / {spec.env_var}."
+        )
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(digest)
+    except OSError:  # a read-only cache only costs a re-check next time
+        pass
+    return path
+
+
+def _how_to(spec: WeightsSpec) -> str:
+    return (
+        f"Download {Path(spec.filename).name} from {spec.page} yourself and pass it with "
+        f"{spec.flag} PATH or set {spec.env_var}=PATH."
+    )
+
+
+def _hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the Hub's host answers a TCP connect, else the reason.
+
+    A quick check first saves the download client's retries with back-off
+    (half a minute) on a machine without network.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{host} cannot be reached ({e.strerror or e})"
+
+
+def resolve_weights(spec: WeightsSpec, override: str | Path | None = None) -> Path:
+    """Return a local path to the weights described by ``spec``.
+
+    Order: ``override``, then ``$<spec.env_var>``, then the Hub cache, then a
+    download. Never returns a file that failed verification.
+
+    Raises:
+        WeightsError: not found locally and the Hub cannot be reached, the
+            download failed, or the file does not verify. The message says how
+            to provide the file by hand.
+    """
+    local = override or os.environ.get(spec.env_var)
+    if local:
+        p = Path(local).expanduser()
+        if not p.is_file():
+            raise WeightsError(f"The {spec.label} file {p} does not exist. {_how_to(spec)}")
+        return p
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - a hard dependency
+        raise WeightsError(f"huggingface_hub is not installed. {_how_to(spec)}") from None
+    kwargs = dict(repo_id=spec.repo_id, filename=spec.filename, revision=spec.revision)
+    try:
+        path = hf_hub_download(**kwargs, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached yet
+        offline = _hub_reachable()
+        if offline:
+            raise WeightsError(
+                f"The {spec.label} is not on this machine and cannot be downloaded: {offline}. {_how_to(spec)}"
+            ) from None
+        log.info("downloading %s from %s", spec.filename, spec.repo_id)
+        try:
+            path = hf_hub_download(**kwargs)
+        except Exception as e:  # noqa: BLE001 - offline, 404, auth, disk full...
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise WeightsError(
+                f"Could not download the {spec.label} from the Hugging Face Hub "
+                f"({spec.repo_id}): {reason}. {_how_to(spec)}"
+            ) from None
+    return verify(path, spec)
