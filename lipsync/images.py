@@ -19,7 +19,7 @@ from .errors import ImageError
 
 __all__ = ["load_image", "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS"]
 
-ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "MPO")
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP")
 DEFAULT_MAX_PIXELS = 40_000_000
 MIN_SIDE = 64
 BACKGROUND = (128, 128, 128)

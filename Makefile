@@ -1,0 +1,40 @@
+# make run   installs what is missing (Debian packages, .venv) and starts the app
+# make test  installs what is missing (plus test tools and Chromium) and runs pytest
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: run test deps test-deps apt apt-dev bench clean
+
+run: apt deps
+	$(PY) app.py $(ARGS)
+
+test: apt apt-dev test-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: apt deps
+	$(PY) benchmarks/bench.py $(ARGS)
+
+apt:
+	@bash scripts/ensure-apt.sh packages.txt
+
+apt-dev:
+	@bash scripts/ensure-apt.sh packages-dev.txt
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.deps: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.test-deps: requirements-dev.txt $(VENV)/.deps
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@
+
+deps: $(VENV)/.deps
+test-deps: $(VENV)/.test-deps
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,89 @@
+"""Shared fixtures. Tests run offline on the CPU with deterministic random weights."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = Path(os.environ.get("LIPSYNC_REFERENCE", ROOT.parent / "shared" / "reference"))
+EXAMPLE = ROOT / "assets" / "astronaut.jpg"
+
+# Never touch the network from tests, in this process or in the ones it starts.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("LIPSYNC_TEST", "1")
+
+
+def pytest_configure(config):
+    if not (REFERENCE / "make_checkpoint.py").is_file():
+        raise pytest.UsageError(f"reference data not found at {REFERENCE} (set LIPSYNC_REFERENCE)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("lipsync-cache")
+    os.environ["LIPSYNC_CACHE"] = str(cache)
+    os.environ.setdefault("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
+    for var in ("LIPSYNC_CHECKPOINT", "LIPSYNC_S3FD"):
+        os.environ.pop(var, None)
+    yield
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def oracle(reference):
+    return dict(np.load(reference / "oracle_a.npz"))
+
+
+@pytest.fixture(scope="session")
+def oracle_wav(reference) -> Path:
+    return reference / "oracle_a.wav"
+
+
+def make_checkpoint(out: Path, seed: int = 1234) -> Path:
+    subprocess.run(
+        [sys.executable, str(REFERENCE / "make_checkpoint.py"), str(out), "--seed", str(seed)],
+        check=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """The seed-1234 checkpoint the reference outputs were made with."""
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "wav2lip_seed1234.pth")
+
+
+@pytest.fixture(scope="session")
+def example_image() -> Path:
+    return EXAMPLE
+
+
+@pytest.fixture(scope="session")
+def engine(checkpoint):
+    """One CPU engine with the offline face detector, shared by the tests."""
+    from lipsync import LipSync
+    from lipsync.face import HaarDetector
+
+    return LipSync(checkpoint, device="cpu", detector=HaarDetector())
+
+
+def ffprobe(path: Path) -> dict:
+    import json
+
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_format", "-show_streams", "-of", "json", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return json.loads(out)

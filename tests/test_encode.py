@@ -1,0 +1,88 @@
+"""The streaming MP4 writer, checked with ffprobe."""
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ffprobe
+from lipsync.encode import VideoWriter, write_wav
+from lipsync.errors import EncodeError
+
+
+def top_level_atoms(path: Path) -> list[str]:
+    atoms, data = [], path.read_bytes()
+    i = 0
+    while i + 8 <= len(data):
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
+        if size == 1:
+            size = struct.unpack(">Q", data[i + 8 : i + 16])[0]
+        atoms.append(kind.decode("latin-1"))
+        if size < 8:
+            break
+        i += size
+    return atoms
+
+
+def _write(tmp_path, n_frames=50, fps=25.0, seconds=2.0, rate=22050):
+    wav = write_wav(tmp_path / "a.wav", 0.3 * np.sin(np.linspace(0, 900, int(seconds * rate))), rate)
+    out = tmp_path / "v.mp4"
+    with VideoWriter(out, 160, 120, fps, wav, metadata={"comment": "test tag"}) as w:
+        for i in range(n_frames):
+            w.write(np.full((120, 160, 3), i * 4 % 256, np.uint8))
+    return out
+
+
+def test_mp4_is_browser_friendly(tmp_path):
+    out = _write(tmp_path)
+    info = ffprobe(out)
+    v = next(s for s in info["streams"] if s["codec_type"] == "video")
+    a = next(s for s in info["streams"] if s["codec_type"] == "audio")
+    assert v["codec_name"] == "h264" and v["pix_fmt"] == "yuv420p"
+    assert (v["width"], v["height"]) == (160, 120)
+    assert a["codec_name"] == "aac" and int(a["sample_rate"]) == 22050
+    assert abs(float(v["duration"]) - float(a["duration"])) <= 1 / 25 + 1e-3
+    assert int(v["nb_frames"]) == 50
+    atoms = top_level_atoms(out)
+    assert atoms.index("moov") < atoms.index("mdat"), atoms  # faststart
+    assert info["format"]["tags"].get("comment") == "test tag"
+
+
+def test_odd_size_is_refused(tmp_path):
+    with pytest.raises(EncodeError, match="even"):
+        VideoWriter(tmp_path / "x.mp4", 161, 120, 25.0)
+
+
+def test_wrong_frame_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "v.mp4"
+    w = VideoWriter(out, 160, 120, 25.0)
+    w.write(np.zeros((120, 160, 3), np.uint8))
+    with pytest.raises(EncodeError):
+        w.write(np.zeros((100, 160, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_inside_the_with_block_leaves_nothing(tmp_path):
+    out = tmp_path / "v.mp4"
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, 160, 120, 25.0) as w:
+            w.write(np.zeros((120, 160, 3), np.uint8))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failing_ffmpeg_is_a_clean_error_and_leaves_nothing(tmp_path, monkeypatch):
+    fake = tmp_path / "bin" / "ffmpeg"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\necho 'simulated encoder failure' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    import lipsync.encode as enc
+
+    monkeypatch.setattr(enc, "ffmpeg_exe", lambda: str(fake))
+    out = tmp_path / "out" / "v.mp4"
+    with pytest.raises(EncodeError, match="simulated encoder failure"):
+        with VideoWriter(out, 160, 120, 25.0) as w:
+            for _ in range(200):
+                w.write(np.zeros((120, 160, 3), np.uint8))
+    assert list(out.parent.iterdir()) == []

@@ -1,0 +1,148 @@
+"""Batched inference: fast path accuracy, face-encoder reuse, silence, OOM back-off."""
+
+import numpy as np
+import pytest
+import torch
+
+from lipsync.audio import speech_weights, window_starts
+from lipsync.errors import ResourceError
+from lipsync.generator import Generator
+from lipsync.models import load_wav2lip
+
+
+def _reference_inputs(oracle):
+    starts = oracle["chunk_starts"][oracle["frame_index"]]
+    mels = np.stack([oracle["mel"][:, s : s + 16] for s in starts]).astype(np.float32)
+    return oracle["face_crop_bgr"], mels
+
+
+def _all(gen, face, mels, **kw):
+    return np.concatenate(list(gen.predict(face, mels, **kw)))
+
+
+def test_reference_path_matches_oracle(checkpoint, oracle):
+    face, mels = _reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=False, batch_size=4)
+    assert gen.precision == "fp32"
+    out = _all(gen, face, mels)
+    assert out.shape == (15, 96, 96, 3)
+    assert np.abs(out - oracle["prediction_bgr"]).max() <= 1e-4
+
+
+@pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
+def test_fast_path_stays_within_2_over_255_of_float32(checkpoint, oracle, precision):
+    face, mels = _reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", precision=precision, fast=True)
+    out = _all(gen, face, mels)
+    assert np.abs(out - oracle["prediction_bgr"]).max() <= 2 / 255
+
+
+def test_face_encoder_reuse_equals_full_forward(checkpoint, oracle):
+    face, mels = _reference_inputs(oracle)
+    model = load_wav2lip(checkpoint)
+    from lipsync.face import model_input
+
+    faces = torch.from_numpy(model_input(face))
+    m = torch.from_numpy(mels[:, None])
+    with torch.inference_mode():
+        full = model(m, faces.expand(len(m), -1, -1, -1))
+        reused = model.decode(model.encode_audio(m), model.encode_face(faces))
+    assert (full - reused).abs().max().item() <= 1e-5
+
+
+def test_silent_frames_skip_the_network_and_show_the_rest_face(checkpoint, oracle, monkeypatch):
+    face, mels = _reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=True, precision="fp32")
+    seen = []
+    real = gen._forward
+    monkeypatch.setattr(gen, "_forward", lambda prep, m: (seen.append(len(m)), real(prep, m))[1])
+    weights = np.array([1, 1, 1, 0.5, 0, 0, 0, 0, 0.5, 1, 1, 1, 1, 1, 1], np.float32)
+    out = _all(gen, face, mels, weights=weights)
+    # one forward for the rest face, then only the 11 frames with weight > 0
+    assert seen[0] == 1 and sum(seen[1:]) == 11
+    rest = out[4]
+    for i in (5, 6, 7):
+        np.testing.assert_array_equal(out[i], rest)
+    plain = _all(gen, face, mels)
+    np.testing.assert_allclose(out[weights == 1], plain[weights == 1], atol=1e-6)
+    np.testing.assert_allclose(out[3], 0.5 * plain[3] + 0.5 * rest, atol=1e-5)
+
+
+def test_speech_weights_find_pauses():
+    sr, fps = 16000, 25.0
+    t = np.arange(sr * 3) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    wav[sr : 2 * sr] = 0.0  # one second of silence in the middle
+    n_cols = 1 + len(wav) // 200
+    starts = window_starts(n_cols, fps, n_frames=75)
+    w = speech_weights(wav, starts, fps=fps)
+    assert w.shape == (75,)
+    assert (w[:20] == 1).all() and (w[-20:] == 1).all()
+    assert (w[30:42] == 0).all()  # well inside the pause (windows look 0.2 s ahead)
+    edge = w[20:32]
+    assert (np.diff(edge) <= 0).all() and 0 < edge[edge < 1].max() < 1  # a fade, not a snap
+
+
+def test_short_gaps_between_words_keep_moving():
+    sr = 16000
+    t = np.arange(sr * 2) / sr
+    wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    wav[sr : sr + sr // 10] = 0.0  # 0.1 s gap
+    starts = window_starts(1 + len(wav) // 200, 25.0, n_frames=50)
+    assert (speech_weights(wav, starts) == 1).all()
+
+
+def test_oom_halves_the_batch_and_finishes(checkpoint, oracle, monkeypatch):
+    face, mels = _reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=True, precision="fp32", batch_size=8)
+    real = gen._forward
+
+    def limited(prep, m):
+        if len(m) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(prep, m)
+
+    monkeypatch.setattr(gen, "_forward", limited)
+    out = _all(gen, face, mels)
+    assert gen.batch_size == 2
+    assert np.abs(out - oracle["prediction_bgr"]).max() <= 1e-4
+
+
+def test_oom_at_batch_one_is_a_clear_error(checkpoint, oracle, monkeypatch):
+    face, mels = _reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", batch_size=4)
+
+    def always(prep, m):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(gen, "_forward", always)
+    with pytest.raises(ResourceError, match="ran out of memory"):
+        _all(gen, face, mels)
+
+
+def test_other_errors_are_not_mistaken_for_oom(checkpoint, oracle, monkeypatch):
+    face, mels = _reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", batch_size=4)
+    monkeypatch.setattr(gen, "_forward", lambda p, m: (_ for _ in ()).throw(ValueError("bug")))
+    with pytest.raises(ValueError, match="bug"):
+        _all(gen, face, mels)
+    assert gen.batch_size == 4
+
+
+def test_cuda_without_gpu_is_a_clear_error(checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    from lipsync.errors import InputError
+
+    with pytest.raises(InputError, match="no CUDA GPU"):
+        Generator(load_wav2lip(checkpoint), device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_fp16_stays_close_to_float32(checkpoint, oracle):
+    face, mels = _reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cuda")
+    assert gen.precision == "fp16"
+    out = _all(gen, face, mels)
+    assert np.abs(out - oracle["prediction_bgr"]).max() <= 2 / 255

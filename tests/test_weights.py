@@ -1,0 +1,160 @@
+"""Checkpoint loading and the download/verification rules."""
+
+import pickle
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from lipsync.errors import WeightsError
+from lipsync.models import load_wav2lip, read_state_dict
+from lipsync.weights import S3FD, WAV2LIP_GAN, resolve_weights, sha256_of
+
+
+def _state(checkpoint):
+    return torch.load(checkpoint, weights_only=True)["state_dict"]
+
+
+def test_published_layout_has_module_prefix_and_loads_strict(checkpoint):
+    raw = _state(checkpoint)
+    assert all(k.startswith("module.") for k in raw)
+    model = load_wav2lip(checkpoint)
+    assert set(model.state_dict()) == {k.removeprefix("module.") for k in raw}
+
+
+def test_state_dict_keys_match_reference_manifest(reference):
+    from lipsync.models import Wav2Lip
+
+    rows = [line.split("\t") for line in (reference / "wav2lip_state_dict.tsv").read_text().splitlines()[1:]]
+    sd = Wav2Lip().state_dict()
+    assert list(sd) == [r[0] for r in rows]
+    for key, shape, _ in rows:
+        want = () if shape == "scalar" else tuple(int(s) for s in shape.split("x"))
+        assert tuple(sd[key].shape) == want, key
+
+
+def test_bare_state_dict_without_prefix_loads(checkpoint, tmp_path):
+    bare = {k.removeprefix("module."): v for k, v in _state(checkpoint).items()}
+    p = tmp_path / "bare.pth"
+    torch.save(bare, p)
+    a, b = load_wav2lip(p), load_wav2lip(checkpoint)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+
+
+def test_wrong_key_is_refused_with_a_clear_message(checkpoint, tmp_path):
+    sd = dict(_state(checkpoint))
+    sd["module.extra.weight"] = sd.pop("module.output_block.1.bias")
+    p = tmp_path / "bad.pth"
+    torch.save({"state_dict": sd}, p)
+    with pytest.raises(WeightsError, match=r"not a Wav2Lip generator checkpoint.*missing.*output_block\.1\.bias"):
+        load_wav2lip(p)
+
+
+def test_wrong_shape_is_refused(checkpoint, tmp_path):
+    sd = dict(_state(checkpoint))
+    sd["module.output_block.1.weight"] = torch.zeros(3, 16, 1, 1)
+    p = tmp_path / "shape.pth"
+    torch.save({"state_dict": sd}, p)
+    with pytest.raises(WeightsError, match="wrong shape"):
+        load_wav2lip(p)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_arbitrary_pickle_is_refused(tmp_path, capsys):
+    p = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"x": Evil()}}, p)
+    with pytest.raises(WeightsError, match="not a usable Wav2Lip weights file"):
+        read_state_dict(p)
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_text_file_is_refused(tmp_path):
+    p = tmp_path / "notes.pth"
+    p.write_text("hello")
+    with pytest.raises(WeightsError):
+        load_wav2lip(p)
+
+
+def test_override_path_is_used_as_is(tmp_path, monkeypatch):
+    f = tmp_path / "mine.pth"
+    f.write_bytes(b"x")
+    assert resolve_weights(WAV2LIP_GAN, f) == f
+    monkeypatch.setenv("LIPSYNC_CHECKPOINT", str(f))
+    assert resolve_weights(WAV2LIP_GAN) == f
+
+
+def test_missing_override_says_how_to_get_the_file(tmp_path):
+    with pytest.raises(WeightsError, match=r"does not exist.*--checkpoint PATH.*LIPSYNC_CHECKPOINT"):
+        resolve_weights(WAV2LIP_GAN, tmp_path / "nope.pth")
+
+
+def test_offline_is_a_clear_error_not_a_traceback():
+    # conftest sets HF_HUB_OFFLINE=1 and an empty HF_HOME
+    with pytest.raises(WeightsError) as e:
+        resolve_weights(WAV2LIP_GAN)
+    msg = str(e.value)
+    assert "huggingface.co/Nekochu/Wav2Lip" in msg and "--checkpoint" in msg and "LIPSYNC_CHECKPOINT" in msg
+
+
+def _fake_hub(monkeypatch, path: Path):
+    import huggingface_hub
+
+    calls = []
+
+    def fake(**kw):
+        calls.append(kw)
+        return str(path)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    return calls
+
+
+def test_download_is_verified_by_sha256(tmp_path, monkeypatch):
+    blob = tmp_path / "blob.pth"
+    blob.write_bytes(b"weights" * 100)
+    spec = replace(WAV2LIP_GAN, size=blob.stat().st_size, sha256=sha256_of(blob))
+    calls = _fake_hub(monkeypatch, blob)
+    assert resolve_weights(spec) == blob
+    assert calls[0]["repo_id"] == "Nekochu/Wav2Lip" and calls[0]["filename"] == "wav2lip_gan.pth"
+
+
+def test_sha256_mismatch_is_refused(tmp_path, monkeypatch):
+    blob = tmp_path / "blob.pth"
+    blob.write_bytes(b"tampered" * 100)
+    spec = replace(WAV2LIP_GAN, size=blob.stat().st_size)
+    _fake_hub(monkeypatch, blob)
+    with pytest.raises(WeightsError, match="does not match its published checksum"):
+        resolve_weights(spec)
+
+
+def test_size_mismatch_is_refused(tmp_path, monkeypatch):
+    blob = tmp_path / "blob.pth"
+    blob.write_bytes(b"short")
+    _fake_hub(monkeypatch, blob)
+    with pytest.raises(WeightsError, match="435,801,865"):
+        resolve_weights(WAV2LIP_GAN)
+
+
+def test_verification_is_remembered(tmp_path, monkeypatch):
+    import lipsync.weights as w
+
+    blob = tmp_path / "blob.pth"
+    blob.write_bytes(b"ok" * 50)
+    spec = replace(S3FD, sha256=sha256_of(blob)[:10])
+    _fake_hub(monkeypatch, blob)
+    resolve_weights(spec)
+    monkeypatch.setattr(w, "sha256_of", lambda p: pytest.fail("hashed twice"))
+    assert resolve_weights(spec) == blob
+
+
+def test_published_checkpoint_facts():
+    assert WAV2LIP_GAN.repo_id == "Nekochu/Wav2Lip" and WAV2LIP_GAN.filename == "wav2lip_gan.pth"
+    assert WAV2LIP_GAN.size == 435_801_865
+    assert WAV2LIP_GAN.sha256 == "ca9ab7b7b812c0e80a6e70a5977c545a1e8a365a6c49d5e533023c034d7ac3d8"
+    assert S3FD.sha256 == "619a316812"
