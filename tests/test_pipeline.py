@@ -1,0 +1,96 @@
+"""The public API end to end: results, progress, pipelining, clean-up."""
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ffprobe
+from lipsync import GenerateOptions, LipSyncError, Speech
+from lipsync.blend import Blender
+from lipsync.face import FaceBox, face_crop
+
+
+def _tmp_dirs():
+    return {p.name for p in Path(tempfile.gettempdir()).glob("lipsync-*")}
+
+
+def test_generate_returns_a_full_result(engine, example_image, oracle_wav, tmp_path):
+    stages = []
+    before = _tmp_dirs()
+    r = engine.generate(
+        example_image, oracle_wav, tmp_path / "a.mp4", progress=lambda s, d, t: stages.append((s, d, t))
+    )
+    assert r.video.is_file() and r.frames == 181 and r.fps == 25.0
+    assert abs(r.duration_s - r.audio_duration_s) <= 1 / 25
+    assert r.detector == "opencv-haar" and isinstance(r.box, FaceBox)
+    assert (r.width, r.height) == (512, 512)
+    assert {"image", "audio", "face", "mel", "lipsync", "encode"} <= set(r.timings)
+    names = [s for s, _, _ in stages]
+    assert names.index("model") < names.index("image") < names.index("face") < names.index("lipsync")
+    assert ("lipsync", 181, 181) in stages
+    assert _tmp_dirs() == before  # the request's temporary directory is gone
+
+
+def test_speech_object_keeps_its_sample_rate(engine, example_image, tmp_path):
+    rate = 22050
+    t = np.arange(int(rate * 1.5)) / rate
+    speech = Speech((0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), rate)
+    r = engine.generate(example_image, speech, tmp_path / "b.mp4")
+    a = next(s for s in ffprobe(r.video)["streams"] if s["codec_type"] == "audio")
+    assert int(a["sample_rate"]) == rate
+    assert r.frames == round(1.5 * 25)
+
+
+def test_given_box_skips_detection(engine, example_image, oracle_wav, tmp_path):
+    r = engine.generate(
+        example_image, oracle_wav, tmp_path / "c.mp4", GenerateOptions(box=(60, 200, 160, 290), fps=12)
+    )
+    assert r.detector == "given" and r.box == FaceBox(60, 200, 160, 290)
+    assert r.frames == round(115879 / 16000 * 12)
+
+
+def test_failure_midway_leaves_nothing(engine, example_image, oracle_wav, tmp_path, monkeypatch):
+    gen = engine.generator
+
+    def broken(*a, **k):
+        yield np.zeros((4, 96, 96, 3), np.float32)
+        raise LipSyncError("simulated failure")
+
+    monkeypatch.setattr(gen, "predict", broken)
+    before = _tmp_dirs()
+    with pytest.raises(LipSyncError, match="simulated"):
+        engine.generate(example_image, oracle_wav, tmp_path / "d.mp4")
+    assert list(tmp_path.iterdir()) == []
+    assert _tmp_dirs() == before
+
+
+class _Collect:
+    def __init__(self):
+        self.frames = []
+
+    def write(self, f):
+        self.frames.append(f.copy())
+
+    def abort(self):
+        pass
+
+
+def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
+    from lipsync.images import load_image
+    from lipsync.pipeline import LipSync
+
+    rgb = load_image(example_image)
+    box = FaceBox(60, 200, 160, 290)
+    crop = face_crop(rgb, box)
+    mels = np.stack([oracle["mel"][:, s : s + 16] for s in oracle["chunk_starts"][:40]])
+    gen = engine.generator
+    gen.batch_size = 8
+    blender = Blender(rgb, box)
+    sequential = [blender.paste(p) for batch in gen.predict(crop, mels) for p in batch]
+    sink = _Collect()
+    LipSync._stream(gen, crop, mels, None, blender, sink, lambda *a: None, {})
+    assert len(sink.frames) == len(sequential) == 40
+    for a, b in zip(sink.frames, sequential):
+        np.testing.assert_array_equal(a, b)
