@@ -30,6 +30,13 @@ __all__ = [
     "frame_count",
     "speech_weights",
     "Speech",
+    "fit_length",
+    "check_length_s",
+    "trim_silence",
+    "normalize_peak",
+    "add_dither",
+    "find_pauses",
+    "active_range",
 ]
 
 SAMPLE_RATE = 16_000
@@ -62,56 +69,83 @@ class Speech:
 DECODE_TIMEOUT_S = 120.0
 
 
-def load_audio(path: str | Path, sample_rate: int | None = SAMPLE_RATE) -> tuple[np.ndarray, int]:
+def load_audio(
+    path: str | Path,
+    sample_rate: int | None = SAMPLE_RATE,
+    *,
+    max_seconds: float | None = None,
+    max_bytes: int | None = None,
+) -> tuple[np.ndarray, int]:
     """Decode any audio file ffmpeg reads (wav, mp3, m4a, ogg, flac, ...) to mono float32.
 
     Args:
         path: the file.
         sample_rate: resample to this rate; ``None`` keeps the file's own rate.
+        max_seconds: refuse audio longer than this (decoding stops just past it).
+        max_bytes: refuse files larger than this before decoding.
 
     Returns:
         ``(samples, rate)``: samples is a 1-D float32 array in [-1, 1].
 
     Raises:
-        AudioError: missing, empty, undecodable or silent-length file.
+        AudioError: missing, empty, too large, too long or undecodable file.
     """
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"The audio file {path} does not exist.")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise AudioError(f"The audio file {path.name} is empty.")
-    rate = sample_rate or _native_rate(path)
+    if max_bytes is not None and size > max_bytes:
+        raise AudioError(
+            f"The audio file {path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
+            "Use a shorter or more compressed recording."
+        )
     args = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
         "-i", str(path.resolve()),
-        "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(rate),
-        "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1",
+        *(["-t", f"{max_seconds + 0.5:.3f}"] if max_seconds else []),
+        "-map", "0:a:0", "-vn", "-ac", "1",
+        *(["-ar", str(sample_rate)] if sample_rate else []),
+        "-f", "wav", "-acodec", "pcm_f32le", "-rf64", "never", "pipe:1",
     ]  # fmt: skip
-    raw = run(args, timeout=DECODE_TIMEOUT_S, what="ffmpeg (audio decode)", error=AudioError)
-    wav = np.frombuffer(raw, dtype="<f4").astype(np.float32)
+    try:
+        raw = run(args, timeout=DECODE_TIMEOUT_S, what="ffmpeg (audio decode)", error=AudioError)
+    except AudioError:
+        raise AudioError(
+            f"{path.name} could not be decoded as audio. Use a wav, mp3, m4a, ogg or flac file with speech in it."
+        ) from None
+    rate, wav = _parse_wav_f32(raw)
     if wav.size == 0:
         raise AudioError(
             f"{path.name} holds no decodable audio. Use a wav, mp3, m4a, ogg or flac file with speech in it."
         )
+    if max_seconds and wav.size > max_seconds * rate + 1:
+        raise AudioError(
+            f"The audio lasts more than {max_seconds:g} seconds, the limit. Use a shorter recording."
+        )
     return np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0), rate
 
 
-def _native_rate(path: Path) -> int:
-    """The first audio stream's sample rate, read from ffmpeg's stream banner."""
-    import re
+def _parse_wav_f32(raw: bytes) -> tuple[int, np.ndarray]:
+    """(rate, samples) from the float32 mono WAV ffmpeg streamed (data size may be unset)."""
+    import struct
 
-    try:
-        run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path.resolve())], timeout=30, what="ffmpeg")
-    except AudioError as e:  # pragma: no cover - run() raises EncodeError by default
-        msg = str(e)
-    except Exception as e:  # ffmpeg exits 1 with no output file: the banner is in the message
-        msg = str(e)
-    else:  # pragma: no cover
-        msg = ""
-    m = re.search(r"Audio: .*?, (\d+) Hz", msg)
-    if not m:
-        raise AudioError(f"{path.name} is not an audio file ffmpeg can read (wav, mp3, m4a, ogg, flac).")
-    return int(m.group(1))
+    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        raise AudioError("The decoder returned no audio.")
+    i, rate = 12, None
+    while i + 8 <= len(raw):
+        kind, size = raw[i : i + 4], struct.unpack("<I", raw[i + 4 : i + 8])[0]
+        if kind == b"fmt ":
+            rate = struct.unpack("<I", raw[i + 12 : i + 16])[0]
+        elif kind == b"data":
+            body = raw[i + 8 :]
+            body = body[: len(body) - len(body) % 4]
+            if rate is None:
+                break
+            return rate, np.frombuffer(body, dtype="<f4").astype(np.float32)
+        i += 8 + size + (size & 1)
+    raise AudioError("The decoder returned no audio.")
 
 
 def resample(wav: np.ndarray, orig_rate: int, rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -282,3 +316,190 @@ def speech_weights(
     dist = np.minimum(idx - last, nxt - idx)
     w = np.clip(1.0 - dist / (fade_frames + 1.0), 0.0, 1.0)
     return w.astype(np.float32)
+
+
+# -- speech clean-up and length fitting --------------------------------------------
+#
+# Loudness is *peak* normalised: the loudest sample is scaled to PEAK_DBFS
+# (-1 dBFS). It is exact, cheap, and leaves headroom for the AAC encoder; the
+# TTS engines all produce speech with a similar crest factor, so their voices
+# end up at comparable loudness. Silence is found from the RMS level of 20 ms
+# frames relative to the loudest frame (see _silent_frames).
+
+PEAK_DBFS = -1.0  #: target peak level of synthesised speech
+#: TPDF dither amplitude: one 16-bit step (about -90 dBFS), far below any
+#: pause threshold but enough that no stretch is digital silence.
+DITHER = 2.0**-15
+LEVEL_FRAME_S = 0.02  #: frame length of the level analysis
+SILENCE_FLOOR_DB = -50.0  #: frames quieter than this (dBFS RMS) are silent...
+SILENCE_BELOW_PEAK_DB = 35.0  #: ...and so are frames this far below the loudest frame
+MIN_PAUSE_S = 0.12  #: shortest silence that counts as a pause
+LOOP_PAUSE_S = 0.6  #: silence between repeats with ``loop=True``
+CUT_FADE_S = 0.04  #: fade-out where a cut falls in a pause
+HARD_CUT_FADE_S = 0.12  #: fade-out of a cut in the middle of speech
+MIN_LENGTH_S = MEL_STEP * HOP / SAMPLE_RATE  #: 0.2 s, the shortest usable soundtrack
+MAX_LENGTH_S = 600.0  #: the longest length_s accepted
+
+
+def _silent_frames(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
+    """(silent flag per frame, frame length in samples)."""
+    n = max(1, int(round(LEVEL_FRAME_S * sample_rate)))
+    x = np.asarray(samples, np.float64)
+    frames = len(x) // n
+    if frames == 0:
+        return np.ones(0, bool), n
+    energy = np.mean(x[: frames * n].reshape(frames, n) ** 2, axis=1)
+    level = 10.0 * np.log10(energy + 1e-12)
+    threshold = max(SILENCE_FLOOR_DB, float(level.max()) - SILENCE_BELOW_PEAK_DB)
+    return level < threshold, n
+
+
+def active_range(samples: np.ndarray, sample_rate: int) -> tuple[int, int] | None:
+    """``(start, end)`` sample indices from the first to the last sound, or None if all silent."""
+    silent, n = _silent_frames(samples, sample_rate)
+    loud = np.flatnonzero(~silent)
+    if loud.size == 0:
+        return None
+    return int(loud[0] * n), int(min(len(samples), (loud[-1] + 1) * n))
+
+
+def trim_silence(samples: np.ndarray, sample_rate: int, *, lead_s: float = 0.15, tail_s: float = 0.25) -> np.ndarray:
+    """Shorten leading/trailing silence to at most ``lead_s`` / ``tail_s`` seconds.
+
+    Silence already shorter than the margin is kept as it is (nothing is
+    added). An all-silent input is returned unchanged.
+    """
+    samples = np.asarray(samples, np.float32)
+    rng = active_range(samples, sample_rate)
+    if rng is None:
+        return samples
+    start = max(0, rng[0] - int(round(lead_s * sample_rate)))
+    end = min(len(samples), rng[1] + int(round(tail_s * sample_rate)))
+    return samples[start:end]
+
+
+def normalize_peak(samples: np.ndarray, peak_dbfs: float = PEAK_DBFS) -> np.ndarray:
+    """Scale so the loudest sample sits at ``peak_dbfs``; silence is returned unchanged."""
+    samples = np.asarray(samples, np.float32)
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak < 1e-6:
+        return samples
+    return (samples * (10.0 ** (peak_dbfs / 20.0) / peak)).astype(np.float32)
+
+
+def add_dither(samples: np.ndarray, amplitude: float = DITHER, seed: int = 0) -> np.ndarray:
+    """Add triangular (TPDF) noise of ``amplitude`` peak: no stretch stays digital silence.
+
+    Deterministic for a given ``seed`` and length.
+    """
+    samples = np.asarray(samples, np.float32)
+    rng = np.random.default_rng(seed)
+    noise = (rng.random(samples.shape) - rng.random(samples.shape)) * amplitude
+    return np.clip(samples + noise.astype(np.float32), -1.0, 1.0)
+
+
+def find_pauses(samples: np.ndarray, sample_rate: int, min_pause_s: float = MIN_PAUSE_S) -> list[tuple[int, int]]:
+    """Silences of at least ``min_pause_s`` that come after some sound: [(start, end)] in samples.
+
+    Leading silence is not a pause; trailing silence is (it ends at the last sample).
+    """
+    silent, n = _silent_frames(samples, sample_rate)
+    loud = np.flatnonzero(~silent)
+    if loud.size == 0:
+        return []
+    min_run = max(1, int(np.ceil(min_pause_s * sample_rate / n)))
+    out = []
+    i = int(loud[0])
+    total = len(silent)
+    while i < total:
+        if silent[i]:
+            j = i
+            while j < total and silent[j]:
+                j += 1
+            if j - i >= min_run:
+                out.append((i * n, len(samples) if j == total else j * n))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def check_length_s(length_s: float) -> float:
+    """Validate a target length: 0 (keep) or between 0.2 and 600 seconds.
+
+    Raises:
+        InputError: not a number, negative, too short or too long.
+    """
+    from .errors import InputError
+
+    try:
+        value = float(length_s)
+    except (TypeError, ValueError):
+        raise InputError(f"The length must be a number of seconds, got {length_s!r}.") from None
+    if not np.isfinite(value) or value < 0:
+        raise InputError(f"The length must be 0 (natural length) or a positive number of seconds, got {length_s}.")
+    if 0 < value < MIN_LENGTH_S:
+        raise InputError(f"The length must be at least {MIN_LENGTH_S:g} seconds (or 0 for the natural length).")
+    if value > MAX_LENGTH_S:
+        raise InputError(f"The length must be at most {MAX_LENGTH_S:g} seconds, got {value:g}.")
+    return value
+
+
+def _fade_out(samples: np.ndarray, n_fade: int) -> np.ndarray:
+    n_fade = min(n_fade, len(samples))
+    if n_fade > 0:
+        ramp = 0.5 * (1.0 + np.cos(np.linspace(0.0, np.pi, n_fade, dtype=np.float64)))
+        samples[-n_fade:] *= ramp.astype(np.float32)
+    return samples
+
+
+def fit_length(speech: Speech, length_s: float, loop: bool = False) -> Speech:
+    """Make ``speech`` last exactly ``length_s`` seconds (to the nearest sample).
+
+    * ``length_s == 0``: the speech is returned unchanged (its natural length).
+    * Longer target: silence is added at the end; with ``loop=True`` the speech
+      is first repeated, after a :data:`LOOP_PAUSE_S` pause, as many whole
+      times as fit.
+    * Shorter target: the speech is cut in the last pause (at least
+      :data:`MIN_PAUSE_S` of silence) that starts before the target and keeps
+      at least half of it, with a short fade-out, and silence fills up to the
+      target; without such a pause it is cut at the target with a
+      :data:`HARD_CUT_FADE_S` fade-out.
+
+    Added silence carries the same tiny dither as synthesised speech. Works
+    for uploaded audio as well as synthesised speech; the sample rate is kept.
+
+    Raises:
+        InputError: ``length_s`` is negative, not finite, below 0.2 s or above 600 s.
+    """
+    length_s = check_length_s(length_s)
+    if length_s == 0:
+        return speech
+    sr = int(speech.sample_rate)
+    wav = np.asarray(speech.samples, np.float32)
+    target = int(round(length_s * sr))
+    n = len(wav)
+    if n == target:
+        return speech
+    if n < target:
+        pieces = [wav]
+        used = n
+        if loop and n > 0:
+            gap = int(round(LOOP_PAUSE_S * sr))
+            while used + gap + n <= target:
+                pieces += [add_dither(np.zeros(gap, np.float32), seed=used), wav]
+                used += gap + n
+        pieces.append(add_dither(np.zeros(target - used, np.float32), seed=target))
+        out = np.concatenate(pieces)
+    else:
+        cut = None
+        for start, _end in reversed(find_pauses(wav, sr)):
+            if start < target and start >= target / 2:
+                cut = min(target, start + int(round(CUT_FADE_S * sr)))
+                break
+        if cut is not None:
+            head = _fade_out(wav[:cut].copy(), int(round(CUT_FADE_S * sr)))
+        else:
+            head = _fade_out(wav[:target].copy(), int(round(HARD_CUT_FADE_S * sr)))
+        out = np.concatenate([head, add_dither(np.zeros(target - len(head), np.float32), seed=target)])
+    return Speech(out.astype(np.float32), sr)

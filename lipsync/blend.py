@@ -13,7 +13,7 @@ import numpy as np
 
 from .face import FaceBox
 
-__all__ = ["feather_mask", "Blender"]
+__all__ = ["feather_mask", "Blender", "draw_label"]
 
 
 def _ramp(n: int, start: float, full: float, end_full: float, end: float) -> np.ndarray:
@@ -65,3 +65,40 @@ class Blender:
         mixed = self._region + self._mask * (mouth.astype(np.float32) - self._region)
         out[b.y1 : b.y2, b.x1 : b.x2] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         return out
+
+
+def draw_label(image_rgb: np.ndarray, text: str = "AI-generated", avoid: FaceBox | None = None) -> np.ndarray:
+    """A copy of ``image_rgb`` with a small visible label in a corner.
+
+    The label goes in the bottom-left corner, or another corner when that one
+    would cover the face box; it is drawn once on the still image, so it costs
+    nothing per frame.
+    """
+    import cv2
+
+    h, w = image_rgb.shape[:2]
+    scale = max(0.35, min(h, w) / 900.0)
+    thick = max(1, round(scale * 2))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(3, round(6 * scale))
+    bw, bh = tw + 2 * pad, th + base + 2 * pad
+    margin = max(4, round(min(h, w) * 0.015))
+    corners = [
+        (margin, h - margin - bh),  # bottom-left
+        (w - margin - bw, h - margin - bh),  # bottom-right
+        (margin, margin),  # top-left
+        (w - margin - bw, margin),  # top-right
+    ]
+
+    def overlaps(x, y):
+        if avoid is None:
+            return False
+        return not (x + bw <= avoid.x1 or x >= avoid.x2 or y + bh <= avoid.y1 or y >= avoid.y2)
+
+    x, y = next(((cx, cy) for cx, cy in corners if not overlaps(cx, cy)), corners[0])
+    x, y = max(0, x), max(0, y)
+    out = image_rgb.copy()
+    region = out[y : y + bh, x : x + bw]
+    region[:] = (region.astype(np.float32) * 0.45).astype(np.uint8)  # darkened backdrop
+    cv2.putText(out, text, (x + pad, y + pad + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    return out

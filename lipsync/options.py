@@ -38,6 +38,9 @@ class GenerateOptions:
         batch_size: frames per forward pass (default per device).
         skip_silence: show the face at rest during pauses instead of running the network.
         crf, preset, encoder_threads: x264 quality, speed and threads (0 = auto).
+        label: draw a small visible "AI-generated" label in a corner of the video.
+        max_audio_s: longest soundtrack accepted from a file (seconds).
+        max_audio_bytes: largest audio file accepted.
         metadata: extra MP4 metadata tags.
     """
 
@@ -51,6 +54,9 @@ class GenerateOptions:
     crf: int = 20
     preset: str = "veryfast"
     encoder_threads: int = 0
+    label: bool = True
+    max_audio_s: float = 120.0
+    max_audio_bytes: int = 50_000_000
     metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,5 +84,9 @@ class GenerateOptions:
             raise InputError("crf must be between 0 and 51.")
         if self.preset not in X264_PRESETS:
             raise InputError(f"preset must be one of {', '.join(X264_PRESETS)}.")
+        if not (math.isfinite(float(self.max_audio_s)) and 1 <= float(self.max_audio_s) <= 3600):
+            raise InputError("max_audio_s must be between 1 and 3600 seconds.")
+        if not 1 <= int(self.max_audio_bytes) <= 2_000_000_000:
+            raise InputError("max_audio_bytes must be between 1 byte and 2 GB.")
         if not 0 <= int(self.encoder_threads) <= 64:
             raise InputError("encoder_threads must be between 0 (auto) and 64.")
