@@ -41,6 +41,7 @@ class GenerateOptions:
         label: draw a small visible "AI-generated" label in a corner of the video.
         max_audio_s: longest soundtrack accepted from a file (seconds).
         max_audio_bytes: largest audio file accepted.
+        timeout_s: longest the encoder may run before it is stopped.
         metadata: extra MP4 metadata tags.
     """
 
@@ -57,6 +58,7 @@ class GenerateOptions:
     label: bool = True
     max_audio_s: float = 120.0
     max_audio_bytes: int = 50_000_000
+    timeout_s: float = 1800.0
     metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -88,5 +90,7 @@ class GenerateOptions:
             raise InputError("max_audio_s must be between 1 and 3600 seconds.")
         if not 1 <= int(self.max_audio_bytes) <= 2_000_000_000:
             raise InputError("max_audio_bytes must be between 1 byte and 2 GB.")
+        if not (math.isfinite(float(self.timeout_s)) and float(self.timeout_s) > 0):
+            raise InputError("timeout_s must be a positive number of seconds.")
         if not 0 <= int(self.encoder_threads) <= 64:
             raise InputError("encoder_threads must be between 0 (auto) and 64.")

@@ -13,7 +13,15 @@ from lipsync.face import FaceBox, face_crop
 
 
 def _tmp_dirs():
-    return {p.name for p in Path(tempfile.gettempdir()).glob("lipsync-*")}
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir()}
+
+
+@pytest.fixture(autouse=True)
+def _own_tempdir(tmp_path, monkeypatch):
+    """Requests' temporary directories go to a folder only this test uses."""
+    d = tmp_path / "tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
 
 
 def test_generate_returns_a_full_result(engine, example_image, oracle_wav, tmp_path):
@@ -62,7 +70,7 @@ def test_failure_midway_leaves_nothing(engine, example_image, oracle_wav, tmp_pa
     before = _tmp_dirs()
     with pytest.raises(LipSyncError, match="simulated"):
         engine.generate(example_image, oracle_wav, tmp_path / "d.mp4")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["tmp"]
     assert _tmp_dirs() == before
 
 
