@@ -1,4 +1,6 @@
-"""Command line: ``python -m lipsync generate --image IMG --audio AUDIO --out OUT.mp4``.
+"""Command line: ``python -m lipsync generate --image IMG --audio AUDIO --out OUT.mp4``
+(or ``--text "..." [--voice ID]``, with ``[--length SECONDS] [--loop]`` for either),
+``python -m lipsync voices`` and ``python -m lipsync hls INPUT.mp4 OUTDIR [--zip ZIP]``.
 
 Exit status: 0 on success, 2 on any problem with the input or the set-up
 (one line on stderr, no traceback), 1 on an unexpected internal error.
@@ -20,9 +22,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (and show tracebacks)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="portrait + audio -> MP4")
+    g = sub.add_parser("generate", help="portrait + audio (or text) -> MP4")
     g.add_argument("--image", required=True, help="the portrait (JPEG, PNG, WebP, BMP)")
-    g.add_argument("--audio", required=True, help="speech (wav, mp3, m4a, ogg, flac)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio", help="speech (wav, mp3, m4a, ogg, flac)")
+    src.add_argument("--text", help="words to speak (instead of --audio)")
+    g.add_argument("--voice", help="voice id for --text (see: python -m lipsync voices; default: best available)")
+    g.add_argument("--length", type=float, default=0.0, metavar="SECONDS",
+                   help="make the soundtrack and video this long (default 0: natural length)")  # fmt: skip
+    g.add_argument("--loop", action="store_true", help="with --length longer than the speech: repeat it")
+    g.add_argument("--max-chars", type=int, default=1000, help="text length limit (default 1000)")
     g.add_argument("--out", required=True, help="the MP4 to write")
     g.add_argument("--checkpoint", help="local Wav2Lip checkpoint (default: $LIPSYNC_CHECKPOINT or download)")
     g.add_argument("--s3fd", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD or download)")
@@ -37,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")
     g.add_argument("--batch-size", type=int, help="frames per forward pass")
     g.add_argument("--no-skip-silence", action="store_true", help="run the network on pauses too")
+    g.add_argument("--no-label", action="store_true", help='no visible "AI-generated" label in the video')
+    g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
+                   help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
+    g.add_argument("--hls-zip", metavar="ZIP", help="also write an HLS package (ladder + player) as this zip")
+
+    h = sub.add_parser("hls", help="MP4 -> adaptive HLS folder (+ zip with a player page)")
+    h.add_argument("input", metavar="INPUT.mp4", help="a video (H.264/AAC MP4 or anything ffmpeg reads)")
+    h.add_argument("outdir", metavar="OUTDIR", help="folder for master.m3u8, the renditions and player.html")
+    h.add_argument("--zip", metavar="ZIP", help="also write the package as this zip")
+    h.add_argument("--segment", type=float, default=2.0, metavar="S", help="segment length in seconds (default 2)")
+
+    sub.add_parser("voices", help="list the voices for --text, one per line: id, label, availability")
     return p
 
 
@@ -65,19 +86,61 @@ def _generate(a: argparse.Namespace) -> int:
         max_side=a.max_side,
         batch_size=a.batch_size,
         skip_silence=not a.no_skip_silence,
+        label=not a.no_label,
+        max_audio_s=a.max_audio_seconds,
     )
     for what, path in (("image", a.image), ("audio", a.audio)):
-        if not Path(path).is_file():
+        if path is not None and not Path(path).is_file():
             from .errors import InputError
 
             raise InputError(f"The {what} file {path} does not exist.")
     engine = LipSync(a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
-    r = engine.generate(a.image, a.audio, a.out, opts, progress=_progress_printer(sys.stderr.isatty()))
+    r = engine.generate(
+        a.image, a.audio, a.out, opts, progress=_progress_printer(sys.stderr.isatty()),
+        text=a.text, voice=a.voice, length_s=a.length, loop=a.loop, max_chars=a.max_chars,
+    )  # fmt: skip
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
     print(
         f"wrote {r.video} ({r.duration_s:.2f} s, {r.frames} frames at {r.fps:g} fps, {r.width}x{r.height}; "
         f"face {r.box.as_tuple()} by {r.detector}; {r.device}; {stages})"
+        + (f"; voice {r.voice}" if r.voice else "")
     )
+    if a.hls_zip:
+        import tempfile
+
+        from .hls import package_hls
+
+        with tempfile.TemporaryDirectory(prefix="lipsync-hls-") as tmp:
+            h = package_hls(Path(r.video), Path(tmp) / "hls", zip_path=Path(a.hls_zip))
+        print(f"wrote {h.zip} (HLS: {', '.join(x.name for x in h.renditions)})")
+    return 0
+
+
+def _hls(a: argparse.Namespace) -> int:
+    from .hls import package_hls
+
+    r = package_hls(
+        Path(a.input), Path(a.outdir), zip_path=Path(a.zip) if a.zip else None, segment_s=a.segment,
+        progress=_progress_printer(sys.stderr.isatty()),
+    )  # fmt: skip
+    ladder = ", ".join(f"{x.name} {x.width}x{x.height} {x.bandwidth / 1e6:.2f} Mbit/s" for x in r.renditions)
+    print(f"wrote {r.master} ({r.duration_s:.2f} s; {ladder})" + (f" and {r.zip}" if r.zip else ""))
+    return 0
+
+
+def _voices(a: argparse.Namespace) -> int:
+    """One voice per line: id, label, availability (and why not), tab-separated."""
+    from .tts import default_voice, list_voices
+
+    voices = list_voices()
+    best = default_voice().id if any(v.available for v in voices) else None
+    for v in voices:
+        state = "available" if v.available else f"unavailable: {v.reason}"
+        if v.available and v.note:
+            state += f" ({v.note})"
+        if v.id == best:
+            state += " [default]"
+        print(f"{v.id}\t{v.label}\t{state}")
     return 0
 
 
@@ -89,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "hls":
+            return _hls(args)
+        if args.command == "voices":
+            return _voices(args)
         raise AssertionError(args.command)  # pragma: no cover
     except LipSyncError as e:
         print(f"error: {e}", file=sys.stderr)
