@@ -1,0 +1,269 @@
+"""The Gradio app: started as a real server, driven through gradio_client.
+
+The server runs in its own process group on a free 127.0.0.1 port, offline,
+on the CPU, with the seed-1234 random-weight checkpoint; texts are short so
+each generation takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import EXAMPLE, ROOT, ffprobe
+
+SHORT_TEXT = "Hello there, astronaut."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def app_env(checkpoint: Path | None, tmp: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LIPSYNC_CHECKPOINT", None)
+    if checkpoint is not None:
+        env["LIPSYNC_CHECKPOINT"] = str(checkpoint)
+    env.update(
+        HF_HUB_OFFLINE="1",
+        LIPSYNC_DEVICE="cpu",
+        GRADIO_ANALYTICS_ENABLED="False",
+        GRADIO_TEMP_DIR=str(tmp / "gradio"),
+        TMPDIR=str(tmp),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running_app(
+    checkpoint: Path | None, tmp: Path, timeout: float = 180.0, env_extra: dict | None = None, info: dict | None = None
+):
+    """Start ``python app.py`` on a free port; yield its URL; kill its process group after.
+
+    ``env_extra`` adds environment variables; ``info``, when given, receives the server's ``pid``.
+    """
+    port = free_port()
+    log_path = tmp / "app.log"
+    url = f"http://127.0.0.1:{port}/"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT, env={**app_env(checkpoint, tmp), **(env_extra or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    if info is not None:
+        info["pid"] = proc.pid
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-4000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app.py did not answer within {timeout:.0f} s:\n{log_path.read_text(errors='replace')[-4000:]}")
+            time.sleep(0.3)
+        yield url, log_path
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    with running_app(checkpoint, tmp) as (url, log_path):
+        yield url, log_path
+    # stopped with SIGTERM, the app removes its request folders (its TMPDIR is tmp)
+    assert not list(tmp.glob("lipsync-app-*")), "request folders left behind"
+    assert "Traceback" not in log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server[0], verbose=False, download_files=str(Path(server[1]).parent / "downloads"))
+
+
+def _call(client, **kwargs):
+    from gradio_client import handle_file
+
+    args = dict(image=handle_file(str(EXAMPLE)), text=SHORT_TEXT, voice="espeak:en-us", consent=True)
+    args.update(kwargs)
+    return client.predict(**args, api_name="/generate")
+
+
+def _video_path(value) -> Path:
+    if isinstance(value, dict):  # gr.Video answers {"video": path, "subtitles": ...}
+        value = value.get("video")
+    return Path(value)
+
+
+@pytest.mark.slow
+def test_generate_returns_mp4_zip_and_summary(client):
+    video, zip_file, summary = _call(client)
+    mp4 = _video_path(video)
+    info = ffprobe(mp4)
+    codecs = {s["codec_type"]: s["codec_name"] for s in info["streams"]}
+    assert codecs == {"video": "h264", "audio": "aac"}
+    assert float(info["format"]["duration"]) > 0.5
+    with zipfile.ZipFile(zip_file) as z:
+        names = set(z.namelist())
+        assert z.testzip() is None
+    assert {"master.m3u8", "player.html", "hls.min.js"} <= names
+    assert any(n.endswith("/index.m3u8") for n in names)
+    assert "espeak" in summary.lower()
+    assert "face found by" in summary.lower()
+
+
+@pytest.mark.slow
+def test_uploaded_audio_replaces_text_and_length_is_honoured(client, oracle_wav):
+    """A 7.2 s recording cut to 2 s: the text and voice are ignored, the video lasts 2 s."""
+    from gradio_client import handle_file
+
+    video, zip_file, summary = _call(client, audio=handle_file(str(oracle_wav)), text="", length_s=2)
+    duration = float(ffprobe(_video_path(video))["format"]["duration"])
+    assert abs(duration - 2.0) < 0.15
+    assert "your audio file" in summary
+    assert zip_file
+
+
+def test_api_exposes_generate_with_named_parameters(client):
+    info = client.view_api(print_info=False, return_format="dict")
+    endpoint = info["named_endpoints"]["/generate"]
+    names = [p["parameter_name"] for p in endpoint["parameters"]]
+    assert names[:7] == ["image", "text", "voice", "length_s", "loop", "audio", "consent"]
+    assert len(endpoint["returns"]) == 3
+
+
+def test_photo_without_face_is_a_readable_error(client, tmp_path):
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(grey)
+    from gradio_client import handle_file
+
+    with pytest.raises(AppError) as e:
+        _call(client, image=handle_file(str(grey)))
+    msg = str(e.value)
+    assert "face" in msg.lower()
+    assert "Traceback" not in msg
+
+
+def test_unticked_consent_is_refused(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="right to use"):
+        _call(client, consent=False)
+
+
+def test_unavailable_voice_is_a_readable_error(client):
+    """Coqui voices cannot be downloaded offline: listed as unavailable, refused with the reason."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="cannot be used here"):
+        _call(client, voice="coqui:ljspeech")
+
+
+def test_empty_text_without_audio_is_refused(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="text"):
+        _call(client, text="   ")
+
+
+# -- in-process: the handler alone (no server) ------------------------------------------------
+
+
+def test_missing_weights_say_how_to_provide_them(tmp_path, monkeypatch):
+    import gradio as gr
+
+    import app
+    from lipsync import LipSync
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    handler = app.make_generate(LipSync(tmp_path / "missing.pth", device="cpu"))
+    with pytest.raises(gr.Error) as e:
+        handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+    assert "missing.pth" in e.value.message
+    assert "LIPSYNC_CHECKPOINT" in e.value.message or "checkpoint" in e.value.message.lower()
+
+
+def test_unexpected_errors_are_generic_and_logged(caplog):
+    import gradio as gr
+
+    import app
+
+    class Broken:
+        def generate(self, *a, **k):
+            raise RuntimeError("internal detail 0xdeadbeef")
+
+    handler = app.make_generate(Broken())
+    with caplog.at_level("ERROR", logger="lipsync.app"), pytest.raises(gr.Error) as e:
+        handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+    assert e.value.message == app.GENERIC_ERROR
+    assert "deadbeef" not in e.value.message
+    assert any("deadbeef" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_unavailable_voices_are_listed_not_hidden(monkeypatch):
+    import app
+    from lipsync import tts
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    choices, default = app.voice_choices()
+    ids = [v for _, v in choices]
+    assert {v.id for v in tts.list_voices()} == set(ids)
+    assert "espeak:en-us" in ids and default in ids
+    unavailable = [label for label, v in choices if not tts.get_voice(v).available]
+    assert unavailable and all("unavailable:" in label for label in unavailable)
+
+
+def test_build_demo_and_library_stays_free_of_gradio():
+    import app
+
+    demo = app.build_demo()
+    assert demo.config is not None
+    code = "import sys, lipsync, lipsync.tts, lipsync.hls, lipsync.pipeline; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
+
+
+def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
+    import app
+    import lipsync.hls
+    from lipsync.errors import EncodeError
+
+    def broken(*a, **k):
+        raise EncodeError("ffmpeg could not write the HLS renditions.")
+
+    monkeypatch.setattr(lipsync.hls, "package_hls", broken)
+    video, zip_file, summary = app.make_generate(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+    assert Path(video).is_file() and zip_file is None
+    assert "No HLS package" in summary and "could not write" in summary
