@@ -69,7 +69,6 @@ def device_name(device) -> str:
 
 def throughput(gen, face, mels, repeats: int = 1) -> float:
     """Frames/s of gen.predict over all of ``mels`` (best of ``repeats``), after a warm-up."""
-    import numpy as np
     import torch
 
     for _ in gen.predict(face, mels[: min(len(mels), 8)]):
@@ -88,7 +87,6 @@ def throughput(gen, face, mels, repeats: int = 1) -> float:
 
 def network_bench(args, ckpt: Path) -> dict:
     import numpy as np
-    import torch
 
     from lipsync.generator import Generator, resolve_device
     from lipsync.models import load_wav2lip

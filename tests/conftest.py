@@ -87,3 +87,21 @@ def ffprobe(path: Path) -> dict:
         text=True,
     ).stdout
     return json.loads(out)
+
+
+def temp_entries() -> set[str]:
+    """Names in the temporary folder (see ``own_tempdir``)."""
+    import tempfile
+
+    return {p.name for p in Path(tempfile.gettempdir()).iterdir()}
+
+
+@pytest.fixture
+def own_tempdir(tmp_path, monkeypatch):
+    """Requests' temporary directories go to a folder only this test uses."""
+    import tempfile
+
+    d = tmp_path / "tmp"
+    d.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(d))
+    return d

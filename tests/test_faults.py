@@ -1,7 +1,6 @@
 """Injected faults: each gives a clean error, leaves no process, file or temp dir, and
 the next request works."""
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,22 +9,14 @@ import pytest
 import torch
 
 import lipsync.proc as proc
+from conftest import temp_entries as _temp_dirs
 from lipsync import GenerateOptions, LipSyncError, Speech
 from lipsync.errors import AudioError, EncodeError, ResourceError
 
 REAL_FFMPEG = proc.ffmpeg_exe()
 
 
-def _temp_dirs():
-    return {p.name for p in Path(tempfile.gettempdir()).iterdir()}
-
-
-@pytest.fixture(autouse=True)
-def _own_tempdir(tmp_path, monkeypatch):
-    """Requests' temporary directories go to a folder only this test uses."""
-    d = tmp_path / "tmp"
-    d.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
+pytestmark = pytest.mark.usefixtures("own_tempdir")
 
 
 def _children():

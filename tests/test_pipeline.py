@@ -1,27 +1,17 @@
 """The public API end to end: results, progress, pipelining, clean-up."""
 
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import ffprobe
+from conftest import temp_entries as _tmp_dirs
 from lipsync import GenerateOptions, LipSyncError, Speech
 from lipsync.blend import Blender
 from lipsync.face import FaceBox, face_crop
 
 
-def _tmp_dirs():
-    return {p.name for p in Path(tempfile.gettempdir()).iterdir()}
-
-
-@pytest.fixture(autouse=True)
-def _own_tempdir(tmp_path, monkeypatch):
-    """Requests' temporary directories go to a folder only this test uses."""
-    d = tmp_path / "tmp"
-    d.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(d))
+pytestmark = pytest.mark.usefixtures("own_tempdir")
 
 
 def test_generate_returns_a_full_result(engine, example_image, oracle_wav, tmp_path):

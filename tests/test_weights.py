@@ -1,6 +1,5 @@
 """Checkpoint loading and the download/verification rules."""
 
-import pickle
 from dataclasses import replace
 from pathlib import Path
 
