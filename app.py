@@ -418,6 +418,22 @@ def _counter(text: str) -> str:
     return f"{n} / {MAX_CHARS} characters" + (" (too long: please shorten it)" if n > MAX_CHARS else "")
 
 
+class PortraitUpload(gr.Image):
+    """``gr.Image`` that hands the handler the uploaded file untouched.
+
+    Stock ``gr.Image`` decodes every upload with Pillow before the handler
+    runs (any format, converted to RGB, 16-bit clipped); a broken file then
+    fails inside Gradio with a bare error. Here the file goes, as is, to
+    :func:`lipsync.load_image`, the one place that opens untrusted images.
+    """
+
+    def preprocess(self, payload):
+        return None if payload is None else str(payload.path)
+
+    def get_block_name(self) -> str:
+        return "image"
+
+
 def build_demo(engine: LipSync | None = None) -> gr.Blocks:
     """The Blocks app; ``engine`` None uses one lazily made engine per process."""
     choices, default_voice = voice_choices()
@@ -425,7 +441,7 @@ def build_demo(engine: LipSync | None = None) -> gr.Blocks:
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(
+                image = PortraitUpload(
                     type="filepath", label="Portrait (one face, looking at the camera)",
                     sources=["upload", "clipboard"], height=320, elem_id="portrait",
                 )  # fmt: skip

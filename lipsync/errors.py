@@ -56,7 +56,8 @@ class NoFaceError(InputError):
                 "No face was found in the photo. Use a clear, well-lit portrait "
                 "where one face looks roughly towards the camera, is not covered "
                 "(no mask or hand over the mouth) and fills at least a tenth of "
-                "the picture's width; or pass the face box yourself (--box Y1 Y2 X1 X2)."
+                "the picture's width; or give the face box yourself (--box on the command line, "
+                "box= in Python)."
             )
         )
 

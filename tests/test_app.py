@@ -267,3 +267,37 @@ def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
     video, zip_file, summary = app.make_generate(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
     assert Path(video).is_file() and zip_file is None
     assert "No HLS package" in summary and "could not write" in summary
+
+
+# ----------------------------------------------------------------------------- hostile images via the API
+
+
+def _corpus_names():
+    from bad_inputs import CORPUS
+
+    return sorted(CORPUS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _corpus_names())
+def test_image_corpus_through_the_api(client, tmp_path, name):
+    """Every bad or awkward image gives a video or a readable error, never a traceback."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from bad_inputs import CORPUS
+
+    fname, make, expect = CORPUS[name]
+    path = tmp_path / fname
+    path.write_bytes(make())
+    try:
+        video, _zip, _summary = _call(client, image=handle_file(str(path)), text="Hi.")
+    except AppError as e:
+        msg = str(e)
+        assert expect != "ok", f"{name}: {msg}"
+        assert "Traceback" not in msg and 'File "' not in msg
+        assert len(msg) > 20, msg
+        return
+    assert expect != "error", f"{name} should have been refused"
+    info = ffprobe(_video_path(video))
+    assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac"}

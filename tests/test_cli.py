@@ -110,3 +110,40 @@ def test_output_must_be_mp4(example_image, oracle_wav, tmp_path, checkpoint):
 def test_bad_option_values(example_image, oracle_wav, out, checkpoint):
     r = cli(*_base(example_image, oracle_wav, out, checkpoint), "--fps", "0")
     assert_clean_failure(r, out, "fps")
+
+
+@pytest.fixture(scope="module")
+def short_wav(tmp_path_factory):
+    from lipsync.encode import write_wav
+
+    t = np.arange(16000) / 16000
+    return write_wav(tmp_path_factory.mktemp("wav") / "short.wav", 0.3 * np.sin(2 * np.pi * 180 * t), 16000)
+
+
+def _corpus_names():
+    from bad_inputs import CORPUS
+
+    return sorted(CORPUS)
+
+
+@pytest.mark.parametrize("name", _corpus_names())
+def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkpoint, capsys):
+    """The CLI's own code path, in process: exit 0 with a video, or 2 with one clean line."""
+    from bad_inputs import CORPUS
+    from lipsync.__main__ import main
+
+    fname, make, expect = CORPUS[name]
+    img = tmp_path / fname
+    img.write_bytes(make())
+    out = tmp_path / "out" / "v.mp4"
+    code = main(["generate", "--image", str(img), "--audio", str(short_wav), "--out", str(out),
+                 "--checkpoint", str(checkpoint), "--device", "cpu"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if expect == "ok":
+        assert code == 0, err
+        assert out.is_file()
+    else:
+        assert code == 2, err
+        assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
+        assert not out.exists()
