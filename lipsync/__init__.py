@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .audio import Speech, load_audio, mel_windows, melspectrogram, window_starts
+from .audio import Speech, fit_length, load_audio, mel_windows, melspectrogram, window_starts
 from .errors import (
     AudioError,
     EncodeError,
@@ -26,6 +26,7 @@ from .face import FaceBox
 from .images import load_image
 from .options import GenerateOptions
 from .pipeline import LipSync, Progress, Result
+from .tts import Voice, default_voice, get_voice, list_voices, synthesize
 
 __version__ = "0.1.0"
 
@@ -41,6 +42,12 @@ __all__ = [
     "melspectrogram",
     "window_starts",
     "mel_windows",
+    "fit_length",
+    "Voice",
+    "list_voices",
+    "get_voice",
+    "default_voice",
+    "synthesize",
     "LipSyncError",
     "InputError",
     "ImageError",

@@ -338,7 +338,7 @@ LOOP_PAUSE_S = 0.6  #: silence between repeats with ``loop=True``
 CUT_FADE_S = 0.04  #: fade-out where a cut falls in a pause
 HARD_CUT_FADE_S = 0.12  #: fade-out of a cut in the middle of speech
 MIN_LENGTH_S = MEL_STEP * HOP / SAMPLE_RATE  #: 0.2 s, the shortest usable soundtrack
-MAX_LENGTH_S = 600.0  #: the longest length_s accepted
+MAX_LENGTH_S = 3600.0  #: the longest length_s fit_length accepts (the pipeline's max_audio_s is lower)
 
 
 def _silent_frames(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, int]:
@@ -425,7 +425,7 @@ def find_pauses(samples: np.ndarray, sample_rate: int, min_pause_s: float = MIN_
 
 
 def check_length_s(length_s: float) -> float:
-    """Validate a target length: 0 (keep) or between 0.2 and 600 seconds.
+    """Validate a target length: 0 (keep) or between 0.2 and 3600 seconds.
 
     Raises:
         InputError: not a number, negative, too short or too long.
@@ -470,7 +470,7 @@ def fit_length(speech: Speech, length_s: float, loop: bool = False) -> Speech:
     for uploaded audio as well as synthesised speech; the sample rate is kept.
 
     Raises:
-        InputError: ``length_s`` is negative, not finite, below 0.2 s or above 600 s.
+        InputError: ``length_s`` is negative, not finite, below 0.2 s or above an hour.
     """
     length_s = check_length_s(length_s)
     if length_s == 0:

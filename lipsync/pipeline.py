@@ -3,7 +3,7 @@
 ``LipSync(...).generate(image, audio, out)`` reads as the recipe:
 
 1. check the inputs and options;
-2. open the portrait, decode the soundtrack;
+2. open the portrait, decode the soundtrack (or speak the text), fit its length;
 3. find the face, compute the mel windows (and which frames are pauses);
 4. run the generator, paste each mouth back and stream the frames to ffmpeg,
    with inference overlapping blending and encoding;
@@ -26,7 +26,7 @@ import numpy as np
 
 from . import audio as audio_mod
 from .audio import SAMPLE_RATE, Speech
-from .blend import Blender
+from .blend import Blender, draw_label
 from .encode import VideoWriter, write_wav
 from .errors import InputError, LipSyncError
 from .face import FaceBox, face_crop, find_face, make_detector, pad_box
@@ -58,6 +58,7 @@ class Result:
     sample_rate: int  #: the soundtrack's rate in the MP4
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
     speaking_frames: int = 0  #: frames the network ran on (others were pauses)
+    voice: str | None = None  #: the voice id that spoke the text (None for given audio)
 
 
 class _Stop(Exception):
@@ -138,12 +139,18 @@ class LipSync:
     def generate(
         self,
         image,
-        audio: str | Path | Speech,
-        out: str | Path,
+        audio: str | Path | Speech | None = None,
+        out: str | Path | None = None,
         options: GenerateOptions | None = None,
         progress: Progress | None = None,
+        *,
+        text: str | None = None,
+        voice: str | None = None,
+        length_s: float = 0.0,
+        loop: bool = False,
+        max_chars: int = 1000,
     ) -> Result:
-        """Make a lip-synced MP4 of ``image`` speaking ``audio``.
+        """Make a lip-synced MP4 of ``image`` speaking ``audio`` or ``text``.
 
         Args:
             image: portrait path, bytes, PIL image or (H, W, 3) uint8 RGB array.
@@ -151,6 +158,12 @@ class LipSync:
             out: the MP4 to write. Nothing is left there if generation fails.
             options: :class:`GenerateOptions`.
             progress: ``(stage, done, total)`` callback.
+            text: words to speak instead of ``audio`` (exactly one of the two).
+            voice: a voice id for ``text`` (``python -m lipsync voices``); None = the default voice.
+            length_s: the soundtrack's (and video's) duration in seconds; 0 keeps
+                the natural length (see :func:`lipsync.audio.fit_length`).
+            loop: when ``length_s`` is longer, repeat the speech rather than pad with silence.
+            max_chars: the text length limit.
 
         Raises:
             LipSyncError: with a message for the user (bad image, no face,
@@ -158,6 +171,19 @@ class LipSync:
         """
         opts = options or GenerateOptions()
         report = progress or (lambda stage, done, total: None)
+        if (audio is None) == (text is None):
+            raise InputError("Give either an audio file or a text to speak (exactly one of the two).")
+        if out is None:
+            raise InputError("Give the output file name (ending in .mp4).")
+        length_s = audio_mod.check_length_s(length_s)
+        if text is not None:
+            from . import tts
+
+            tts.clean_text(text, max_chars)  # bad text and unusable voices fail before any work
+            if voice is not None:
+                tts.usable_voice(voice)
+        elif voice is not None:
+            raise InputError("A voice can only be chosen for text, not for an audio file.")
         out = Path(out)
         if out.suffix.lower() != ".mp4":
             raise InputError(f"The output must be an .mp4 file, got {out.name}.")
@@ -181,10 +207,31 @@ class LipSync:
         report("image", 0, 1)
         rgb = load_image(image, max_side=opts.max_side)
         lap("image")
+        voice_id = None
+        if text is not None:
+            report("speech", 0, 1)
+            speech, used = tts.narrate(text, voice, max_chars=max_chars)
+            voice_id = used.id
+            lap("speech")
+            report("speech", 1, 1)
         report("audio", 0, 1)
-        speech = audio if isinstance(audio, Speech) else Speech(*audio_mod.load_audio(audio, sample_rate=None))
+        if text is None:
+            speech = audio if isinstance(audio, Speech) else Speech(
+                *audio_mod.load_audio(
+                    audio, sample_rate=None, max_seconds=opts.max_audio_s, max_bytes=opts.max_audio_bytes
+                )
+            )
+        if speech.duration_s > opts.max_audio_s:
+            raise InputError(
+                f"The audio lasts {speech.duration_s:.0f} seconds; the limit is {opts.max_audio_s:g} seconds."
+            )
         if not np.isfinite(speech.samples).all():
             raise InputError("The audio contains invalid samples (NaN or infinity).")
+        if length_s > opts.max_audio_s:
+            raise InputError(
+                f"The requested length of {length_s:g} seconds is over the limit of {opts.max_audio_s:g} seconds."
+            )
+        speech = audio_mod.fit_length(speech, length_s, loop=loop)
         wav16 = audio_mod.resample(speech.samples, speech.sample_rate, SAMPLE_RATE)
         if len(wav16) < audio_mod.MEL_STEP * audio_mod.HOP:
             raise InputError("The audio is too short: it must last at least 0.2 seconds.")
@@ -201,6 +248,8 @@ class LipSync:
             box = find_face(rgb, det, face_index=opts.face_index, pads=opts.pads)
             detector_name = det.name
         crop = face_crop(rgb, box)
+        if opts.label:
+            rgb = draw_label(rgb, avoid=box)
         lap("face")
         mel = audio_mod.melspectrogram(wav16)
         n_frames = audio_mod.frame_count(len(speech.samples), speech.sample_rate, opts.fps)
@@ -219,6 +268,7 @@ class LipSync:
             writer = VideoWriter(
                 out, w, h, opts.fps, wav_path,
                 crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads, metadata=meta,
+                timeout=opts.timeout_s,
             )  # fmt: skip
             with gen_lock(self):
                 self._stream(gen, crop, mels, weights, Blender(rgb, box), writer, report, timings)
@@ -243,6 +293,7 @@ class LipSync:
             sample_rate=speech.sample_rate,
             timings=timings,
             speaking_frames=int(n_frames if weights is None else np.count_nonzero(weights > 0)),
+            voice=voice_id,
         )
 
     @staticmethod
