@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")
     g.add_argument("--batch-size", type=int, help="frames per forward pass")
     g.add_argument("--no-skip-silence", action="store_true", help="run the network on pauses too")
+    g.add_argument("--frame-step", type=int, default=1, choices=(1, 2, 3, 4),
+                   help="run the network on every n-th frame and blend between (faster, softer; default 1)")  # fmt: skip
     g.add_argument("--no-label", action="store_true", help='no visible "AI-generated" label in the video')
     g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
                    help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
@@ -87,6 +89,7 @@ def _generate(a: argparse.Namespace) -> int:
         batch_size=a.batch_size,
         skip_silence=not a.no_skip_silence,
         label=not a.no_label,
+        frame_step=a.frame_step,
         max_audio_s=a.max_audio_seconds,
     )
     for what, path in (("image", a.image), ("audio", a.audio)):

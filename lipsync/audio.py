@@ -149,15 +149,13 @@ def _parse_wav_f32(raw: bytes) -> tuple[int, np.ndarray]:
 
 
 def resample(wav: np.ndarray, orig_rate: int, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Band-limited resampling (polyphase), float32 in, float32 out."""
-    if orig_rate == rate:
-        return np.asarray(wav, dtype=np.float32)
-    from math import gcd
+    """Band-limited resampling (libsoxr, high quality), float32 in, float32 out."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if orig_rate == rate or wav.size == 0:
+        return wav
+    import soxr
 
-    from scipy.signal import resample_poly
-
-    g = gcd(int(orig_rate), int(rate))
-    return resample_poly(np.asarray(wav, np.float64), rate // g, orig_rate // g).astype(np.float32)
+    return soxr.resample(wav, int(orig_rate), int(rate), quality="HQ").astype(np.float32, copy=False)
 
 
 @lru_cache(maxsize=1)

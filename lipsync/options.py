@@ -37,6 +37,8 @@ class GenerateOptions:
         max_side: the portrait's long side is scaled down to this (0 = keep).
         batch_size: frames per forward pass (default per device).
         skip_silence: show the face at rest during pauses instead of running the network.
+        frame_step: run the network on every n-th frame only and blend the frames in
+            between (1 = every frame, exact; 2 halves the work on slow CPUs).
         crf, preset, encoder_threads: x264 quality, speed and threads (0 = auto).
         label: draw a small visible "AI-generated" label in a corner of the video.
         max_audio_s: longest soundtrack accepted from a file (seconds).
@@ -52,6 +54,7 @@ class GenerateOptions:
     max_side: int = 1280
     batch_size: int | None = None
     skip_silence: bool = True
+    frame_step: int = 1
     crf: int = 20
     preset: str = "veryfast"
     encoder_threads: int = 0
@@ -82,6 +85,8 @@ class GenerateOptions:
             raise InputError("max_side must be 0 (keep) or between 128 and 4096 pixels.")
         if self.batch_size is not None and not 1 <= int(self.batch_size) <= 4096:
             raise InputError("batch_size must be between 1 and 4096.")
+        if int(self.frame_step) != self.frame_step or not 1 <= self.frame_step <= 4:
+            raise InputError("frame_step must be 1 (every frame), 2, 3 or 4.")
         if not 0 <= int(self.crf) <= 51:
             raise InputError("crf must be between 0 and 51.")
         if self.preset not in X264_PRESETS:

@@ -271,7 +271,9 @@ class LipSync:
                 timeout=opts.timeout_s,
             )  # fmt: skip
             with gen_lock(self):
-                self._stream(gen, crop, mels, weights, Blender(rgb, box), writer, report, timings)
+                self._stream(
+                    gen, crop, mels, weights, Blender(rgb, box), writer, report, timings, step=opts.frame_step
+                )
             t = time.perf_counter()
             report("encode", 0, 1)
             writer.close()
@@ -297,7 +299,7 @@ class LipSync:
         )
 
     @staticmethod
-    def _stream(gen, crop, mels, weights, blender, writer, report, timings) -> None:
+    def _stream(gen, crop, mels, weights, blender, writer, report, timings, step: int = 1) -> None:
         """Inference on a worker thread, blending and encoding on this one.
 
         A queue of two batches bounds memory; an error on either side stops both
@@ -312,7 +314,7 @@ class LipSync:
         def produce() -> None:
             try:
                 t0 = time.perf_counter()
-                for batch in gen.predict(crop, mels, weights=weights):
+                for batch in gen.predict(crop, mels, weights=weights, step=step):
                     busy["infer"] += time.perf_counter() - t0
                     while True:
                         if stop.is_set():

@@ -146,3 +146,23 @@ def test_cuda_fp16_stays_close_to_float32(checkpoint, oracle):
     assert gen.precision == "fp16"
     out = _all(gen, face, mels)
     assert np.abs(out - oracle["prediction_bgr"]).max() <= 2 / 255
+
+
+@pytest.mark.parametrize("step", [2, 3])
+def test_frame_step_runs_the_network_on_key_frames_and_blends_between(checkpoint, oracle, step, monkeypatch):
+    starts = oracle["chunk_starts"][:23]
+    mels = np.stack([oracle["mel"][:, s : s + 16] for s in starts]).astype(np.float32)
+    face = oracle["face_crop_bgr"]
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=True, precision="fp32", batch_size=4)
+    full = _all(gen, face, mels)
+    ran = []
+    real = gen._forward
+    monkeypatch.setattr(gen, "_forward", lambda p, m: (ran.append(len(m)), real(p, m))[1])
+    stepped = _all(gen, face, mels, step=step)
+    keys = sorted(set(range(0, 23, step)) | {22})
+    assert sum(ran) == len(keys) and stepped.shape == full.shape
+    np.testing.assert_allclose(stepped[keys], full[keys], atol=1e-6)
+    for a, b in zip(keys, keys[1:]):
+        for i in range(a + 1, b):
+            t = (i - a) / (b - a)
+            np.testing.assert_allclose(stepped[i], (1 - t) * full[a] + t * full[b], atol=1e-5)
