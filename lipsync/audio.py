@@ -158,20 +158,38 @@ def resample(wav: np.ndarray, orig_rate: int, rate: int = SAMPLE_RATE) -> np.nda
     return soxr.resample(wav, int(orig_rate), int(rate), quality="HQ").astype(np.float32, copy=False)
 
 
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, np.float64)
+    mel = f / (200.0 / 3.0)
+    log_part = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log_part, mel)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, np.float64)
+    return np.where(m >= 15.0, 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0)), m * (200.0 / 3.0))
+
+
 @lru_cache(maxsize=1)
 def _mel_basis() -> np.ndarray:
-    import librosa
-
-    return librosa.filters.mel(
-        sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=MEL_BANDS, fmin=FMIN, fmax=FMAX
-    ).astype(np.float32)
+    """(80, 401) Slaney-normalised triangular filters (what librosa.filters.mel gives
+    with htk=False, norm="slaney"), built here so the hot path needs no librosa import."""
+    fft_hz = np.linspace(0.0, SAMPLE_RATE / 2.0, 1 + N_FFT // 2)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(FMIN), _hz_to_mel(FMAX), MEL_BANDS + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
 
 
 @lru_cache(maxsize=1)
 def _window() -> np.ndarray:
-    from scipy.signal import get_window
-
-    return get_window("hann", WIN, fftbins=True).astype(np.float64)
+    # periodic Hann (scipy's get_window("hann", WIN, fftbins=True), librosa's default)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
 
 
 def _stft_magnitude(y: np.ndarray) -> np.ndarray:

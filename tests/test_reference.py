@@ -102,3 +102,12 @@ def test_face_crop_matches_reference(oracle):
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     np.testing.assert_array_equal(crop, cv2.resize(bgr[y1:y2, x1:x2], (96, 96)))
     np.testing.assert_array_equal(crop, oracle["face_crop_bgr"])
+
+
+def test_mel_filterbank_equals_librosa():
+    import librosa
+
+    from lipsync.audio import _mel_basis
+
+    ref = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
+    np.testing.assert_allclose(_mel_basis(), ref, rtol=1e-5, atol=1e-8)
