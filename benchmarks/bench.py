@@ -47,6 +47,11 @@ TEXT = (
 
 
 def peak_rss_mb() -> float:
+    """This process's own high-water mark (VmHWM; ru_maxrss carries the parent's over exec)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
