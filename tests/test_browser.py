@@ -32,10 +32,11 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic",
 ]  # fmt: skip
-#: 25 words, about 10 seconds with espeak-ng at 160 words per minute
+#: 30 words: about 10 seconds with espeak-ng at 160 words per minute and the pauses
 TEXT = (
     "Good morning from the space station. Today we tested a new camera, "
-    "watched the sunrise over the ocean, and cooked noodles for the whole crew."
+    "watched the sunrise over the ocean, and cooked noodles for the whole crew. "
+    "Tomorrow we repair the solar panel."
 )
 ESPEAK_LABEL = "espeak-ng formant (robotic), English, male, American accent"
 SCREENSHOT = Path("/tmp/app_screenshot.png")
