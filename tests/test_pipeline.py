@@ -92,3 +92,33 @@ def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
     assert len(sink.frames) == len(sequential) == 40
     for a, b in zip(sink.frames, sequential):
         np.testing.assert_array_equal(a, b)
+
+
+def test_output_is_marked_as_ai_generated(engine, example_image, tmp_path):
+    """The MP4 and the HLS init segments carry the tag; the frames carry a visible label."""
+    from lipsync.hls import package_hls
+
+    t = np.arange(16000) / 16000
+    speech = Speech((0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+    r = engine.generate(example_image, speech, tmp_path / "tagged.mp4")
+    tags = ffprobe(r.video)["format"]["tags"]
+    assert "AI-generated" in tags.get("comment", "")
+    hls = package_hls(r.video, tmp_path / "hls")
+    inits = list((tmp_path / "hls").glob("*/init.mp4"))
+    assert inits and all(b"AI-generated" in p.read_bytes() for p in inits), hls
+
+    plain = engine.generate(example_image, speech, tmp_path / "plain.mp4", GenerateOptions(label=False))
+    assert "AI-generated" in ffprobe(plain.video)["format"]["tags"].get("comment", "")
+
+
+def test_visible_label_avoids_the_face():
+    from lipsync.blend import draw_label
+
+    img = np.full((400, 400, 3), 120, np.uint8)
+    face = FaceBox(250, 400, 0, 200)  # covers the bottom-left corner
+    out = draw_label(img, avoid=face)
+    changed = np.argwhere((out != img).any(axis=2))
+    assert len(changed) > 50
+    ys, xs = changed[:, 0], changed[:, 1]
+    inside = (ys >= face.y1) & (ys < face.y2) & (xs >= face.x1) & (xs < face.x2)
+    assert not inside.any()
