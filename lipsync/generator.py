@@ -19,6 +19,7 @@ import torch
 from .errors import ResourceError
 from .face import model_input
 from .models import Wav2Lip, load_wav2lip
+from .models.still import StillFaceDecoder
 
 __all__ = ["Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
 
@@ -74,7 +75,7 @@ def _is_oom(e: BaseException) -> bool:
 @dataclass
 class _Prepared:
     faces: torch.Tensor  # (1, 6, 96, 96)
-    feats: list[torch.Tensor] | None  # face-encoder features when reused
+    decoder: StillFaceDecoder | None  # the decoder specialised to this face (fast path)
 
 
 class Generator:
@@ -137,18 +138,18 @@ class Generator:
     def prepare(self, face_bgr: np.ndarray) -> _Prepared:
         """Face input for a clip; with ``fast`` the face encoder runs here, once."""
         faces = self._tensor(model_input(face_bgr))
-        feats = None
+        decoder = None
         if self.fast:
             with torch.inference_mode(), self._autocast():
-                feats = self.model.encode_face(faces)
-        return _Prepared(faces, feats)
+                decoder = StillFaceDecoder(self.model, self.model.encode_face(faces))
+        return _Prepared(faces, decoder)
 
     def _forward(self, prep: _Prepared, mel: np.ndarray) -> torch.Tensor:
         """(B, 80, 16) mel windows -> (B, 3, 96, 96) float32 on the CPU."""
         m = self._tensor(mel[:, None])
         with torch.inference_mode(), self._autocast():
-            if prep.feats is not None:
-                out = self.model.decode(self.model.encode_audio(m), prep.feats)
+            if prep.decoder is not None:
+                out = prep.decoder(self.model.encode_audio(m))
             else:
                 out = self.model(m, prep.faces.expand(m.shape[0], -1, -1, -1))
         return out.float().cpu()

@@ -166,3 +166,20 @@ def test_frame_step_runs_the_network_on_key_frames_and_blends_between(checkpoint
         for i in range(a + 1, b):
             t = (i - a) / (b - a)
             np.testing.assert_allclose(stepped[i], (1 - t) * full[a] + t * full[b], atol=1e-5)
+
+
+def test_still_face_decoder_equals_the_full_forward(checkpoint, oracle):
+    from lipsync.face import model_input
+    from lipsync.models.loading import fold_batchnorm
+    from lipsync.models.still import StillFaceDecoder
+
+    _, mels = _reference_inputs(oracle)
+    model = fold_batchnorm(load_wav2lip(checkpoint))
+    faces = torch.from_numpy(model_input(oracle["face_crop_bgr"]))
+    m = torch.from_numpy(mels[:, None])
+    with torch.inference_mode():
+        full = model(m, faces.expand(len(m), -1, -1, -1))
+        still = StillFaceDecoder(model, model.encode_face(faces))(model.encode_audio(m))
+    assert (full - still).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="fold batch norm"):
+        StillFaceDecoder(load_wav2lip(checkpoint), model.encode_face(faces))

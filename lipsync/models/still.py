@@ -1,0 +1,83 @@
+"""Wav2Lip's decoder specialised to one still face.
+
+Every decoder stage concatenates its output with a face-encoder feature map
+and feeds the result to a convolution. A convolution is linear in its input
+channels, so ``conv(cat(x, f)) = conv_x(x) + conv_f(f)``; for a still portrait
+``f`` is the same for every frame, so ``conv_f(f)`` (with the bias) is
+computed once here and each frame only pays for ``conv_x(x)``. That skips the
+face channels' share of those convolutions (about 6 % of the network's
+multiply-adds) and the concatenation copies, with the same result up to float
+rounding.
+
+Expects batch norm already folded (see :func:`lipsync.models.loading.fold_batchnorm`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .wav2lip import ConvBN, ConvTransposeBN, Wav2Lip
+
+__all__ = ["StillFaceDecoder"]
+
+
+def _split_apply(layer: nn.Module, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight for the decoded channels, bias map = conv of the face channels + bias)."""
+    conv = layer.conv_block[0]
+    c_face = face.shape[1]
+    if isinstance(conv, nn.ConvTranspose2d):  # weight (in, out, k, k)
+        c_x = conv.weight.shape[0] - c_face
+        w_x, w_f = conv.weight[:c_x], conv.weight[c_x:]
+        fmap = F.conv_transpose2d(face, w_f, conv.bias, conv.stride, conv.padding, conv.output_padding)
+    else:  # weight (out, in, k, k)
+        c_x = conv.weight.shape[1] - c_face
+        w_x, w_f = conv.weight[:, :c_x], conv.weight[:, c_x:]
+        fmap = F.conv2d(face, w_f, conv.bias, conv.stride, conv.padding)
+    fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else None
+    w_x = w_x.contiguous(memory_format=fmt) if fmt is not None else w_x.contiguous()
+    return w_x, fmap
+
+
+class StillFaceDecoder(nn.Module):
+    """``decode(audio_embedding)`` for one face: (B, 512, 1, 1) -> (B, 3, 96, 96)."""
+
+    def __init__(self, model: Wav2Lip, feats: list[torch.Tensor]):
+        super().__init__()
+        for m in model.modules():
+            if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
+                raise ValueError("fold batch norm into the convolutions first")
+        self.model = model
+        blocks = model.face_decoder_blocks
+        # block i (i >= 1) reads cat(x, feats[7 - i]); the output block reads cat(x, feats[0])
+        self._weights: list[torch.Tensor] = []
+        self._maps: list[torch.Tensor] = []
+        for i in range(1, len(blocks)):
+            w, fmap = _split_apply(blocks[i][0], feats[len(feats) - i])
+            self._weights.append(w)
+            self._maps.append(fmap)
+        w, fmap = _split_apply(model.output_block[0], feats[0])
+        self._weights.append(w)
+        self._maps.append(fmap)
+
+    def _first(self, layer: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+        conv = layer.conv_block[0]
+        w = self._weights[k]
+        if x.dtype != w.dtype:  # autocast: match the input
+            w = w.to(x.dtype)
+        if isinstance(conv, nn.ConvTranspose2d):
+            y = F.conv_transpose2d(x, w, None, conv.stride, conv.padding, conv.output_padding)
+        else:
+            y = F.conv2d(x, w, None, conv.stride, conv.padding)
+        return torch.relu(y + self._maps[k].to(y.dtype))
+
+    def forward(self, audio_embedding: torch.Tensor) -> torch.Tensor:
+        blocks = self.model.face_decoder_blocks
+        x = blocks[0](audio_embedding)
+        for i in range(1, len(blocks)):
+            x = self._first(blocks[i][0], x, i - 1)
+            for layer in blocks[i][1:]:
+                x = layer(x)
+        x = self._first(self.model.output_block[0], x, len(blocks) - 1)
+        return self.model.output_block[2](self.model.output_block[1](x))
