@@ -261,9 +261,15 @@ def window_starts(n_columns: int, fps: float, n_frames: int | None = None) -> np
     return np.asarray(out, dtype=np.int64)
 
 
-def mel_windows(mel: np.ndarray, fps: float, n_frames: int | None = None) -> np.ndarray:
-    """(N, 80, 16) windows of ``mel`` for each video frame (a read-only view)."""
-    starts = window_starts(mel.shape[1], fps, n_frames)
+def mel_windows(
+    mel: np.ndarray, fps: float, n_frames: int | None = None, starts: np.ndarray | None = None
+) -> np.ndarray:
+    """(N, 80, 16) windows of ``mel`` for each video frame.
+
+    ``starts`` (from :func:`window_starts`) may be passed when the caller has them.
+    """
+    if starts is None:
+        starts = window_starts(mel.shape[1], fps, n_frames)
     view = np.lib.stride_tricks.sliding_window_view(mel, MEL_STEP, axis=1)  # (80, T-15, 16)
     return view.transpose(1, 0, 2)[starts]
 

@@ -113,7 +113,6 @@ class Generator:
         if fast:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval().requires_grad_(False)
-        self._rest: dict[bytes, np.ndarray] = {}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device="auto", precision="auto", **kw) -> "Generator":

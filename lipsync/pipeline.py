@@ -254,7 +254,7 @@ class LipSync:
         mel = audio_mod.melspectrogram(wav16)
         n_frames = audio_mod.frame_count(len(speech.samples), speech.sample_rate, opts.fps)
         starts = audio_mod.window_starts(mel.shape[1], opts.fps, n_frames)
-        mels = np.lib.stride_tricks.sliding_window_view(mel, audio_mod.MEL_STEP, axis=1).transpose(1, 0, 2)[starts]
+        mels = audio_mod.mel_windows(mel, opts.fps, starts=starts)
         weights = audio_mod.speech_weights(wav16, starts, fps=opts.fps) if opts.skip_silence else None
         lap("mel")
 
@@ -270,7 +270,7 @@ class LipSync:
                 crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads, metadata=meta,
                 timeout=opts.timeout_s,
             )  # fmt: skip
-            with gen_lock(self):
+            with self._run_lock:  # one request at a time on the model (its batch size adapts to OOM)
                 self._stream(
                     gen, crop, mels, weights, Blender(rgb, box), writer, report, timings, step=opts.frame_step
                 )
@@ -367,15 +367,3 @@ class LipSync:
             timings["lipsync"] = time.perf_counter() - t_start
             timings["inference_busy"] = busy["infer"]
 
-
-class gen_lock:
-    """One request at a time uses the model (its batch size adapts to OOM)."""
-
-    def __init__(self, engine: LipSync):
-        self.lock = engine._run_lock
-
-    def __enter__(self):
-        self.lock.acquire()
-
-    def __exit__(self, *exc):
-        self.lock.release()

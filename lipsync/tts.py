@@ -34,7 +34,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -49,6 +48,7 @@ import numpy as np
 from .audio import Speech, add_dither, normalize_peak, trim_silence
 from .errors import InputError, TextError, VoiceError
 from .proc import run
+from .weights import hub_url, offline_reason
 
 __all__ = [
     "Voice",
@@ -76,13 +76,10 @@ _EDGE_S = (0.02, 0.05)  #: what trimming leaves around each sentence (onset, dec
 MAX_CHUNK_CHARS = 250  #: longer sentences are split at commas, then spaces
 ESPEAK_SPEED_WPM = 160
 ESPEAK_TIMEOUT_S = 60.0
-NETWORK_PROBE_TIMEOUT_S = 3.0
-NETWORK_PROBE_TTL_S = 300.0
 FAILURE_TTL_S = 300.0  #: a model that failed to load is not retried for this long
 FALLBACK_VOICE = "espeak:en-us"  #: used when no neural voice can be had
 LIST_HINT = "Run `python -m lipsync voices` to list them."
 
-_TRUE = ("1", "true", "yes", "on")
 
 
 @dataclass(frozen=True)
@@ -239,10 +236,8 @@ def _tts_installed() -> bool:
         return False
 
 
-def _download_host(model: _CoquiModel) -> tuple[str, int]:
+def _download_url(model: _CoquiModel) -> str:
     """Where ModelManager will fetch ``model`` from (read from the package's .models.json)."""
-    from urllib.parse import urlparse
-
     url = "https://github.com"
     try:
         spec = importlib.util.find_spec("TTS")
@@ -251,37 +246,18 @@ def _download_host(model: _CoquiModel) -> tuple[str, int]:
         _, lang, dataset, name = model.name.split("/")
         item = models["tts_models"][lang][dataset][name]
         if "repo_id" in item:
-            url = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+            url = hub_url()
         elif item.get("github_rls_url"):
             u = item["github_rls_url"]
             url = u[0] if isinstance(u, list) else u
     except Exception:  # noqa: BLE001 - fall back to GitHub, where the VITS models live
         pass
-    p = urlparse(url)
-    return p.hostname or "github.com", p.port or (443 if p.scheme == "https" else 80)
-
-
-_probe_lock = threading.Lock()
-_probe_cache: dict[tuple[str, int], tuple[float, str | None]] = {}
+    return url
 
 
 def _offline_reason(model: _CoquiModel) -> str | None:
     """None when ``model`` could be downloaded now, else why not."""
-    for var in ("LIPSYNC_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in _TRUE:
-            return f"downloads are turned off ({var} is set)"
-    host, port = _download_host(model)
-    with _probe_lock:
-        hit = _probe_cache.get((host, port))
-        if hit and time.monotonic() - hit[0] < NETWORK_PROBE_TTL_S:
-            return hit[1]
-        try:
-            with socket.create_connection((host, port), timeout=NETWORK_PROBE_TIMEOUT_S):
-                reason = None
-        except OSError as e:
-            reason = f"{host} cannot be reached ({e.strerror or e})"
-        _probe_cache[(host, port)] = (time.monotonic(), reason)
-        return reason
+    return offline_reason(_download_url(model))
 
 
 def _espeak_exe() -> str | None:

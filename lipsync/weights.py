@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import WeightsError
 
-__all__ = ["WeightsSpec", "WAV2LIP_GAN", "S3FD", "resolve_weights", "sha256_of"]
+__all__ = ["WeightsSpec", "WAV2LIP_GAN", "S3FD", "resolve_weights", "sha256_of", "offline_reason", "hub_url"]
 
 log = logging.getLogger("lipsync")
 
@@ -115,24 +117,44 @@ def _how_to(spec: WeightsSpec) -> str:
     )
 
 
-def _hub_reachable(timeout: float = 3.0) -> str | None:
-    """None when the Hub's host answers a TCP connect, else the reason.
+NETWORK_PROBE_TIMEOUT_S = 3.0
+NETWORK_PROBE_TTL_S = 300.0  #: a probe's answer is reused for this long
+_OFFLINE_VARS = ("LIPSYNC_OFFLINE", "HF_HUB_OFFLINE")
+_probe_lock = threading.Lock()
+_probe_cache: dict[tuple[str, int], tuple[float, str | None]] = {}
 
-    A quick check first saves the download client's retries with back-off
-    (half a minute) on a machine without network.
+
+def offline_reason(url: str) -> str | None:
+    """None when a download from ``url`` could start now, else why not.
+
+    Downloads are off when ``LIPSYNC_OFFLINE`` or ``HF_HUB_OFFLINE`` is set;
+    otherwise the host must answer a TCP connect within a few seconds. A quick
+    check first saves a download client's retries with back-off (half a
+    minute) on a machine without network. Answers are remembered for a while.
     """
     import socket
     from urllib.parse import urlparse
 
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return "HF_HUB_OFFLINE is set"
-    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return None
-    except OSError as e:
-        return f"{host} cannot be reached ({e.strerror or e})"
+    for var in _OFFLINE_VARS:
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"downloads are turned off ({var} is set)"
+    u = urlparse(url)
+    host, port = u.hostname or "huggingface.co", u.port or (443 if u.scheme == "https" else 80)
+    with _probe_lock:
+        hit = _probe_cache.get((host, port))
+        if hit and time.monotonic() - hit[0] < NETWORK_PROBE_TTL_S:
+            return hit[1]
+        try:
+            with socket.create_connection((host, port), timeout=NETWORK_PROBE_TIMEOUT_S):
+                reason = None
+        except OSError as e:
+            reason = f"{host} cannot be reached ({e.strerror or e})"
+        _probe_cache[(host, port)] = (time.monotonic(), reason)
+        return reason
+
+
+def hub_url() -> str:
+    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
 
 
 def resolve_weights(spec: WeightsSpec, override: str | Path | None = None) -> Path:
@@ -160,7 +182,7 @@ def resolve_weights(spec: WeightsSpec, override: str | Path | None = None) -> Pa
     try:
         path = hf_hub_download(**kwargs, local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached yet
-        offline = _hub_reachable()
+        offline = offline_reason(hub_url())
         if offline:
             raise WeightsError(
                 f"The {spec.label} is not on this machine and cannot be downloaded: {offline}. {_how_to(spec)}"

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from conftest import ffprobe
-from lipsync import audio, tts
+from lipsync import audio, tts, weights
 from lipsync.audio import Speech, fit_length
 from lipsync.errors import InputError, TextError, VoiceError
 
@@ -243,7 +243,7 @@ def test_unreachable_network_makes_coqui_unavailable(tmp_path, monkeypatch):
     monkeypatch.setenv("TTS_HOME", str(tmp_path / "empty"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("LIPSYNC_OFFLINE", raising=False)
-    monkeypatch.setattr(tts, "_probe_cache", {})
+    monkeypatch.setattr(weights, "_probe_cache", {})
     hosts = []
 
     def no_network(address, *a, **k):
