@@ -114,7 +114,7 @@ def get_engine() -> LipSync:
 def _tts():
     """The voice catalogue module, or None while it is not installed."""
     try:
-        from lipsync import tts
+        from lipsync.speech import tts
     except ImportError as e:  # pragma: no cover - only while tts.py is missing
         log.warning("no voice catalogue: %s", e)
         return None
@@ -296,7 +296,7 @@ def _run(engine, image, audio, text, voice, length_s, loop, options, progress, o
     forked worker and its arguments and result are pickled, so the default
     engine is not passed in but looked up there.
     """
-    from lipsync.hls import package_hls
+    from lipsync.media.hls import package_hls
 
     engine = engine if engine is not None else get_engine()
     report = _progress_reporter(progress)

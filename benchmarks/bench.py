@@ -6,7 +6,7 @@
     python benchmarks/bench.py --json     # one JSON object instead of the table
 
 Measured on the same inputs and the same deterministic checkpoint
-(``../shared/reference/make_checkpoint.py`` seed 1234, or ``--checkpoint``):
+(:func:`lipsync.models.scratch.write_scratch_checkpoint` seed 1234, or ``--checkpoint``):
 
 (a) the reference path: the plain float32 module, batch 128, one full forward per
     frame, as the original Wav2Lip inference;
@@ -36,7 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-REFERENCE = Path(os.environ.get("LIPSYNC_REFERENCE", ROOT.parent / "shared" / "reference"))
+REFERENCE = ROOT / "tests" / "data" / "reference"
 EXAMPLE = ROOT / "assets" / "astronaut.jpg"
 TEXT = (
     "Good morning, and thank you for joining us today. We are going to look at how a single "
@@ -91,8 +91,9 @@ def get_checkpoint(arg: str | None, tmp: Path) -> Path:
     if arg:
         return Path(arg)
     out = tmp / "wav2lip_seed1234.pth"
-    subprocess.run([sys.executable, str(REFERENCE / "make_checkpoint.py"), str(out)], check=True)
-    return out
+    from lipsync.models.scratch import write_scratch_checkpoint
+
+    return write_scratch_checkpoint(out, 1234)
 
 
 def device_name(device) -> str:
@@ -126,7 +127,7 @@ def throughput(gen, face, mels, repeats: int = 1) -> float:
 def network_bench(args, ckpt: Path) -> dict:
     import numpy as np
 
-    from lipsync.generator import Generator, resolve_device
+    from lipsync.runtime.generator import Generator, resolve_device
     from lipsync.models import load_wav2lip
 
     oracle = np.load(REFERENCE / "oracle_a.npz")

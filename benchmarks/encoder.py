@@ -29,8 +29,8 @@ def child_cpu() -> float:
 def main(argv=None) -> int:
     import numpy as np
 
-    from lipsync.encode import VideoWriter
-    from lipsync.images import load_image
+    from lipsync.media.encode import VideoWriter
+    from lipsync.media.images import load_image
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=500)

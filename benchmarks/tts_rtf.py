@@ -43,7 +43,7 @@ def calibrate(model) -> float:
     import numpy as np
     import torch
 
-    from lipsync import audio
+    from lipsync.speech import activity as audio
 
     # The Synthesizer cuts each sentence at its first 0.8 s of "silence"; random
     # weights speak so quietly that it would cut them short: keep all they say.
@@ -61,7 +61,7 @@ def calibrate(model) -> float:
 
 
 def measure(voice: str, repeats: int, prepare=None) -> dict:
-    from lipsync import tts
+    from lipsync.speech import tts
 
     t0 = time.perf_counter()
     first = tts.synthesize("Hello there.", voice)  # loads the model (Coqui) and warms up
@@ -98,7 +98,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     from test_tts import build_random_vits
 
-    from lipsync import tts
+    from lipsync.speech import tts
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} cores")
     rows = [measure("espeak:en-us", a.repeats)]

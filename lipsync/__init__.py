@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from .audio import Speech, fit_length, load_audio, mel_windows, melspectrogram, window_starts
+from .features import mel_windows, melspectrogram, window_starts
 from .errors import (
     AudioError,
     EncodeError,
@@ -23,10 +23,11 @@ from .errors import (
     WeightsError,
 )
 from .face import FaceBox
-from .images import load_image
+from .media.audio import Speech, load_audio
+from .media.images import load_image
 from .options import GenerateOptions
 from .pipeline import LipSync, Progress, Result
-from .tts import Voice, default_voice, get_voice, list_voices, synthesize
+from .speech import Voice, default_voice, fit_length, get_voice, list_voices, synthesize
 
 __version__ = "0.1.0"
 

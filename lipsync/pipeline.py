@@ -24,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio as audio_mod
-from .audio import SAMPLE_RATE, Speech
+from . import features
 from .blend import Blender, draw_label
-from .encode import VideoWriter, write_wav
 from .errors import InputError, LipSyncError
 from .face import FaceBox, face_crop, find_face, make_detector, pad_box
-from .images import load_image
+from .media.audio import Speech, load_audio, resample
+from .media.encode import VideoWriter, write_wav
+from .media.images import load_image
+from .speech.activity import speech_weights
+from .speech.post import check_length_s, fit_length
 from .options import GenerateOptions
 
 __all__ = ["LipSync", "Result", "Progress"]
@@ -103,7 +105,7 @@ class LipSync:
         self._generator = generator
         self._lock = threading.Lock()
         self._run_lock = threading.Lock()
-        from .generator import resolve_device, resolve_precision
+        from .runtime.generator import resolve_device, resolve_precision
 
         resolve_precision(precision, resolve_device(device))  # fail fast on bad values
 
@@ -112,7 +114,7 @@ class LipSync:
     def generator(self):
         with self._lock:
             if self._generator is None:
-                from .generator import Generator
+                from .runtime.generator import Generator
                 from .models import load_wav2lip
                 from .weights import WAV2LIP_GAN, resolve_weights
 
@@ -175,9 +177,9 @@ class LipSync:
             raise InputError("Give either an audio file or a text to speak (exactly one of the two).")
         if out is None:
             raise InputError("Give the output file name (ending in .mp4).")
-        length_s = audio_mod.check_length_s(length_s)
+        length_s = check_length_s(length_s)
         if text is not None:
-            from . import tts
+            from .speech import tts
 
             tts.clean_text(text, max_chars)  # bad text and unusable voices fail before any work
             if voice is not None:
@@ -217,7 +219,7 @@ class LipSync:
         report("audio", 0, 1)
         if text is None:
             speech = audio if isinstance(audio, Speech) else Speech(
-                *audio_mod.load_audio(
+                *load_audio(
                     audio, sample_rate=None, max_seconds=opts.max_audio_s, max_bytes=opts.max_audio_bytes
                 )
             )
@@ -231,9 +233,9 @@ class LipSync:
             raise InputError(
                 f"The requested length of {length_s:g} seconds is over the limit of {opts.max_audio_s:g} seconds."
             )
-        speech = audio_mod.fit_length(speech, length_s, loop=loop)
-        wav16 = audio_mod.resample(speech.samples, speech.sample_rate, SAMPLE_RATE)
-        if len(wav16) < audio_mod.MEL_STEP * audio_mod.HOP:
+        speech = fit_length(speech, length_s, loop=loop)
+        wav16 = resample(speech.samples, speech.sample_rate, features.SAMPLE_RATE)
+        if len(wav16) < features.MEL_STEP * features.HOP:
             raise InputError("The audio is too short: it must last at least 0.2 seconds.")
         lap("audio")
 
@@ -251,11 +253,11 @@ class LipSync:
         if opts.label:
             rgb = draw_label(rgb, avoid=box)
         lap("face")
-        mel = audio_mod.melspectrogram(wav16)
-        n_frames = audio_mod.frame_count(len(speech.samples), speech.sample_rate, opts.fps)
-        starts = audio_mod.window_starts(mel.shape[1], opts.fps, n_frames)
-        mels = audio_mod.mel_windows(mel, opts.fps, starts=starts)
-        weights = audio_mod.speech_weights(wav16, starts, fps=opts.fps) if opts.skip_silence else None
+        mel = features.melspectrogram(wav16)
+        n_frames = features.frame_count(len(speech.samples), speech.sample_rate, opts.fps)
+        starts = features.window_starts(mel.shape[1], opts.fps, n_frames)
+        mels = features.mel_windows(mel, opts.fps, starts=starts)
+        weights = speech_weights(speech.samples, speech.sample_rate, n_frames, opts.fps) if opts.skip_silence else None
         lap("mel")
 
         # 4. generate, paste, encode

@@ -11,17 +11,12 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = Path(os.environ.get("LIPSYNC_REFERENCE", ROOT.parent / "shared" / "reference"))
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference"
 EXAMPLE = ROOT / "assets" / "astronaut.jpg"
 
 # Never touch the network from tests, in this process or in the ones it starts.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("LIPSYNC_TEST", "1")
-
-
-def pytest_configure(config):
-    if not (REFERENCE / "make_checkpoint.py").is_file():
-        raise pytest.UsageError(f"reference data not found at {REFERENCE} (set LIPSYNC_REFERENCE)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -50,11 +45,9 @@ def oracle_wav(reference) -> Path:
 
 
 def make_checkpoint(out: Path, seed: int = 1234) -> Path:
-    subprocess.run(
-        [sys.executable, str(REFERENCE / "make_checkpoint.py"), str(out), "--seed", str(seed)],
-        check=True,
-    )
-    return out
+    from lipsync.models.scratch import write_scratch_checkpoint
+
+    return write_scratch_checkpoint(out, seed)
 
 
 @pytest.fixture(scope="session")

@@ -234,7 +234,7 @@ def test_unexpected_errors_are_generic_and_logged(caplog):
 
 def test_unavailable_voices_are_listed_not_hidden(monkeypatch):
     import app
-    from lipsync import tts
+    from lipsync.speech import tts
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     choices, default = app.voice_choices()
@@ -257,7 +257,7 @@ def test_build_demo_and_library_stays_free_of_gradio():
 
 def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
     import app
-    import lipsync.hls
+    import lipsync.media.hls
     from lipsync.errors import EncodeError
 
     def broken(*a, **k):

@@ -114,7 +114,7 @@ def test_bad_option_values(example_image, oracle_wav, out, checkpoint):
 
 @pytest.fixture(scope="module")
 def short_wav(tmp_path_factory):
-    from lipsync.encode import write_wav
+    from lipsync.media.encode import write_wav
 
     t = np.arange(16000) / 16000
     return write_wav(tmp_path_factory.mktemp("wav") / "short.wav", 0.3 * np.sin(2 * np.pi * 180 * t), 16000)
@@ -130,7 +130,7 @@ def _corpus_names():
 def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkpoint, capsys):
     """The CLI's own code path, in process: exit 0 with a video, or 2 with one clean line."""
     from bad_inputs import CORPUS
-    from lipsync.__main__ import main
+    from lipsync.cli import main
 
     fname, make, expect = CORPUS[name]
     img = tmp_path / fname

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ffprobe
-from lipsync.encode import VideoWriter, write_wav
+from lipsync.media.encode import VideoWriter, write_wav
 from lipsync.errors import EncodeError
 
 
@@ -77,7 +77,7 @@ def test_failing_ffmpeg_is_a_clean_error_and_leaves_nothing(tmp_path, monkeypatc
     fake.parent.mkdir()
     fake.write_text("#!/bin/sh\necho 'simulated encoder failure' >&2\nexit 1\n")
     fake.chmod(0o755)
-    import lipsync.encode as enc
+    import lipsync.media.encode as enc
 
     monkeypatch.setattr(enc, "ffmpeg_exe", lambda: str(fake))
     out = tmp_path / "out" / "v.mp4"

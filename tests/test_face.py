@@ -6,7 +6,7 @@ import torch
 
 from lipsync.errors import NoFaceError, WeightsError
 from lipsync.face import FaceBox, HaarDetector, S3FDDetector, find_face, make_detector, pad_box
-from lipsync.images import load_image
+from lipsync.media.images import load_image
 
 
 @pytest.fixture(scope="module")

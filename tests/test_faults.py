@@ -90,7 +90,7 @@ def test_encoder_floods_stderr_but_works(engine, example_image, speech, tmp_path
 
 
 def test_audio_decoder_hangs(engine, example_image, oracle_wav, tmp_path, fake_ffmpeg, monkeypatch):
-    import lipsync.audio as audio
+    import lipsync.media.audio as audio
 
     fake_ffmpeg("sleep 600")
     monkeypatch.setattr(audio, "DECODE_TIMEOUT_S", 2.0)

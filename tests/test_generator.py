@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync.audio import speech_weights, window_starts
+from lipsync.speech.activity import speech_weights
 from lipsync.errors import ResourceError
-from lipsync.generator import Generator
+from lipsync.runtime.generator import Generator
 from lipsync.models import load_wav2lip
 
 
@@ -73,9 +73,7 @@ def test_speech_weights_find_pauses():
     t = np.arange(sr * 3) / sr
     wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     wav[sr : 2 * sr] = 0.0  # one second of silence in the middle
-    n_cols = 1 + len(wav) // 200
-    starts = window_starts(n_cols, fps, n_frames=75)
-    w = speech_weights(wav, starts, fps=fps)
+    w = speech_weights(wav, sr, 75, fps)
     assert w.shape == (75,)
     assert (w[:20] == 1).all() and (w[-20:] == 1).all()
     assert (w[30:42] == 0).all()  # well inside the pause (windows look 0.2 s ahead)
@@ -88,8 +86,7 @@ def test_short_gaps_between_words_keep_moving():
     t = np.arange(sr * 2) / sr
     wav = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     wav[sr : sr + sr // 10] = 0.0  # 0.1 s gap
-    starts = window_starts(1 + len(wav) // 200, 25.0, n_frames=50)
-    assert (speech_weights(wav, starts) == 1).all()
+    assert (speech_weights(wav, sr, 50, 25.0) == 1).all()
 
 
 def test_oom_halves_the_batch_and_finishes(checkpoint, oracle, monkeypatch):

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from lipsync.errors import EncodeError, InputError, LipSyncError
-from lipsync.hls import RUNGS, h264_level, package_hls, plan_ladder, probe
+from lipsync.media.hls import RUNGS, h264_level, package_hls, plan_ladder, probe
 from lipsync.proc import ffmpeg_exe, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -234,7 +234,7 @@ def test_not_a_video_is_a_clean_error(tmp_path):
 
 
 def test_failure_leaves_nothing_half_written(clips, tmp_path, monkeypatch):
-    import lipsync.hls as hls
+    import lipsync.media.hls as hls
 
     def boom(*a, **k):
         raise EncodeError("simulated failure after encoding")

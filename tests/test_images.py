@@ -6,7 +6,7 @@ import pytest
 from bad_inputs import CORPUS
 from lipsync.errors import ImageError
 from lipsync.face import HaarDetector, find_face
-from lipsync.images import load_image
+from lipsync.media.images import load_image
 
 
 @pytest.fixture(scope="module")

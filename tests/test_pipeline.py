@@ -76,7 +76,7 @@ class _Collect:
 
 
 def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
-    from lipsync.images import load_image
+    from lipsync.media.images import load_image
     from lipsync.pipeline import LipSync
 
     rgb = load_image(example_image)
@@ -96,7 +96,7 @@ def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
 
 def test_output_is_marked_as_ai_generated(engine, example_image, tmp_path):
     """The MP4 and the HLS init segments carry the tag; the frames carry a visible label."""
-    from lipsync.hls import package_hls
+    from lipsync.media.hls import package_hls
 
     t = np.arange(16000) / 16000
     speech = Speech((0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)

@@ -1,10 +1,11 @@
-"""The model contract from shared/reference: mel, frame windows, network output."""
+"""The model contract (reference data in tests/data/reference): mel, frame windows, network output."""
 
 import numpy as np
 import pytest
 import torch
 
-from lipsync.audio import load_audio, mel_windows, melspectrogram, window_starts
+from lipsync.features import mel_windows, melspectrogram, window_starts
+from lipsync.media.audio import load_audio
 from lipsync.face import model_input
 from lipsync.models import load_wav2lip
 
@@ -107,7 +108,7 @@ def test_face_crop_matches_reference(oracle):
 def test_mel_filterbank_equals_librosa():
     import librosa
 
-    from lipsync.audio import _mel_basis
+    from lipsync.features import _mel_basis
 
     ref = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
     np.testing.assert_allclose(_mel_basis(), ref, rtol=1e-5, atol=1e-8)

@@ -1,4 +1,4 @@
-"""Voices and text -> speech (lipsync.tts), and length fitting (lipsync.audio.fit_length).
+"""Voices and text -> speech (lipsync.speech.tts), and length fitting (lipsync.speech.post.fit_length).
 
 Everything runs offline: espeak-ng is the real binary; the Coqui path runs the
 TTS package's own loading code (ModelManager, Synthesizer) on a small randomly
@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 
 from conftest import ffprobe
-from lipsync import audio, tts, weights
-from lipsync.audio import Speech, fit_length
+from lipsync import features, weights
+from lipsync.media.audio import Speech, resample
+from lipsync.speech import activity, post, tts
+from lipsync.speech.post import fit_length
 from lipsync.errors import InputError, TextError, VoiceError
 
 SR = 22050
@@ -88,7 +90,7 @@ def silence(seconds: float) -> np.ndarray:
 
 
 def lead_tail(s: Speech) -> tuple[float, float]:
-    start, end = audio.active_range(s.samples, s.sample_rate)
+    start, end = activity.active_range(s.samples, s.sample_rate)
     return start / s.sample_rate, (len(s.samples) - end) / s.sample_rate
 
 
@@ -169,7 +171,7 @@ def test_unknown_voice(bad):
 
 
 def test_voices_command(capsys):
-    from lipsync.__main__ import main
+    from lipsync.cli import main
 
     assert main(["voices"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -191,11 +193,11 @@ def test_espeak_end_to_end(voice):
     lead, tail = lead_tail(s)
     assert lead <= tts.LEAD_S + 0.05 and tail <= tts.TAIL_S + 0.05  # trimmed to short margins
     assert lead >= 0.1 and tail >= 0.15  # ...but not to nothing
-    pauses = audio.find_pauses(s.samples, s.sample_rate)
+    pauses = activity.find_pauses(s.samples, s.sample_rate)
     assert any(0.3 <= (e - b) / SR <= 0.6 for b, e in pauses[:-1])  # between the sentences
     assert 1.5 < s.duration_s < 6
     assert np.count_nonzero(s.samples == 0) < 0.01 * s.samples.size  # dithered: no digital silence
-    mel = audio.melspectrogram(audio.resample(s.samples, s.sample_rate))
+    mel = features.melspectrogram(resample(s.samples, s.sample_rate))
     assert np.isfinite(mel).all()
 
 
@@ -210,19 +212,19 @@ def test_espeak_sentence_by_sentence(monkeypatch):
     monkeypatch.setattr(tts, "run", spy)
     s = tts.synthesize("One. Two! Three?", "espeak:en-us")
     assert len(calls) == 3
-    assert len([p for p in audio.find_pauses(s.samples, SR) if (p[1] - p[0]) / SR >= 0.3]) >= 2
+    assert len([p for p in activity.find_pauses(s.samples, SR) if (p[1] - p[0]) / SR >= 0.3]) >= 2
 
 
 def test_trim_and_normalise_helpers():
     wav = np.concatenate([silence(2.0), tone(1.0, amp=0.1), silence(3.0)])
-    out = audio.trim_silence(wav, SR, lead_s=0.15, tail_s=0.25)
+    out = post.trim_silence(wav, SR, lead_s=0.15, tail_s=0.25)
     assert len(out) / SR == pytest.approx(1.4, abs=0.03)
-    peak = audio.normalize_peak(out)
+    peak = post.normalize_peak(out)
     assert np.max(np.abs(peak)) == pytest.approx(10 ** (-1 / 20), abs=1e-4)
-    assert np.array_equal(audio.normalize_peak(silence(0.1)), silence(0.1))
-    d = audio.add_dither(silence(1.0))
-    assert 0 < np.max(np.abs(d)) <= audio.DITHER and np.count_nonzero(d) > 0.99 * d.size
-    assert np.isfinite(audio.melspectrogram(d[:16000])).all()
+    assert np.array_equal(post.normalize_peak(silence(0.1)), silence(0.1))
+    d = post.add_dither(silence(1.0))
+    assert 0 < np.max(np.abs(d)) <= post.DITHER and np.count_nonzero(d) > 0.99 * d.size
+    assert np.isfinite(features.melspectrogram(d[:16000])).all()
 
 
 def test_default_falls_back_to_espeak(tmp_path, monkeypatch, caplog):
@@ -397,7 +399,7 @@ def test_fit_length_pad():
     out = fit_length(s, 2.5)
     assert len(out.samples) == round(2.5 * SR) and out.sample_rate == SR
     np.testing.assert_array_equal(out.samples[: SR], s.samples)
-    assert np.max(np.abs(out.samples[SR:])) <= audio.DITHER
+    assert np.max(np.abs(out.samples[SR:])) <= post.DITHER
 
 
 def test_fit_length_loop():
@@ -405,10 +407,10 @@ def test_fit_length_loop():
     out = fit_length(s, 3.5, loop=True)
     assert len(out.samples) == round(3.5 * SR)
     # 0.9 + (0.6 + 0.9) * 1 = 2.4 fits, a third copy (3.9 s) does not
-    assert len(audio.find_pauses(out.samples, SR)) == 2  # after each copy (the last runs to the end)
-    second = int(round((0.9 + audio.LOOP_PAUSE_S) * SR))
+    assert len(activity.find_pauses(out.samples, SR)) == 2  # after each copy (the last runs to the end)
+    second = int(round((0.9 + post.LOOP_PAUSE_S) * SR))
     np.testing.assert_allclose(out.samples[second : second + len(s.samples)], s.samples, atol=1e-6)
-    assert np.max(np.abs(out.samples[int(2.45 * SR) :])) <= audio.DITHER
+    assert np.max(np.abs(out.samples[int(2.45 * SR) :])) <= post.DITHER
     # loop on speech longer than the target is a plain cut
     assert len(fit_length(s, 0.5, loop=True).samples) == round(0.5 * SR)
 
@@ -418,7 +420,7 @@ def test_fit_length_cuts_at_the_last_pause():
     out = fit_length(Speech(wav, SR), 2.8)
     assert len(out.samples) == round(2.8 * SR)
     np.testing.assert_array_equal(out.samples[: int(2.4 * SR)], wav[: int(2.4 * SR)])
-    assert np.max(np.abs(out.samples[int(2.5 * SR) + int(audio.CUT_FADE_S * SR) :])) <= audio.DITHER
+    assert np.max(np.abs(out.samples[int(2.5 * SR) + int(post.CUT_FADE_S * SR) :])) <= post.DITHER
     # the pause at 1.0 s would lose more than half of a 2.3 s target: cut at the target with a fade
     out = fit_length(Speech(wav, SR), 2.3)
     n = round(2.3 * SR)
@@ -430,7 +432,7 @@ def test_fit_length_cuts_at_the_last_pause():
 def test_fit_length_hard_cut_without_pause():
     out = fit_length(Speech(tone(3.0), SR), 2.0)
     assert len(out.samples) == 2 * SR
-    tail = out.samples[-int(audio.HARD_CUT_FADE_S * SR) :]
+    tail = out.samples[-int(post.HARD_CUT_FADE_S * SR) :]
     assert np.max(np.abs(tail[-20:])) < 1e-3 < np.max(np.abs(tail[:200]))
 
 
@@ -495,7 +497,7 @@ def test_generate_input_checks(engine, example_image, oracle_wav, tmp_path, monk
 
 
 def test_cli_text_and_audio_are_exclusive(example_image, oracle_wav, tmp_path, capsys):
-    from lipsync.__main__ import main
+    from lipsync.cli import main
 
     out = tmp_path / "x.mp4"
     with pytest.raises(SystemExit) as e:

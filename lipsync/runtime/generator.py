@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ResourceError
-from .face import model_input
-from .models import Wav2Lip, load_wav2lip
-from .models.still import StillFaceDecoder
+from ..errors import ResourceError
+from ..face import model_input
+from ..models import Wav2Lip, load_wav2lip
+from ..models.still import StillFaceDecoder
 
 __all__ = ["Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
 
@@ -32,7 +32,7 @@ SILENT_MEL = -4.0  # the normalised mel floor: digital silence
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU. ``cuda`` without a GPU is an error."""
-    from .errors import InputError
+    from ..errors import InputError
 
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,7 +52,7 @@ def cpu_has_fast_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto`` -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
-    from .errors import InputError
+    from ..errors import InputError
 
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
@@ -104,7 +104,7 @@ class Generator:
         self.fast = fast
         self.batch_size = batch_size or (128 if self.device.type == "cuda" else 8)
         if fast:
-            from .models.loading import fold_batchnorm
+            from ..models.loading import fold_batchnorm
 
             fold_batchnorm(model)
         model = model.to(self.device)

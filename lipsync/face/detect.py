@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError, NoFaceError, WeightsError
+from ..errors import ImageError, NoFaceError, WeightsError
 
 __all__ = [
     "FaceBox",
@@ -131,7 +131,7 @@ def make_detector(s3fd_weights: str | Path | None = None, device: str = "cpu", *
             ``$LIPSYNC_S3FD``, then the Hub cache, then downloads (if ``download``).
         device: torch device for S3FD.
     """
-    from .weights import S3FD, resolve_weights
+    from ..weights import S3FD, resolve_weights
 
     if s3fd_weights is None and not download:
         import os

@@ -1,7 +1,7 @@
 """Package an MP4 as adaptive HLS: a small ladder of fMP4 renditions, a master
 playlist, a player page, and optionally a zip of it all.
 
-    >>> from lipsync.hls import package_hls
+    >>> from lipsync.media.hls import package_hls
     >>> r = package_hls(Path("talk.mp4"), Path("talk_hls"), zip_path=Path("talk_hls.zip"))
     >>> r.master, [(x.name, x.width, x.height) for x in r.renditions]
 
@@ -44,15 +44,15 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from .errors import EncodeError, InputError
-from .proc import ffmpeg_exe, run
+from ..errors import EncodeError, InputError
+from ..proc import ffmpeg_exe, run
 
 __all__ = ["package_hls", "HlsResult", "Rendition", "SourceInfo", "probe", "plan_ladder", "h264_level", "avc1_codec"]
 
 log = logging.getLogger("lipsync")
 
 #: where player.html and the vendored hls.js live
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 #: ladder rungs, by the picture's short side
 RUNGS = (720, 480, 360)

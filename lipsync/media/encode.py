@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EncodeError
-from .proc import Pipe, ffmpeg_exe
+from ..errors import EncodeError
+from ..proc import Pipe, ffmpeg_exe
 
 __all__ = ["VideoWriter", "write_wav", "TOOL_NAME"]
 

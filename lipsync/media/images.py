@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ImageError
+from ..errors import ImageError
 
 __all__ = ["load_image", "ALLOWED_FORMATS", "DEFAULT_MAX_PIXELS"]
 

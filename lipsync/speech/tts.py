@@ -1,4 +1,4 @@
-"""Voices: a catalogue of text-to-speech engines, and text -> :class:`~lipsync.audio.Speech`.
+"""Voices: a catalogue of text-to-speech engines, and text -> :class:`~lipsync.media.audio.Speech`.
 
 Every voice has an id ``<engine>:<name>``:
 
@@ -19,7 +19,7 @@ serialises loading and another each model's inference.
 Text is cleaned (:func:`clean_text`), split into sentences, synthesised
 sentence by sentence and joined with :data:`SENTENCE_PAUSE_S` pauses; the
 result is trimmed to short silent margins, peak-normalised to -1 dBFS
-(:data:`lipsync.audio.PEAK_DBFS`) and dithered so it is never digital
+(:data:`lipsync.speech.post.PEAK_DBFS`) and dithered so it is never digital
 silence. It keeps the voice's native sample rate (22050 Hz for the VITS
 models and espeak-ng).
 
@@ -45,10 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import Speech, add_dither, normalize_peak, trim_silence
-from .errors import InputError, TextError, VoiceError
-from .proc import run
-from .weights import hub_url, offline_reason
+from ..media.audio import Speech
+from .post import add_dither, normalize_peak, trim_silence
+from ..errors import InputError, TextError, VoiceError
+from ..proc import run
+from ..weights import hub_url, offline_reason
 
 __all__ = [
     "Voice",

@@ -1,0 +1,173 @@
+"""Command line: ``python -m lipsync generate --image IMG --audio AUDIO --out OUT.mp4``
+(or ``--text "..." [--voice ID]``, with ``[--length SECONDS] [--loop]`` for either),
+``python -m lipsync voices`` and ``python -m lipsync hls INPUT.mp4 OUTDIR [--zip ZIP]``.
+
+Exit status: 0 on success, 2 on any problem with the input or the set-up
+(one line on stderr, no traceback), 1 on an unexpected internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lipsync", description="Lip-synced talking videos from one portrait.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log what happens (and show tracebacks)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    g = sub.add_parser("generate", help="portrait + audio (or text) -> MP4")
+    g.add_argument("--image", required=True, help="the portrait (JPEG, PNG, WebP, BMP)")
+    src = g.add_mutually_exclusive_group(required=True)
+    src.add_argument("--audio", help="speech (wav, mp3, m4a, ogg, flac)")
+    src.add_argument("--text", help="words to speak (instead of --audio)")
+    g.add_argument("--voice", help="voice id for --text (see: python -m lipsync voices; default: best available)")
+    g.add_argument("--length", type=float, default=0.0, metavar="SECONDS",
+                   help="make the soundtrack and video this long (default 0: natural length)")  # fmt: skip
+    g.add_argument("--loop", action="store_true", help="with --length longer than the speech: repeat it")
+    g.add_argument("--max-chars", type=int, default=1000, help="text length limit (default 1000)")
+    g.add_argument("--out", required=True, help="the MP4 to write")
+    g.add_argument("--checkpoint", help="local Wav2Lip checkpoint (default: $LIPSYNC_CHECKPOINT or download)")
+    g.add_argument("--s3fd", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD or download)")
+    g.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
+    g.add_argument("--pads", type=int, nargs=4, metavar=("T", "B", "L", "R"), default=(0, 10, 0, 0),
+                   help="grow the face box by these pixels (default 0 10 0 0)")  # fmt: skip
+    g.add_argument("--box", type=int, nargs=4, metavar=("Y1", "Y2", "X1", "X2"),
+                   help="use this face box instead of detecting one")  # fmt: skip
+    g.add_argument("--face-index", type=int, default=0, help="which face, 0 = largest (default 0)")
+    g.add_argument("--max-side", type=int, default=1280, help="scale the long side down to this (default 1280)")
+    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")
+    g.add_argument("--batch-size", type=int, help="frames per forward pass")
+    g.add_argument("--no-skip-silence", action="store_true", help="run the network on pauses too")
+    g.add_argument("--frame-step", type=int, default=1, choices=(1, 2, 3, 4),
+                   help="run the network on every n-th frame and blend between (faster, softer; default 1)")  # fmt: skip
+    g.add_argument("--no-label", action="store_true", help='no visible "AI-generated" label in the video')
+    g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
+                   help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
+    g.add_argument("--hls-zip", metavar="ZIP", help="also write an HLS package (ladder + player) as this zip")
+
+    h = sub.add_parser("hls", help="MP4 -> adaptive HLS folder (+ zip with a player page)")
+    h.add_argument("input", metavar="INPUT.mp4", help="a video (H.264/AAC MP4 or anything ffmpeg reads)")
+    h.add_argument("outdir", metavar="OUTDIR", help="folder for master.m3u8, the renditions and player.html")
+    h.add_argument("--zip", metavar="ZIP", help="also write the package as this zip")
+    h.add_argument("--segment", type=float, default=2.0, metavar="S", help="segment length in seconds (default 2)")
+
+    sub.add_parser("voices", help="list the voices for --text, one per line: id, label, availability")
+    return p
+
+
+def _progress_printer(enabled: bool):
+    last = {"stage": None, "t": 0.0}
+
+    def report(stage: str, done: int, total: int) -> None:
+        if not enabled:
+            return
+        now = time.monotonic()
+        if stage != last["stage"] or done == total or now - last["t"] > 1.0:
+            print(f"\r{stage}: {done}/{total}   ", end="" if done < total else "\n", file=sys.stderr, flush=True)
+            last.update(stage=stage, t=now)
+
+    return report
+
+
+def _generate(a: argparse.Namespace) -> int:
+    from . import GenerateOptions, LipSync
+
+    opts = GenerateOptions(
+        fps=a.fps,
+        pads=tuple(a.pads),
+        box=tuple(a.box) if a.box else None,
+        face_index=a.face_index,
+        max_side=a.max_side,
+        batch_size=a.batch_size,
+        skip_silence=not a.no_skip_silence,
+        label=not a.no_label,
+        frame_step=a.frame_step,
+        max_audio_s=a.max_audio_seconds,
+    )
+    for what, path in (("image", a.image), ("audio", a.audio)):
+        if path is not None and not Path(path).is_file():
+            from .errors import InputError
+
+            raise InputError(f"The {what} file {path} does not exist.")
+    engine = LipSync(a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
+    r = engine.generate(
+        a.image, a.audio, a.out, opts, progress=_progress_printer(sys.stderr.isatty()),
+        text=a.text, voice=a.voice, length_s=a.length, loop=a.loop, max_chars=a.max_chars,
+    )  # fmt: skip
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
+    print(
+        f"wrote {r.video} ({r.duration_s:.2f} s, {r.frames} frames at {r.fps:g} fps, {r.width}x{r.height}; "
+        f"face {r.box.as_tuple()} by {r.detector}; {r.device}; {stages})"
+        + (f"; voice {r.voice}" if r.voice else "")
+    )
+    if a.hls_zip:
+        import tempfile
+
+        from .media.hls import package_hls
+
+        with tempfile.TemporaryDirectory(prefix="lipsync-hls-") as tmp:
+            h = package_hls(Path(r.video), Path(tmp) / "hls", zip_path=Path(a.hls_zip))
+        print(f"wrote {h.zip} (HLS: {', '.join(x.name for x in h.renditions)})")
+    return 0
+
+
+def _hls(a: argparse.Namespace) -> int:
+    from .media.hls import package_hls
+
+    r = package_hls(
+        Path(a.input), Path(a.outdir), zip_path=Path(a.zip) if a.zip else None, segment_s=a.segment,
+        progress=_progress_printer(sys.stderr.isatty()),
+    )  # fmt: skip
+    ladder = ", ".join(f"{x.name} {x.width}x{x.height} {x.bandwidth / 1e6:.2f} Mbit/s" for x in r.renditions)
+    print(f"wrote {r.master} ({r.duration_s:.2f} s; {ladder})" + (f" and {r.zip}" if r.zip else ""))
+    return 0
+
+
+def _voices(a: argparse.Namespace) -> int:
+    """One voice per line: id, label, availability (and why not), tab-separated."""
+    from .speech import default_voice, list_voices
+
+    voices = list_voices()
+    best = default_voice().id if any(v.available for v in voices) else None
+    for v in voices:
+        state = "available" if v.available else f"unavailable: {v.reason}"
+        if v.available and v.note:
+            state += f" ({v.note})"
+        if v.id == best:
+            state += " [default]"
+        print(f"{v.id}\t{v.label}\t{state}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import LipSyncError
+
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "hls":
+            return _hls(args)
+        if args.command == "voices":
+            return _voices(args)
+        raise AssertionError(args.command)  # pragma: no cover
+    except LipSyncError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - last line of defence for a CLI
+        if args.verbose:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (run with -v for details)", file=sys.stderr)
+        return 1

@@ -1,0 +1,19 @@
+"""Finding the face: detectors, the face box and the model's 96×96 crop."""
+
+from .detect import (
+    DEFAULT_PADS,
+    FACE_SIZE,
+    FaceBox,
+    HaarDetector,
+    S3FDDetector,
+    face_crop,
+    find_face,
+    make_detector,
+    model_input,
+    pad_box,
+)
+
+__all__ = [
+    "DEFAULT_PADS", "FACE_SIZE", "FaceBox", "HaarDetector", "S3FDDetector",
+    "face_crop", "find_face", "make_detector", "model_input", "pad_box",
+]  # fmt: skip
