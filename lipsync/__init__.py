@@ -25,8 +25,8 @@ from .errors import (
 from .face import FaceBox
 from .media.audio import Speech, load_audio
 from .media.images import load_image
-from .options import GenerateOptions
-from .pipeline import LipSync, Progress, Result
+from .options import GenerateOptions, Request
+from .pipeline import LipSync, Prepared, Progress, Result
 from .speech import Voice, default_voice, fit_length, get_voice, list_voices, synthesize
 
 __version__ = "0.1.0"
@@ -34,6 +34,8 @@ __version__ = "0.1.0"
 __all__ = [
     "LipSync",
     "GenerateOptions",
+    "Request",
+    "Prepared",
     "Result",
     "Progress",
     "Speech",

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import logging
+
 import numpy as np
 
 from .face import FaceBox
+
+log = logging.getLogger("lipsync")
 
 __all__ = ["feather_mask", "Blender", "draw_label"]
 
@@ -67,36 +71,65 @@ class Blender:
         return out
 
 
-def draw_label(image_rgb: np.ndarray, text: str = "AI-generated", avoid: FaceBox | None = None) -> np.ndarray:
-    """A copy of ``image_rgb`` with a small visible label in a corner.
+def _label_position(h: int, w: int, bw: int, bh: int, margin: int, avoid: FaceBox | None) -> tuple[int, int] | None:
+    """Top-left corner for a ``bw`` x ``bh`` label that stays clear of ``avoid``, or None.
 
-    The label goes in the bottom-left corner, or another corner when that one
-    would cover the face box; it is drawn once on the still image, so it costs
-    nothing per frame.
+    A corner first (bottom-left, bottom-right, top-left, top-right); failing that,
+    any place along an edge, the one farthest from the face first.
+    """
+    if bw > w - 2 * margin or bh > h - 2 * margin:
+        return None
+    xs = [margin, w - margin - bw]
+    ys = [h - margin - bh, margin]
+    corners = [(xs[0], ys[0]), (xs[1], ys[0]), (xs[0], ys[1]), (xs[1], ys[1])]
+    if avoid is None:
+        return corners[0]
+
+    def clear(x: int, y: int) -> bool:
+        return x + bw <= avoid.x1 or x >= avoid.x2 or y + bh <= avoid.y1 or y >= avoid.y2
+
+    for x, y in corners:
+        if clear(x, y):
+            return x, y
+    # slide along each edge: just beside the face, and centred
+    along_x = [avoid.x1 - bw - margin, avoid.x2 + margin, (w - bw) // 2]
+    along_y = [avoid.y1 - bh - margin, avoid.y2 + margin, (h - bh) // 2]
+    cands = [(x, y) for x in along_x for y in ys] + [(x, y) for x in xs for y in along_y]
+    cands = [(min(max(x, margin), w - margin - bw), min(max(y, margin), h - margin - bh)) for x, y in cands]
+    cx, cy = (avoid.x1 + avoid.x2) / 2, (avoid.y1 + avoid.y2) / 2
+    cands.sort(key=lambda p: -((p[0] + bw / 2 - cx) ** 2 + (p[1] + bh / 2 - cy) ** 2))
+    return next(((x, y) for x, y in cands if clear(x, y)), None)
+
+
+def draw_label(image_rgb: np.ndarray, text: str = "AI-generated", avoid: FaceBox | None = None) -> np.ndarray:
+    """A copy of ``image_rgb`` with a small visible label that never covers the face.
+
+    The label goes in a corner clear of the face box (bottom-left first); when
+    every corner overlaps the face (a tight crop), it goes along the edge
+    farthest from the face, and shrinks (down to a small but legible size) until
+    it fits beside the face. If the face fills the whole frame the label is left
+    out (the MP4's metadata still says the video is AI-generated). It is drawn
+    once on the still image, so it costs nothing per frame.
     """
     import cv2
 
     h, w = image_rgb.shape[:2]
     scale = max(0.35, min(h, w) / 900.0)
-    thick = max(1, round(scale * 2))
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-    pad = max(3, round(6 * scale))
-    bw, bh = tw + 2 * pad, th + base + 2 * pad
     margin = max(4, round(min(h, w) * 0.015))
-    corners = [
-        (margin, h - margin - bh),  # bottom-left
-        (w - margin - bw, h - margin - bh),  # bottom-right
-        (margin, margin),  # top-left
-        (w - margin - bw, margin),  # top-right
-    ]
-
-    def overlaps(x, y):
-        if avoid is None:
-            return False
-        return not (x + bw <= avoid.x1 or x >= avoid.x2 or y + bh <= avoid.y1 or y >= avoid.y2)
-
-    x, y = next(((cx, cy) for cx, cy in corners if not overlaps(cx, cy)), corners[0])
-    x, y = max(0, x), max(0, y)
+    while True:
+        thick = max(1, round(scale * 2))
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        pad = max(2, round(6 * scale))
+        bw, bh = tw + 2 * pad, th + base + 2 * pad
+        pos = _label_position(h, w, bw, bh, margin, avoid)
+        if pos is not None or scale <= 0.25:
+            break
+        scale = max(0.25, scale * 0.8)
+        margin = max(2, margin // 2)
+    if pos is None:
+        log.warning("no room for the visible label beside the face; only the metadata tag marks this video")
+        return image_rgb.copy()
+    x, y = pos
     out = image_rgb.copy()
     region = out[y : y + bh, x : x + bw]
     region[:] = (region.astype(np.float32) * 0.45).astype(np.uint8)  # darkened backdrop

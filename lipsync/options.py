@@ -1,32 +1,87 @@
-"""Every user-facing knob, as frozen dataclasses validated on construction."""
+"""Every user-facing knob, and one request object, validated in one place.
+
+:class:`GenerateOptions` holds how a video is made (frame rate, face box
+padding, speech length, ...); :class:`Request` holds what it is made of (the
+portrait, the soundtrack or the text, the output file) plus the options. Both
+check themselves on construction and raise :class:`~lipsync.errors.InputError`
+with a message for the user, so the library, the command line, the web app
+and batch jobs all refuse bad input with the same words.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
 
 from .errors import InputError
 
-__all__ = ["GenerateOptions", "X264_PRESETS"]
+__all__ = ["GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS"]
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )  # fmt: skip
+MAX_CHARS = 1000  #: default text length limit
+MIN_LENGTH_S = 0.2  #: shortest requested length (one 16-column mel window)
 
 
-def _ints(name: str, value, n: int) -> tuple[int, ...]:
+def _whole(name: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
+    """``value`` as an int: whole floats (``1.0``) and numeric strings are accepted."""
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a whole number, got {value!r}.")
     try:
-        vals = tuple(int(v) for v in value)
+        f = float(value)
     except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number, got {value!r}.") from None
+    if not math.isfinite(f) or f != int(f):
+        raise InputError(f"{name} must be a whole number, got {value!r}.")
+    if not lo <= int(f) <= hi:
+        raise InputError(hint or f"{name} must be between {lo} and {hi}, got {int(f)}.")
+    return int(f)
+
+
+def _number(name: str, value: Any, lo: float, hi: float, hint: str = "") -> float:
+    if isinstance(value, bool):
+        raise InputError(f"{name} must be a number, got {value!r}.")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(f) or not lo <= f <= hi:
+        raise InputError(hint or f"{name} must be between {lo:g} and {hi:g}, got {value}.")
+    return f
+
+
+def _ints(name: str, value: Any, n: int, lo: int, hi: int) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)):
+        value = str(value).replace(",", " ").split()
+    try:
+        vals = list(value)
+    except TypeError:
         raise InputError(f"{name} must be {n} whole numbers.") from None
-    if len(vals) != n or any(float(a) != float(b) for a, b in zip(vals, value)):
-        raise InputError(f"{name} must be {n} whole numbers, got {value!r}.")
-    return vals
+    if len(vals) != n:
+        raise InputError(f"{name} must be {n} whole numbers, got {len(vals)}.")
+    return tuple(_whole(name, v, lo, hi) for v in vals)
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in ("1", "true", "yes", "y", "on"):
+            return True
+        if v in ("0", "false", "no", "n", "off", ""):
+            return False
+        raise InputError(f"{name} must be yes or no, got {value!r}.")
+    return bool(value)
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """How a video is made from a portrait and a soundtrack.
+    """How a video is made from a portrait and a soundtrack (or a text).
+
+    Numbers given as whole floats or strings (``face_index=1.0``, ``fps="25"``)
+    are normalised; anything else out of range raises :class:`InputError`.
 
     Attributes:
         fps: output frame rate (1-60; 25 is what the model was trained at).
@@ -35,13 +90,17 @@ class GenerateOptions:
         box: (y1, y2, x1, x2) face box in pixels of the working image; skips detection.
         face_index: which face when there are several, 0 = largest.
         max_side: the portrait's long side is scaled down to this (0 = keep).
-        batch_size: frames per forward pass (default per device).
+        batch_size: frames per forward pass for this request (default per device).
         skip_silence: show the face at rest during pauses instead of running the network.
         frame_step: run the network on every n-th frame only and blend the frames in
             between (1 = every frame, exact; 2 halves the work on slow CPUs).
+        voice: the voice for a text (``python -m lipsync voices``); None = the best available.
+        length_s: the soundtrack's (and video's) duration; 0 keeps the natural length.
+        loop: with a longer ``length_s``, repeat the speech instead of adding silence.
+        max_chars: the text length limit.
         crf, preset, encoder_threads: x264 quality, speed and threads (0 = auto).
         label: draw a small visible "AI-generated" label in a corner of the video.
-        max_audio_s: longest soundtrack accepted from a file (seconds).
+        max_audio_s: longest soundtrack (file or ``length_s``) accepted, in seconds.
         max_audio_bytes: largest audio file accepted.
         timeout_s: longest the encoder may run before it is stopped.
         metadata: extra MP4 metadata tags.
@@ -55,6 +114,10 @@ class GenerateOptions:
     batch_size: int | None = None
     skip_silence: bool = True
     frame_step: int = 1
+    voice: str | None = None
+    length_s: float = 0.0
+    loop: bool = False
+    max_chars: int = MAX_CHARS
     crf: int = 20
     preset: str = "veryfast"
     encoder_threads: int = 0
@@ -65,37 +128,115 @@ class GenerateOptions:
     metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
-        fps = float(self.fps)
-        if not math.isfinite(fps) or not 1 <= fps <= 60:
-            raise InputError(f"fps must be between 1 and 60, got {self.fps}.")
-        object.__setattr__(self, "fps", fps)
-        pads = _ints("pads", self.pads, 4)
-        if any(not -2000 <= p <= 2000 for p in pads):
-            raise InputError("Each face padding must be between -2000 and 2000 pixels.")
-        object.__setattr__(self, "pads", pads)
+        def put(name: str, value: Any) -> None:
+            object.__setattr__(self, name, value)
+
+        put("fps", _number("fps", self.fps, 1, 60, f"fps must be between 1 and 60, got {self.fps}."))
+        put("pads", _ints("pads", self.pads, 4, -2000, 2000))
         if self.box is not None:
-            box = _ints("box", self.box, 4)
+            box = _ints("box", self.box, 4, 0, 100_000)
             y1, y2, x1, x2 = box
-            if not (0 <= y1 < y2 and 0 <= x1 < x2):
+            if not (y1 < y2 and x1 < x2):
                 raise InputError(f"box must be Y1 Y2 X1 X2 with 0 <= Y1 < Y2 and 0 <= X1 < X2, got {box}.")
-            object.__setattr__(self, "box", box)
-        if int(self.face_index) != self.face_index or self.face_index < 0:
-            raise InputError("face_index must be 0 (the largest face) or a higher whole number.")
-        if self.max_side and not 128 <= int(self.max_side) <= 4096:
+            put("box", box)
+        put("face_index", _whole("face_index", self.face_index, 0, 99,
+                                 "face_index must be 0 (the largest face) or a higher whole number."))  # fmt: skip
+        max_side = _whole("max_side", self.max_side, 0, 4096)
+        if max_side and max_side < 128:
             raise InputError("max_side must be 0 (keep) or between 128 and 4096 pixels.")
-        if self.batch_size is not None and not 1 <= int(self.batch_size) <= 4096:
-            raise InputError("batch_size must be between 1 and 4096.")
-        if int(self.frame_step) != self.frame_step or not 1 <= self.frame_step <= 4:
-            raise InputError("frame_step must be 1 (every frame), 2, 3 or 4.")
-        if not 0 <= int(self.crf) <= 51:
-            raise InputError("crf must be between 0 and 51.")
+        put("max_side", max_side)
+        if self.batch_size is not None:
+            put("batch_size", _whole("batch_size", self.batch_size, 1, 4096))
+        put("skip_silence", _flag("skip_silence", self.skip_silence))
+        put("frame_step", _whole("frame_step", self.frame_step, 1, 4, "frame_step must be 1 (every frame), 2, 3 or 4."))
+        voice = None if self.voice is None else str(self.voice).strip()
+        put("voice", voice or None)
+        put("max_audio_s", _number("max_audio_s", self.max_audio_s, 1, 3600,
+                                   "max_audio_s must be between 1 and 3600 seconds."))  # fmt: skip
+        length = self.length_s if self.length_s not in (None, "") else 0.0
+        length = _number("length", length, 0, float("inf"),
+                         f"The length must be 0 (natural length) or a positive number of seconds, got {self.length_s!r}.")  # fmt: skip
+        if 0 < length < MIN_LENGTH_S:
+            raise InputError(f"The length must be at least {MIN_LENGTH_S:g} seconds (or 0 for the natural length).")
+        if length > self.max_audio_s:
+            raise InputError(
+                f"The requested length of {length:g} seconds is over the limit of {self.max_audio_s:g} seconds."
+            )
+        put("length_s", length)
+        put("loop", _flag("loop", self.loop))
+        put("max_chars", _whole("max_chars", self.max_chars, 1, 100_000))
+        put("crf", _whole("crf", self.crf, 0, 51))
         if self.preset not in X264_PRESETS:
             raise InputError(f"preset must be one of {', '.join(X264_PRESETS)}.")
-        if not (math.isfinite(float(self.max_audio_s)) and 1 <= float(self.max_audio_s) <= 3600):
-            raise InputError("max_audio_s must be between 1 and 3600 seconds.")
-        if not 1 <= int(self.max_audio_bytes) <= 2_000_000_000:
-            raise InputError("max_audio_bytes must be between 1 byte and 2 GB.")
-        if not (math.isfinite(float(self.timeout_s)) and float(self.timeout_s) > 0):
-            raise InputError("timeout_s must be a positive number of seconds.")
-        if not 0 <= int(self.encoder_threads) <= 64:
-            raise InputError("encoder_threads must be between 0 (auto) and 64.")
+        put("encoder_threads", _whole("encoder_threads", self.encoder_threads, 0, 64,
+                                      "encoder_threads must be between 0 (auto) and 64."))  # fmt: skip
+        put("label", _flag("label", self.label))
+        put("max_audio_bytes", _whole("max_audio_bytes", self.max_audio_bytes, 1, 2_000_000_000,
+                                      "max_audio_bytes must be between 1 byte and 2 GB."))  # fmt: skip
+        put("timeout_s", _number("timeout_s", self.timeout_s, 1e-3, 1e7,
+                                 "timeout_s must be a positive number of seconds."))  # fmt: skip
+
+    def updated(self, **changes: Any) -> "GenerateOptions":
+        """A copy with ``changes`` (None values are ignored), validated again."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise InputError(f"Unknown option(s): {', '.join(unknown)}.")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True)
+class Request:
+    """One video to make: a portrait, a soundtrack or a text, an output file and options.
+
+    Checked on construction: exactly one of ``audio`` and ``text``; a voice only
+    with a text; the text cleaned and within ``options.max_chars``; the voice
+    known and usable here; the output an ``.mp4`` file name; input files present.
+
+    Attributes:
+        image: portrait path, bytes, PIL image or (H, W, 3) uint8 RGB array.
+        out: the MP4 to write.
+        audio: an audio file (any format ffmpeg reads) or a :class:`~lipsync.media.audio.Speech`.
+        text: words to speak, cleaned (see :func:`lipsync.speech.clean_text`).
+        options: :class:`GenerateOptions`.
+    """
+
+    image: Any
+    out: Path
+    audio: Any = None
+    text: str | None = None
+    options: GenerateOptions = field(default_factory=GenerateOptions)
+
+    def __post_init__(self) -> None:
+        opts = self.options if self.options is not None else GenerateOptions()
+        if not isinstance(opts, GenerateOptions):
+            raise InputError("options must be a GenerateOptions.")
+        object.__setattr__(self, "options", opts)
+        if self.image is None or (isinstance(self.image, str) and not self.image.strip()):
+            raise InputError("Give a portrait photo.")
+        if isinstance(self.image, (str, Path)) and not Path(self.image).is_file():
+            raise InputError(f"The image file {self.image} does not exist.")
+        text = self.text
+        audio = self.audio if self.audio not in ("", None) else None
+        if (audio is None) == (text is None):
+            raise InputError("Give either an audio file or a text to speak (exactly one of the two).")
+        if isinstance(audio, (str, Path)) and not Path(audio).is_file():
+            raise InputError(f"The audio file {audio} does not exist.")
+        object.__setattr__(self, "audio", audio)
+        if text is not None:
+            from .speech import tts
+
+            text = tts.clean_text(str(text), opts.max_chars)
+            tts.usable_voice(opts.voice)  # an unknown or unusable voice fails before any work
+        elif opts.voice is not None:
+            raise InputError("A voice can only be chosen for text, not for an audio file.")
+        object.__setattr__(self, "text", text)
+        if self.out is None or str(self.out).strip() == "":
+            raise InputError("Give the output file name (ending in .mp4).")
+        out = Path(self.out)
+        if out.suffix.lower() != ".mp4":
+            raise InputError(f"The output must be an .mp4 file, got {out.name}.")
+        if out.is_dir():
+            raise InputError(f"The output {out} is a folder; give a file name ending in .mp4.")
+        object.__setattr__(self, "out", out)

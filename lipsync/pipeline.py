@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,10 +32,10 @@ from .media.audio import Speech, load_audio, resample
 from .media.encode import VideoWriter, write_wav
 from .media.images import load_image
 from .speech.activity import speech_weights
-from .speech.post import check_length_s, fit_length
-from .options import GenerateOptions
+from .speech.post import fit_length
+from .options import GenerateOptions, Request
 
-__all__ = ["LipSync", "Result", "Progress"]
+__all__ = ["LipSync", "Result", "Progress", "Prepared"]
 
 log = logging.getLogger("lipsync")
 
@@ -65,6 +65,41 @@ class Result:
 
 class _Stop(Exception):
     pass
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+class _Clock:
+    """Seconds per stage, accumulated lap by lap."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def restart(self) -> None:
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._t
+        self._t = now
+
+
+@dataclass
+class Prepared:
+    """A request made ready for the network (see :meth:`LipSync.prepare`)."""
+
+    request: Request
+    image: np.ndarray  #: (H, W, 3) uint8 RGB working frame (label drawn)
+    box: FaceBox
+    detector: str
+    crop: np.ndarray  #: (96, 96, 3) uint8 BGR face crop
+    speech: Speech  #: the final soundtrack (length fitted)
+    mels: np.ndarray  #: (N, 80, 16) float32, one window per video frame
+    weights: np.ndarray | None  #: (N,) speech weight per frame, None = every frame speaks
+    voice: str | None  #: the voice that spoke the text
 
 
 class LipSync:
@@ -148,9 +183,9 @@ class LipSync:
         *,
         text: str | None = None,
         voice: str | None = None,
-        length_s: float = 0.0,
-        loop: bool = False,
-        max_chars: int = 1000,
+        length_s: float | None = None,
+        loop: bool | None = None,
+        max_chars: int | None = None,
     ) -> Result:
         """Make a lip-synced MP4 of ``image`` speaking ``audio`` or ``text``.
 
@@ -161,67 +196,155 @@ class LipSync:
             options: :class:`GenerateOptions`.
             progress: ``(stage, done, total)`` callback.
             text: words to speak instead of ``audio`` (exactly one of the two).
-            voice: a voice id for ``text`` (``python -m lipsync voices``); None = the default voice.
-            length_s: the soundtrack's (and video's) duration in seconds; 0 keeps
-                the natural length (see :func:`lipsync.audio.fit_length`).
-            loop: when ``length_s`` is longer, repeat the speech rather than pad with silence.
-            max_chars: the text length limit.
+            voice, length_s, loop, max_chars: shortcuts for the options of the same
+                name (see :class:`GenerateOptions`); given here, they override ``options``.
 
         Raises:
             LipSyncError: with a message for the user (bad image, no face,
                 unusable audio, missing weights, encoder failure).
         """
-        opts = options or GenerateOptions()
-        report = progress or (lambda stage, done, total: None)
-        if (audio is None) == (text is None):
-            raise InputError("Give either an audio file or a text to speak (exactly one of the two).")
-        if out is None:
-            raise InputError("Give the output file name (ending in .mp4).")
-        length_s = check_length_s(length_s)
-        if text is not None:
-            from .speech import tts
+        opts = (options or GenerateOptions()).updated(voice=voice, length_s=length_s, loop=loop, max_chars=max_chars)
+        return self.run(Request(image=image, out=out, audio=audio, text=text, options=opts), progress)
 
-            tts.clean_text(text, max_chars)  # bad text and unusable voices fail before any work
-            if voice is not None:
-                tts.usable_voice(voice)
-        elif voice is not None:
-            raise InputError("A voice can only be chosen for text, not for an audio file.")
-        out = Path(out)
-        if out.suffix.lower() != ".mp4":
-            raise InputError(f"The output must be an .mp4 file, got {out.name}.")
-        if out.is_dir():
-            raise InputError(f"The output {out} is a folder; give a file name ending in .mp4.")
-        timings: dict[str, float] = {}
-        t = time.perf_counter()
+    def run(self, request: Request, progress: Progress | None = None) -> Result:
+        """Make the video a checked :class:`Request` asks for. The recipe:
 
-        def lap(stage: str) -> None:
-            nonlocal t
-            now = time.perf_counter()
-            timings[stage] = timings.get(stage, 0.0) + now - t
-            t = now
-
-        # 2. the model first (a missing checkpoint is reported before any work), then inputs
+        1. load the model (missing weights are reported before any work);
+        2. prepare the inputs: photo, speech, face, mel windows (:meth:`prepare`);
+        3. animate: the network, the paste and the encoder, overlapped (:meth:`render`);
+        4. say what was made (:class:`Result`).
+        """
+        report = progress or _no_progress
+        clock = _Clock()
         report("model", 0, 1)
         gen = self.generator
-        if opts.batch_size:
-            gen.batch_size = int(opts.batch_size)
-        lap("model")
+        clock.lap("model")
+        parts = self.prepare(request, report, clock)
+        self.render(parts, report, clock)
+        return self.result(parts, clock)
+
+    def prepare(self, request: Request, progress: Progress | None = None, clock: "_Clock | None" = None) -> Prepared:
+        """Everything before the network: the photo, the soundtrack, the face and the mel windows.
+
+        Needs no model and no GPU (a ZeroGPU Space runs it outside the GPU slot).
+        """
+        report = progress or _no_progress
+        clock = clock or _Clock()
+        opts = request.options
         report("image", 0, 1)
-        rgb = load_image(image, max_side=opts.max_side)
-        lap("image")
-        voice_id = None
-        if text is not None:
-            report("speech", 0, 1)
-            speech, used = tts.narrate(text, voice, max_chars=max_chars)
-            voice_id = used.id
-            lap("speech")
-            report("speech", 1, 1)
+        rgb = load_image(request.image, max_side=opts.max_side)
+        clock.lap("image")
+        speech, voice_id = self._speech(request, report, clock)
         report("audio", 0, 1)
-        if text is None:
-            speech = audio if isinstance(audio, Speech) else Speech(
-                *load_audio(
-                    audio, sample_rate=None, max_seconds=opts.max_audio_s, max_bytes=opts.max_audio_bytes
-                )
+        wav16 = self._check_soundtrack(speech, opts)
+        clock.lap("audio")
+        report("face", 0, 1)
+        box, detector = self._face(rgb, opts)
+        crop = face_crop(rgb, box)
+        if opts.label:
+            rgb = draw_label(rgb, avoid=box)
+        clock.lap("face")
+        mel = features.melspectrogram(wav16)
+        n_frames = features.frame_count(len(speech.samples), speech.sample_rate, opts.fps)
+        starts = features.window_starts(mel.shape[1], opts.fps, n_frames)
+        mels = features.mel_windows(mel, opts.fps, starts=starts)
+        weights = speech_weights(speech.samples, speech.sample_rate, n_frames, opts.fps) if opts.skip_silence else None
+        clock.lap("mel")
+        return Prepared(request, rgb, box, detector, crop, speech, mels, weights, voice_id)
+
+    def render(
+        self,
+        parts: Prepared,
+        progress: Progress | None = None,
+        clock: "_Clock | None" = None,
+        *,
+        mouths: Iterable[np.ndarray] | None = None,
+    ) -> Path:
+        """Animate and encode: mouth crops pasted into the photo, streamed to the MP4.
+
+        Args:
+            parts: from :meth:`prepare`.
+            mouths: precomputed mouth crops in frame order (batches of (B, 96, 96, 3)
+                BGR in [0, 1]), e.g. from :meth:`predict_mouths` run elsewhere; by
+                default the network runs here, on a worker thread, overlapping the
+                paste and the encoder.
+        """
+        report = progress or _no_progress
+        clock = clock or _Clock()
+        opts = parts.request.options
+        out = parts.request.out
+        h, w = parts.image.shape[:2]
+        work = Path(tempfile.mkdtemp(prefix="lipsync-"))
+        try:
+            wav_path = write_wav(work / "speech.wav", parts.speech.samples, parts.speech.sample_rate)
+            meta = {"comment": "AI-generated lip-sync video", "encoder_tool": "lipsync", **opts.metadata}
+            writer = VideoWriter(
+                out, w, h, opts.fps, wav_path,
+                crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads, metadata=meta,
+                timeout=opts.timeout_s,
+            )  # fmt: skip
+            if mouths is None:
+                mouths = self._predict_batches(parts)
+            self._stream(mouths, Blender(parts.image, parts.box), writer, report, clock.timings, len(parts.mels))
+            clock.restart()
+            report("encode", 0, 1)
+            writer.close()
+            clock.lap("encode")
+            report("encode", 1, 1)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return out
+
+    def predict_mouths(self, parts: Prepared) -> np.ndarray:
+        """All mouth crops of a clip at once: (N, 96, 96, 3) uint8 BGR.
+
+        For callers that must run the network apart from the rest (a ZeroGPU
+        Space holds the GPU only for this); :meth:`render` streams instead.
+        """
+        return np.concatenate(
+            [np.clip(b * 255.0 + 0.5, 0, 255).astype(np.uint8) for b in self._predict_batches(parts)]
+        )
+
+    def result(self, parts: Prepared, clock: "_Clock | None" = None) -> Result:
+        opts = parts.request.options
+        n = len(parts.mels)
+        h, w = parts.image.shape[:2]
+        return Result(
+            video=parts.request.out,
+            duration_s=n / opts.fps,
+            frames=n,
+            fps=opts.fps,
+            width=w,
+            height=h,
+            box=parts.box,
+            detector=parts.detector,
+            device=self.generator.description,
+            audio_duration_s=parts.speech.duration_s,
+            sample_rate=parts.speech.sample_rate,
+            timings=dict(clock.timings) if clock else {},
+            speaking_frames=int(n if parts.weights is None else np.count_nonzero(parts.weights > 0)),
+            voice=parts.voice,
+        )
+
+    # -- the steps ------------------------------------------------------------------
+    def _speech(self, request: Request, report: Progress, clock: "_Clock") -> tuple[Speech, str | None]:
+        """The soundtrack: the text spoken, or the audio decoded; fitted to the length asked for."""
+        opts = request.options
+        voice_id = None
+        if request.text is not None:
+            from .speech import tts
+
+            report("speech", 0, 1)
+            speech, used = tts.narrate(request.text, opts.voice, max_chars=opts.max_chars)
+            voice_id = used.id
+            clock.lap("speech")
+            report("speech", 1, 1)
+        elif isinstance(request.audio, Speech):
+            speech = request.audio
+        else:
+            report("audio", 0, 1)
+            speech = Speech(
+                *load_audio(request.audio, sample_rate=None, max_seconds=opts.max_audio_s, max_bytes=opts.max_audio_bytes)
             )
         if speech.duration_s > opts.max_audio_s:
             raise InputError(
@@ -229,95 +352,52 @@ class LipSync:
             )
         if not np.isfinite(speech.samples).all():
             raise InputError("The audio contains invalid samples (NaN or infinity).")
-        if length_s > opts.max_audio_s:
-            raise InputError(
-                f"The requested length of {length_s:g} seconds is over the limit of {opts.max_audio_s:g} seconds."
-            )
-        speech = fit_length(speech, length_s, loop=loop)
+        return fit_length(speech, opts.length_s, loop=opts.loop), voice_id
+
+    @staticmethod
+    def _check_soundtrack(speech: Speech, opts: GenerateOptions) -> np.ndarray:
+        """The soundtrack at the model's 16 kHz, refused when too short for one window."""
         wav16 = resample(speech.samples, speech.sample_rate, features.SAMPLE_RATE)
         if len(wav16) < features.MEL_STEP * features.HOP:
             raise InputError("The audio is too short: it must last at least 0.2 seconds.")
-        lap("audio")
+        return wav16
 
-        # 3. face and mel windows
-        report("face", 0, 1)
+    def _face(self, rgb: np.ndarray, opts: GenerateOptions) -> tuple[FaceBox, str]:
         if opts.box is not None:
             y1, y2, x1, x2 = opts.box
-            box = pad_box((x1, y1, x2, y2), (0, 0, 0, 0), rgb.shape)
-            detector_name = "given"
-        else:
-            det = self.detector
-            box = find_face(rgb, det, face_index=opts.face_index, pads=opts.pads)
-            detector_name = det.name
-        crop = face_crop(rgb, box)
-        if opts.label:
-            rgb = draw_label(rgb, avoid=box)
-        lap("face")
-        mel = features.melspectrogram(wav16)
-        n_frames = features.frame_count(len(speech.samples), speech.sample_rate, opts.fps)
-        starts = features.window_starts(mel.shape[1], opts.fps, n_frames)
-        mels = features.mel_windows(mel, opts.fps, starts=starts)
-        weights = speech_weights(speech.samples, speech.sample_rate, n_frames, opts.fps) if opts.skip_silence else None
-        lap("mel")
+            return pad_box((x1, y1, x2, y2), (0, 0, 0, 0), rgb.shape), "given"
+        det = self.detector
+        return find_face(rgb, det, face_index=opts.face_index, pads=opts.pads), det.name
 
-        # 4. generate, paste, encode
-        h, w = rgb.shape[:2]
-        work = Path(tempfile.mkdtemp(prefix="lipsync-"))
-        try:
-            wav_path = write_wav(work / "speech.wav", speech.samples, speech.sample_rate)
-            meta = {"comment": "AI-generated lip-sync video", "encoder_tool": "lipsync"}
-            meta.update(opts.metadata)
-            writer = VideoWriter(
-                out, w, h, opts.fps, wav_path,
-                crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads, metadata=meta,
-                timeout=opts.timeout_s,
-            )  # fmt: skip
-            with self._run_lock:  # one request at a time on the model (its batch size adapts to OOM)
-                self._stream(
-                    gen, crop, mels, weights, Blender(rgb, box), writer, report, timings, step=opts.frame_step
-                )
-            t = time.perf_counter()
-            report("encode", 0, 1)
-            writer.close()
-            lap("encode")
-            report("encode", 1, 1)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return Result(
-            video=out,
-            duration_s=n_frames / opts.fps,
-            frames=n_frames,
-            fps=opts.fps,
-            width=w,
-            height=h,
-            box=box,
-            detector=detector_name,
-            device=gen.description,
-            audio_duration_s=speech.duration_s,
-            sample_rate=speech.sample_rate,
-            timings=timings,
-            speaking_frames=int(n_frames if weights is None else np.count_nonzero(weights > 0)),
-            voice=voice_id,
-        )
+    def _predict_batches(self, parts: Prepared) -> Iterator[np.ndarray]:
+        """The network's mouth crops, batch by batch, one request at a time on the model."""
+        opts = parts.request.options
+        with self._run_lock:  # concurrent forwards would only compete for the same cores / GPU memory
+            yield from self.generator.predict(
+                parts.crop, parts.mels, weights=parts.weights, step=opts.frame_step, batch_size=opts.batch_size
+            )
 
     @staticmethod
-    def _stream(gen, crop, mels, weights, blender, writer, report, timings, step: int = 1) -> None:
-        """Inference on a worker thread, blending and encoding on this one.
+    def _stream(mouths: Iterable[np.ndarray], blender, writer, report, timings, n: int) -> None:
+        """Mouths from a worker thread, pasted and encoded on this one.
 
         A queue of two batches bounds memory; an error on either side stops both
         and is raised here; the writer is aborted so no partial file remains.
         """
-        n = len(mels)
         q: queue.Queue = queue.Queue(maxsize=2)
         stop = threading.Event()
         failure: list[BaseException] = []
         busy = {"infer": 0.0}
 
         def produce() -> None:
+            it = iter(mouths)
             try:
-                t0 = time.perf_counter()
-                for batch in gen.predict(crop, mels, weights=weights, step=step):
+                while True:
+                    t0 = time.perf_counter()
+                    batch = next(it, None)
                     busy["infer"] += time.perf_counter() - t0
+                    if batch is None:
+                        break
                     while True:
                         if stop.is_set():
                             raise _Stop
@@ -326,12 +406,14 @@ class LipSync:
                             break
                         except queue.Full:
                             continue
-                    t0 = time.perf_counter()
             except _Stop:
                 return
             except BaseException as e:  # noqa: BLE001 - handed to the consumer
                 failure.append(e)
             finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()  # releases the model lock at once
                 while True:
                     try:
                         q.put(None, timeout=0.1)
@@ -357,7 +439,7 @@ class LipSync:
                 report("lipsync", done, n)
             if failure:
                 raise failure[0]
-            if done != n:  # pragma: no cover - defensive
+            if done != n:
                 raise LipSyncError(f"Only {done} of {n} frames were produced.")
         except BaseException:
             stop.set()
@@ -368,4 +450,3 @@ class LipSync:
             worker.join(timeout=60)
             timings["lipsync"] = time.perf_counter() - t_start
             timings["inference_busy"] = busy["infer"]
-

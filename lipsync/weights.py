@@ -27,8 +27,8 @@ log = logging.getLogger("lipsync")
 class WeightsSpec:
     """Where a weights file lives and how to recognise it.
 
-    ``sha256`` may be a prefix (torch-hub style names carry only the first
-    10 hex digits); ``size`` is checked when known.
+    ``sha256`` is the full hex digest and ``size`` the exact length in bytes
+    (both as published: a Hub LFS pointer lists them).
     """
 
     label: str
@@ -57,7 +57,8 @@ S3FD = WeightsSpec(
     label="S3FD face detector (s3fd-619a316812.pth)",
     repo_id="vinthony/SadTalker",
     filename="hub/checkpoints/s3fd-619a316812.pth",
-    sha256="619a316812",
+    size=89_843_225,
+    sha256="619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543",
     env_var="LIPSYNC_S3FD",
     flag="--s3fd",
     page="https://huggingface.co/vinthony/SadTalker",
@@ -96,7 +97,7 @@ def verify(path: str | Path, spec: WeightsSpec) -> Path:
     if marker.exists():
         return path
     digest = sha256_of(path)
-    if not digest.startswith(spec.sha256):
+    if digest != spec.sha256:
         raise WeightsError(
             f"The downloaded {spec.label} at {path} does not match its published checksum "
             f"(sha256 {digest[:16]}..., expected {spec.sha256[:16]}...). It was not used: "

@@ -56,6 +56,15 @@ def checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "wav2lip_seed1234.pth")
 
 
+@pytest.fixture
+def speech():
+    """One second of a steady 200 Hz tone: a soundtrack that speaks on every frame."""
+    from lipsync import Speech
+
+    t = np.arange(16000) / 16000
+    return Speech((0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
+
+
 @pytest.fixture(scope="session")
 def example_image() -> Path:
     return EXAMPLE

@@ -250,7 +250,7 @@ def test_build_demo_and_library_stays_free_of_gradio():
 
     demo = app.build_demo()
     assert demo.config is not None
-    code = "import sys, lipsync, lipsync.tts, lipsync.hls, lipsync.pipeline; print('gradio' in sys.modules)"
+    code = "import sys, lipsync, lipsync.speech.tts, lipsync.media.hls, lipsync.pipeline, lipsync.cli; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
@@ -263,7 +263,7 @@ def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
     def broken(*a, **k):
         raise EncodeError("ffmpeg could not write the HLS renditions.")
 
-    monkeypatch.setattr(lipsync.hls, "package_hls", broken)
+    monkeypatch.setattr(lipsync.media.hls, "package_hls", broken)
     video, zip_file, summary = app.make_generate(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
     assert Path(video).is_file() and zip_file is None
     assert "No HLS package" in summary and "could not write" in summary

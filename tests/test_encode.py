@@ -86,3 +86,20 @@ def test_failing_ffmpeg_is_a_clean_error_and_leaves_nothing(tmp_path, monkeypatc
             for _ in range(200):
                 w.write(np.zeros((120, 160, 3), np.uint8))
     assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_files_for_the_user_get_the_ordinary_mode(tmp_path, umask):
+    """MP4 and HLS zip are 0666 & ~umask (a web server running as another user can read them), not 0600."""
+    import os
+
+    from lipsync.media.hls import package_hls
+
+    old = os.umask(umask)
+    try:
+        mp4 = _write(tmp_path)
+        h = package_hls(mp4, tmp_path / "hls", zip_path=tmp_path / "pkg.zip")
+    finally:
+        os.umask(old)
+    for f in (mp4, h.zip):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f

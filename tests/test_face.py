@@ -69,7 +69,10 @@ def test_s3fd_loads_local_weights_through_face_alignment(tmp_path, portrait):
     torch.save(s3fd().state_dict(), path)
     det = make_detector(path)
     assert isinstance(det, S3FDDetector) and det.name == "s3fd"
-    boxes = det.detect(portrait[:256, :256])  # random weights: any list of valid boxes
+    # random weights score nothing as a face; with no score threshold every kept
+    # candidate comes back, so the box conversion is exercised for real
+    boxes = S3FDDetector(path, threshold=0.0).detect(portrait[:256, :256])
+    assert len(boxes) > 0
     for x1, y1, x2, y2, _ in boxes:
         assert 0 <= x1 < x2 <= 256 and 0 <= y1 < y2 <= 256
 
@@ -79,6 +82,24 @@ def test_bad_s3fd_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not weights")
     with pytest.raises(WeightsError, match="S3FD"):
         make_detector(bad)
+
+
+def test_a_named_s3fd_file_must_exist(tmp_path, monkeypatch):
+    """Falling back to the offline detector happens only when no S3FD file was asked for."""
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(WeightsError, match="does not exist"):
+        make_detector(missing)
+    monkeypatch.setenv("LIPSYNC_S3FD", str(missing))
+    with pytest.raises(WeightsError, match="does not exist"):
+        make_detector(None)
+    with pytest.raises(WeightsError, match="does not exist"):
+        make_detector(None, download=False)
+    unreadable = tmp_path / "locked.pth"
+    unreadable.write_bytes(b"x")
+    unreadable.chmod(0)
+    monkeypatch.setenv("LIPSYNC_S3FD", str(unreadable))
+    with pytest.raises(WeightsError, match="S3FD"):
+        make_detector(None)
 
 
 def test_without_s3fd_weights_the_offline_detector_is_used():

@@ -94,15 +94,23 @@ def test_oom_halves_the_batch_and_finishes(checkpoint, oracle, monkeypatch):
     gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=True, precision="fp32", batch_size=8)
     real = gen._forward
 
+    sizes = []
+
     def limited(prep, m):
+        sizes.append(len(m))
         if len(m) > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(prep, m)
 
     monkeypatch.setattr(gen, "_forward", limited)
     out = _all(gen, face, mels)
-    assert gen.batch_size == 2
+    # 8 fails, 4 fails, then the rest of the call runs at 2
+    assert sizes[:2] == [8, 4] and max(sizes[2:]) == 2
     assert np.abs(out - oracle["prediction_bgr"]).max() <= 1e-4
+    # the back-off belongs to that call: the next one starts at the generator's size again
+    sizes.clear()
+    _all(gen, face, mels)
+    assert gen.batch_size == 8 and sizes[0] == 8
 
 
 def test_oom_at_batch_one_is_a_clear_error(checkpoint, oracle, monkeypatch):

@@ -207,8 +207,8 @@ def test_zip_is_relative_and_playable_layout(pkg):
     assert 'src="hls.min.js"' in html and "master.m3u8" in html
     assert "canPlayType(\"application/vnd.apple.mpegurl\")" in html and "Hls.isSupported()" in html
     assert "http.server 8000" in readme and "http://localhost:8000/player.html" in readme
-    assert (ROOT / "assets" / "hls" / "hls.min.js").read_bytes() == (r.outdir / "hls.min.js").read_bytes()
-    assert not list(r.zip.parent.glob(".*.part"))
+    assert (ROOT / "lipsync" / "media" / "assets" / "hls" / "hls.min.js").read_bytes() == (r.outdir / "hls.min.js").read_bytes()
+    assert not list(r.zip.parent.glob(".*.part*"))
 
 
 def test_small_source_gives_one_rendition_without_audio(clips, tmp_path):

@@ -69,3 +69,29 @@ def test_bytes_and_arrays_are_accepted(example_image):
     a = load_image(example_image.read_bytes())
     b = load_image(a)
     np.testing.assert_array_equal(a, b)
+
+
+def test_loading_leaves_process_wide_settings_alone(monkeypatch):
+    """Pillow's bomb limit and the warnings filters are the process's, never changed per request."""
+    import warnings
+
+    from PIL import Image
+
+    from bad_inputs import CORPUS
+
+    seen = []
+    real_open = Image.open
+
+    def spy(*a, **k):
+        seen.append((Image.MAX_IMAGE_PIXELS, list(warnings.filters)))
+        return real_open(*a, **k)
+
+    monkeypatch.setattr(Image, "open", spy)
+    before = (Image.MAX_IMAGE_PIXELS, list(warnings.filters))
+    for _name, make, _expect in CORPUS.values():
+        try:
+            load_image(make(), max_pixels=1_000_000)
+        except ImageError:
+            pass
+    assert seen and all(s == before for s in seen)
+    assert (Image.MAX_IMAGE_PIXELS, list(warnings.filters)) == before

@@ -1,6 +1,8 @@
 """The public API end to end: results, progress, pipelining, clean-up."""
 
 
+import subprocess
+
 import numpy as np
 import pytest
 
@@ -84,14 +86,63 @@ def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
     crop = face_crop(rgb, box)
     mels = np.stack([oracle["mel"][:, s : s + 16] for s in oracle["chunk_starts"][:40]])
     gen = engine.generator
-    gen.batch_size = 8
     blender = Blender(rgb, box)
-    sequential = [blender.paste(p) for batch in gen.predict(crop, mels) for p in batch]
+    sequential = [blender.paste(p) for batch in gen.predict(crop, mels, batch_size=8) for p in batch]
     sink = _Collect()
-    LipSync._stream(gen, crop, mels, None, blender, sink, lambda *a: None, {})
+    LipSync._stream(gen.predict(crop, mels, batch_size=8), blender, sink, lambda *a: None, {}, len(mels))
     assert len(sink.frames) == len(sequential) == 40
     for a, b in zip(sink.frames, sequential):
         np.testing.assert_array_equal(a, b)
+
+
+def _frame_hashes(mp4) -> list[str]:
+    """MD5 of every decoded video frame (ffmpeg's framemd5)."""
+    out = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(mp4), "-map", "0:v", "-f", "framemd5", "-"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return [line.rsplit(",", 1)[-1].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+def test_concurrent_requests_keep_their_own_options(engine, example_image, speech, tmp_path):
+    """Two requests at once on one engine, with different options, equal the same requests run one by one."""
+    import threading
+
+    a = GenerateOptions(batch_size=1, fps=20, label=False)
+    b = GenerateOptions(batch_size=16, pads=(0, 20, 0, 0))
+    seq = [engine.generate(example_image, speech, tmp_path / f"seq{i}.mp4", o) for i, o in enumerate((a, b))]
+    results, errors = {}, []
+
+    def run(i, o):
+        try:
+            results[i] = engine.generate(example_image, speech, tmp_path / f"par{i}.mp4", o)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i, o)) for i, o in enumerate((a, b))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    assert results[0].fps == 20 and results[1].fps == 25
+    assert results[0].box != results[1].box  # the pads of each request
+    for i in (0, 1):
+        assert _frame_hashes(results[i].video) == _frame_hashes(seq[i].video)
+    assert engine.generator.batch_size == 8  # the engine's own setting is untouched
+
+
+def test_split_run_equals_streamed_run(engine, example_image, speech, tmp_path):
+    """prepare -> predict_mouths -> render (how a ZeroGPU Space runs it) makes the same video as generate."""
+    from lipsync import Request
+
+    opts = GenerateOptions(label=False)
+    whole = engine.generate(example_image, speech, tmp_path / "whole.mp4", opts)
+    parts = engine.prepare(Request(example_image, tmp_path / "split.mp4", audio=speech, options=opts))
+    mouths = engine.predict_mouths(parts)
+    assert mouths.dtype == np.uint8 and mouths.shape == (whole.frames, 96, 96, 3)
+    engine.render(parts, mouths=[mouths])
+    assert _frame_hashes(tmp_path / "split.mp4") == _frame_hashes(whole.video)
 
 
 def test_output_is_marked_as_ai_generated(engine, example_image, tmp_path):
@@ -122,3 +173,33 @@ def test_visible_label_avoids_the_face():
     ys, xs = changed[:, 0], changed[:, 1]
     inside = (ys >= face.y1) & (ys < face.y2) & (xs >= face.x1) & (xs < face.x2)
     assert not inside.any()
+
+
+@pytest.mark.parametrize(
+    "size, face",
+    [
+        ((400, 400), FaceBox(40, 380, 40, 360)),  # a tight selfie crop: every corner overlaps
+        ((512, 384), FaceBox(10, 475, 30, 370)),  # face fills all but a thin strip at the bottom
+        ((300, 600), FaceBox(0, 300, 120, 480)),  # wide frame, face in the middle, full height
+    ],
+)
+def test_visible_label_never_covers_a_tight_face(size, face):
+    from lipsync.blend import draw_label
+
+    h, w = size
+    img = np.full((h, w, 3), 120, np.uint8)
+    out = draw_label(img, avoid=face)
+    changed = np.argwhere((out != img).any(axis=2))
+    assert len(changed) > 50, "the label must still be shown"
+    ys, xs = changed[:, 0], changed[:, 1]
+    inside = (ys >= face.y1) & (ys < face.y2) & (xs >= face.x1) & (xs < face.x2)
+    assert not inside.any()
+
+
+def test_no_label_rather_than_one_on_the_face(caplog):
+    from lipsync.blend import draw_label
+
+    img = np.full((200, 200, 3), 120, np.uint8)
+    out = draw_label(img, avoid=FaceBox(0, 200, 0, 200))  # the face is the whole frame
+    assert np.array_equal(out, img)
+    assert "no room for the visible label" in caplog.text

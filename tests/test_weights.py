@@ -145,15 +145,26 @@ def test_verification_is_remembered(tmp_path, monkeypatch):
 
     blob = tmp_path / "blob.pth"
     blob.write_bytes(b"ok" * 50)
-    spec = replace(S3FD, sha256=sha256_of(blob)[:10])
+    spec = replace(S3FD, size=blob.stat().st_size, sha256=sha256_of(blob))
     _fake_hub(monkeypatch, blob)
     resolve_weights(spec)
     monkeypatch.setattr(w, "sha256_of", lambda p: pytest.fail("hashed twice"))
     assert resolve_weights(spec) == blob
 
 
-def test_published_checkpoint_facts():
-    assert WAV2LIP_GAN.repo_id == "Nekochu/Wav2Lip" and WAV2LIP_GAN.filename == "wav2lip_gan.pth"
-    assert WAV2LIP_GAN.size == 435_801_865
-    assert WAV2LIP_GAN.sha256 == "ca9ab7b7b812c0e80a6e70a5977c545a1e8a365a6c49d5e533023c034d7ac3d8"
-    assert S3FD.sha256 == "619a316812"
+def test_s3fd_needs_its_full_checksum_and_size(tmp_path, monkeypatch):
+    """A file whose digest only shares the 10-digit name prefix, or of another size, is refused."""
+    import lipsync.weights as w
+
+    blob = tmp_path / "s3fd-619a316812.pth"
+    blob.write_bytes(b"x" * S3FD.size)
+    _fake_hub(monkeypatch, blob)
+    monkeypatch.setattr(w, "sha256_of", lambda p: S3FD.sha256[:10] + "0" * 54)
+    with pytest.raises(WeightsError, match="does not match its published checksum"):
+        resolve_weights(S3FD)
+    blob.write_bytes(b"x" * (S3FD.size - 1))
+    with pytest.raises(WeightsError, match="89,843,225"):
+        resolve_weights(S3FD)
+    monkeypatch.setattr(w, "sha256_of", lambda p: S3FD.sha256)
+    blob.write_bytes(b"x" * S3FD.size)
+    assert resolve_weights(S3FD) == blob

@@ -131,20 +131,19 @@ def make_detector(s3fd_weights: str | Path | None = None, device: str = "cpu", *
             ``$LIPSYNC_S3FD``, then the Hub cache, then downloads (if ``download``).
         device: torch device for S3FD.
     """
+    import os
+
     from ..weights import S3FD, resolve_weights
 
-    if s3fd_weights is None and not download:
-        import os
-
-        s3fd_weights = os.environ.get(S3FD.env_var) or None
-        if s3fd_weights is None:
-            return HaarDetector()
+    asked = s3fd_weights or os.environ.get(S3FD.env_var) or None
+    if asked is not None:  # a file the user named must work: no silent fallback
+        return S3FDDetector(resolve_weights(S3FD, asked), device=device)
+    if not download:
+        return HaarDetector()
     try:
-        path = resolve_weights(S3FD, s3fd_weights)
+        path = resolve_weights(S3FD)
         return S3FDDetector(path, device=device)
     except WeightsError as e:
-        if s3fd_weights is not None:
-            raise
         log.warning("S3FD face detector unavailable, using OpenCV's Haar cascade: %s", e)
         return HaarDetector()
 

@@ -10,14 +10,13 @@ half-written file at the requested path.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import EncodeError
 from ..proc import Pipe, ffmpeg_exe
+from .files import part_file, publish
 
 __all__ = ["VideoWriter", "write_wav", "TOOL_NAME"]
 
@@ -74,10 +73,7 @@ class VideoWriter:
         self.shape = (height, width, 3)
         self.frames = 0
         self.fps = fps
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".part.mp4", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = part_file(self.path, ".part.mp4")
         args = [
             ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
@@ -124,7 +120,7 @@ class VideoWriter:
             if self.frames == 0:
                 raise EncodeError("No video frames were produced.")
             self._pipe.close()
-            os.replace(self._tmp, self.path)
+            publish(self._tmp, self.path)
         except BaseException:
             self._pipe.abort()
             self._tmp.unlink(missing_ok=True)

@@ -34,7 +34,6 @@ import logging
 import math
 import os
 import re
-import secrets
 import shutil
 import statistics
 import tempfile
@@ -46,6 +45,7 @@ from pathlib import Path
 
 from ..errors import EncodeError, InputError
 from ..proc import ffmpeg_exe, run
+from .files import part_file, publish
 
 __all__ = ["package_hls", "HlsResult", "Rendition", "SourceInfo", "probe", "plan_ladder", "h264_level", "avc1_codec"]
 
@@ -485,18 +485,16 @@ Files:
 
 
 def _write_zip(root: Path, names: list[str], zip_path: Path) -> None:
-    zip_path.parent.mkdir(parents=True, exist_ok=True)
-    # a fresh name beside the target (not mkstemp: the zip should get the usual 0644-style mode)
-    tmp = zip_path.parent / f".{zip_path.name}.{secrets.token_hex(6)}.part"
+    tmp = part_file(zip_path, ".part.zip")
     try:
-        with open(tmp, "xb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as z:
+        with open(tmp, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED) as z:
             for name in names:
                 arc = Path(name).as_posix()
                 if arc.startswith("/") or ".." in Path(arc).parts:  # never: the names are ours
                     raise EncodeError(f"Refusing to zip the path {arc}.")
                 kind = zipfile.ZIP_STORED if arc.endswith((".m4s", ".mp4")) else zipfile.ZIP_DEFLATED
                 z.write(root / name, arc, compress_type=kind)
-        os.replace(tmp, zip_path)
+        publish(tmp, zip_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -10,7 +10,6 @@ downstream sees only an (H, W, 3) uint8 RGB array with even sides.
 from __future__ import annotations
 
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -47,23 +46,21 @@ def _open(src, max_pixels: int):
     else:
         raise ImageError(f"Unsupported image input of type {type(src).__name__}. {_HELP}")
 
-    old = Image.MAX_IMAGE_PIXELS
+    # Pillow's own bomb check (its MAX_IMAGE_PIXELS) stays as the process has it; the
+    # explicit check below reads only the header and refuses before any decoding.
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            Image.MAX_IMAGE_PIXELS = max_pixels
-            img = Image.open(data, formats=ALLOWED_FORMATS)
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(
-                    f"{name} is {w}x{h} pixels, more than the limit of {max_pixels / 1e6:.0f} megapixels. "
-                    "Use a smaller photo."
-                )
-            img.load()
-            img = ImageOps.exif_transpose(img)
+        img = Image.open(data, formats=ALLOWED_FORMATS)
+        w, h = img.size
+        if w * h > max_pixels:
+            raise ImageError(
+                f"{name} is {w}x{h} pixels, more than the limit of {max_pixels / 1e6:.0f} megapixels. "
+                "Use a smaller photo."
+            )
+        img.load()
+        img = ImageOps.exif_transpose(img)
     except ImageError:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    except Image.DecompressionBombError:
         raise ImageError(
             f"{name} declares too many pixels (over {max_pixels / 1e6:.0f} megapixels). Use a smaller photo."
         ) from None
@@ -71,8 +68,6 @@ def _open(src, max_pixels: int):
         raise ImageError(f"{name} is not a picture this tool can read. {_HELP}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageError(f"{name} is damaged or incomplete ({str(e)[:120]}). {_HELP}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
     return img
 
 

@@ -78,6 +78,11 @@ class _Prepared:
     decoder: StillFaceDecoder | None  # the decoder specialised to this face (fast path)
 
 
+@dataclass
+class _Batch:
+    size: int  # frames per forward for one predict() call
+
+
 class Generator:
     """Owns the network, its device and precision.
 
@@ -161,6 +166,7 @@ class Generator:
         *,
         weights: np.ndarray | None = None,
         step: int = 1,
+        batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Mouth crops for every frame, batch by batch.
@@ -174,6 +180,9 @@ class Generator:
             step: run the network on every ``step``-th frame (and the last) only and
                 blend the frames between linearly: ``step`` times less work, softer
                 fast mouth movements. 1 (every frame) is exact.
+            batch_size: frames per forward for this call (default: the generator's);
+                halved for the rest of the call if memory runs out. The generator's
+                own setting never changes, so one request cannot slow the next.
             progress: called with (frames done, total).
 
         Yields:
@@ -184,17 +193,18 @@ class Generator:
         """
         n = len(mels)
         step = max(1, int(step))
+        batch = _Batch(int(batch_size or self.batch_size))
         prep = self.prepare(face_bgr)
         rest = None
         if weights is not None and np.any(weights < 1.0):
-            rest = self._run(prep, np.full((1, *mels.shape[1:]), SILENT_MEL, np.float32))[0]
+            rest = self._run(prep, np.full((1, *mels.shape[1:]), SILENT_MEL, np.float32), batch)[0]
         keys = np.unique(np.r_[np.arange(0, n, step), n - 1])
         prev_i, prev_out = None, None
         j = 0
         while j < len(keys):
-            idx = keys[j : j + self.batch_size]  # the batch size may shrink on OOM
+            idx = keys[j : j + batch.size]  # the batch size may shrink on OOM
             j += len(idx)
-            key_out = self._frames(prep, mels, idx, weights, rest)
+            key_out = self._frames(prep, mels, idx, weights, rest, batch)
             if prev_i is None:
                 anchors_i, anchors = idx, key_out
             else:
@@ -214,13 +224,13 @@ class Generator:
                 progress(int(idx[-1]) + 1, n)
             yield out
 
-    def _frames(self, prep, mels, idx, weights, rest) -> np.ndarray:
+    def _frames(self, prep, mels, idx, weights, rest, batch: "_Batch") -> np.ndarray:
         """Outputs for frames ``idx``: the network where they speak, the rest face in pauses."""
         w = None if weights is None else np.asarray(weights[idx], np.float32)
         out = np.empty((len(idx), 96, 96, 3), np.float32)
         need = np.arange(len(idx)) if w is None else np.flatnonzero(w > 0)
         if len(need):
-            out[need] = self._run(prep, mels[idx[need]])
+            out[need] = self._run(prep, mels[idx[need]], batch)
         if w is not None:
             out[w <= 0] = rest
             part = (w > 0) & (w < 1)
@@ -229,12 +239,12 @@ class Generator:
                 out[part] = k * out[part] + (1.0 - k) * rest
         return out
 
-    def _run(self, prep: _Prepared, mels: np.ndarray) -> np.ndarray:
-        """Forward ``mels`` in chunks of the current batch size, halving it on OOM."""
+    def _run(self, prep: _Prepared, mels: np.ndarray, batch: "_Batch") -> np.ndarray:
+        """Forward ``mels`` in chunks of the call's batch size, halving it on OOM."""
         outs = []
         i = 0
         while i < len(mels):
-            b = min(self.batch_size, len(mels) - i)
+            b = min(batch.size, len(mels) - i)
             try:
                 y = self._forward(prep, mels[i : i + b])
             except Exception as e:  # noqa: BLE001 - only OOM is handled
@@ -247,8 +257,8 @@ class Generator:
                         "The GPU ran out of memory even one frame at a time. Close other programs "
                         "using it, or run on the CPU with --device cpu."
                     ) from None
-                self.batch_size = max(1, b // 2)
-                log.warning("out of memory at batch %d; retrying with %d", b, self.batch_size)
+                batch.size = max(1, b // 2)
+                log.warning("out of memory at batch %d; retrying with %d", b, batch.size)
                 continue
             outs.append(y.permute(0, 2, 3, 1).numpy())
             i += b
