@@ -35,7 +35,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from lipsync import GenerateOptions, LipSync, LipSyncError
+from lipsync import GenerateOptions, LipSync, LipSyncError, Request
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
     import spaces  # type: ignore[import-not-found]
@@ -184,23 +184,6 @@ def _voice_label(voice_id: str | None) -> str:
         return voice_id
 
 
-def _check_voice(voice_id: str) -> None:
-    """A readable error for a voice that is listed but cannot be used here."""
-    tts = _tts()
-    if tts is None:
-        raise gr.Error("Text to speech is not installed here; upload an audio file instead.", print_exception=False)
-    try:
-        v = tts.get_voice(voice_id)
-    except LipSyncError as e:
-        raise gr.Error(str(e), print_exception=False) from None
-    if not v.available:
-        raise gr.Error(
-            f"The voice “{v.label}” cannot be used here: {v.reason or 'it is not installed'}. "
-            "Pick another voice, or upload an audio file instead.",
-            print_exception=False,
-        )
-
-
 # ----------------------------------------------------------------------------- request folders
 
 _workdirs: list[tuple[float, Path]] = []
@@ -289,21 +272,32 @@ def _gpu(fn):
     return fn
 
 
-def _run(engine, image, audio, text, voice, length_s, loop, options, progress, out: Path, workdir: Path):
-    """The library calls: the engine speaks, lip-syncs and encodes, then the HLS package is made.
+def _mouths(parts):
+    """The network alone: all mouth crops of a prepared clip (uint8, about 27 kB a frame).
 
-    ``engine`` None means this process's engine. On ZeroGPU this runs in a
-    forked worker and its arguments and result are pickled, so the default
-    engine is not passed in but looked up there.
+    On ZeroGPU this is the only code that holds the GPU; it runs in a forked
+    worker, which inherits the engine (and its loaded model) of this process.
+    """
+    return get_engine().predict_mouths(parts)
+
+
+_mouths_on_gpu = _gpu(_mouths)
+
+
+def _run(engine, request: Request, progress, workdir: Path):
+    """The library calls: speak, find the face, lip-sync and encode, then package the HLS.
+
+    ``engine`` None means this process's engine. On a ZeroGPU Space only the
+    network runs inside the GPU slot: speech, face detection, pasting, encoding
+    and HLS packaging run here, on the CPU, before and after it.
     """
     from lipsync.media.hls import package_hls
 
-    engine = engine if engine is not None else get_engine()
     report = _progress_reporter(progress)
-    result = engine.generate(
-        image, audio, out, options, report,
-        text=text, voice=voice, length_s=float(length_s), loop=bool(loop), max_chars=MAX_CHARS,
-    )  # fmt: skip
+    if engine is None and spaces is not None:
+        result = get_engine().run(request, report, predict=_mouths_on_gpu)
+    else:
+        result = (engine or get_engine()).run(request, report)
     t = time.perf_counter()
     try:
         hls = package_hls(result.video, workdir / "hls", zip_path=workdir / "lipsync_hls.zip", progress=report)
@@ -312,9 +306,6 @@ def _run(engine, image, audio, text, voice, length_s, loop, options, progress, o
         hls = str(e)
     result.timings.setdefault("hls", time.perf_counter() - t)
     return result, hls
-
-
-_run_on_gpu = _gpu(_run)
 
 
 def make_generate(engine: LipSync | None = None):
@@ -350,27 +341,25 @@ def make_generate(engine: LipSync | None = None):
             )  # fmt: skip
         if not image:
             raise gr.Error("Please upload a portrait photo (or click the example portrait).", print_exception=False)
-        text = (text or "").strip()
-        if not audio:
-            if not text:
-                raise gr.Error("Please type the text to speak, or upload an audio file.", print_exception=False)
-            if voice:
-                _check_voice(voice)
         workdir = _new_workdir()
         started = time.perf_counter()
         try:
             options = GenerateOptions(
-                fps=float(fps),
+                fps=fps,
                 pads=(pad_top or 0, pad_bottom or 0, pad_left or 0, pad_right or 0),
                 face_index=face_index or 0,
-                max_side=int(max_side or 0),
-                frame_step=int(frame_step or 1),
+                max_side=max_side or 0,
+                frame_step=frame_step or 1,
+                voice=None if audio else (voice or None),
+                length_s=length_s or 0.0,
+                loop=loop,
+                max_chars=MAX_CHARS,
             )
-            run = _run if engine is not None else _run_on_gpu  # an injected engine runs here, as is
-            result, hls = run(
-                engine, image, audio or None, None if audio else text, None if audio else (voice or None),
-                length_s or 0.0, loop, options, progress, workdir / "lipsync.mp4", workdir,
+            request = Request(
+                image=image, out=workdir / "lipsync.mp4", audio=audio or None,
+                text=None if audio else (text or ""), options=options,
             )  # fmt: skip
+            result, hls = _run(engine, request, progress, workdir)
             zip_path = None if isinstance(hls, str) else (getattr(hls, "zip", None) or getattr(hls, "zip_path", None))
             shutil.rmtree(workdir / "hls", ignore_errors=True)  # the zip holds it
             spoke = getattr(result, "voice", None) or voice
@@ -555,6 +544,11 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ENGINE_CONFIG.update(checkpoint=args.checkpoint, device=args.device)
+    if spaces is not None:  # ZeroGPU forks a worker per GPU call: it inherits the model loaded here, once
+        try:
+            get_engine().load()
+        except LipSyncError as e:  # the page still comes up and explains on Generate
+            log.warning("model not loaded at start-up: %s", e)
     demo = build_demo()
     kwargs = dict(server_name=args.host, server_port=args.port, max_file_size="20mb", show_error=False)
     if args.share:

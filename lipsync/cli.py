@@ -17,9 +17,16 @@ from pathlib import Path
 __all__ = ["main"]
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lipsync", description="Lip-synced talking videos from one portrait.")
+    p = argparse.ArgumentParser(prog="lipsync", description="Lip-synced talking videos from one portrait.")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (and show tracebacks)")
+    p.add_argument("--version", action="version", version=f"lipsync {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="portrait + audio (or text) -> MP4")
@@ -52,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
                    help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
     g.add_argument("--hls-zip", metavar="ZIP", help="also write an HLS package (ladder + player) as this zip")
+    g.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object on stdout (messages stay on stderr)")  # fmt: skip
 
     h = sub.add_parser("hls", help="MP4 -> adaptive HLS folder (+ zip with a player page)")
     h.add_argument("input", metavar="INPUT.mp4", help="a video (H.264/AAC MP4 or anything ffmpeg reads)")
@@ -77,8 +86,13 @@ def _progress_printer(enabled: bool):
     return report
 
 
+def _say(*parts: str) -> None:
+    """Human messages go to stderr, so stdout stays clean for --json."""
+    print(*parts, file=sys.stderr)
+
+
 def _generate(a: argparse.Namespace) -> int:
-    from . import GenerateOptions, LipSync
+    from . import GenerateOptions, LipSync, Request
 
     opts = GenerateOptions(
         fps=a.fps,
@@ -91,23 +105,21 @@ def _generate(a: argparse.Namespace) -> int:
         label=not a.no_label,
         frame_step=a.frame_step,
         max_audio_s=a.max_audio_seconds,
+        voice=a.voice,
+        length_s=a.length,
+        loop=a.loop,
+        max_chars=a.max_chars,
     )
-    for what, path in (("image", a.image), ("audio", a.audio)):
-        if path is not None and not Path(path).is_file():
-            from .errors import InputError
-
-            raise InputError(f"The {what} file {path} does not exist.")
+    request = Request(image=a.image, out=a.out, audio=a.audio, text=a.text, options=opts)  # checked before loading
     engine = LipSync(a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
-    r = engine.generate(
-        a.image, a.audio, a.out, opts, progress=_progress_printer(sys.stderr.isatty()),
-        text=a.text, voice=a.voice, length_s=a.length, loop=a.loop, max_chars=a.max_chars,
-    )  # fmt: skip
+    r = engine.run(request, progress=_progress_printer(sys.stderr.isatty()))
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
-    print(
+    _say(
         f"wrote {r.video} ({r.duration_s:.2f} s, {r.frames} frames at {r.fps:g} fps, {r.width}x{r.height}; "
         f"face {r.box.as_tuple()} by {r.detector}; {r.device}; {stages})"
         + (f"; voice {r.voice}" if r.voice else "")
     )
+    hls_zip = None
     if a.hls_zip:
         import tempfile
 
@@ -115,7 +127,14 @@ def _generate(a: argparse.Namespace) -> int:
 
         with tempfile.TemporaryDirectory(prefix="lipsync-hls-") as tmp:
             h = package_hls(Path(r.video), Path(tmp) / "hls", zip_path=Path(a.hls_zip))
-        print(f"wrote {h.zip} (HLS: {', '.join(x.name for x in h.renditions)})")
+        hls_zip = h.zip
+        _say(f"wrote {h.zip} (HLS: {', '.join(x.name for x in h.renditions)})")
+    if a.json:
+        import json
+
+        data = r.to_dict()
+        data["hls_zip"] = str(Path(hls_zip).absolute()) if hls_zip else None
+        print(json.dumps(data))
     return 0
 
 
@@ -127,7 +146,7 @@ def _hls(a: argparse.Namespace) -> int:
         progress=_progress_printer(sys.stderr.isatty()),
     )  # fmt: skip
     ladder = ", ".join(f"{x.name} {x.width}x{x.height} {x.bandwidth / 1e6:.2f} Mbit/s" for x in r.renditions)
-    print(f"wrote {r.master} ({r.duration_s:.2f} s; {ladder})" + (f" and {r.zip}" if r.zip else ""))
+    _say(f"wrote {r.master} ({r.duration_s:.2f} s; {ladder})" + (f" and {r.zip}" if r.zip else ""))
     return 0
 
 

@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,20 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
     speaking_frames: int = 0  #: frames the network ran on (others were pauses)
     voice: str | None = None  #: the voice id that spoke the text (None for given audio)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values: absolute paths as strings, the face box as [y1, y2, x1, x2]."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, Path):
+                v = str(v.absolute())
+            elif isinstance(v, FaceBox):
+                v = list(v.as_tuple())
+            elif isinstance(v, dict):
+                v = {k: round(x, 4) if isinstance(x, float) else x for k, x in v.items()}
+            out[f.name] = v
+        return out
 
 
 class _Stop(Exception):
@@ -206,21 +220,39 @@ class LipSync:
         opts = (options or GenerateOptions()).updated(voice=voice, length_s=length_s, loop=loop, max_chars=max_chars)
         return self.run(Request(image=image, out=out, audio=audio, text=text, options=opts), progress)
 
-    def run(self, request: Request, progress: Progress | None = None) -> Result:
+    def run(
+        self,
+        request: Request,
+        progress: Progress | None = None,
+        *,
+        predict: Callable[[Prepared], np.ndarray] | None = None,
+    ) -> Result:
         """Make the video a checked :class:`Request` asks for. The recipe:
 
         1. load the model (missing weights are reported before any work);
         2. prepare the inputs: photo, speech, face, mel windows (:meth:`prepare`);
         3. animate: the network, the paste and the encoder, overlapped (:meth:`render`);
         4. say what was made (:class:`Result`).
+
+        Args:
+            request: what to make.
+            progress: ``(stage, done, total)`` callback.
+            predict: run the network apart, all frames at once (as
+                :meth:`predict_mouths` does), e.g. inside a ZeroGPU slot; by
+                default it streams, overlapping the paste and the encoder.
         """
         report = progress or _no_progress
         clock = _Clock()
         report("model", 0, 1)
-        gen = self.generator
+        _ = self.generator
         clock.lap("model")
         parts = self.prepare(request, report, clock)
-        self.render(parts, report, clock)
+        mouths = None
+        if predict is not None:
+            report("lipsync", 0, len(parts.mels))
+            mouths = [predict(parts)]
+            clock.lap("network")
+        self.render(parts, report, clock, mouths=mouths)
         return self.result(parts, clock)
 
     def prepare(self, request: Request, progress: Progress | None = None, clock: "_Clock | None" = None) -> Prepared:

@@ -19,12 +19,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("LIPSYNC_TEST", "1")
 
 
+#: every model cache a test could read: each points at an empty folder of the session,
+#: so a machine with cached Coqui voices, Hub files or torch-hub weights gives the same results
+CACHE_VARS = ("LIPSYNC_CACHE", "HF_HOME", "TTS_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "TORCH_HOME")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("lipsync-cache")
-    os.environ["LIPSYNC_CACHE"] = str(cache)
-    os.environ.setdefault("HF_HOME", str(tmp_path_factory.mktemp("hf-home")))
-    for var in ("LIPSYNC_CHECKPOINT", "LIPSYNC_S3FD"):
+    for var in CACHE_VARS:
+        os.environ[var] = str(tmp_path_factory.mktemp(var.lower()))
+    for var in ("LIPSYNC_CHECKPOINT", "LIPSYNC_S3FD", "LIPSYNC_OFFLINE", "HF_ENDPOINT", "LIPSYNC_DEVICE"):
         os.environ.pop(var, None)
     yield
 

@@ -262,7 +262,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def test_cli_hls(clips, tmp_path):
     p = _cli("hls", str(clips["360"]), str(tmp_path / "out"), "--zip", str(tmp_path / "out.zip"))
     assert p.returncode == 0, p.stderr
-    assert "master.m3u8" in p.stdout
+    assert "master.m3u8" in p.stderr
     assert (tmp_path / "out" / "master.m3u8").is_file() and zipfile.is_zipfile(tmp_path / "out.zip")
 
     p = _cli("hls", str(tmp_path / "missing.mp4"), str(tmp_path / "out2"))

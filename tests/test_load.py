@@ -22,6 +22,7 @@ def test_concurrent_requests_with_a_small_queue(checkpoint, tmp_path):
     assert report["counts"]["ok"] >= 1, report
     assert report["counts"]["queue-full"] >= 1, report  # the small queue really filled up
     assert report["slowest_rejection_s"] < 30, report  # turned away quickly, not after waiting its turn
+    assert {"open_files", "children"} <= set(report["server_before"]), report
     for key, before in report["server_before"].items():
         assert report["server_after"][key] <= before, report
     text = log.read_text(errors="replace")

@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import ResourceError
 from ..face import model_input
-from ..models import Wav2Lip, load_wav2lip
+from ..models import Wav2Lip
 from ..models.still import StillFaceDecoder
 
 __all__ = ["Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
@@ -118,10 +117,6 @@ class Generator:
         if fast:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval().requires_grad_(False)
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, device="auto", precision="auto", **kw) -> "Generator":
-        return cls(load_wav2lip(path), device=device, precision=precision, **kw)
 
     @property
     def description(self) -> str:
