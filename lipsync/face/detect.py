@@ -343,7 +343,8 @@ class MTCNNDetector:
                 boxes = boxes[_nms(boxes, boxes[:, 4], 0.7, by_min=True)]
         out = []
         for x1, y1, x2, y2, score in boxes:
-            x1, y1 = max(0, int(round(x1))), max(0, int(round(y1)))
+            # MTCNN's 1-based, end-inclusive box -> 0-based, end-exclusive, inside the picture
+            x1, y1 = max(0, int(round(x1)) - 1), max(0, int(round(y1)) - 1)
             x2, y2 = min(w, int(round(x2))), min(h, int(round(y2)))
             if x2 - x1 >= 8 and y2 - y1 >= 8:
                 out.append((x1, y1, x2, y2, float(score)))
