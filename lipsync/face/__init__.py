@@ -5,15 +5,18 @@ from .detect import (
     FACE_SIZE,
     FaceBox,
     HaarDetector,
+    MTCNNDetector,
+    MultiHaarDetector,
     S3FDDetector,
     face_crop,
     find_face,
     make_detector,
     model_input,
+    offline_detector,
     pad_box,
 )
 
 __all__ = [
-    "DEFAULT_PADS", "FACE_SIZE", "FaceBox", "HaarDetector", "S3FDDetector",
-    "face_crop", "find_face", "make_detector", "model_input", "pad_box",
+    "DEFAULT_PADS", "FACE_SIZE", "FaceBox", "HaarDetector", "MTCNNDetector", "MultiHaarDetector",
+    "S3FDDetector", "face_crop", "find_face", "make_detector", "model_input", "offline_detector", "pad_box",
 ]  # fmt: skip
