@@ -183,6 +183,37 @@ def test_manifest_problems_with_the_whole_file(tmp_path):
         load_manifest(tmp_path / "jobs.xlsx")
 
 
+def test_an_output_may_not_replace_an_input(tmp_path, inputs):
+    """Writing into the jobs folder, job 'speech' would overwrite speech.mp4, an input: refused up front."""
+    from lipsync.batch import run_batch
+
+    shutil.copy(inputs / "face.jpg", tmp_path / "face.jpg")
+    shutil.copy(inputs / "speech.wav", tmp_path / "speech.mp4")  # ffmpeg reads it by content
+    jobs = write_csv(tmp_path / "jobs.csv", [{"id": "speech", "image": "face.jpg", "audio": "speech.mp4"}])
+    with pytest.raises(InputError, match="speech.mp4 would replace an input file"):
+        run_batch(jobs, tmp_path, strict=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.jpg", "jobs.csv", "speech.mp4"]
+
+
+def test_ray_workers_are_planned_per_gpu_or_per_cpus():
+    from lipsync.batch.ray_backend import plan_workers
+
+    def node(cpu, gpu=0, alive=True):
+        return {"Alive": alive, "Resources": {"CPU": cpu, **({"GPU": gpu} if gpu else {})}}
+
+    gpus = [node(16, 2), node(16, 1), node(64, 4, alive=False)]
+    assert plan_workers(gpus, workers=None, cpus_per_worker=None, device="auto") == (3, 1, 1)
+    assert plan_workers(gpus, workers=2, cpus_per_worker=4, device="auto") == (2, 4, 1)
+    assert plan_workers(gpus, workers=None, cpus_per_worker=None, device="cpu") == (8, 4, 0)
+    cpus = [node(8), node(6), node(2)]
+    assert plan_workers(cpus, workers=None, cpus_per_worker=None, device="auto") == (3, 4, 0)  # 2 + 1 + 0
+    assert plan_workers(cpus, workers=None, cpus_per_worker=2, device="auto") == (8, 2, 0)
+    assert plan_workers([node(2)], workers=None, cpus_per_worker=None, device="auto") == (1, 2, 0)
+    assert plan_workers([node(2)], workers=2, cpus_per_worker=None, device="auto") == (2, 1, 0)
+    with pytest.raises(Exception, match="no CPUs"):
+        plan_workers([node(0)], workers=None, cpus_per_worker=None, device="auto")
+
+
 # ----------------------------------------------------------------------------- local workers
 
 

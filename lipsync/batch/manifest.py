@@ -442,6 +442,7 @@ def load_manifest(path: str | Path) -> Manifest:
     for n, cells in rows:
         if isinstance(cells, dict):
             raw = cells.get("id")
+            raw = str(raw) if isinstance(raw, int) and not isinstance(raw, bool) else raw
             if isinstance(raw, str) and ID_PATTERN.match(raw.strip()) and not raw.strip().endswith("."):
                 ids.setdefault(raw.strip().casefold(), []).append(n)
 
@@ -453,6 +454,8 @@ def load_manifest(path: str | Path) -> Manifest:
             errors.append(RowError(n, None, cells))
             continue
         raw = cells.get("id")
+        if isinstance(raw, int) and not isinstance(raw, bool):  # JSON Lines: "id": 17
+            raw = str(raw)
         raw_id = None if _empty(raw) else str(raw).strip()
         if raw_id is None:
             errors.append(RowError(n, None, "The id is empty; give each job a unique name."))

@@ -107,8 +107,10 @@ class _Signals:
         self._old: dict[int, object] = {}
         self._critical = False
         self._pending: int | None = None
+        self.received: int | None = None  #: the last signal, for when a library re-raises a plain KeyboardInterrupt
 
     def _handler(self, signum, frame):
+        self.received = signum
         if self._critical:
             self._pending = signum
             return
@@ -196,11 +198,12 @@ def run_batch(
     if cpus_per_worker is not None and int(cpus_per_worker) < 1:
         raise InputError("--cpus-per-worker must be 1 or more.")
     manifest = jobs if isinstance(jobs, Manifest) else load_manifest(jobs)
+    out = Path(out_dir).expanduser()
+    manifest = _refuse_overwriting_inputs(manifest, out)
     if strict and manifest.errors:
         listed = "; ".join(str(e) for e in manifest.errors[:10])
         more = f" (and {len(manifest.errors) - 10} more)" if len(manifest.errors) > 10 else ""
         raise InputError(f"{len(manifest.errors)} bad row(s) in {manifest.path.name}, nothing was run: {listed}{more}")
-    out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise InputError(f"--out-dir {out} is a file; give a folder.")
     out.mkdir(parents=True, exist_ok=True)
@@ -288,6 +291,10 @@ def run_batch(
 
                     staging.mkdir()
                     run_local(to_run, deliver, settings=settings, workers=workers or 1, staging=staging)
+            except KeyboardInterrupt as e:  # Ray turns a signal during its calls into a plain one
+                if isinstance(e, Interrupted):
+                    raise
+                raise Interrupted(guard.received or signal.SIGINT) from None
             finally:
                 summary.elapsed_s = time.perf_counter() - t0
             return summary
@@ -295,6 +302,21 @@ def run_batch(
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         guard.restore()
+
+
+def _refuse_overwriting_inputs(manifest: Manifest, out: Path) -> Manifest:
+    """A job whose output would replace an input file (of any row) becomes a bad row."""
+    inputs = {p for j in manifest.jobs for p in (j.image, j.audio) if p is not None}
+    jobs, errors = [], list(manifest.errors)
+    for job in manifest.jobs:
+        outputs = [(out / pattern.format(id=job.id)).resolve() for pattern in OUTPUT_NAMES.values()]
+        hit = next((p for p in outputs if p in inputs), None)
+        if hit is None:
+            jobs.append(job)
+        else:
+            msg = f"The output {hit.name} would replace an input file in {hit.parent}; choose another --out-dir or id."
+            errors.append(RowError(job.row, job.id, msg, job.id))
+    return Manifest(manifest.path, jobs, sorted(errors, key=lambda e: e.row))
 
 
 def _commit(out: Path, job: Job, outcome: Outcome, attempts: int) -> dict:
@@ -318,8 +340,6 @@ def _commit(out: Path, job: Job, outcome: Outcome, attempts: int) -> dict:
             for kind, key in (("video", "video"), ("captions", "captions")):
                 if kind in files:
                     result[key] = files[kind]["name"]  # relative to the folder of results.jsonl
-            if "hls_zip" in files:
-                result["hls_zip"] = files["hls_zip"]["name"]
     return {
         "id": job.id, "row": job.row, "status": status, "error": error, "wall_s": round(outcome.wall_s, 3),
         "job": job.fingerprint(), "attempts": attempts, "worker": outcome.worker or None, "finished": _now(),
