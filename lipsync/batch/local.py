@@ -128,6 +128,7 @@ def run_local(
 
     def died(w: _Worker) -> None:
         w.dead = True
+        w.conn.close()
         code = w.proc.exitcode
         if w.job is None:
             if not w.ready:

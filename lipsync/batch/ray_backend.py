@@ -189,7 +189,7 @@ def run_ray(
         ever_ready = False
         last_error = "no reason given"
         deaths: collections.Counter[int] = collections.Counter()  # per actor (index in actors)
-        t_start = time.monotonic()
+        stalled_since: float | None = None
 
         def revive(actor) -> None:
             """A dead actor comes back (restarted by Ray) until its restarts are used up."""
@@ -231,13 +231,19 @@ def run_ray(
                         "Run the command again to resume them."
                     )
                 break
-            timeout = None if ever_ready else max(1.0, START_TIMEOUT_S - (time.monotonic() - t_start))
+            # with jobs running, wait for one; with none, wait for a worker only so long
+            if running:
+                stalled_since = None
+            elif stalled_since is None:
+                stalled_since = time.monotonic()
+            timeout = None if running else max(1.0, START_TIMEOUT_S - (time.monotonic() - stalled_since))
             done, _ = ray.wait(list(loading) + list(running), num_returns=1, timeout=timeout)
             if not done:
+                what = "start" if not ever_ready else "come back"
                 raise LipSyncError(
-                    f"No Ray worker could start within {START_TIMEOUT_S:.0f} s: each needs {num_cpus} CPU(s) and "
-                    f"{num_gpus} GPU(s); the cluster has {ray.cluster_resources()}. Use --cpus-per-worker or "
-                    "--workers to ask for less."
+                    f"No Ray worker could {what} within {START_TIMEOUT_S:.0f} s ({len(queue)} job(s) waiting): each "
+                    f"needs {num_cpus} CPU(s) and {num_gpus} GPU(s); the cluster has {ray.cluster_resources()}. "
+                    "Use --cpus-per-worker or --workers to ask for less. Run the command again to resume."
                 )
             ref = done[0]
             if ref in loading:
