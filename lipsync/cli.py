@@ -79,7 +79,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--cpus-per-worker", type=int, metavar="N", help="CPUs per Ray worker on CPU-only nodes (default 4)")
     b.add_argument("--retry-failed", action="store_true", help="run the jobs that failed before again")
     b.add_argument("--strict", action="store_true", help="stop before any work if any row is bad")
-    b.add_argument("--checkpoint", help="Wav2Lip checkpoint (on every Ray node; default: $LIPSYNC_CHECKPOINT or download)")
+    b.add_argument("--checkpoint",
+                   help="Wav2Lip checkpoint, on every Ray node (default: $LIPSYNC_CHECKPOINT or download)")  # fmt: skip
     b.add_argument("--s3fd", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD or download)")
     b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
     b.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")

@@ -288,6 +288,44 @@ def test_retry_failed_and_verified_resume(local_run, inputs, checkpoint, tmp_pat
     no_temporaries(out)
 
 
+def test_captions_on_the_result_are_copied(local_run, inputs, tmp_path):
+    """When a Result carries a captions file, the job writes <id>.vtt and lists it (captions
+    are another engineer's feature: a Result subclass with the field stands in for it here)."""
+    import dataclasses
+
+    from lipsync.batch import load_manifest
+    from lipsync.batch.execute import execute
+    from lipsync.batch.runner import _commit
+    from lipsync.face import FaceBox
+    from lipsync.pipeline import Result
+
+    @dataclasses.dataclass
+    class Captioned(Result):
+        captions: Path | None = None
+
+    made = local_run[1] / "speak.mp4"
+
+    class Engine:  # writes what the real engine made for 'speak', plus its captions
+        def generate(self, image, audio, out, options, text, voice, length_s, loop, max_chars):
+            shutil.copy(made, out)
+            vtt = out.with_suffix(".vtt")
+            vtt.write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nHello from the batch.\n")
+            return Captioned(out, 1.0, 25, 25.0, 256, 256, FaceBox(1, 2, 3, 4), "test", "cpu", 1.0, 16000,
+                             voice=voice, captions=vtt)  # fmt: skip
+
+    job = next(j for j in load_manifest(inputs / "jobs.csv").jobs if j.id == "speak")
+    outcome = execute(Engine(), job, tmp_path / "work")
+    assert outcome.status == "ok", outcome.error
+    out = tmp_path / "out"
+    out.mkdir()
+    rec = _commit(out, job, outcome, 1)
+    assert sorted(p.name for p in out.iterdir()) == ["speak.mp4", "speak.vtt"]
+    assert rec["result"]["captions"] == "speak.vtt" and rec["result"]["box"] == [1, 2, 3, 4]
+    assert set(rec["files"]) == {"video", "captions"}
+    check_files(out, rec)
+    assert (out / "speak.vtt").read_text().startswith("WEBVTT")
+
+
 def test_strict_stops_before_any_work(inputs, checkpoint, tmp_path):
     out = tmp_path / "out"
     r = cli("batch", inputs / "jobs.csv", "--out-dir", out, "--checkpoint", checkpoint, "--strict")
@@ -295,6 +333,16 @@ def test_strict_stops_before_any_work(inputs, checkpoint, tmp_path):
     errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
     assert len(errors) == 1 and "1 bad row" in errors[0] and "missing.jpg" in errors[0], r.stderr
     assert not out.exists()
+
+
+def test_missing_weights_stop_the_batch_with_one_clear_line(inputs, tmp_path):
+    out = tmp_path / "out"
+    r = cli("batch", inputs / "jobs.csv", "--out-dir", out, "--checkpoint", tmp_path / "nope.pth")
+    assert r.returncode == 2, r.stderr
+    errors = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "--checkpoint" in errors[0] and "Traceback" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["results.jsonl"]  # only the bad row's line
+    assert [x["id"] for x in lines(out)] == ["nofile"]
 
 
 def test_all_good_exits_0(inputs, checkpoint, tmp_path):

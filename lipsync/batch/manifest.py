@@ -192,7 +192,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | str]]]:
                 rows.append((n, f"The line is not valid JSON ({e.msg} at column {e.colno})."))
                 continue
             if not isinstance(obj, dict):
-                rows.append((n, "The line must be a JSON object like {\"id\": \"...\", \"image\": \"...\"}."))
+                rows.append((n, 'The line must be a JSON object like {"id": "...", "image": "..."}.'))
                 continue
             norm: dict = {}
             for k, v in obj.items():
@@ -212,7 +212,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | str]]]:
         try:
             header = next(reader)
         except StopIteration:
-            raise InputError(f"The jobs file {path} is empty; it needs a header line (id,image,text,voice,...).") from None
+            raise InputError(f"The jobs file {path} is empty; it needs a header line (id,image,text,...).") from None
         except csv.Error as e:
             raise InputError(f"The jobs file {path} is not valid CSV: {e}.") from None
         columns = [_norm_column(h) for h in header]
@@ -227,7 +227,7 @@ def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict | str]]]:
                 if len(cells) > len(columns):
                     rows.append((n, f"The row has {len(cells)} cells but the header names {len(columns)} columns."))
                     continue
-                rows.append((n, {c: v for c, v in zip(columns, cells) if c}))
+                rows.append((n, {c: v for c, v in zip(columns, cells, strict=False) if c}))
         except csv.Error as e:
             raise InputError(f"The jobs file {path} is not valid CSV near line {reader.line_num}: {e}.") from None
         return [c for c in columns if c], rows
@@ -295,7 +295,7 @@ def _option_value(column: str, type_: str, v):
             try:
                 v = json.loads(v)
             except json.JSONDecodeError:
-                raise InputError(f"{column} must be a JSON object like {{\"title\": \"...\"}}.") from None
+                raise InputError(f'{column} must be a JSON object like {{"title": "..."}}.') from None
         if not isinstance(v, dict) or not all(isinstance(k, str) and isinstance(x, str) for k, x in v.items()):
             raise InputError(f"{column} must be an object of text values.")
         return v

@@ -300,7 +300,6 @@ def run_ray(
             ray.shutdown()
 
 
-
 def _reason(e: BaseException) -> str:
     """The user's error inside a Ray error (a LipSyncError raised by the worker), else Ray's words."""
     cause = getattr(e, "cause", None)
