@@ -1,9 +1,12 @@
 """Command line: ``python -m lipsync generate --image IMG --audio AUDIO --out OUT.mp4``
 (or ``--text "..." [--voice ID]``, with ``[--length SECONDS] [--loop]`` for either),
-``python -m lipsync voices`` and ``python -m lipsync hls INPUT.mp4 OUTDIR [--zip ZIP]``.
+``python -m lipsync voices``, ``python -m lipsync hls INPUT.mp4 OUTDIR [--zip ZIP]`` and
+``python -m lipsync batch JOBS --out-dir DIR [--workers N] [--ray [ADDRESS]]``.
 
 Exit status: 0 on success, 2 on any problem with the input or the set-up
-(one line on stderr, no traceback), 1 on an unexpected internal error.
+(one line on stderr, no traceback), 1 on an unexpected internal error;
+``batch``: 3 when it ran but one or more jobs failed (see DIR/results.jsonl),
+130 / 143 when stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
@@ -69,6 +72,27 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--segment", type=float, default=2.0, metavar="S", help="segment length in seconds (default 2)")
 
     sub.add_parser("voices", help="list the voices for --text, one per line: id, label, availability")
+
+    b = sub.add_parser("batch", help="many videos from a jobs file (CSV or JSONL), here or on a Ray cluster",
+                       description="One video per row of JOBS (columns: id, image, text + voice or audio, length, "
+                       "loop, hls, and any generation option such as fps or pads); see the README.")  # fmt: skip
+    b.add_argument("jobs", metavar="JOBS", help="the jobs file (.csv, .tsv or .jsonl); paths in it are relative to it")
+    b.add_argument("--out-dir", required=True, metavar="DIR",
+                   help="where <id>.mp4, <id>_hls.zip, <id>.vtt and results.jsonl go")  # fmt: skip
+    b.add_argument("--workers", type=int, metavar="N",
+                   help="local worker processes, one model each (default 1); with --ray: Ray workers "
+                   "(default one per GPU, else one per --cpus-per-worker CPUs)")  # fmt: skip
+    b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray: alone, a local Ray instance; with ADDRESS (HOST:PORT or auto), "
+                   "an existing cluster (put --ray after JOBS, or write --ray=ADDRESS)")  # fmt: skip
+    b.add_argument("--cpus-per-worker", type=int, metavar="N", help="CPUs per Ray worker on CPU-only nodes (default 4)")
+    b.add_argument("--retry-failed", action="store_true", help="run the jobs that failed before again")
+    b.add_argument("--strict", action="store_true", help="stop before any work if any row is bad")
+    b.add_argument("--checkpoint",
+                   help="Wav2Lip checkpoint, on every Ray node (default: $LIPSYNC_CHECKPOINT or download)")  # fmt: skip
+    b.add_argument("--s3fd", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD or download)")
+    b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
+    b.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")
     return p
 
 
@@ -166,6 +190,59 @@ def _voices(a: argparse.Namespace) -> int:
     return 0
 
 
+def _batch(a: argparse.Namespace) -> int:
+    """Run a jobs file; a tqdm bar on stderr (when it is a terminal), a summary on stdout."""
+    from .batch import EXIT_JOBS_FAILED, EngineSettings, Interrupted, run_batch
+
+    bar = None
+
+    def say(line: str) -> None:
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+    def progress(done: int, total: int, ok: int, failed: int) -> None:
+        nonlocal bar
+        if bar is None:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # pragma: no cover - tqdm comes with huggingface_hub
+                return
+            bar = tqdm(total=total, unit="job", desc="videos", file=sys.stderr, disable=None, dynamic_ncols=True)
+        bar.set_postfix_str(f"ok {ok}, failed {failed}", refresh=False)
+        bar.update(done - bar.n)
+
+    settings = EngineSettings(checkpoint=a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
+    try:
+        s = run_batch(
+            a.jobs, a.out_dir, workers=a.workers, ray=a.ray is not None,
+            ray_address=None if a.ray in (None, "local") else a.ray, cpus_per_worker=a.cpus_per_worker,
+            retry_failed=a.retry_failed, strict=a.strict, settings=settings, progress=progress, notify=say,
+        )  # fmt: skip
+    except Interrupted as e:
+        if bar is not None:
+            bar.close()
+        print(f"interrupted: finished jobs are recorded in {Path(a.out_dir) / 'results.jsonl'}; "
+              "run the same command again to resume", file=sys.stderr)  # fmt: skip
+        return 128 + int(e.signum)
+    if bar is not None:
+        bar.close()
+    parts = [f"{s.ok} of {s.rows} ok"]
+    if s.already_done:
+        parts.append(f"{s.already_done} finished before")
+    if s.failed:
+        why = []
+        if s.bad_rows:
+            why.append(f"{s.bad_rows} bad row(s)")
+        if s.failed_before:
+            why.append(f"{s.failed_before} failed before; --retry-failed runs them again")
+        parts.append(f"{s.failed} failed" + (f" ({'; '.join(why)})" if why else ""))
+    rate = f"; {s.ran} run in {s.elapsed_s:.1f} s ({s.jobs_per_minute:.1f} jobs/min)" if s.ran else ""
+    print(f"{', '.join(parts)}{rate}; results in {s.results}")
+    return 0 if s.success else EXIT_JOBS_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import LipSyncError
 
@@ -178,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return _hls(args)
         if args.command == "voices":
             return _voices(args)
+        if args.command == "batch":
+            return _batch(args)
         raise AssertionError(args.command)  # pragma: no cover
     except LipSyncError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -33,14 +33,14 @@ def _project() -> dict:
 
 
 def test_space_requirements_equal_the_package_dependencies():
-    """requirements.txt (the Space) = core + [tts] + [app]; requirements-dev.txt adds exactly [dev]."""
+    """requirements.txt (the Space) = core + [tts] + [app]; requirements-dev.txt adds exactly [dev] + [ray]."""
     p = _project()
     extras = p["optional-dependencies"]
     package = _reqs(p["dependencies"] + extras["tts"] + extras["app"])
     space = _reqs((ROOT / "requirements.txt").read_text().splitlines())
     assert space == package
     dev = _reqs((ROOT / "requirements-dev.txt").read_text().splitlines())
-    assert dev == _reqs(extras["dev"])
+    assert dev == _reqs(extras["dev"] + extras["ray"])
 
 
 def test_core_dependencies_leave_out_gradio_and_coqui():
