@@ -427,7 +427,8 @@ class VideoDecoder:
         if self._killed:
             raise VideoError(f"{name}: {self._killed}. The file may be damaged; try another video.")
         if code != 0:
-            raise VideoError(f"{name} could not be decoded ({self._tail() or f'ffmpeg exit {code}'}). {_HELP}")
+            log.info("decoding %s failed (exit %s): %s", name, code, self._tail())
+            raise VideoError(f"{name} is damaged or incomplete: it could not be decoded. {_HELP}")
         if self.frames == 0:
             raise VideoError(f"{name} holds no picture that could be decoded. {_HELP}")
         expected = self.info.expected_frames(self.fps)
