@@ -22,7 +22,8 @@ under the chin), and a ``shift`` (dx, dy) in pixels. It is built from:
 
 At ``amount`` 1 the head turns at most :data:`MAX_ANGLE_DEG` degrees and
 shifts at most :data:`MAX_SHIFT` of the face box's height either way (about
-6 px for a 150 px face); both scale linearly with ``amount``.
+7 px for a 150 px face); both scale linearly with ``amount`` (the default 0.5
+gives up to 2 degrees and about 4 px).
 
 **Rendering** (:class:`HeadWarp`): a soft mask covers the head, hair and chin
 (an ellipse around the face box, weight 1 inside, a smooth fall to 0 that
@@ -50,8 +51,8 @@ from .speech.activity import activity_envelope
 
 __all__ = ["MotionTrack", "head_motion", "HeadWarp", "head_mask", "MAX_ANGLE_DEG", "MAX_SHIFT", "SEED"]
 
-MAX_ANGLE_DEG = 3.0  #: largest roll at amount 1, degrees
-MAX_SHIFT = 0.04  #: largest shift at amount 1 (each of dx, dy), as a share of the face box height
+MAX_ANGLE_DEG = 4.0  #: largest roll at amount 1, degrees
+MAX_SHIFT = 0.05  #: largest shift at amount 1 (each of dx, dy), as a share of the face box height
 NOD_SHARE = 0.4  #: share of the vertical range that nods may use (the sway gets the rest)
 IDLE = 0.08  #: sway left in long pauses, relative to speaking
 ATTACK_S = 0.2  #: time constant of the rise of the energy when speech starts
