@@ -25,6 +25,8 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .options import DEFAULT_MOTION
+
     p = argparse.ArgumentParser(prog="lipsync", description="Lip-synced talking videos from one portrait.")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (and show tracebacks)")
     p.add_argument("--version", action="version", version=f"lipsync {_version()}")
@@ -59,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--frame-step", type=int, default=1, choices=(1, 2, 3, 4),
                    help="run the network on every n-th frame and blend between (faster, softer; default 1)")  # fmt: skip
     g.add_argument("--no-label", action="store_true", help='no visible "AI-generated" label in the video')
-    g.add_argument("--motion", type=float, default=0.5, metavar="0..1",
-                   help="head motion for a photo: 0 = still, 1 = the most (default 0.5)")  # fmt: skip
+    g.add_argument("--motion", type=float, default=DEFAULT_MOTION, metavar="0..1",
+                   help=f"head motion for a photo: 0 = still, 1 = the most (default {DEFAULT_MOTION:g})")  # fmt: skip
     g.add_argument("--video-loop", default="pingpong", choices=("pingpong", "loop"),
                    help="a video shorter than the speech plays back and forth (default) or loops")  # fmt: skip
     g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",

@@ -113,7 +113,8 @@ class FrameSpool:
 
     Each frame is JPEG-compressed (quality 95, no chroma subsampling) and
     appended to one file; only the offsets stay in memory. Reads use
-    ``os.pread``, so several threads can read at once.
+    ``os.pread``, so several threads can read at once. A pickled copy (e.g. sent
+    to a GPU worker process) reopens the file read-only by its path.
     """
 
     def __init__(self, path: str | Path):
@@ -168,6 +169,15 @@ class FrameSpool:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fd"] = -1
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)
 
 
 # ----------------------------------------------------------------------------- the photo
@@ -276,6 +286,15 @@ class VideoSource:
         self.box = FaceBox(*(int(v) for v in boxes[first])) if found.any() else FaceBox(0, self.height, 0, self.width)
         self.first_face_frame = first
         self._cleanup = weakref.finalize(self, _remove, spool, workdir)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_cleanup"]  # only the original removes the spool
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cleanup = weakref.finalize(self, self.spool.close)
 
     def box_at(self, i: int) -> FaceBox | None:
         """Output frame ``i``'s face box (None: no face there)."""

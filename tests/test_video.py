@@ -231,6 +231,25 @@ def test_video_source_follows_the_face_and_keeps_the_rest(engine, pan, decoded_p
 
 
 @pytest.mark.usefixtures("own_tempdir")
+def test_prepared_video_survives_pickling_for_a_gpu_worker(engine, pan, tmp_path):
+    """ZeroGPU may hand the prepared request to another process: a pickled copy reads the same
+    frames, and only the original removes the spool."""
+    import pickle
+
+    before = _temp_entries()
+    speech = _speech(1.0)
+    with engine.prepare(Request(None, tmp_path / "z.mp4", audio=speech, video=pan[0])) as parts:
+        copy = pickle.loads(pickle.dumps(parts))
+        np.testing.assert_array_equal(copy.source.face_at(7), parts.source.face_at(7))
+        np.testing.assert_array_equal(engine.predict_mouths(copy), engine.predict_mouths(parts))
+        copy.close()  # the copy does not own the spool
+        assert parts.source.spool.path.is_file()
+        del copy
+        engine.render(parts)
+    assert _temp_entries() == before
+
+
+@pytest.mark.usefixtures("own_tempdir")
 def test_video_is_cut_to_a_shorter_soundtrack(engine, pan, tmp_path):
     r = engine.generate(None, _speech(1.0), tmp_path / "short.mp4", GenerateOptions(label=False), video=pan[0])
     assert r.frames == 25 and r.source == "video" and r.face_frames == 25
