@@ -17,7 +17,7 @@ A source gives it:
 
 **A video** is decoded once (:func:`scan_video`): every frame at the output
 frame rate and working size is compressed into a spool file in the request's
-temporary folder (JPEG quality 95, 4:4:4; about 46 dB from the decoded frame,
+temporary folder (JPEG quality 95, 4:4:4; about 47 dB from the decoded frame,
 finer than the H.264 output) while the face tracker
 (:mod:`lipsync.face.track`) follows the face. Frames are then read back in any
 order, one at a time, so looping costs no memory: RAM holds a frame or two per
