@@ -36,6 +36,7 @@ from pathlib import Path
 import gradio as gr
 
 from lipsync import GenerateOptions, LipSync, LipSyncError, Request
+from lipsync.options import DEFAULT_MOTION
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
     import spaces  # type: ignore[import-not-found]
@@ -63,6 +64,7 @@ GPU_SECONDS = 120
 STAGES: dict[str, tuple[str, float]] = {
     "model": ("Loading the lip-sync model", 0.04),
     "image": ("Reading the photo", 0.02),
+    "video": ("Checking the video", 0.02),
     "audio": ("Reading the audio", 0.02),
     "speech": ("Synthesising the speech", 0.08),
     "face": ("Finding the face", 0.04),
@@ -72,7 +74,7 @@ STAGES: dict[str, tuple[str, float]] = {
     "hls": ("Packaging for streaming (HLS)", 0.12),
 }
 STAGE_NAMES = {
-    "model": "model", "image": "photo", "audio": "audio", "speech": "speech", "face": "face",
+    "model": "model", "image": "photo", "video": "video", "audio": "audio", "speech": "speech", "face": "face",
     "mel": "mel", "lipsync": "lip-sync", "encode": "encode", "hls": "HLS",
 }  # fmt: skip
 
@@ -252,7 +254,10 @@ def _summary(result, hls, voice_label: str, used_audio: bool, total_s: float) ->
         f"**{result.duration_s:.1f} s** of video, {result.frames} frames at {result.fps:g} fps, "
         f"{result.width}×{result.height} px",
         f"**Voice:** {source}",
-        f"**Face found by:** {result.detector} · **model ran on:** {result.device}",
+        f"**Face found by:** {result.detector}"
+        + (f" in {result.face_frames} of {result.frames} frames of your video" if result.source == "video" else "")
+        + (f" · **head motion:** {result.motion:g}" if result.motion else "")
+        + f" · **model ran on:** {result.device}",
         f"**Time per stage:** {stages}" + (f" (network busy {busy:.1f} s)" if busy is not None else ""),
         f"**Total:** {total_s:.1f} s",
     ]
@@ -327,9 +332,11 @@ def make_generate(engine: LipSync | None = None):
         fps: float = 25,
         max_side: float = 1280,
         frame_step: float = 1,
+        video: str | None = None,
+        motion: float = DEFAULT_MOTION,
         progress=gr.Progress(),
     ):
-        """Make a lip-synced video of the portrait saying the text (or the uploaded audio).
+        """Make a lip-synced video of the portrait (or the uploaded video) saying the text (or the uploaded audio).
 
         Returns the MP4, a zip of the HLS package and a Markdown summary.
         """
@@ -339,7 +346,7 @@ def make_generate(engine: LipSync | None = None):
                 "Please tick the box confirming you have the right to use this person's likeness.",
                 title="Consent needed", print_exception=False,
             )  # fmt: skip
-        if not image:
+        if not image and not video:
             raise gr.Error("Please upload a portrait photo (or click the example portrait).", print_exception=False)
         workdir = _new_workdir()
         started = time.perf_counter()
@@ -354,10 +361,11 @@ def make_generate(engine: LipSync | None = None):
                 length_s=length_s or 0.0,
                 loop=loop,
                 max_chars=MAX_CHARS,
+                motion=DEFAULT_MOTION if motion is None else motion,
             )
             request = Request(
-                image=image, out=workdir / "lipsync.mp4", audio=audio or None,
-                text=None if audio else (text or ""), options=options,
+                image=None if video else image, out=workdir / "lipsync.mp4", audio=audio or None,
+                text=None if audio else (text or ""), options=options, video=video or None,
             )  # fmt: skip
             result, hls = _run(engine, request, progress, workdir)
             zip_path = None if isinstance(hls, str) else (getattr(hls, "zip", None) or getattr(hls, "zip_path", None))
@@ -456,6 +464,12 @@ def build_demo(engine: LipSync | None = None) -> gr.Blocks:
                     cache_examples=False,
                     label="Example portrait (click to use it)",
                 )
+                with gr.Accordion("Or a short video of the person instead of the photo (optional)", open=False):
+                    video_in = gr.File(
+                        label="Video (MP4, MOV, WebM, MKV; up to 60 s): replaces the photo; looped or cut "
+                        "to the speech", file_types=[".mp4", ".mov", ".webm", ".mkv"], type="filepath",
+                        elem_id="video-source",
+                    )  # fmt: skip
                 text.render()
                 counter = gr.Markdown(_counter(""), elem_id="char-count")
                 voice = gr.Dropdown(
@@ -492,6 +506,10 @@ def build_demo(engine: LipSync | None = None) -> gr.Blocks:
                                      ("1080 px", 1080), ("1280 px", 1280), ("1920 px", 1920)],
                             value=1280, label="Output size: longest side at most",
                         )  # fmt: skip
+                    motion = gr.Slider(
+                        0, 1, value=DEFAULT_MOTION, step=0.05, elem_id="motion",
+                        label="Head motion for a photo (0 = a still head; a video moves by itself)",
+                    )  # fmt: skip
                     frame_step = gr.Radio(
                         choices=[("Best: the network draws every frame", 1),
                                  ("Faster: every 2nd frame, blended between (about 2x faster)", 2)],
@@ -510,7 +528,8 @@ def build_demo(engine: LipSync | None = None) -> gr.Blocks:
         button.click(
             make_generate(engine),
             inputs=[image, text, voice, length_s, loop, audio, consent,
-                    pad_top, pad_bottom, pad_left, pad_right, face_index, fps, max_side, frame_step],
+                    pad_top, pad_bottom, pad_left, pad_right, face_index, fps, max_side, frame_step,
+                    video_in, motion],
             outputs=[video, hls_zip, summary],
             api_name="generate",
             api_visibility="public",

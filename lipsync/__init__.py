@@ -1,4 +1,4 @@
-"""lipsync: one portrait and a soundtrack (or a few lines of text) -> a talking, lip-synced video.
+"""lipsync: one portrait (or a short video) and a soundtrack (or a few lines of text) -> a talking, lip-synced video.
 
     >>> from lipsync import LipSync
     >>> result = LipSync().generate("portrait.jpg", "speech.wav", "out.mp4")
@@ -19,6 +19,7 @@ from .errors import (
     NoFaceError,
     ResourceError,
     TextError,
+    VideoError,
     VoiceError,
     WeightsError,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "LipSyncError",
     "InputError",
     "ImageError",
+    "VideoError",
     "AudioError",
     "TextError",
     "VoiceError",

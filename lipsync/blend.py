@@ -17,7 +17,7 @@ from .face import FaceBox
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["feather_mask", "Blender", "draw_label"]
+__all__ = ["feather_mask", "Blender", "paste_mouth", "draw_label"]
 
 
 def _ramp(n: int, start: float, full: float, end_full: float, end: float) -> np.ndarray:
@@ -69,6 +69,29 @@ class Blender:
         mixed = self._region + self._mask * (mouth.astype(np.float32) - self._region)
         out[b.y1 : b.y2, b.x1 : b.x2] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
         return out
+
+
+def paste_mouth(frame_rgb: np.ndarray, box: FaceBox, pred_bgr: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """Paste one mouth crop into ``frame_rgb`` in place (a driving video: a new frame and box each time).
+
+    The same feathered mask as :class:`Blender`, scaled by ``strength`` in [0, 1]
+    (0 leaves the frame untouched: a pause keeps the video's own mouth).
+    Pixels outside ``box`` are never written. Returns ``frame_rgb``.
+    """
+    import cv2
+
+    if strength <= 0:
+        return frame_rgb
+    if pred_bgr.dtype != np.uint8:
+        pred_bgr = np.clip(pred_bgr * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    mouth = cv2.resize(pred_bgr[:, :, ::-1], (box.width, box.height), interpolation=cv2.INTER_LINEAR)
+    mask = feather_mask(box.height, box.width)
+    if strength < 1:
+        mask = mask * np.float32(strength)
+    region = frame_rgb[box.y1 : box.y2, box.x1 : box.x2]
+    r = region.astype(np.float32)
+    region[:] = np.clip(r + mask * (mouth.astype(np.float32) - r) + 0.5, 0, 255).astype(np.uint8)
+    return frame_rgb
 
 
 def _label_position(h: int, w: int, bw: int, bh: int, margin: int, avoid: FaceBox | None) -> tuple[int, int] | None:

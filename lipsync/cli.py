@@ -1,5 +1,6 @@
 """Command line: ``python -m lipsync generate --image IMG --audio AUDIO --out OUT.mp4``
-(or ``--text "..." [--voice ID]``, with ``[--length SECONDS] [--loop]`` for either),
+(``--video CLIP`` instead of ``--image``; ``--text "..." [--voice ID]`` instead of
+``--audio``, with ``[--length SECONDS] [--loop]`` for either),
 ``python -m lipsync voices``, ``python -m lipsync hls INPUT.mp4 OUTDIR [--zip ZIP]`` and
 ``python -m lipsync batch JOBS --out-dir DIR [--workers N] [--ray [ADDRESS]]``.
 
@@ -27,13 +28,17 @@ def _version() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .options import DEFAULT_MOTION
+
     p = argparse.ArgumentParser(prog="lipsync", description="Lip-synced talking videos from one portrait.")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (and show tracebacks)")
     p.add_argument("--version", action="version", version=f"lipsync {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="portrait + audio (or text) -> MP4")
-    g.add_argument("--image", required=True, help="the portrait (JPEG, PNG, WebP, BMP)")
+    g = sub.add_parser("generate", help="portrait (or video) + audio (or text) -> MP4")
+    face = g.add_mutually_exclusive_group(required=True)
+    face.add_argument("--image", help="the portrait (JPEG, PNG, WebP, BMP)")
+    face.add_argument("--video", help="a short video of the person instead (MP4, MOV, WebM, MKV; up to 60 s)")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--audio", help="speech (wav, mp3, m4a, ogg, flac)")
     src.add_argument("--text", help="words to speak (instead of --audio)")
@@ -59,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--frame-step", type=int, default=1, choices=(1, 2, 3, 4),
                    help="run the network on every n-th frame and blend between (faster, softer; default 1)")  # fmt: skip
     g.add_argument("--no-label", action="store_true", help='no visible "AI-generated" label in the video')
+    g.add_argument("--motion", type=float, default=DEFAULT_MOTION, metavar="0..1",
+                   help=f"head motion for a photo: 0 = still, 1 = the most (default {DEFAULT_MOTION:g})")  # fmt: skip
+    g.add_argument("--video-loop", default="pingpong", choices=("pingpong", "loop"),
+                   help="a video shorter than the speech plays back and forth (default) or loops")  # fmt: skip
     g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
                    help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
     g.add_argument("--hls-zip", metavar="ZIP", help="also write an HLS package (ladder + player) as this zip")
@@ -133,14 +142,19 @@ def _generate(a: argparse.Namespace) -> int:
         length_s=a.length,
         loop=a.loop,
         max_chars=a.max_chars,
+        motion=a.motion,
+        video_loop=a.video_loop,
     )
-    request = Request(image=a.image, out=a.out, audio=a.audio, text=a.text, options=opts)  # checked before loading
+    request = Request(
+        image=a.image, out=a.out, audio=a.audio, text=a.text, options=opts, video=a.video
+    )  # checked before loading
     engine = LipSync(a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
     r = engine.run(request, progress=_progress_printer(sys.stderr.isatty()))
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
     _say(
         f"wrote {r.video} ({r.duration_s:.2f} s, {r.frames} frames at {r.fps:g} fps, {r.width}x{r.height}; "
-        f"face {r.box.as_tuple()} by {r.detector}; {r.device}; {stages})"
+        f"{'video' if r.source == 'video' else 'photo'}, face {r.box.as_tuple()} by {r.detector} in {r.face_frames} "
+        f"frames; motion {r.motion:g}; {r.device}; {stages})"
         + (f"; voice {r.voice}" if r.voice else "")
     )
     hls_zip = None

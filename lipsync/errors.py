@@ -12,6 +12,7 @@ __all__ = [
     "LipSyncError",
     "InputError",
     "ImageError",
+    "VideoError",
     "AudioError",
     "TextError",
     "VoiceError",
@@ -32,6 +33,10 @@ class InputError(LipSyncError, ValueError):
 
 class ImageError(InputError):
     """The portrait cannot be opened or used."""
+
+
+class VideoError(InputError):
+    """The driving video cannot be opened, decoded or used."""
 
 
 class AudioError(InputError):

@@ -17,13 +17,15 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS"]
+__all__ = ["GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS", "VIDEO_LOOPS", "DEFAULT_MOTION"]
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )  # fmt: skip
 MAX_CHARS = 1000  #: default text length limit
 MIN_LENGTH_S = 0.2  #: shortest requested length (one 16-column mel window)
+VIDEO_LOOPS = ("pingpong", "loop")  #: how a driving video shorter than the speech is extended
+DEFAULT_MOTION = 0.5  #: head motion for a photo, 0 (still) to 1
 
 
 def _whole(name: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
@@ -102,6 +104,12 @@ class GenerateOptions:
         label: draw a small visible "AI-generated" label in a corner of the video.
         max_audio_s: longest soundtrack (file or ``length_s``) accepted, in seconds.
         max_audio_bytes: largest audio file accepted.
+        motion: head motion for a photo, 0 (a still head, exactly as before) to 1
+            (see :mod:`lipsync.motion`); a driving video moves by itself and ignores it.
+        video_loop: a driving video shorter than the speech plays back and forth
+            (``pingpong``, no jump) or from the start again (``loop``).
+        max_video_s: longest driving video accepted, in seconds.
+        max_video_bytes: largest driving video file accepted.
         timeout_s: longest the encoder may run before it is stopped.
         metadata: extra MP4 metadata tags.
     """
@@ -124,6 +132,10 @@ class GenerateOptions:
     label: bool = True
     max_audio_s: float = 120.0
     max_audio_bytes: int = 50_000_000
+    motion: float = DEFAULT_MOTION
+    video_loop: str = "pingpong"
+    max_video_s: float = 60.0
+    max_video_bytes: int = 200_000_000
     timeout_s: float = 1800.0
     metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
@@ -173,6 +185,16 @@ class GenerateOptions:
         put("label", _flag("label", self.label))
         put("max_audio_bytes", _whole("max_audio_bytes", self.max_audio_bytes, 1, 2_000_000_000,
                                       "max_audio_bytes must be between 1 byte and 2 GB."))  # fmt: skip
+        motion = self.motion if self.motion not in (None, "") else 0.0
+        put("motion", _number("motion", motion, 0, 1, f"motion must be between 0 (still) and 1, got {self.motion!r}."))
+        loop_mode = str(self.video_loop).strip().lower().replace("-", "")
+        if loop_mode not in VIDEO_LOOPS:
+            raise InputError(f"video_loop must be one of {', '.join(VIDEO_LOOPS)}, got {self.video_loop!r}.")
+        put("video_loop", loop_mode)
+        put("max_video_s", _number("max_video_s", self.max_video_s, 1, 600,
+                                   "max_video_s must be between 1 and 600 seconds."))  # fmt: skip
+        put("max_video_bytes", _whole("max_video_bytes", self.max_video_bytes, 1, 4_000_000_000,
+                                      "max_video_bytes must be between 1 byte and 4 GB."))  # fmt: skip
         put("timeout_s", _number("timeout_s", self.timeout_s, 1e-3, 1e7,
                                  "timeout_s must be a positive number of seconds."))  # fmt: skip
 
@@ -188,9 +210,9 @@ class GenerateOptions:
 
 @dataclass(frozen=True)
 class Request:
-    """One video to make: a portrait, a soundtrack or a text, an output file and options.
+    """One video to make: a portrait (or a video of the person), a soundtrack or a text, an output file and options.
 
-    Checked on construction: exactly one of ``audio`` and ``text``; a voice only
+    Checked on construction: exactly one of ``image`` and ``video``; exactly one of ``audio`` and ``text``; a voice only
     with a text; the text cleaned and within ``options.max_chars``; the voice
     known and usable here; the output an ``.mp4`` file name; input files present.
 
@@ -200,6 +222,7 @@ class Request:
         audio: an audio file (any format ffmpeg reads) or a :class:`~lipsync.media.audio.Speech`.
         text: words to speak, cleaned (see :func:`lipsync.speech.clean_text`).
         options: :class:`GenerateOptions`.
+        video: a driving video file (MP4, MOV, WebM, MKV) instead of ``image``.
     """
 
     image: Any
@@ -207,16 +230,29 @@ class Request:
     audio: Any = None
     text: str | None = None
     options: GenerateOptions = field(default_factory=GenerateOptions)
+    video: Any = None
 
     def __post_init__(self) -> None:
         opts = self.options if self.options is not None else GenerateOptions()
         if not isinstance(opts, GenerateOptions):
             raise InputError("options must be a GenerateOptions.")
         object.__setattr__(self, "options", opts)
-        if self.image is None or (isinstance(self.image, str) and not self.image.strip()):
-            raise InputError("Give a portrait photo.")
-        if isinstance(self.image, (str, Path)) and not Path(self.image).is_file():
-            raise InputError(f"The image file {self.image} does not exist.")
+        image = None if isinstance(self.image, str) and not self.image.strip() else self.image
+        video = None if isinstance(self.video, str) and not self.video.strip() else self.video
+        if image is None and video is None:
+            raise InputError("Give a portrait photo (or a short video of the person).")
+        if image is not None and video is not None:
+            raise InputError("Give either a portrait photo or a video of the person, not both.")
+        if isinstance(image, (str, Path)) and not Path(image).is_file():
+            raise InputError(f"The image file {image} does not exist.")
+        if video is not None:
+            if not isinstance(video, (str, Path)):
+                raise InputError(f"The video must be a file path, got {type(video).__name__}.")
+            if not Path(video).is_file():
+                raise InputError(f"The video file {video} does not exist.")
+            video = Path(video)
+        object.__setattr__(self, "image", image)
+        object.__setattr__(self, "video", video)
         text = self.text
         audio = self.audio if self.audio not in ("", None) else None
         if (audio is None) == (text is None):

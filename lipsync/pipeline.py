@@ -3,11 +3,17 @@
 ``LipSync(...).generate(image, audio, out)`` reads as the recipe:
 
 1. check the inputs and options;
-2. open the portrait, decode the soundtrack (or speak the text), fit its length;
-3. find the face, compute the mel windows (and which frames are pauses);
+2. open the portrait (or probe the driving video), decode the soundtrack (or
+   speak the text), fit its length;
+3. find the face (in a video: on every frame, see :mod:`lipsync.sources`),
+   compute the mel windows (and which frames are pauses), plan the head motion;
 4. run the generator, paste each mouth back and stream the frames to ffmpeg,
    with inference overlapping blending and encoding;
 5. return a :class:`Result`.
+
+The face comes from a *source* (:class:`~lipsync.sources.PhotoSource` or
+:class:`~lipsync.sources.VideoSource`); everything after step 3 asks the
+source, not the input kind.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from . import features
-from .blend import Blender, draw_label
+from .blend import draw_label
 from .errors import InputError, LipSyncError
 from .face import FaceBox, face_crop, find_face, make_detector, pad_box
 from .media.audio import Speech, load_audio, resample
 from .media.encode import VideoWriter, write_wav
 from .media.images import load_image
+from .motion import MotionTrack, head_motion
+from .sources import PhotoSource, VideoSource
 from .speech.activity import speech_weights
 from .speech.post import fit_length
 from .options import GenerateOptions, Request
@@ -61,6 +69,9 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage
     speaking_frames: int = 0  #: frames the network ran on (others were pauses)
     voice: str | None = None  #: the voice id that spoke the text (None for given audio)
+    source: str = "photo"  #: what the face came from: "photo" or "video"
+    motion: float = 0.0  #: head motion applied (0 for a still photo and for a video)
+    face_frames: int = 0  #: output frames that show a face (all of them for a photo)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values: absolute paths as strings, the face box as [y1, y2, x1, x2]."""
@@ -106,14 +117,30 @@ class Prepared:
     """A request made ready for the network (see :meth:`LipSync.prepare`)."""
 
     request: Request
-    image: np.ndarray  #: (H, W, 3) uint8 RGB working frame (label drawn)
+    image: np.ndarray  #: (H, W, 3) uint8 RGB working frame (label drawn); a video's first frame with a face
     box: FaceBox
     detector: str
     crop: np.ndarray  #: (96, 96, 3) uint8 BGR face crop
     speech: Speech  #: the final soundtrack (length fitted)
     mels: np.ndarray  #: (N, 80, 16) float32, one window per video frame
-    weights: np.ndarray | None  #: (N,) speech weight per frame, None = every frame speaks
+    weights: np.ndarray | None  #: (N,) mouth weight per frame (speech x face), None = every frame speaks
     voice: str | None  #: the voice that spoke the text
+    source: PhotoSource | VideoSource | None = None  #: where the face comes from (None: the photo above)
+    motion: MotionTrack | None = None  #: head pose per frame for a photo (None: still)
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            self.source = PhotoSource(self.image, self.box, self.detector, plain=None, n_frames=len(self.mels))
+
+    def close(self) -> None:
+        """Remove what the source keeps on disk (a video's decoded frames); :meth:`LipSync.run` does this."""
+        self.source.close()
+
+    def __enter__(self) -> "Prepared":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class LipSync:
@@ -189,7 +216,7 @@ class LipSync:
     # -- the recipe ---------------------------------------------------------------
     def generate(
         self,
-        image,
+        image=None,
         audio: str | Path | Speech | None = None,
         out: str | Path | None = None,
         options: GenerateOptions | None = None,
@@ -200,25 +227,30 @@ class LipSync:
         length_s: float | None = None,
         loop: bool | None = None,
         max_chars: int | None = None,
+        video: str | Path | None = None,
+        motion: float | None = None,
     ) -> Result:
-        """Make a lip-synced MP4 of ``image`` speaking ``audio`` or ``text``.
+        """Make a lip-synced MP4 of ``image`` (or ``video``) speaking ``audio`` or ``text``.
 
         Args:
             image: portrait path, bytes, PIL image or (H, W, 3) uint8 RGB array.
+            video: a driving video of the person instead of ``image`` (MP4, MOV, WebM, MKV).
             audio: an audio file (any format ffmpeg reads) or a :class:`Speech`.
             out: the MP4 to write. Nothing is left there if generation fails.
             options: :class:`GenerateOptions`.
             progress: ``(stage, done, total)`` callback.
             text: words to speak instead of ``audio`` (exactly one of the two).
-            voice, length_s, loop, max_chars: shortcuts for the options of the same
+            voice, length_s, loop, max_chars, motion: shortcuts for the options of the same
                 name (see :class:`GenerateOptions`); given here, they override ``options``.
 
         Raises:
             LipSyncError: with a message for the user (bad image, no face,
                 unusable audio, missing weights, encoder failure).
         """
-        opts = (options or GenerateOptions()).updated(voice=voice, length_s=length_s, loop=loop, max_chars=max_chars)
-        return self.run(Request(image=image, out=out, audio=audio, text=text, options=opts), progress)
+        opts = (options or GenerateOptions()).updated(
+            voice=voice, length_s=length_s, loop=loop, max_chars=max_chars, motion=motion
+        )
+        return self.run(Request(image=image, out=out, audio=audio, text=text, options=opts, video=video), progress)
 
     def run(
         self,
@@ -246,43 +278,75 @@ class LipSync:
         report("model", 0, 1)
         _ = self.generator
         clock.lap("model")
-        parts = self.prepare(request, report, clock)
-        mouths = None
-        if predict is not None:
-            report("lipsync", 0, len(parts.mels))
-            mouths = [predict(parts)]
-            clock.lap("network")
-        self.render(parts, report, clock, mouths=mouths)
-        return self.result(parts, clock)
+        with self.prepare(request, report, clock) as parts:
+            mouths = None
+            if predict is not None:
+                report("lipsync", 0, len(parts.mels))
+                mouths = [predict(parts)]
+                clock.lap("network")
+            self.render(parts, report, clock, mouths=mouths)
+            return self.result(parts, clock)
 
     def prepare(self, request: Request, progress: Progress | None = None, clock: "_Clock | None" = None) -> Prepared:
-        """Everything before the network: the photo, the soundtrack, the face and the mel windows.
+        """Everything before the network: the photo or video, the soundtrack, the face and the mel windows.
 
         Needs no model and no GPU (a ZeroGPU Space runs it outside the GPU slot).
+        A video's decoded frames stay in a temporary folder until
+        :meth:`Prepared.close` (``with engine.prepare(...) as parts:``).
         """
         report = progress or _no_progress
         clock = clock or _Clock()
         opts = request.options
-        report("image", 0, 1)
-        rgb = load_image(request.image, max_side=opts.max_side)
-        clock.lap("image")
+        rgb = video = None
+        if request.video is not None:
+            from .media.video import probe_video
+
+            report("video", 0, 1)  # checked before any speech is made
+            video = probe_video(request.video, max_seconds=opts.max_video_s, max_bytes=opts.max_video_bytes)
+            clock.lap("video")
+        else:
+            report("image", 0, 1)
+            rgb = load_image(request.image, max_side=opts.max_side)
+            clock.lap("image")
         speech, voice_id = self._speech(request, report, clock)
         report("audio", 0, 1)
         wav16 = self._check_soundtrack(speech, opts)
         clock.lap("audio")
-        report("face", 0, 1)
-        box, detector = self._face(rgb, opts)
-        crop = face_crop(rgb, box)
-        if opts.label:
-            rgb = draw_label(rgb, avoid=box)
-        clock.lap("face")
-        mel = features.melspectrogram(wav16)
         n_frames = features.frame_count(len(speech.samples), speech.sample_rate, opts.fps)
-        starts = features.window_starts(mel.shape[1], opts.fps, n_frames)
-        mels = features.mel_windows(mel, opts.fps, starts=starts)
-        weights = speech_weights(speech.samples, speech.sample_rate, n_frames, opts.fps) if opts.skip_silence else None
-        clock.lap("mel")
-        return Prepared(request, rgb, box, detector, crop, speech, mels, weights, voice_id)
+        report("face", 0, 1)
+        source = None
+        if video is not None:
+            source, rgb = self._video_source(video, opts, n_frames, report)
+        if source is None:  # a photo (or a video of one frame)
+            box, detector = self._face(rgb, opts)
+            plain = rgb
+            if opts.label:
+                rgb = draw_label(rgb, avoid=box)
+            source = PhotoSource(rgb, box, detector, plain=plain if opts.label else None, n_frames=n_frames)
+        clock.lap("face")
+        try:
+            mel = features.melspectrogram(wav16)
+            starts = features.window_starts(mel.shape[1], opts.fps, n_frames)
+            mels = features.mel_windows(mel, opts.fps, starts=starts)
+            speaking = speech_weights(speech.samples, speech.sample_rate, n_frames, opts.fps) if opts.skip_silence else None
+            weights = source.weights(speaking)
+            motion = None
+            if source.kind == "photo" and opts.motion > 0:
+                motion = head_motion(
+                    speech.samples, speech.sample_rate, n_frames, opts.fps, source.box.height, opts.motion
+                )
+            clock.lap("mel")
+            if source.kind == "photo":
+                image, crop = source.image, source.still_face
+            else:
+                image = source.spool.read(source.first_face_frame)
+                crop = face_crop(image, source.box)
+        except BaseException:
+            source.close()
+            raise
+        return Prepared(
+            request, image, source.box, source.detector, crop, speech, mels, weights, voice_id, source, motion
+        )
 
     def render(
         self,
@@ -305,7 +369,7 @@ class LipSync:
         clock = clock or _Clock()
         opts = parts.request.options
         out = parts.request.out
-        h, w = parts.image.shape[:2]
+        h, w = parts.source.height, parts.source.width
         work = Path(tempfile.mkdtemp(prefix="lipsync-"))
         try:
             wav_path = write_wav(work / "speech.wav", parts.speech.samples, parts.speech.sample_rate)
@@ -317,7 +381,7 @@ class LipSync:
             )  # fmt: skip
             if mouths is None:
                 mouths = self._predict_batches(parts)
-            self._stream(mouths, Blender(parts.image, parts.box), writer, report, clock.timings, len(parts.mels))
+            self._stream(mouths, parts.source.compositor(parts), writer, report, clock.timings, len(parts.mels))
             clock.restart()
             report("encode", 0, 1)
             writer.close()
@@ -340,7 +404,7 @@ class LipSync:
     def result(self, parts: Prepared, clock: "_Clock | None" = None) -> Result:
         opts = parts.request.options
         n = len(parts.mels)
-        h, w = parts.image.shape[:2]
+        h, w = parts.source.height, parts.source.width
         return Result(
             video=parts.request.out,
             duration_s=n / opts.fps,
@@ -356,6 +420,9 @@ class LipSync:
             timings=dict(clock.timings) if clock else {},
             speaking_frames=int(n if parts.weights is None else np.count_nonzero(parts.weights > 0)),
             voice=parts.voice,
+            source=parts.source.kind,
+            motion=float(opts.motion) if parts.motion is not None and not parts.motion.still else 0.0,
+            face_frames=parts.source.face_frames,
         )
 
     # -- the steps ------------------------------------------------------------------
@@ -401,13 +468,32 @@ class LipSync:
         det = self.detector
         return find_face(rgb, det, face_index=opts.face_index, pads=opts.pads), det.name
 
+    def _video_source(self, video, opts: GenerateOptions, n_frames: int, report: Progress):
+        """(VideoSource, None), or (None, the frame) for a video of one frame, which is used as a photo."""
+        from .sources import scan_video
+
+        source = scan_video(video, opts, n_frames, None if opts.box is not None else self.detector, report)
+        if source.frames > 1:
+            return source, None
+        frame = source.spool.read(0)
+        source.close()
+        log.info("%s has a single frame: used as a photo", video.path.name)
+        return None, frame
+
     def _predict_batches(self, parts: Prepared) -> Iterator[np.ndarray]:
         """The network's mouth crops, batch by batch, one request at a time on the model."""
         opts = parts.request.options
+        source = parts.source
         with self._run_lock:  # concurrent forwards would only compete for the same cores / GPU memory
-            yield from self.generator.predict(
-                parts.crop, parts.mels, weights=parts.weights, step=opts.frame_step, batch_size=opts.batch_size
-            )
+            if source.still_face is not None:  # a photo: the face encoder once per clip
+                yield from self.generator.predict(
+                    parts.crop, parts.mels, weights=parts.weights, step=opts.frame_step, batch_size=opts.batch_size
+                )
+            else:  # a video: a new face on every frame
+                active = np.ones(len(parts.mels), bool) if parts.weights is None else parts.weights > 0
+                yield from self.generator.predict_frames(
+                    source.face_at, parts.mels, active, step=opts.frame_step, batch_size=opts.batch_size
+                )
 
     @staticmethod
     def _stream(mouths: Iterable[np.ndarray], blender, writer, report, timings, n: int) -> None:

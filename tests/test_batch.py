@@ -132,13 +132,18 @@ def test_manifest_rows_are_checked_one_by_one(tmp_path, inputs):
         {"id": "neither", "image": "face.jpg"},
         {"id": "voiceless", "image": "face.jpg", "text": "Hello.", "voice": "klingon:warrior"},
         {"id": "fast", "image": "face.jpg", "audio": "speech.wav", "fps": "500"},
-        {"id": "moving", "video": "clip.mp4", "audio": "speech.wav"},
+        {"id": "twoface", "image": "face.jpg", "video": "clip.mp4", "audio": "speech.wav"},
         {"id": "hlsmaybe", "image": "face.jpg", "audio": "speech.wav", "hls": "perhaps"},
         {"id": "voiced", "image": "face.jpg", "audio": "speech.wav", "voice": "espeak:en-us"},
+        {"id": "moving", "video": "clip.mp4", "audio": "speech.wav"},
     ]
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=128x128:rate=25:duration=1",
+                    "-pix_fmt", "yuv420p", str(tmp_path / "clip.mp4")], check=True)  # fmt: skip
     cols = ["id", "image", "video", "text", "voice", "audio", "fps", "max_side", "pads", "hls", "_note"]
     m = load_manifest(write_csv(tmp_path / "jobs.csv", rows, cols))
-    assert [j.id for j in m.jobs] == ["good"]
+    assert [j.id for j in m.jobs] == ["good", "moving"]
+    moving = m.jobs[1]
+    assert moving.is_video and moving.generate_kwargs(tmp_path / "m.mp4")["video"] == (tmp_path / "clip.mp4").resolve()
     good = m.jobs[0]
     assert good.options.pads == (0, 20, 0, 0) and good.options.max_side == 256 and good.row == 2
     assert good.image == (tmp_path / "face.jpg").resolve()
@@ -149,7 +154,7 @@ def test_manifest_rows_are_checked_one_by_one(tmp_path, inputs):
     assert "exactly one" in why[7] and "exactly one" in why[8]
     assert "klingon" in why[9].lower()
     assert "fps must be between 1 and 60" in why[10]
-    assert "not supported yet" in why[11]
+    assert "either an image (a photo) or a video, exactly one" in why[11]
     assert "yes or no" in why[12]
     assert "only be chosen for text" in why[13]
     assert all(e.id is None for e in m.errors if e.row in (3, 4, 5, 6))  # no usable id to file them under

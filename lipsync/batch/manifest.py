@@ -87,7 +87,7 @@ class Job:
 
     id: str
     row: int
-    image: Path
+    image: Path  #: the face: a photo, or a driving video when ``is_video``
     audio: Path | None = None
     text: str | None = None
     voice: str | None = None
@@ -96,6 +96,7 @@ class Job:
     max_chars: int = _DEFAULT_MAX_CHARS
     options: GenerateOptions = field(default_factory=GenerateOptions)
     hls: bool = False
+    is_video: bool = False
     inputs: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def generate_kwargs(self, out: Path, *, image=None, audio=None) -> dict:
@@ -103,8 +104,9 @@ class Job:
 
         ``image``/``audio`` replace the job's own paths (a Ray worker passes its local copies).
         """
+        face = image if image is not None else self.image
         return dict(
-            image=image if image is not None else self.image,
+            **({"video": face} if self.is_video else {"image": face}),
             audio=(audio if audio is not None else self.audio) if self.text is None else None,
             out=out,
             options=self.options,  # voice, length, loop and max_chars included
@@ -368,13 +370,11 @@ class _Voices:
 def _job(base: Path, n: int, job_id: str, cells: dict, options: dict[str, str], hashes, voices) -> Job:
     """One row (already known to have a good, unique id) -> Job; raises InputError."""
     get = {k: v for k, v in cells.items() if not _empty(v) and not k.startswith("_")}
-    if "video" in get:
-        # Video input does not exist in the library yet; when it does, accept the column here.
-        raise InputError("Video input is not supported yet; give a photo in the image column.")
-    if "image" not in get:
-        raise InputError("The image column is empty; give the portrait's file.")
-    image, image_sha = _input_file(base, "image", get["image"], hashes)
-    inputs = {"image": image_sha}
+    if ("video" in get) == ("image" in get):
+        raise InputError("Give the face as either an image (a photo) or a video, exactly one of the two.")
+    face_kind = "video" if "video" in get else "image"
+    image, image_sha = _input_file(base, face_kind, get[face_kind], hashes)
+    inputs = {face_kind: image_sha}
     has_text, has_audio = "text" in get, "audio" in get
     if has_text == has_audio:
         raise InputError("Give either text (with an optional voice) or audio, exactly one of the two.")
@@ -400,10 +400,12 @@ def _job(base: Path, n: int, job_id: str, cells: dict, options: dict[str, str], 
     opts = GenerateOptions(**kwargs)  # raises InputError with the option's rule
     # the same checks as every other request (text cleaned and within max_chars, a voice only
     # with text, the files there); the output name is the job's own
-    req = Request(image=image, out=Path(f"{job_id}.mp4"), audio=audio, text=text, options=opts)
+    face = {"image": None, "video": image} if face_kind == "video" else {"image": image}
+    req = Request(out=Path(f"{job_id}.mp4"), audio=audio, text=text, options=opts, **face)
     return Job(
         id=job_id, row=n, image=image, audio=audio, text=req.text if text is not None else None, voice=opts.voice,
         length_s=opts.length_s, loop=opts.loop, max_chars=opts.max_chars, options=opts, hls=hls, inputs=inputs,
+        is_video=face_kind == "video",
     )  # fmt: skip
 
 

@@ -219,6 +219,25 @@ class Generator:
                 progress(int(idx[-1]) + 1, n)
             yield out
 
+    def predict_frames(
+        self,
+        face_at: Callable[[int], np.ndarray | None],
+        mels: np.ndarray,
+        active: np.ndarray,
+        *,
+        step: int = 1,
+        batch_size: int | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Mouth crops for a moving face (a driving video): a new face crop per frame.
+
+        See :func:`lipsync.runtime.frames.predict_frames`; the face encoder runs on
+        every frame the network runs on, and inactive frames (no face, or a pause)
+        skip it.
+        """
+        from .frames import predict_frames
+
+        return predict_frames(self, face_at, mels, active, step=step, batch_size=batch_size)
+
     def _frames(self, prep, mels, idx, weights, rest, batch: "_Batch") -> np.ndarray:
         """Outputs for frames ``idx``: the network where they speak, the rest face in pauses."""
         w = None if weights is None else np.asarray(weights[idx], np.float32)

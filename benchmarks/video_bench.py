@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Speed of a driving video against a photo, end to end, in one process.
+
+    python benchmarks/video_bench.py                 # 10 s of speech (a few minutes on 2 CPU cores)
+    python benchmarks/video_bench.py --seconds 4     # quicker
+    python benchmarks/video_bench.py --json
+
+Same engine, same checkpoint (the deterministic seed-1234 weights, or --checkpoint), same
+soundtrack (a 180 Hz tone in 4 Hz syllables with a pause, so silence skipping is exercised),
+same 512x512 frame size:
+
+* photo, motion 0: the still output (the face encoder once per clip);
+* photo, motion 0.5: the default, head motion warped into every frame;
+* video: a 5 s, 512x512 H.264 clip of the example portrait panned and zoomed, looped
+  back and forth to the speech (decode + spool + face tracking, the face encoder on every
+  frame, each frame read back and pasted).
+
+For each: wall seconds, frames/s (output frames / wall), real-time factor (video s / wall s),
+seconds per stage, and the peak resident memory while it ran (sampled every 10 ms). With
+--long, the video case is run again with three times the speech, to show memory does not
+grow with the clip's length. Model loading is done before timing. Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import cv2
+
+    from bench import RssSampler
+    from lipsync import GenerateOptions, LipSync, Speech
+    from lipsync.face import HaarDetector
+    from lipsync.media.encode import VideoWriter
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=10.0, help="speech length (default 10)")
+    p.add_argument("--clip", type=float, default=5.0, help="driving video length (default 5)")
+    p.add_argument("--checkpoint", help="a Wav2Lip checkpoint (default: the deterministic scratch weights)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--long", action="store_true", help="also run the video case with 3x the speech")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="lipsync-vbench-"))
+    ckpt = a.checkpoint
+    if ckpt is None:
+        from lipsync.models.scratch import write_scratch_checkpoint
+
+        ckpt = write_scratch_checkpoint(tmp / "scratch.pth", 1234)
+    engine = LipSync(ckpt, device=a.device, detector=HaarDetector()).load()
+
+    # the driving video: the example portrait panned and zoomed (512x512, 25 fps)
+    img = np.ascontiguousarray(cv2.imread(str(ROOT / "assets" / "astronaut.jpg"))[:, :, ::-1])
+    n_clip = int(a.clip * 25)
+    clip = tmp / "clip.mp4"
+    with VideoWriter(clip, 512, 512, 25, crf=18) as w:
+        for i in range(n_clip):
+            u = 0.5 - 0.5 * np.cos(2 * np.pi * i / n_clip)
+            s, x0, y0 = 512 - 80 * u, 40 * u, 30 * u
+            m = np.array([[512 / s, 0, -x0 * 512 / s], [0, 512 / s, -y0 * 512 / s]])
+            w.write(cv2.warpAffine(img, m, (512, 512), flags=cv2.INTER_AREA))
+
+    def speech(seconds: float) -> Speech:
+        from videos import speechlike
+
+        return Speech(speechlike(seconds, pauses=((0.45 * seconds, 0.45 * seconds + 0.8),)), 16000)
+
+    cases = [
+        ("photo, motion 0", dict(image=ROOT / "assets" / "astronaut.jpg", motion=0.0), a.seconds),
+        ("photo, motion 0.5", dict(image=ROOT / "assets" / "astronaut.jpg", motion=0.5), a.seconds),
+        ("video", dict(video=clip), a.seconds),
+    ]
+    if a.long:
+        cases.append(("video, 3x longer", dict(video=clip), 3 * a.seconds))
+
+    rows = []
+    for name, src, seconds in cases:
+        opts = GenerateOptions(label=False, motion=src.get("motion", 0.5))
+        t0 = time.perf_counter()
+        with RssSampler() as rss:
+            r = engine.generate(src.get("image"), speech(seconds), tmp / "out.mp4", opts, video=src.get("video"))
+        wall = time.perf_counter() - t0
+        rows.append({
+            "case": name, "frames": r.frames, "spoken": r.speaking_frames, "face_frames": r.face_frames,
+            "wall_s": round(wall, 2), "fps": round(r.frames / wall, 1), "rtf": round(r.duration_s / wall, 2),
+            "peak_rss_mb": round(rss.peak / 2**20), "timings": {k: round(v, 2) for k, v in r.timings.items()},
+        })  # fmt: skip
+
+    load = os.getloadavg()
+    info = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "device": engine.generator.description,
+        "load_1_5_15": [round(x, 2) for x in load],
+        "speech_s": a.seconds,
+        "clip_s": a.clip,
+    }
+    if a.json:
+        print(json.dumps({"info": info, "results": rows}))
+        return 0
+    print(f"device: {info['device']} on {info['cpus']} CPUs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"speech {a.seconds:g} s, driving clip {a.clip:g} s (512x512), output 512x512 at 25 fps\n")
+    print(f"{'case':18s} {'frames':>6s} {'spoken':>6s} {'faces':>6s} {'wall s':>7s} {'fps':>6s} {'RTF':>5s} {'RSS MB':>7s}  stages (s)")
+    for r in rows:
+        stages = " ".join(f"{k}={v:.2f}" for k, v in r["timings"].items())
+        print(f"{r['case']:18s} {r['frames']:6d} {r['spoken']:6d} {r['face_frames']:6d} {r['wall_s']:7.2f} "
+              f"{r['fps']:6.1f} {r['rtf']:5.2f} {r['peak_rss_mb']:7d}  {stages}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

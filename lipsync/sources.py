@@ -1,0 +1,461 @@
+"""Where the face comes from: a photo or a driving video, behind one interface.
+
+The pipeline does not branch on the input kind beyond building its source.
+A source gives it:
+
+* ``kind`` ("photo" or "video"), ``width``, ``height``, ``detector``, ``box``
+  (the face box of the photo, or of the video's first frame with a face) and
+  ``face_frames`` (output frames that show a face);
+* ``still_face``: the photo's 96x96 crop, for the network's still-face fast
+  path, or None, in which case ``face_at(i)`` gives output frame ``i``'s crop;
+* ``weights(speech_weights)``: how strongly each output frame gets a mouth;
+* ``compositor(parts)``: an object with ``image`` (a frame-sized array) and
+  ``paste(pred, out)`` that turns each frame's mouth crop into the finished
+  frame, in frame order (the photo: paste, then head motion; a video: the
+  frame read back, the mouth pasted in its own box, the label drawn);
+* ``close()``: removes whatever the source keeps on disk.
+
+**A video** is decoded once (:func:`scan_video`): every frame at the output
+frame rate and working size is compressed into a spool file in the request's
+temporary folder (JPEG quality 95, 4:4:4; about 47 dB from the decoded frame,
+finer than the H.264 output) while the face tracker
+(:mod:`lipsync.face.track`) follows the face. Frames are then read back in any
+order, one at a time, so looping costs no memory: RAM holds a frame or two per
+reader whatever the clip's length; the disk holds the spool (about 0.1 MB per
+512x512 frame, 0.2-0.4 MB at 720p: at most about 1.5 GB for a 60 s, 60 fps
+720p clip) until the request ends.
+
+**Length**: a video longer than the speech is cut; a shorter one is played
+back and forth (``pingpong``: 0, 1, ..., L-1, L-2, ..., 1, 0, 1, ...; no jump
+at the turns) or from the start again (``loop``).
+
+**Faces**: a frame with no face keeps its own pixels (the mouth fades out and
+in over two frames at the edges of such a stretch); the request fails only
+when fewer than :data:`MIN_FACE_SHARE` of the frames used show a face.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from .blend import Blender, draw_label, paste_mouth
+from .errors import ImageError, NoFaceError, ResourceError
+from .face import FaceBox, face_crop, pad_box
+
+__all__ = [
+    "PhotoSource",
+    "VideoSource",
+    "FrameSpool",
+    "scan_video",
+    "loop_indices",
+    "edge_fade",
+    "LOOP_MODES",
+    "MIN_FACE_SHARE",
+    "ANALYSIS_SIDE",
+]
+
+log = logging.getLogger("lipsync")
+
+LOOP_MODES = ("pingpong", "loop")
+MIN_FACE_SHARE = 0.2  #: a video fails when fewer of the frames used show a face
+ANALYSIS_SIDE = 640  #: faces are detected on frames scaled down to this long side
+FACE_FADE_FRAMES = 2  #: frames over which the mouth fades where the face is lost or found
+SPOOL_QUALITY = 95
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def loop_indices(n: int, length: int, mode: str = "pingpong") -> np.ndarray:
+    """Which of ``length`` source frames each of ``n`` output frames shows.
+
+    Cut when ``n <= length``; else ``pingpong`` (back and forth, no repeated frame
+    at the turns) or ``loop`` (from the start again).
+    """
+    if length <= 0:
+        raise ValueError("length must be positive")
+    if mode not in LOOP_MODES:
+        raise ValueError(f"mode must be one of {LOOP_MODES}, got {mode!r}")
+    t = np.arange(n)
+    if n <= length or length == 1:
+        return np.minimum(t, length - 1)
+    if mode == "loop":
+        return t % length
+    period = 2 * length - 2
+    k = t % period
+    return np.where(k < length, k, period - k)
+
+
+def edge_fade(present: np.ndarray, frames: int = FACE_FADE_FRAMES) -> np.ndarray:
+    """(n,) float32: 1 where a face is present, ramping down to 0 over ``frames`` frames
+    next to frames without one (not at the clip's own ends); 0 where absent."""
+    present = np.asarray(present, bool)
+    n = len(present)
+    out = present.astype(np.float32)
+    if n == 0 or present.all() or not present.any():
+        return out
+    idx = np.arange(n)
+    last_gap = np.maximum.accumulate(np.where(~present, idx, -(10**9)))
+    next_gap = np.minimum.accumulate(np.where(~present, idx, 10**9)[::-1])[::-1]
+    dist = np.minimum(idx - last_gap, next_gap - idx).astype(np.float32)
+    return np.where(present, np.clip(dist / (frames + 1.0), 0.0, 1.0), 0.0).astype(np.float32)
+
+
+class FrameSpool:
+    """Frames written once, in order, and read back in any order, one at a time.
+
+    Each frame is JPEG-compressed (quality 95, no chroma subsampling) and
+    appended to one file; only the offsets stay in memory. Reads use
+    ``os.pread``, so several threads can read at once. A pickled copy (e.g. sent
+    to a GPU worker process) reopens the file read-only by its path.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        self._offsets: list[tuple[int, int]] = []
+        self._end = 0
+        self.shape: tuple[int, int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @property
+    def nbytes(self) -> int:
+        return self._end
+
+    def append(self, rgb: np.ndarray) -> None:
+        import cv2
+
+        if self.shape is None:
+            self.shape = rgb.shape
+        params = [cv2.IMWRITE_JPEG_QUALITY, SPOOL_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]  # fmt: skip
+        ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+        if not ok:  # pragma: no cover - cv2 encodes any uint8 image
+            raise ResourceError("A video frame could not be compressed.")
+        blob = data.tobytes()
+        try:
+            written = os.pwrite(self._fd, blob, self._end)
+        except OSError as e:
+            raise ResourceError(
+                f"The video's frames could not be written to the temporary folder ({e.strerror or e}). "
+                "Free some disk space or use a shorter or smaller video."
+            ) from None
+        if written != len(blob):
+            raise ResourceError("The temporary folder is full; free some disk space or use a shorter video.")
+        self._offsets.append((self._end, len(blob)))
+        self._end += len(blob)
+
+    def read(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Frame ``i`` as (H, W, 3) uint8 RGB (into ``out`` when given)."""
+        import cv2
+
+        offset, size = self._offsets[i]
+        data = os.pread(self._fd, size, offset)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:  # pragma: no cover - the file is ours
+            raise ResourceError("A video frame could not be read back from the temporary folder.")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_fd"] = -1
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fd = os.open(self.path, os.O_RDONLY)
+
+
+# ----------------------------------------------------------------------------- the photo
+
+
+class PhotoSource:
+    """A still portrait: one face crop for the whole clip, optional head motion.
+
+    Args:
+        image: (H, W, 3) uint8 RGB working image, label drawn.
+        box: the face box.
+        detector: the detector that found it ("given" for a box given by the user).
+        plain: the image before the label was drawn (None: no label); head motion
+            keeps the label's pixels still.
+        n_frames: frames in the output.
+    """
+
+    kind = "photo"
+
+    def __init__(self, image: np.ndarray, box: FaceBox, detector: str, *, plain: np.ndarray | None, n_frames: int):
+        self.image = image
+        self.box = box
+        self.detector = detector
+        self.plain = plain
+        self.still_face = face_crop(plain if plain is not None else image, box)
+        self.height, self.width = image.shape[:2]
+        self.face_frames = int(n_frames)
+
+    def weights(self, speech: np.ndarray | None) -> np.ndarray | None:
+        return speech
+
+    def face_at(self, i: int) -> np.ndarray:
+        return self.still_face
+
+    def compositor(self, parts):
+        """The plain paste (the still output, exactly as without motion) or paste-then-move."""
+        blender = Blender(parts.image, parts.box)
+        track = parts.motion
+        if track is None or track.still:
+            return blender
+        from .motion import HeadWarp
+
+        keep = None if self.plain is None else np.any(self.image != self.plain, axis=2)
+        return _MovingHead(blender, HeadWarp(self.image.shape, self.box, keep=keep), track)
+
+    def close(self) -> None:
+        pass
+
+
+class _MovingHead:
+    """Paste the mouth, then move the head (so the mouth moves with it)."""
+
+    def __init__(self, blender: Blender, warp, track):
+        self.blender = blender
+        self.image = blender.image
+        self.warp = warp
+        self.track = track
+        self._t = 0
+
+    def paste(self, pred: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        frame = self.blender.paste(pred, out=out)
+        self.warp.apply(frame, *self.track.pose(self._t))
+        self._t += 1
+        return frame
+
+
+# ----------------------------------------------------------------------------- the video
+
+
+class VideoSource:
+    """A driving video, decoded once into a spool, with a face box per frame.
+
+    Made by :func:`scan_video`. ``index[i]`` is the source frame output frame
+    ``i`` shows (cut, ping-pong or loop); ``boxes`` / ``found`` are per source
+    frame.
+    """
+
+    kind = "video"
+    still_face = None
+
+    def __init__(
+        self,
+        spool: FrameSpool,
+        workdir: Path,
+        boxes: np.ndarray,
+        found: np.ndarray,
+        detector: str,
+        index: np.ndarray,
+        *,
+        label: bool,
+        detections: int = 0,
+    ):
+        self.spool = spool
+        self.workdir = workdir
+        self.boxes = boxes  # (L, 4) int y1, y2, x1, x2 (padded, clamped)
+        self.found = found  # (L,) bool
+        self.detector = detector
+        self.index = index  # (n,) source frame per output frame
+        self.label = label
+        self.detections = detections
+        self.frames = len(spool)
+        self.height, self.width = spool.shape[:2]
+        self.present = found[index]
+        self.face_frames = int(self.present.sum())
+        first = int(np.flatnonzero(found)[0]) if found.any() else 0
+        self.box = FaceBox(*(int(v) for v in boxes[first])) if found.any() else FaceBox(0, self.height, 0, self.width)
+        self.first_face_frame = first
+        self._cleanup = weakref.finalize(self, _remove, spool, workdir)
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_cleanup"]  # only the original removes the spool
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._cleanup = weakref.finalize(self, self.spool.close)
+
+    def box_at(self, i: int) -> FaceBox | None:
+        """Output frame ``i``'s face box (None: no face there)."""
+        s = int(self.index[i])
+        return FaceBox(*(int(v) for v in self.boxes[s])) if self.found[s] else None
+
+    def frame_at(self, i: int) -> np.ndarray:
+        """Output frame ``i``'s picture, before the mouth is pasted (RGB)."""
+        return self.spool.read(int(self.index[i]))
+
+    def face_at(self, i: int) -> np.ndarray | None:
+        box = self.box_at(i)
+        return None if box is None else face_crop(self.frame_at(i), box)
+
+    def weights(self, speech: np.ndarray | None) -> np.ndarray:
+        """How strongly each output frame gets a mouth: speech x face presence (faded at its edges)."""
+        w = edge_fade(self.present)
+        return w if speech is None else (w * np.asarray(speech, np.float32)).astype(np.float32)
+
+    def compositor(self, parts) -> "_VideoFrames":
+        return _VideoFrames(self, parts.weights, self.label)
+
+    def label_avoid(self) -> FaceBox | None:
+        """The union of the face boxes of the frames used: where the visible label may not go."""
+        used = np.unique(self.index[self.present])
+        if used.size == 0:
+            return None
+        b = self.boxes[used]
+        return FaceBox(int(b[:, 0].min()), int(b[:, 1].max()), int(b[:, 2].min()), int(b[:, 3].max()))
+
+    def close(self) -> None:
+        self._cleanup()
+
+
+def _remove(spool: FrameSpool, workdir: Path) -> None:
+    spool.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+class _VideoFrames:
+    """The compositor of a video: each output frame read back, its mouth pasted, the label drawn."""
+
+    def __init__(self, source: VideoSource, strength: np.ndarray | None, label: bool):
+        self.source = source
+        n = len(source.index)
+        self.strength = np.ones(n, np.float32) if strength is None else np.asarray(strength, np.float32)
+        self.image = np.zeros((source.height, source.width, 3), np.uint8)
+        self._avoid = source.label_avoid()
+        self._label = label
+        if label and np.array_equal(draw_label(self.image, avoid=self._avoid), self.image):
+            self._label = False  # no room beside the face (draw_label said so once)
+        self._t = 0
+
+    def paste(self, pred: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        t = self._t
+        self._t += 1
+        src = self.source
+        s = int(src.index[t])
+        frame = src.spool.read(s, out=out)
+        if self.strength[t] > 0 and src.found[s]:
+            paste_mouth(frame, FaceBox(*(int(v) for v in src.boxes[s])), pred, float(self.strength[t]))
+        if self._label:
+            frame = draw_label(frame, avoid=self._avoid)
+        return frame
+
+
+def scan_video(
+    info,
+    opts,
+    n_frames: int,
+    detector=None,
+    progress=None,
+) -> VideoSource:
+    """Decode a probed video once: spool its frames, follow the face, plan the output frames.
+
+    Args:
+        info: :class:`~lipsync.media.video.VideoInfo` from ``probe_video``.
+        opts: :class:`~lipsync.options.GenerateOptions` (fps, max_side, pads, box,
+            face_index, video_loop, label, max_video_s, timeout_s).
+        n_frames: frames in the output (the soundtrack's length).
+        detector: a face detector (``detect(rgb)``); not needed when ``opts.box`` is given.
+        progress: ``(stage, done, total)`` callback (stage "face").
+
+    Raises:
+        VideoError: the video cannot be decoded (see :class:`~lipsync.media.video.VideoDecoder`).
+        NoFaceError: fewer than :data:`MIN_FACE_SHARE` of the frames used show a face
+            (only for videos of more than one frame: a one-frame video is a photo).
+    """
+    import cv2
+
+    from .face.track import FaceTracker
+    from .media.video import VideoDecoder, working_size
+
+    report = progress or (lambda *a: None)
+    w, h = working_size(info, opts.max_side)
+    workdir = Path(tempfile.mkdtemp(prefix="lipsync-video-"))
+    spool = None
+    try:
+        spool = FrameSpool(workdir / "frames.jpgs")
+        tracker = None
+        shrink = min(1.0, ANALYSIS_SIDE / max(w, h))
+        small_size = (max(2, round(w * shrink)), max(2, round(h * shrink)))
+        if opts.box is None:
+            tracker = FaceTracker(detector, fps=opts.fps, face_index=opts.face_index, scale=w / small_size[0])
+        expected = info.expected_frames(opts.fps) or 0
+        with VideoDecoder(info, opts.fps, (w, h), max_seconds=opts.max_video_s, timeout=opts.timeout_s) as frames:
+            for i, rgb in enumerate(frames):
+                spool.append(rgb)
+                if tracker is not None:
+                    small = rgb if shrink == 1.0 else cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
+                    tracker.add(small)
+                report("face", i + 1, max(expected, i + 1))
+        length = len(spool)
+        boxes = np.zeros((length, 4), np.int32)
+        found = np.zeros(length, bool)
+        if tracker is None:
+            y1, y2, x1, x2 = opts.box
+            box = pad_box((x1, y1, x2, y2), (0, 0, 0, 0), (h, w))
+            boxes[:] = box.as_tuple()
+            found[:] = True
+            name, detections = "given", 0
+        else:
+            track = tracker.finish()
+            for i in np.flatnonzero(track.found):
+                try:
+                    box = pad_box(np.round(track.boxes[i]).astype(int), opts.pads, (h, w))
+                except ImageError:  # squeezed against the frame edge: treat as no face
+                    continue
+                boxes[i], found[i] = box.as_tuple(), True
+            name, detections = detector.name, track.detections
+        index = loop_indices(n_frames, length, opts.video_loop)
+        source = VideoSource(spool, workdir, boxes, found, name, index, label=opts.label, detections=detections)
+    except BaseException:
+        if spool is not None:
+            spool.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    log.info(
+        "video %s: %d frames at %g fps, %dx%d, face in %d (%d detector calls), spool %.1f MB",
+        info.path.name, length, opts.fps, w, h, int(found.sum()), source.detections, spool.nbytes / 1e6,
+    )  # fmt: skip
+    if length > 1:
+        try:
+            _check_faces(source, n_frames)
+        except BaseException:
+            source.close()
+            raise
+    return source
+
+
+def _check_faces(source: VideoSource, n: int) -> None:
+    k = source.face_frames
+    if k == 0:
+        raise NoFaceError(
+            f"No face was found in any of the {n} video frames used. Use a clear, well-lit video where "
+            "one face looks roughly towards the camera, is not covered and fills at least a tenth of the "
+            "picture's width; or give the face box yourself (--box on the command line, box= in Python)."
+        )
+    if k < MIN_FACE_SHARE * n:
+        raise NoFaceError(
+            f"A face was found in only {k} of the {n} video frames used ({100 * k / n:.0f}%); at least "
+            f"{100 * MIN_FACE_SHARE:.0f}% must show it. Use a video where the face stays in view, "
+            "looking roughly towards the camera."
+        )
