@@ -202,20 +202,24 @@ def _float32(graph, inputs: list[np.ndarray]) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _quiet_nncf():
-    """NNCF logs every skipped quantizer at INFO and draws progress bars on stdout: keep
-    them out of the user's terminal (into the lipsync log at DEBUG), and restore its level."""
+def _quiet():
+    """Keep the converter's and NNCF's chatter out of the user's terminal (into the lipsync
+    log at DEBUG): NNCF logs every skipped quantizer at INFO and draws progress bars on
+    stdout; OpenVINO's converter imports ``nncf.torch``, whose import makes torch warn
+    that there is no CUDA toolkit. Levels are restored afterwards."""
     import nncf
 
-    nncf_log = logging.getLogger("nncf")
-    level = nncf_log.level
+    torch_ext = logging.getLogger("torch.utils.cpp_extension")
+    levels = logging.getLogger("nncf").level, torch_ext.level
     nncf.set_log_level(logging.WARNING)
+    torch_ext.setLevel(logging.ERROR)
     buf = io.StringIO()
     try:
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             yield
     finally:
-        nncf.set_log_level(level)
+        nncf.set_log_level(levels[0])
+        torch_ext.setLevel(levels[1])
         if buf.getvalue().strip():
             log.debug("nncf: %s", buf.getvalue().strip()[-2000:])
 
@@ -231,9 +235,9 @@ def _quantize(model, graph):
     calib = _inputs(model, graph, calibration_batches())
     held = _inputs(model, graph, heldout_batches())
     shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape(list(m.shape)) for m in calib[0][1:]]
-    with torch.inference_mode():
-        ov_model = ov.convert_model(graph, example_input=tuple(torch.from_numpy(x) for x in calib[0]), input=shapes)
-    with _quiet_nncf():
+    with _quiet(), torch.inference_mode():
+        example = tuple(torch.from_numpy(x) for x in calib[0])
+        ov_model = ov.convert_model(graph, example_input=example, input=shapes)
         quantized = nncf.quantize(
             ov_model,
             nncf.Dataset(calib),
