@@ -18,11 +18,12 @@ for every path this machine has:
   cache, and the clips then run with that cache warm;
 * with ``--other-backends`` (default in a full run), backends that were tried and not
   chosen, on the same graph: OpenVINO float32 and ONNX Runtime float32 / int8 (static
-  QDQ quantization on the same calibration data), where installed.
+  QDQ quantization on the same calibration data), where installed. They get the face
+  maps computed beforehand, so each round spares them one face-encoder pass.
 
 (a) network: frames/s through ``Generator.predict`` (or the raw graph for the other
-    backends), measured in rounds that alternate the paths so that load from other
-    processes falls on all of them alike (median of the rounds), the ratio to fast
+    backends), measured in short rounds that take the paths in rotating order so that
+    load from other processes falls on all of them alike (median of the rounds), the ratio to fast
     fp32, and the max / mean abs difference from float32 on the reference inputs
     (whole crop, and the mouth rows the blender pastes);
 (b) end to end through the public API, each clip in its own process so peak RSS is
@@ -292,8 +293,10 @@ def network_bench(args, ckpt: Path) -> dict:
         res["paths"][name].update(max_255=float(diff.max() * 255), mean_255=float(diff.mean() * 255),
                                   mouth_max_255=float(mouth.max() * 255), mouth_mean_255=float(mouth.mean() * 255))  # fmt: skip
     times: dict[str, list[float]] = {k: [] for k in gens}
-    for _ in range(args.repeats):  # rounds alternate the paths: load from elsewhere falls on all alike
-        for name, gen in gens.items():
+    order = list(gens)
+    for r in range(args.repeats):  # short rounds, the paths in rotating order: load from elsewhere falls on all alike
+        for name in order[r % len(order) :] + order[: r % len(order)]:
+            gen = gens[name]
             if device.type == "cuda":
                 import torch
 
@@ -432,7 +435,7 @@ def main(argv=None) -> int:
     ap.add_argument("--paths", nargs="*", help="only these paths (names as in the table, e.g. 'fast fp32' int8)")
     ap.add_argument("--batch-size", type=int, help="fast path batch size (default: the project's)")
     ap.add_argument("--frames", type=int, help="frames per network measurement round")
-    ap.add_argument("--repeats", type=int, help="network measurement rounds (default 3, --quick 2)")
+    ap.add_argument("--repeats", type=int, help="network measurement rounds (default 12, --quick 4)")
     ap.add_argument("--clips", type=float, nargs="*", help="end-to-end clip lengths in seconds")
     ap.add_argument("--frame-step", type=int, default=2,
                     help="also run the default path's clips with this --frame-step (1 = skip; default 2)")  # fmt: skip
@@ -451,8 +454,8 @@ def main(argv=None) -> int:
                         fast=not args.child_reference)  # fmt: skip
         print(json.dumps(row))
         return 0
-    args.frames = args.frames or (48 if args.quick else 200)
-    args.repeats = args.repeats or (2 if args.quick else 3)
+    args.frames = args.frames or (24 if args.quick else 48)
+    args.repeats = args.repeats or (4 if args.quick else 12)
     if args.other_backends is None:
         args.other_backends = not args.quick
     if args.clips is None:
