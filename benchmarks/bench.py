@@ -290,8 +290,12 @@ def network_bench(args, ckpt: Path) -> dict:
         pred = np.concatenate(list(gen.predict(face, sub)))
         diff = np.abs(pred - oracle["prediction_bgr"])
         mouth = diff[:, int8.CHECK_ROWS]
-        res["paths"][name].update(max_255=float(diff.max() * 255), mean_255=float(diff.mean() * 255),
-                                  mouth_max_255=float(mouth.max() * 255), mouth_mean_255=float(mouth.mean() * 255))  # fmt: skip
+        res["paths"][name].update(
+            max_255=float(diff.max() * 255),
+            mean_255=float(diff.mean() * 255),
+            mouth_max_255=float(mouth.max() * 255),
+            mouth_mean_255=float(mouth.mean() * 255),
+        )
     times: dict[str, list[float]] = {k: [] for k in gens}
     order = list(gens)
     for r in range(args.repeats):  # short rounds, the paths in rotating order: load from elsewhere falls on all alike
@@ -398,7 +402,8 @@ def table(res: dict) -> str:
             f"and cache; process peak RSS {cal['peak_rss_mb']:.0f} MB"
         )
     if "int8" in net["paths"] and net["paths"]["int8"]["load_s"] is not None:
-        lines.append(f"  int8 load with a warm cache (hash weights, verify, compile): {net['paths']['int8']['load_s']:.2f} s")
+        load_s = net["paths"]["int8"]["load_s"]
+        lines.append(f"  int8 load with a warm cache (hash weights, verify, compile): {load_s:.2f} s")
     if net.get("onnxruntime_int8_calibration_s"):
         lines.append(f"  onnxruntime int8 static quantization: {net['onnxruntime_int8_calibration_s']:.1f} s")
     if res.get("e2e"):
@@ -410,7 +415,8 @@ def table(res: dict) -> str:
         for r in res["e2e"]:
             st = " ".join(f"{k}={v:.2f}" for k, v in r["stages"].items() if k != "inference_busy")
             lines.append(
-                f"  {r['path']:<15} {r['seconds']:>4.0f}s {r['frame_step']:>4} {r['frames']:>6} {r['speaking_frames']:>6} "
+                f"  {r['path']:<15} {r['seconds']:>4.0f}s {r['frame_step']:>4} {r['frames']:>6} "
+                f"{r['speaking_frames']:>6} "
                 f"{r['wall_s']:>7.2f} {r['rtf']:>5.2f} {r['fps']:>6.1f} {r['model_load_s']:>6.2f} "
                 f"{r['peak_rss_generate_mb']:>6.0f} {r['peak_rss_mb']:>6.0f}  {r['load']:<15} {st}"
             )
@@ -440,7 +446,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-step", type=int, default=2,
                     help="also run the default path's clips with this --frame-step (1 = skip; default 2)")  # fmt: skip
     ap.add_argument("--other-backends", action=argparse.BooleanOptionalAction, default=None,
-                    help="also measure OpenVINO fp32 and ONNX Runtime fp32/int8 (default: on, off with --quick)")  # fmt: skip
+                    help="also measure OpenVINO fp32, ONNX Runtime fp32/int8 (default: on; off with --quick)")  # fmt: skip
     ap.add_argument("--child-e2e", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--child-reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-calibrate", action="store_true", help=argparse.SUPPRESS)
