@@ -446,7 +446,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-step", type=int, default=2,
                     help="also run the default path's clips with this --frame-step (1 = skip; default 2)")  # fmt: skip
     ap.add_argument("--other-backends", action=argparse.BooleanOptionalAction, default=None,
-                    help="also measure OpenVINO fp32, ONNX Runtime fp32/int8 (default: on; off with --quick)")  # fmt: skip
+                    help="also measure OpenVINO fp32, ONNX Runtime fp32/int8 (default on; off with --quick)")  # fmt: skip
     ap.add_argument("--child-e2e", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--child-reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-calibrate", action="store_true", help=argparse.SUPPRESS)
