@@ -12,6 +12,7 @@ import logging
 from .features import mel_windows, melspectrogram, window_starts
 from .errors import (
     AudioError,
+    BackendError,
     EncodeError,
     ImageError,
     InputError,
@@ -63,6 +64,7 @@ __all__ = [
     "WeightsError",
     "EncodeError",
     "ResourceError",
+    "BackendError",
     "__version__",
 ]
 

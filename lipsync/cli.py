@@ -58,7 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--face-index", type=int, default=0, help="which face, 0 = largest (default 0)")
     g.add_argument("--max-side", type=int, default=1280, help="scale the long side down to this (default 1280)")
     g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
-    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                   help="default auto: fp16 on a GPU; on a CPU int8 (OpenVINO) where it is installed "
+                        "and passes its check for the checkpoint, else bf16 or fp32")  # fmt: skip
     g.add_argument("--batch-size", type=int, help="frames per forward pass")
     g.add_argument("--no-skip-silence", action="store_true", help="run the network on pauses too")
     g.add_argument("--frame-step", type=int, default=1, choices=(1, 2, 3, 4),

@@ -20,6 +20,7 @@ __all__ = [
     "WeightsError",
     "EncodeError",
     "ResourceError",
+    "BackendError",
 ]
 
 
@@ -77,3 +78,7 @@ class EncodeError(LipSyncError):
 
 class ResourceError(LipSyncError):
     """The machine ran out of a resource (GPU memory, time)."""
+
+
+class BackendError(LipSyncError):
+    """An optional inference backend (int8) is not installed or cannot be used here."""

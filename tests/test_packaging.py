@@ -69,7 +69,8 @@ def wheel(tmp_path_factory) -> Path:
 def test_wheel_carries_its_run_time_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("lipsync/media/assets/player.html", "lipsync/media/assets/hls/hls.min.js",
-              "lipsync/media/assets/hls/LICENSE", "lipsync/cli.py", "lipsync/py.typed"):  # fmt: skip
+              "lipsync/media/assets/hls/LICENSE", "lipsync/cli.py", "lipsync/py.typed",
+              "lipsync/runtime/int8_calibration.npz"):  # fmt: skip
         assert f in names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "lipsync = lipsync.cli:main" in meta

@@ -20,7 +20,7 @@ from torch import nn
 
 from .wav2lip import ConvBN, ConvTransposeBN, Wav2Lip
 
-__all__ = ["StillFaceDecoder"]
+__all__ = ["StillFaceDecoder", "StillFaceGraph"]
 
 
 def _split_apply(layer: nn.Module, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,3 +81,70 @@ class StillFaceDecoder(nn.Module):
                 x = layer(x)
         x = self._first(self.model.output_block[0], x, len(blocks) - 1)
         return self.model.output_block[2](self.model.output_block[1](x))
+
+
+
+class StillFaceGraph(nn.Module):
+    """The per-frame part of the fast path as one graph, with the face as inputs.
+
+    The same computation as ``StillFaceDecoder(model, feats)(model.encode_audio(mel))``,
+    but the face's contributions (:meth:`face_maps`: the face channels of each
+    skip convolution, plus its bias) are ``forward`` arguments instead of stored
+    tensors. So the graph can be exported and quantized once per checkpoint
+    while the face encoder still runs once per clip, outside it.
+
+    ``forward(mel, *maps)``: mel (B, 1, 80, 16) and the seven maps, each
+    (1, C, H, W) and broadcast over B -> (B, 3, 96, 96).
+
+    Expects batch norm already folded. The skip convolutions are bias-free
+    copies restricted to the decoded channels; every other layer is the model's own.
+    """
+
+    def __init__(self, model: Wav2Lip):
+        super().__init__()
+        for m in model.modules():
+            if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
+                raise ValueError("fold batch norm into the convolutions first")
+        blocks = model.face_decoder_blocks
+        self.audio_encoder = model.audio_encoder
+        self.first = blocks[0]
+        # block i (i >= 1) reads cat(x, feats[7 - i]); the output block reads cat(x, feats[0])
+        skips = [(blocks[i][0], blocks[i - 1][-1], len(blocks) - i) for i in range(1, len(blocks))]
+        skips.append((model.output_block[0], blocks[-1][-1], 0))
+        self.x_convs = nn.ModuleList()
+        self._face: list[tuple[nn.Module, torch.Tensor, int]] = []  # (conv, face weight, feature index)
+        for layer, before, feat in skips:
+            conv = layer.conv_block[0]
+            c_x = before.conv_block[0].out_channels
+            transposed = isinstance(conv, nn.ConvTranspose2d)
+            w = conv.weight.detach()
+            w_x, w_f = (w[:c_x], w[c_x:]) if transposed else (w[:, :c_x], w[:, c_x:])
+            if transposed:
+                x_conv = nn.ConvTranspose2d(c_x, conv.out_channels, conv.kernel_size, conv.stride,
+                                            conv.padding, conv.output_padding, bias=False)  # fmt: skip
+            else:
+                x_conv = nn.Conv2d(c_x, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
+            x_conv.weight = nn.Parameter(w_x.contiguous(), requires_grad=False)
+            self.x_convs.append(x_conv)
+            self._face.append((conv, w_f.contiguous(), feat))
+        self.rests = nn.ModuleList(nn.Sequential(*blocks[i][1:]) for i in range(1, len(blocks)))
+        self.output = nn.Sequential(model.output_block[1], model.output_block[2])
+
+    @torch.no_grad()
+    def face_maps(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Face-encoder features (:meth:`Wav2Lip.encode_face`, batch 1) -> the seven maps."""
+        maps = []
+        for conv, w_f, k in self._face:
+            f = feats[k].float()
+            if isinstance(conv, nn.ConvTranspose2d):
+                m = F.conv_transpose2d(f, w_f, conv.bias, conv.stride, conv.padding, conv.output_padding)
+            else:
+                m = F.conv2d(f, w_f, conv.bias, conv.stride, conv.padding)
+            maps.append(m.contiguous())
+        return maps
+
+    def forward(self, mel: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
+        x = self.first(self.audio_encoder(mel))
+        for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps[:-1]):
+            x = rest(torch.relu(conv(x) + fmap))
+        return self.output(torch.relu(self.x_convs[-1](x) + maps[-1]))

@@ -4,6 +4,13 @@ The fast path (default) folds batch norm into the convolutions, keeps tensors
 channels-last, runs the still face through the face encoder once per clip and
 skips the network on silent frames. ``fast=False`` is the reference path: the
 plain float32 module, one full forward per frame, as the original inference.
+
+``precision="int8"`` (and ``auto`` on a CPU where the backend is installed) runs
+the per-frame part of the fast path in int8 with OpenVINO
+(:mod:`lipsync.runtime.int8`); the face encoder still runs once per clip in
+float32 and everything around the network is the same. A checkpoint whose int8
+network fails its check against float32 runs on the torch fast path instead,
+and :attr:`Generator.description` says why.
 """
 
 from __future__ import annotations
@@ -15,16 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import ResourceError
+from ..errors import BackendError, ResourceError
 from ..face import model_input
 from ..models import Wav2Lip
-from ..models.still import StillFaceDecoder
+from ..models.still import StillFaceDecoder, StillFaceGraph
 
 __all__ = ["Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
 
 log = logging.getLogger("lipsync")
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SILENT_MEL = -4.0  # the normalised mel floor: digital silence
 
@@ -49,19 +56,55 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cpu_runs_int8() -> bool:
+    """True where the int8 backend is installed and the CPU has at least AVX2.
+
+    Int8 convolutions are fastest with VNNI (AVX-512 VNNI, AVX-VNNI or AMX); on
+    plain AVX2 they still beat float32, by less.
+    """
+    from .int8 import unavailable_reason
+
+    try:
+        simd = torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+    return simd.upper().startswith(("AVX2", "AVX512")) and unavailable_reason() is None
+
+
+def _torch_auto(device: torch.device) -> str:
+    if device.type == "cuda":
+        return "fp16"
+    return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto`` -> fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    """``auto`` -> fp16 on CUDA; on a CPU int8 where its backend is installed (it still
+    has to pass its check per checkpoint), else bf16 with native bf16, else fp32.
+
+    Raises:
+        InputError: an unknown precision.
+        BackendError: ``int8`` on a CPU without OpenVINO/NNCF installed.
+    """
     from ..errors import InputError
 
     if precision not in PRECISIONS:
         raise InputError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
     if precision == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
+        if device.type == "cpu" and cpu_runs_int8():
+            return "int8"
+        return _torch_auto(device)
     if precision == "fp16" and device.type == "cpu":
         log.warning("fp16 is not supported on the CPU; using fp32")
         return "fp32"
+    if precision == "int8":
+        if device.type != "cpu":
+            log.warning("int8 runs on the CPU only; using fp16 on the GPU")
+            return "fp16"
+        from .int8 import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            raise BackendError(reason)
     return precision
 
 
@@ -75,6 +118,7 @@ def _is_oom(e: BaseException) -> bool:
 class _Prepared:
     faces: torch.Tensor  # (1, 6, 96, 96)
     decoder: StillFaceDecoder | None  # the decoder specialised to this face (fast path)
+    maps: list[np.ndarray] | None = None  # this face's inputs to the int8 network
 
 
 @dataclass
@@ -88,10 +132,15 @@ class Generator:
     Args:
         model: a loaded :class:`Wav2Lip` (float32, eval mode).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``...
-        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16``.
+        precision: ``auto``, ``fp32``, ``bf16``, ``fp16`` or ``int8`` (CPU; OpenVINO).
         fast: fold batch norm, channels-last, reuse the face encoder, skip silence.
         batch_size: frames per forward; default 128 on CUDA, 8 on CPU (measured: larger batches
             spill the 96x96 activations out of cache and run slower on 2 cores).
+
+    Raises:
+        InputError: int8 with ``fast=False`` (int8 is a fast-path backend).
+        BackendError: ``int8`` asked for explicitly and its packages are missing or
+            quantization failed (``auto`` falls back to torch instead).
     """
 
     def __init__(
@@ -103,14 +152,28 @@ class Generator:
         fast: bool = True,
         batch_size: int | None = None,
     ):
+        from ..errors import InputError
+
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device) if fast or precision != "auto" else "fp32"
         self.fast = fast
         self.batch_size = batch_size or (128 if self.device.type == "cuda" else 8)
+        self.note = ""  #: why the precision is not the one asked for (int8 refused), else ""
+        self._int8 = None
+        self._graph: StillFaceGraph | None = None
+        if self.precision == "int8" and not fast:
+            raise InputError("int8 runs on the fast path only; leave fast on or choose fp32.")
+        digest = None
+        if self.precision == "int8":
+            from .int8 import weights_sha256
+
+            digest = weights_sha256(model)  # of the checkpoint as given, before folding
         if fast:
             from ..models.loading import fold_batchnorm
 
             fold_batchnorm(model)
+        if self.precision == "int8":
+            self._load_int8(model.float(), digest, explicit=precision == "int8")
         model = model.to(self.device)
         if self.precision == "fp16":
             model = model.half()
@@ -118,10 +181,37 @@ class Generator:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval().requires_grad_(False)
 
+    def _load_int8(self, model: Wav2Lip, digest: str, *, explicit: bool) -> None:
+        """The int8 network, or the torch fast path with :attr:`note` saying why not."""
+        from . import int8
+
+        graph = StillFaceGraph(model).eval()
+        fallback = "fp32" if explicit else _torch_auto(self.device)
+        try:
+            net, check = int8.load(model, digest, graph)
+        except BackendError as e:
+            if explicit:
+                raise
+            log.warning("int8 is not available (%s); using %s", e, fallback)
+            net, self.note = None, "int8 not available here"
+        else:
+            if net is None:
+                self.note = f"int8 refused for this checkpoint: {check.summary()}"
+                log.warning("%s; using %s", self.note, fallback)
+        if net is None:
+            self.precision = fallback
+            return
+        self._int8, self._graph = net, graph
+
     @property
     def description(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
-        return f"{name}, {self.precision}{', fast path' if self.fast else ''}"
+        precision = self.precision
+        if self._int8 is not None:
+            c = self._int8.check
+            precision = f"int8 (OpenVINO; checked: mouth max {c.max_255:.1f}/255, mean {c.mean_255:.2f}/255)"
+        note = f" ({self.note})" if self.note else ""
+        return f"{name}, {precision}{', fast path' if self.fast else ''}{note}"
 
     # -- tensors ---------------------------------------------------------------
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -138,6 +228,10 @@ class Generator:
         """Face input for a clip; with ``fast`` the face encoder runs here, once."""
         faces = self._tensor(model_input(face_bgr))
         decoder = None
+        if self._int8 is not None:
+            with torch.inference_mode():
+                maps = self._graph.face_maps(self.model.encode_face(faces))
+            return _Prepared(faces, None, [m.numpy() for m in maps])
         if self.fast:
             with torch.inference_mode(), self._autocast():
                 decoder = StillFaceDecoder(self.model, self.model.encode_face(faces))
@@ -145,6 +239,8 @@ class Generator:
 
     def _forward(self, prep: _Prepared, mel: np.ndarray) -> torch.Tensor:
         """(B, 80, 16) mel windows -> (B, 3, 96, 96) float32 on the CPU."""
+        if prep.maps is not None:
+            return torch.from_numpy(self._int8(mel[:, None], prep.maps))
         m = self._tensor(mel[:, None])
         with torch.inference_mode(), self._autocast():
             if prep.decoder is not None:

@@ -1,0 +1,450 @@
+"""Int8 inference on the CPU: OpenVINO, quantized with NNCF, checked against float32 per checkpoint.
+
+What runs in int8 is the per-frame part of the fast path,
+:class:`~lipsync.models.still.StillFaceGraph` (audio encoder and decoder, with the
+still face's contributions as inputs); the face encoder stays in float32 and runs
+once per clip, as on the torch fast path.
+
+For each checkpoint, on first use (:func:`load`):
+
+1. the graph is converted to OpenVINO and quantized with NNCF's post-training
+   quantization: int8 weights (per output channel) and int8 convolution inputs
+   (per tensor), ranges calibrated on 80 representative frames
+   (:mod:`lipsync.runtime.calibration`). Additions stay in float. Measured on the
+   seed-1234 weights (``benchmarks/int8_layers.py`` repeats it for any checkpoint):
+   quantizing every addition too is 1.26x as fast but 8x the error (mean
+   1.34/255, over the bound below); quantizing the residual additions only,
+   with the face-map additions in float, is 1.16x as fast for 20 % more error
+   (max 1.60/255, mean 0.19/255 against 1.36 and 0.16). Quantizing one
+   convolution at a time showed no outlier layer: the error grows smoothly
+   towards the output, and keeping the whole 96x96 stage in float halves it
+   but costs 30 % of the speed. So every convolution is int8 and every
+   addition float, which leaves the most headroom under the bound for real
+   weights, whose activations these random ones cannot stand for;
+2. the int8 network is compared with float32 on 32 held-out frames (other
+   faces, other speech). It is used only when, over the rows the blender pastes
+   into the video (:data:`CHECK_ROWS`), the mean absolute difference is at
+   most :data:`BOUND_MEAN` and the largest at most :data:`BOUND_MAX`;
+3. the outcome is cached under ``$LIPSYNC_CACHE/int8/`` (default
+   ``~/.cache/lipsync/int8/``) by the sha256 of the checkpoint's weights: the
+   quantized model and a manifest with the checksums of its files and the
+   check's numbers. A refused checkpoint is remembered too, so neither is
+   calibrated twice. Entries are written to a temporary folder and renamed into
+   place under a lock file, so concurrent processes never see half an entry; an
+   entry whose files do not match its manifest is removed and rebuilt.
+
+OpenVINO and NNCF are imported here only when int8 is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import io
+import json
+import logging
+import os
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BackendError
+
+__all__ = [
+    "BOUND_MAX",
+    "BOUND_MEAN",
+    "CHECK_ROWS",
+    "RECIPE",
+    "Check",
+    "Int8Network",
+    "cache_root",
+    "load",
+    "unavailable_reason",
+    "weights_sha256",
+]
+
+log = logging.getLogger("lipsync")
+
+#: Names the cache entries: change it when the graph, the calibration data or the
+#: quantization settings change, and old entries are no longer read.
+RECIPE = "ov-nncf-1"
+#: Rows of the 96x96 output that reach the video: the blender's feather mask is
+#: zero above 0.42 of the face box's height (row 40), i.e. the mouth and chin.
+CHECK_ROWS = slice(40, 96)
+#: Largest accepted mean |int8 - float32| over :data:`CHECK_ROWS`, in [0, 1] units:
+#: one 8-bit level. The output is rounded to 8 bits before it is pasted, so a
+#: mean below one level leaves most pasted values as they were.
+BOUND_MEAN = 1.0 / 255
+#: Largest accepted single-pixel |int8 - float32| over :data:`CHECK_ROWS`: eight
+#: 8-bit levels (3 %). For scale: encoding the example portrait with a moving mouth
+#: at the default x264 settings (crf 20, veryfast, yuv420p) changes the pasted
+#: region by 3.2 levels on average, 13 at the 99th percentile and 60 at most; a
+#: broken quantization range costs tens of levels everywhere (36 max, 8.9 mean on
+#: the test suite's outlier-channel checkpoint). On the seed-1234 weights int8
+#: stays at about 1.4 max and 0.16 mean.
+BOUND_MAX = 8.0 / 255
+
+_PACKAGES = ("openvino", "nncf")
+_INSTALL = "pip install openvino nncf"
+
+
+def unavailable_reason() -> str | None:
+    """None when the int8 backend's packages can be imported, else what to install."""
+    missing = [p for p in _PACKAGES if importlib.util.find_spec(p) is None]
+    if not missing:
+        return None
+    return (
+        f"--precision int8 needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+        f"not installed. Install {'it' if len(missing) == 1 else 'them'} with `{_INSTALL}` "
+        "(or `pip install -r requirements.txt`), or choose --precision fp32 or bf16."
+    )
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LIPSYNC_CACHE", Path.home() / ".cache" / "lipsync")) / "int8"
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 of a module's weights: names, dtypes, shapes and bytes, in state-dict order.
+
+    It identifies the checkpoint that is served whatever its file is called or
+    holds besides (optimizer state), and costs a fraction of a second.
+    """
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Check:
+    """How the int8 network compared with float32 on the held-out frames."""
+
+    passed: bool
+    max_255: float  #: largest |difference| over CHECK_ROWS, in 8-bit levels
+    mean_255: float  #: mean |difference| over CHECK_ROWS, in 8-bit levels
+    frames: int
+
+    def summary(self) -> str:
+        return (
+            f"mouth-region difference from float32 on {self.frames} held-out frames: "
+            f"max {self.max_255:.2f}/255, mean {self.mean_255:.2f}/255 "
+            f"(bound: max {BOUND_MAX * 255:.0f}/255, mean {BOUND_MEAN * 255:.0f}/255)"
+        )
+
+
+def judge(diff: np.ndarray) -> Check:
+    """``diff``: (N, 3, 96, 96) or (N, 96, 96, 3) |int8 - float32| in [0, 1] units."""
+    rows = diff[:, :, CHECK_ROWS] if diff.shape[1] == 3 else diff[:, CHECK_ROWS]
+    mx, mean = float(rows.max()), float(rows.mean())
+    ok = bool(np.isfinite(mx) and mx <= BOUND_MAX and mean <= BOUND_MEAN)
+    return Check(ok, round(mx * 255, 4), round(mean * 255, 4), int(diff.shape[0]))
+
+
+class Int8Network:
+    """A compiled int8 :class:`~lipsync.models.still.StillFaceGraph`.
+
+    ``net(mel, maps)``: mel (B, 1, 80, 16) float32 and the seven face maps
+    (numpy, from ``StillFaceGraph.face_maps``) -> (B, 3, 96, 96) float32.
+    One inference at a time (a lock guards the request).
+    """
+
+    def __init__(self, compiled, check: Check):
+        self.check = check
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
+        self._bound: list[np.ndarray] | None = None
+
+    def __call__(self, mel: np.ndarray, maps: list[np.ndarray]) -> np.ndarray:
+        import openvino as ov
+
+        mel = np.ascontiguousarray(mel, dtype=np.float32)
+        with self._lock:
+            if self._bound is not maps:  # a new face: bind its maps once, not every batch
+                for i, m in enumerate(maps, start=1):
+                    self._request.set_input_tensor(i, ov.Tensor(np.ascontiguousarray(m, dtype=np.float32)))
+                self._bound = maps
+            self._request.set_input_tensor(0, ov.Tensor(mel))
+            self._request.infer()
+            return self._request.get_output_tensor(0).data.copy()
+
+
+# -- building -------------------------------------------------------------------------
+
+
+def _config() -> dict:
+    # one stream on this process's torch thread count; float32 where not quantized
+    return {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": max(1, torch.get_num_threads()),
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+
+
+def _inputs(model, graph, batches) -> list[list[np.ndarray]]:
+    """Calibration batches -> the graph's inputs for each: mel (B, 1, 80, 16) and the face's seven maps.
+
+    The faces go through the face encoder together, as one batch.
+    """
+    from ..face import model_input
+
+    faces = torch.from_numpy(np.concatenate([model_input(b.face_bgr) for b in batches]))
+    with torch.inference_mode():
+        maps = graph.face_maps(model.encode_face(faces))
+    return [
+        [np.ascontiguousarray(b.mels[:, None], dtype=np.float32)] + [m[i : i + 1].numpy() for m in maps]
+        for i, b in enumerate(batches)
+    ]
+
+
+def _float32(graph, inputs: list[np.ndarray]) -> np.ndarray:
+    with torch.inference_mode():
+        return graph(*(torch.from_numpy(x) for x in inputs)).numpy()
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Keep the converter's and NNCF's chatter out of the user's terminal (into the lipsync
+    log at DEBUG): NNCF logs every skipped quantizer at INFO and draws progress bars on
+    stdout; OpenVINO's converter imports ``nncf.torch``, whose import makes torch warn
+    that there is no CUDA toolkit. Levels are restored afterwards."""
+    import nncf
+
+    torch_ext = logging.getLogger("torch.utils.cpp_extension")
+    levels = logging.getLogger("nncf").level, torch_ext.level
+    nncf.set_log_level(logging.WARNING)
+    torch_ext.setLevel(logging.ERROR)
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            yield
+    finally:
+        nncf.set_log_level(levels[0])
+        torch_ext.setLevel(levels[1])
+        if buf.getvalue().strip():
+            log.debug("nncf: %s", buf.getvalue().strip()[-2000:])
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the system between the steps of a calibration.
+
+    Tracing and converting the graph frees a few hundred MB that glibc's allocator
+    would otherwise keep, raising the process's peak for the rest of its life
+    (measured: peak 1394 MB without, 1244 MB with, for a first use).
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
+def _quantize(model, graph):
+    """(quantized openvino.Model, compiled model, Check, seconds) for a folded float32 model."""
+    import nncf
+    import openvino as ov
+
+    from .calibration import calibration_batches, heldout_batches
+
+    t0 = time.perf_counter()
+    calib = _inputs(model, graph, calibration_batches())
+    held = _inputs(model, graph, heldout_batches())
+    shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape(list(m.shape)) for m in calib[0][1:]]
+    with _quiet(), torch.inference_mode():
+        example = tuple(torch.from_numpy(x) for x in calib[0])
+        ov_model = ov.convert_model(graph, example_input=example, input=shapes)
+        del example
+        _release_memory()
+        quantized = nncf.quantize(
+            ov_model,
+            nncf.Dataset(calib),
+            subset_size=len(calib),
+            ignored_scope=nncf.IgnoredScope(types=["Add"]),
+        )
+    del ov_model, calib
+    _release_memory()
+    compiled = ov.Core().compile_model(quantized, "CPU", _config())
+    net = Int8Network(compiled, Check(False, 0, 0, 0))
+    diffs = []
+    for inputs in held:
+        ref = _float32(graph, inputs)
+        diffs.append(np.abs(net(inputs[0], inputs[1:]) - ref))
+    check = judge(np.concatenate(diffs))
+    return quantized, compiled, check, time.perf_counter() - t0
+
+
+# -- the cache --------------------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Corrupt(Exception):
+    pass
+
+
+def _read(entry: Path, digest: str):
+    """(Int8Network | None, Check) from a cache entry; None if there is none.
+
+    Raises:
+        _Corrupt: the entry exists but its manifest or files cannot be trusted.
+    """
+    manifest_path = entry / "manifest.json"
+    if not entry.exists():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("recipe") != RECIPE or manifest.get("weights_sha256") != digest:
+            raise _Corrupt("its manifest is for other weights or another recipe")
+        check = Check(**manifest["check"])
+        if not check.passed:
+            return None, check
+        for name, want in manifest["files"].items():
+            if _sha256_file(entry / name) != want:
+                raise _Corrupt(f"{name} does not match its checksum")
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(entry / "model.xml", entry / "model.bin"), "CPU", _config())
+        return Int8Network(compiled, check), check
+    except _Corrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - anything unreadable is rebuilt, never trusted
+        raise _Corrupt(f"{type(e).__name__}: {str(e).strip()[:200]}") from None
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock file (POSIX); elsewhere only the atomic rename protects entries."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove(entry: Path) -> None:
+    trash = entry.with_name(f".trash-{entry.name}-{os.getpid()}-{secrets.token_hex(4)}")
+    with contextlib.suppress(OSError):
+        os.rename(entry, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _write(entry: Path, digest: str, quantized, check: Check, seconds: float) -> None:
+    """Write the entry into a temporary folder beside it, then rename it into place."""
+    import nncf
+    import openvino as ov
+
+    tmp = entry.with_name(f".tmp-{entry.name}-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir(parents=True)
+    try:
+        files = {}
+        if check.passed:
+            ov.save_model(quantized, tmp / "model.xml", compress_to_fp16=False)
+            files = {n: _sha256_file(tmp / n) for n in ("model.xml", "model.bin")}
+        manifest = {
+            "recipe": RECIPE,
+            "weights_sha256": digest,
+            "check": asdict(check),
+            "files": files,
+            "calibration_s": round(seconds, 2),
+            "openvino": ov.__version__,
+            "nncf": nncf.__version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        if entry.exists():
+            _remove(entry)
+        os.rename(tmp, entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(model: torch.nn.Module, digest: str, graph=None) -> tuple[Int8Network | None, Check]:
+    """The int8 network for a folded float32 Wav2Lip, from the cache or calibrated now.
+
+    Args:
+        model: the :class:`~lipsync.models.Wav2Lip` with batch norm folded, float32 on the CPU.
+        digest: :func:`weights_sha256` of the checkpoint's weights (the cache key).
+        graph: its :class:`~lipsync.models.still.StillFaceGraph` (made if not given).
+
+    Returns:
+        (the network, or None where the checkpoint failed its check; the check).
+
+    Raises:
+        BackendError: OpenVINO or NNCF is missing, or quantization itself failed.
+    """
+    reason = unavailable_reason()
+    if reason:
+        raise BackendError(reason)
+    if graph is None:
+        from ..models.still import StillFaceGraph
+
+        graph = StillFaceGraph(model).eval()
+    root = cache_root()
+    entry = root / f"{digest[:32]}-{RECIPE}"
+    try:
+        got = _read(entry, digest)
+        if got is not None:
+            log.info("int8 network for weights %s from the cache (%s)", digest[:12], got[1].summary())
+            return got
+    except _Corrupt as e:
+        log.warning("the int8 cache entry %s is not usable (%s); it will be rebuilt", entry, e)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = _locked(root / f"{entry.name}.lock")
+    except OSError as e:
+        log.warning("the int8 cache %s is not writable (%s); calibrating without caching", root, e)
+        lock = contextlib.nullcontext()
+    with lock:
+        try:  # another process may have built it while this one waited for the lock
+            got = _read(entry, digest)
+            if got is not None:
+                return got
+        except _Corrupt:
+            _remove(entry)
+        log.info("calibrating the int8 network for weights %s (once per checkpoint)", digest[:12])
+        try:
+            quantized, compiled, check, seconds = _build(model, graph)
+        except BackendError:
+            raise
+        except Exception as e:  # noqa: BLE001 - report any converter/quantizer failure plainly
+            raise BackendError(
+                f"Quantizing this checkpoint to int8 failed ({type(e).__name__}: {str(e).strip()[:300]}). "
+                "Use --precision fp32 or bf16."
+            ) from e
+        log.info("int8 calibration took %.1f s; %s", seconds, check.summary())
+        try:
+            _write(entry, digest, quantized, check, seconds)
+        except OSError as e:
+            log.warning("could not cache the int8 network in %s (%s)", root, e)
+    return (Int8Network(compiled, check) if check.passed else None), check
+
+
+def _build(model, graph):
+    """Calibrate and check (a seam: tests count how often it runs)."""
+    return _quantize(model, graph)

@@ -1,0 +1,298 @@
+"""The int8 backend: accuracy against float32, refusal of checkpoints it cannot carry, its cache.
+
+Quantizing costs several seconds, so the seed-1234 checkpoint is calibrated
+once per module (in its own cache folder) and its build is kept: the cache
+tests replay it through the real cache code instead of calibrating again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lipsync.errors import BackendError
+from lipsync.models import load_wav2lip
+from lipsync.models.loading import fold_batchnorm
+from lipsync.models.still import StillFaceGraph
+from lipsync.runtime import int8
+from lipsync.runtime.generator import Generator, _torch_auto, resolve_precision
+
+needs_int8 = pytest.mark.skipif(
+    int8.unavailable_reason() is not None, reason="the int8 runtime (openvino, nncf) is not installed"
+)
+CPU = torch.device("cpu")
+
+
+def _reference_inputs(oracle):
+    starts = oracle["chunk_starts"][oracle["frame_index"]]
+    mels = np.stack([oracle["mel"][:, s : s + 16] for s in starts]).astype(np.float32)
+    return oracle["face_crop_bgr"], mels
+
+
+def _all(gen, face, mels, **kw):
+    return np.concatenate(list(gen.predict(face, mels, **kw)))
+
+
+def _entry(root):
+    entries = [p for p in (root / "int8").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+@pytest.fixture(scope="module")
+def calibrated(checkpoint, tmp_path_factory):
+    """The seed-1234 checkpoint's int8 generator, built in a cache of its own; the build is kept."""
+    cache = tmp_path_factory.mktemp("int8-cache")
+    builds = []
+    real = int8._build
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSYNC_CACHE", str(cache))
+        mp.setattr(int8, "_build", lambda *a: builds.append(real(*a)) or builds[-1])
+        gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")
+    assert len(builds) == 1
+    return {"gen": gen, "cache": cache, "build": builds[0]}
+
+
+class Replay:
+    """Stands in for ``int8._build``: hands back the kept build after ``delay`` s, counting calls."""
+
+    def __init__(self, build):
+        self.build, self.calls, self.delay = build, 0, 0.0
+
+    def __call__(self, model, graph):
+        self.calls += 1
+        time.sleep(self.delay)
+        return self.build
+
+
+@pytest.fixture
+def replay(calibrated, monkeypatch):
+    fake = Replay(calibrated["build"])
+    monkeypatch.setattr(int8, "_build", fake)
+    return fake
+
+
+def outlier_checkpoint(path, k: float = 1000.0):
+    """Seed-1234 weights with one channel of the last hidden layer k times larger and the
+    layer after it reading that channel k times weaker: the same function in float32
+    (ReLU is positively homogeneous), but one channel swamps the per-tensor int8 range
+    of the final convolution's input, and the other 31 round to nothing."""
+    from lipsync.models.scratch import scratch_state_dict, write_scratch_checkpoint
+
+    sd = scratch_state_dict(1234)
+    sd["output_block.0.conv_block.1.weight"][7] *= k
+    sd["output_block.0.conv_block.1.bias"][7] *= k
+    sd["output_block.1.weight"][:, 7] /= k
+    return write_scratch_checkpoint(path, state_dict=sd)
+
+
+# -- the graph ------------------------------------------------------------------------------
+
+
+def test_still_face_graph_equals_the_full_forward(checkpoint, oracle):
+    from lipsync.face import model_input
+
+    face, mels = _reference_inputs(oracle)
+    model = fold_batchnorm(load_wav2lip(checkpoint))
+    graph = StillFaceGraph(model)
+    faces = torch.from_numpy(model_input(face))
+    m = torch.from_numpy(mels[:, None])
+    with torch.inference_mode():
+        full = model(m, faces.expand(len(m), -1, -1, -1))
+        split = graph(m, *graph.face_maps(model.encode_face(faces)))
+    assert (full - split).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="fold batch norm"):
+        StillFaceGraph(load_wav2lip(checkpoint))
+
+
+# -- accuracy and fallback ----------------------------------------------------------------------
+
+
+@needs_int8
+def test_int8_stays_within_its_bound_on_the_reference_inputs(calibrated, oracle):
+    gen = calibrated["gen"]
+    assert gen.precision == "int8" and gen.note == ""
+    assert "int8 (OpenVINO; checked" in gen.description
+    face, mels = _reference_inputs(oracle)
+    diff = np.abs(_all(gen, face, mels) - oracle["prediction_bgr"])  # the original code's float32 output
+    mouth = diff[:, int8.CHECK_ROWS]
+    assert mouth.max() <= int8.BOUND_MAX and mouth.mean() <= int8.BOUND_MEAN
+    assert diff.max() <= int8.BOUND_MAX
+    assert gen._int8.check.passed and gen._int8.check.frames == 32
+
+
+@needs_int8
+def test_int8_keeps_silence_skipping_and_frame_step(calibrated, oracle, monkeypatch):
+    gen = calibrated["gen"]
+    face, mels = _reference_inputs(oracle)
+    full = _all(gen, face, mels)
+    ran = []
+    net = gen._int8
+    monkeypatch.setattr(gen, "_int8", lambda m, maps: (ran.append(len(m)), net(m, maps))[1])
+    weights = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], np.float32)
+    out = _all(gen, face, mels, weights=weights)
+    assert ran[0] == 1 and sum(ran[1:]) == 9  # the rest face once, then only the 9 speaking frames
+    np.testing.assert_allclose(out[weights > 0], full[weights > 0], atol=1e-6)
+    assert np.ptp(out[weights == 0], axis=0).max() == 0  # every pause shows the same rest face
+    ran.clear()
+    stepped = _all(gen, face, mels, step=2)
+    assert sum(ran) == 8 and stepped.shape == full.shape
+    np.testing.assert_allclose(stepped[::2], full[::2], atol=1e-6)
+
+
+@needs_int8
+def test_a_checkpoint_int8_cannot_carry_runs_in_float32_and_says_why(
+    tmp_path, monkeypatch, oracle, example_image, caplog
+):
+    from lipsync import LipSync, Speech
+    from lipsync.options import GenerateOptions
+
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
+    ckpt = outlier_checkpoint(tmp_path / "outlier.pth")
+    face, mels = _reference_inputs(oracle)
+    fp32 = Generator(load_wav2lip(ckpt), device="cpu", precision="fp32")
+    assert np.abs(_all(fp32, face, mels) - oracle["prediction_bgr"]).max() <= 1e-4  # same function in float32
+
+    with caplog.at_level(logging.WARNING, logger="lipsync"):
+        engine = LipSync(ckpt, device="cpu", precision="int8")
+        t = np.arange(16000) / 16000
+        r = engine.generate(
+            example_image, Speech((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000),
+            tmp_path / "a.mp4", GenerateOptions(box=(60, 200, 160, 290)),
+        )  # fmt: skip
+    assert r.device.startswith("cpu, fp32, fast path (int8 refused for this checkpoint")
+    assert "max " in r.device and "/255" in r.device
+    assert any("int8 refused" in m for m in caplog.messages)
+    gen = engine.generator
+    assert gen.precision == "fp32" and gen._int8 is None
+    np.testing.assert_allclose(_all(gen, face, mels), _all(fp32, face, mels), atol=1e-6)
+    check = json.loads((_entry(tmp_path / "cache") / "manifest.json").read_text())["check"]
+    assert not check["passed"] and check["max_255"] > int8.BOUND_MAX * 255
+
+    # the refusal is remembered: auto on the same checkpoint does not calibrate again,
+    # and falls back to the precision auto picks without int8
+    monkeypatch.setattr(int8, "_build", lambda *a: pytest.fail("calibrated a refused checkpoint again"))
+    auto = Generator(load_wav2lip(ckpt), device="cpu", precision="auto")
+    assert auto.precision == _torch_auto(CPU) and "int8 refused" in auto.description
+
+
+# -- the cache ------------------------------------------------------------------------------
+
+
+@needs_int8
+def test_second_load_reuses_the_cache_without_calibrating(calibrated, checkpoint, oracle, monkeypatch):
+    monkeypatch.setenv("LIPSYNC_CACHE", str(calibrated["cache"]))
+    monkeypatch.setattr(int8, "_build", lambda *a: pytest.fail("calibrated again"))
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")
+    assert gen.precision == "int8" and gen.description == calibrated["gen"].description
+    face, mels = _reference_inputs(oracle)
+    np.testing.assert_allclose(_all(gen, face, mels), _all(calibrated["gen"], face, mels), atol=1e-6)
+
+
+def _flip_bytes(entry):
+    p = entry / "model.bin"
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = bytes(64)  # weights silently changed
+    p.write_bytes(bytes(data))
+
+
+CORRUPTIONS = {
+    "flipped weights": _flip_bytes,
+    "truncated weights": lambda e: (e / "model.bin").write_bytes((e / "model.bin").read_bytes()[:1000]),
+    "missing graph": lambda e: (e / "model.xml").unlink(),
+    "garbled manifest": lambda e: (e / "manifest.json").write_text('{"recipe": '),
+}
+
+
+@needs_int8
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(
+    calibrated, replay, checkpoint, oracle, tmp_path, monkeypatch, caplog, corruption
+):
+    shutil.copytree(calibrated["cache"] / "int8", tmp_path / "int8")
+    entry = _entry(tmp_path)
+    CORRUPTIONS[corruption](entry)
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="lipsync"):
+        gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")
+    assert replay.calls == 1  # rebuilt once
+    assert any("not usable" in m and "rebuilt" in m for m in caplog.messages)
+    manifest = json.loads((entry / "manifest.json").read_text())
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((entry / name).read_bytes()).hexdigest() == digest
+    face, mels = _reference_inputs(oracle)
+    assert np.abs(_all(gen, face, mels) - oracle["prediction_bgr"]).max() <= int8.BOUND_MAX
+    Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")  # and the rebuilt entry is read
+    assert replay.calls == 1
+
+
+@needs_int8
+def test_concurrent_first_loads_calibrate_once_and_leave_one_whole_entry(replay, checkpoint, tmp_path, monkeypatch):
+    # flock locks belong to open file descriptions, so two threads contend as two processes would
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path))
+    replay.delay = 0.5
+    digest = int8.weights_sha256(load_wav2lip(checkpoint))
+    model = fold_batchnorm(load_wav2lip(checkpoint))
+    results, errors = [], []
+
+    def first_use():
+        try:
+            results.append(int8.load(model, digest))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=first_use) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and replay.calls == 1
+    assert all(net is not None and check.passed for net, check in results)
+    names = sorted(p.name for p in (tmp_path / "int8").iterdir())
+    assert [n for n in names if not n.endswith(".lock")] == [_entry(tmp_path).name]  # no temporary leftovers
+
+
+# -- choosing int8 ----------------------------------------------------------------------------
+
+
+def test_without_the_runtime_int8_is_a_clear_error_and_auto_keeps_torch(monkeypatch, checkpoint):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(BackendError, match="pip install openvino nncf"):
+        resolve_precision("int8", CPU)
+    assert resolve_precision("auto", CPU) == _torch_auto(CPU)
+    from lipsync import LipSync
+
+    with pytest.raises(BackendError, match="openvino"):
+        LipSync(checkpoint, device="cpu", precision="int8")
+
+
+def test_int8_is_for_the_cpu_the_gpu_keeps_fp16():
+    assert resolve_precision("int8", torch.device("cuda")) == "fp16"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+
+
+@needs_int8
+def test_int8_needs_the_fast_path(checkpoint):
+    from lipsync.errors import InputError
+
+    with pytest.raises(InputError, match="fast path"):
+        Generator(load_wav2lip(checkpoint), device="cpu", precision="int8", fast=False)
+
+
+def test_the_command_line_offers_int8():
+    from lipsync.cli import _parser
+
+    args = _parser().parse_args(["generate", "--image", "a.jpg", "--text", "hi", "--out", "a.mp4",
+                                 "--precision", "int8"])  # fmt: skip
+    assert args.precision == "int8"
