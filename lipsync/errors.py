@@ -19,6 +19,7 @@ __all__ = [
     "WeightsError",
     "EncodeError",
     "ResourceError",
+    "Cancelled",
 ]
 
 
@@ -72,3 +73,10 @@ class EncodeError(LipSyncError):
 
 class ResourceError(LipSyncError):
     """The machine ran out of a resource (GPU memory, time)."""
+
+
+class Cancelled(LipSyncError):
+    """Generation was stopped on request (a cancel token was set); nothing was left behind."""
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or "Generation was cancelled; nothing was saved.")
