@@ -12,6 +12,7 @@ import logging
 from .features import mel_windows, melspectrogram, window_starts
 from .errors import (
     AudioError,
+    Cancelled,
     EncodeError,
     ImageError,
     InputError,
@@ -23,7 +24,9 @@ from .errors import (
     WeightsError,
 )
 from .face import FaceBox
-from .media.audio import Speech, load_audio
+from .media.audio import Phrase, Speech, load_audio
+from .media.captions import Cue
+from .media.segments import Segment
 from .media.images import load_image
 from .options import GenerateOptions, Request
 from .pipeline import LipSync, Prepared, Progress, Result
@@ -39,6 +42,9 @@ __all__ = [
     "Result",
     "Progress",
     "Speech",
+    "Phrase",
+    "Segment",
+    "Cue",
     "FaceBox",
     "load_image",
     "load_audio",
@@ -61,6 +67,7 @@ __all__ = [
     "WeightsError",
     "EncodeError",
     "ResourceError",
+    "Cancelled",
     "__version__",
 ]
 
