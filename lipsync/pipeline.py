@@ -302,6 +302,7 @@ class LipSync:
         *,
         cancel: threading.Event | None = None,
         folder: str | Path | None = None,
+        predict: Callable[[Prepared], np.ndarray] | None = None,
     ) -> SegmentStream:
         """Make the video on a worker thread, handing over playable segments as they are finished.
 
@@ -312,7 +313,7 @@ class LipSync:
         with the same frames. Leaving the loop early cancels the run.
 
         Args:
-            request, progress: as for :meth:`run` (progress is called on the worker thread).
+            request, progress, predict: as for :meth:`run` (progress is called on the worker thread).
             cancel: an event that stops the run when set.
             folder: keep the segments here; by default they are in a temporary
                 folder removed when the stream is closed.
@@ -324,7 +325,7 @@ class LipSync:
             print(s.result.video)
         """
         return SegmentStream(
-            lambda on_segment, stop: self.run(request, progress, on_segment=on_segment, cancel=stop),
+            lambda on_segment, stop: self.run(request, progress, predict=predict, on_segment=on_segment, cancel=stop),
             folder=folder, cancel=cancel,
         )  # fmt: skip
 

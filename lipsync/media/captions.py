@@ -42,6 +42,7 @@ __all__ = [
     "vtt_time",
     "hls_vtt_segment",
     "CaptionBurner",
+    "bold_font",
     "MAX_CUE_CHARS",
 ]
 
@@ -240,7 +241,7 @@ _FONT_FILES = (
 
 
 @lru_cache(maxsize=16)
-def _font(size: int):
+def bold_font(size: int):
     """A bold sans-serif font at ``size`` px: DejaVu Sans Bold when installed, else Pillow's own font."""
     from PIL import ImageFont
 
@@ -365,7 +366,7 @@ class CaptionBurner:
         W, H = self._w, self._h
         size = max(12, min(44, round(min(W, H) * 0.042)))
         while True:
-            font = _font(size)
+            font = bold_font(size)
             stroke = max(1, round(size / 12))
             pad = max(4, round(size * 0.35))
             lines = _wrap(text, font, W * 0.9 - 2 * pad)
