@@ -189,7 +189,8 @@ def read_vtt(source: str | Path) -> list[Cue]:
     blocks: list[tuple[int, list[str]]] = []
     current: list[str] = []
     start_line = 0
-    for i, line in enumerate(lines[1:], start=2):
+    body_from = next((i for i, line in enumerate(lines) if not line.strip()), len(lines))  # after the header
+    for i, line in enumerate(lines[body_from:], start=body_from + 1):
         if line.strip():
             if not current:
                 start_line = i
@@ -200,14 +201,12 @@ def read_vtt(source: str | Path) -> list[Cue]:
     if current:
         blocks.append((start_line, current))
     cues: list[Cue] = []
-    for n, (lineno, block) in enumerate(blocks):
-        if n == 0 and "-->" not in block[0] and not any("-->" in x for x in block):
-            continue  # header lines (X-TIMESTAMP-MAP, ...)
-        if block[0].startswith(("NOTE", "STYLE", "REGION")) and "-->" not in block[0]:
+    for lineno, block in blocks:
+        if block[0].split(" ")[0].split("\t")[0] in ("NOTE", "STYLE", "REGION") and "-->" not in block[0]:
             continue
         timing = 0 if "-->" in block[0] else 1  # an optional cue identifier comes first
-        if timing >= len(block):
-            raise InputError(f"{name}, line {lineno}: a cue without a timing line.")
+        if timing >= len(block) or "-->" not in block[timing]:
+            raise InputError(f"{name}, line {lineno}: malformed cue (no 'start --> end' timing line).")
         m = _TIMING.match(block[timing].strip())
         if not m:
             raise InputError(f"{name}, line {lineno + timing}: malformed timing {block[timing].strip()!r}.")

@@ -89,6 +89,9 @@ class VideoWriter:
     ):
         if width % 2 or height % 2:
             raise EncodeError(f"Frame size {width}x{height} must be even for H.264 yuv420p.")
+        gop = keyframe_interval(fps)
+        if segments is not None and segments.gop != gop:
+            raise EncodeError(f"Segments of {segments.gop} frames do not match the keyframes every {gop} frames.")
         self.path = Path(path)
         self.shape = (height, width, 3)
         self.frames = 0
@@ -104,9 +107,6 @@ class VideoWriter:
         args += ["-map", "0:v:0"]
         if audio is not None:
             args += ["-map", "1:a:0"]
-        gop = keyframe_interval(fps)
-        if segments is not None and segments.gop != gop:
-            raise EncodeError(f"Segments of {segments.gop} frames do not match the keyframes every {gop} frames.")
         args += [
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-threads", str(threads),
             "-pix_fmt", "yuv420p", "-profile:v", "high", "-r", f"{fps:g}",
