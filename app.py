@@ -242,18 +242,41 @@ _samples_dir: Path | None = None
 _samples_lock = threading.Lock()
 
 
+def _process_dir() -> Path:
+    """A folder for this process's small files (voice samples, the empty captions file), removed at exit."""
+    global _samples_dir
+    with _samples_lock:
+        if _samples_dir is None:
+            _samples_dir = Path(tempfile.mkdtemp(prefix="lipsync-app-files-"))
+        return _samples_dir
+
+
+def _no_captions() -> str:
+    """An empty WebVTT file.
+
+    Gradio keeps a video component's ``subtitles`` in the session and checks the
+    file again on every later update of that component; an update with
+    ``subtitles=None`` leaves the old value in place. So every update names a
+    file that exists: this one when there are no captions (yet).
+    """
+    path = _process_dir() / "no-captions.vtt"
+    if not path.is_file():
+        tmp = path.with_suffix(".part")
+        tmp.write_text("WEBVTT\n", "utf-8")
+        os.replace(tmp, path)
+    return str(path)
+
+
 def voice_sample(voice_id: str | None) -> str:
     """A short sample of the voice, as a wav file (made once per voice and kept for the process)."""
-    global _samples_dir
     from lipsync import synthesize
     from lipsync.media.encode import write_wav
 
     if not voice_id:
         raise gr.Error("Pick a voice first.", print_exception=False)
+    folder = _process_dir()
     with _samples_lock:
-        if _samples_dir is None:
-            _samples_dir = Path(tempfile.mkdtemp(prefix="lipsync-voices-"))
-        path = _samples_dir / (voice_id.replace(":", "_").replace("/", "_").replace("+", "_") + ".wav")
+        path = folder / ("voice-" + voice_id.replace(":", "_").replace("/", "_").replace("+", "_") + ".wav")
         if path.is_file():
             return str(path)
         try:
@@ -597,7 +620,9 @@ def make_generate_live(engine: LipSync | None = None):
                            (pad_top, pad_bottom, pad_left, pad_right), face_index, fps, max_side,
                            frame_step, burn_captions)  # fmt: skip
             # a fresh page: no old preview, no old results
-            yield gr.update(value=None, subtitles=None), None, None, None, "_Generating… the preview starts in a few seconds._"
+            none = _no_captions()
+            yield (gr.update(value=None, subtitles=none), gr.update(value=None, subtitles=none), None, None,
+                   "_Generating… the preview starts in a few seconds._")  # fmt: skip
             report = _progress_reporter(progress)
             eng = engine or get_engine()
             stream = eng.stream(req, report, cancel=job.cancel, predict=None if engine else _predict())
@@ -612,7 +637,7 @@ def make_generate_live(engine: LipSync | None = None):
             # the MP4 first (it is finished), then the HLS package
             video, _, captions, summary = _finished(result, None, workdir, voice, audio, started)
             note = "\n\n_Packaging for streaming (HLS)…_"
-            yield skip, gr.update(value=video, subtitles=captions), skip, captions, summary + note
+            yield skip, gr.update(value=video, subtitles=captions or none), skip, captions, summary + note
             hls = _package(result, workdir, report)
             video, zip_path, captions, summary = _finished(result, hls, workdir, voice, audio, started)
             log.info("made %.1f s of video in %.1f s", result.duration_s, time.perf_counter() - started)
@@ -766,6 +791,9 @@ def build_demo(engine: LipSync | None = None) -> gr.Blocks:
             rgb, boxes = _faces(image, pad_top, pad_bottom, pad_left, pad_right, max_side, engine)
         except LipSyncError as e:
             return None, None, gr.Radio(choices=[], value=None, visible=False), f"⚠️ {e}", gr.skip()
+        except Exception:  # noqa: BLE001 - the preview is a help; Generate reports problems properly
+            log.exception("face preview failed")
+            return None, None, gr.Radio(choices=[], value=None, visible=False), "", gr.skip()
         state = {"rgb": rgb, "boxes": boxes}
         picture, radio, note = _face_view(state, 0)
         return state, picture, radio, note, 0

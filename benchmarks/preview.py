@@ -3,7 +3,11 @@
 1. The library (one process, the engine loaded once): for each text, a plain
    ``run`` and a streaming ``stream`` of the same request, alternated and
    repeated; it prints the time to the first finished segment, the total, and
-   the streaming/plain ratio of the totals (the cost of making segments).
+   the streaming/plain ratios (the cost of making segments) of the wall time
+   and of the CPU time (this process and its ffmpeg/espeak-ng children: on a
+   busy machine the CPU time is the steadier measure). It also prints what the
+   keyframe every second costs in file size: the plain MP4's frames encoded
+   again with x264's default keyframe interval and with the one used now.
 
 2. The real app in Chromium (``--app``): ``python app.py`` is started with the
    model loaded in the background; the page is driven as a person would (photo,
@@ -28,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -83,6 +88,27 @@ def load_avg() -> str:
 # ----------------------------------------------------------------------------- the library
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (ffmpeg, espeak-ng), user + system."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def keyframe_cost(mp4: Path, fps: float) -> tuple[int, int]:
+    """(bytes with x264's default keyframes, bytes with a keyframe every second): the MP4's frames encoded again."""
+    from lipsync.media.encode import keyframe_interval
+
+    sizes = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for extra in ([], ["-g", str(keyframe_interval(fps)), "-keyint_min", str(keyframe_interval(fps)),
+                           "-sc_threshold", "0"]):  # fmt: skip
+            out = Path(tmp) / "v.mp4"
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(mp4), "-an", "-c:v", "libx264", "-preset",
+                            "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", *extra, str(out)], check=True)  # fmt: skip
+            sizes.append(out.stat().st_size)
+    return sizes[0], sizes[1]
+
+
 def bench_library(checkpoint: Path, texts: list[float], steps: list[int], repeats: int) -> list[dict]:
     from lipsync import GenerateOptions, LipSync, Request
     from lipsync.face import HaarDetector
@@ -95,16 +121,17 @@ def bench_library(checkpoint: Path, texts: list[float], steps: list[int], repeat
             text = text_for(seconds)
             for step in steps:
                 opts = GenerateOptions(voice=VOICE, frame_step=step, captions=True)
-                plain, streamed, first = [], [], []
+                plain, streamed, first, cpu_plain, cpu_stream = [], [], [], [], []
                 # warm-up: TTS, caches, the allocator
                 engine.run(Request(EXAMPLE, tmp / "warm.mp4", text=text, options=opts))
                 for _ in range(repeats):
                     for mode in ("plain", "stream"):  # alternated, so drifting load hits both alike
                         req = Request(EXAMPLE, tmp / f"{mode}.mp4", text=text, options=opts)
-                        t0 = time.perf_counter()
+                        c0, t0 = cpu_seconds(), time.perf_counter()
                         if mode == "plain":
                             r = engine.run(req)
                             plain.append(time.perf_counter() - t0)
+                            cpu_plain.append(cpu_seconds() - c0)
                         else:
                             s = engine.stream(req)
                             for i, _seg in enumerate(s):
@@ -112,13 +139,18 @@ def bench_library(checkpoint: Path, texts: list[float], steps: list[int], repeat
                                     first.append(time.perf_counter() - t0)
                             r = s.result
                             streamed.append(time.perf_counter() - t0)
+                            cpu_stream.append(cpu_seconds() - c0)
+                default_kb, now_kb = keyframe_cost(tmp / "plain.mp4", r.fps)
                 rows.append(
                     dict(
                         text_s=seconds, video_s=round(r.duration_s, 2), step=step,
                         plain_s=statistics.median(plain), stream_s=statistics.median(streamed),
                         first_segment_s=statistics.median(first),
                         ratio=statistics.median(streamed) / statistics.median(plain),
+                        cpu_plain_s=statistics.median(cpu_plain), cpu_stream_s=statistics.median(cpu_stream),
+                        cpu_ratio=statistics.median(cpu_stream) / statistics.median(cpu_plain),
                         mp4_kb=round(r.video.stat().st_size / 1024),
+                        video_kb_default_gop=round(default_kb / 1024), video_kb_1s_gop=round(now_kb / 1024),
                     )
                 )  # fmt: skip
     return rows
@@ -264,10 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{out['cpus']} CPUs; load average before {out['load_before']}, after {out['load_after']}")
     if "library" in out:
         print("\nlibrary: plain run vs streaming run of the same request (median of the repeats)")
-        print("  text  video step  plain s  stream s  first segment s  stream/plain  MP4 kB")
+        print("  text  video step  plain s  stream s  first segment s  wall stream/plain  CPU s plain  CPU s stream"
+              "  CPU stream/plain  MP4 kB  video kB, x264 default keyframes -> 1 s")  # fmt: skip
         for r in out["library"]:
             print(f"  {r['text_s']:>3g} s {r['video_s']:>6.2f} {r['step']:>4} {r['plain_s']:>8.2f} {r['stream_s']:>9.2f}"
-                  f" {r['first_segment_s']:>16.2f} {r['ratio']:>13.3f} {r['mp4_kb']:>7}")  # fmt: skip
+                  f" {r['first_segment_s']:>16.2f} {r['ratio']:>18.3f} {r['cpu_plain_s']:>12.2f} {r['cpu_stream_s']:>13.2f}"
+                  f" {r['cpu_ratio']:>17.3f} {r['mp4_kb']:>7}  {r['video_kb_default_gop']:>6} -> {r['video_kb_1s_gop']}")  # fmt: skip
     if "app" in out:
         print("\napp in Chromium: seconds after the click (model loaded, espeak-ng, example portrait)")
         print("  text  video step  first playing frame  longest preview stall  final MP4 playable")

@@ -306,10 +306,10 @@ class LipSync:
     ) -> SegmentStream:
         """Make the video on a worker thread, handing over playable segments as they are finished.
 
-        Iterate over the returned :class:`~lipsync.media.segments.SegmentStream`
-        for :class:`~lipsync.media.segments.Segment`\ s (MPEG-TS, H.264 + AAC,
-        about a second each, each starting on a keyframe); afterwards its
-        ``result`` is the :class:`Result`. The MP4 is written as by :meth:`run`,
+        Iterating over the returned :class:`~lipsync.media.segments.SegmentStream`
+        gives each :class:`~lipsync.media.segments.Segment` (MPEG-TS, H.264 + AAC,
+        about a second, starting on a keyframe); afterwards its ``result`` is
+        the :class:`Result`. The MP4 is written as by :meth:`run`,
         with the same frames. Leaving the loop early cancels the run.
 
         Args:
