@@ -8,6 +8,8 @@
    busy machine the CPU time is the steadier measure). It also prints what the
    keyframe every second costs in file size: the plain MP4's frames encoded
    again with x264's default keyframe interval and with the one used now.
+   Last, the writer alone (no network: 20 s of the portrait's frames): the
+   CPU time of ffmpeg writing the MP4, and writing the MP4 and the segments.
 
 2. The real app in Chromium (``--app``): ``python app.py`` is started with the
    model loaded in the background; the page is driven as a person would (photo,
@@ -109,6 +111,36 @@ def keyframe_cost(mp4: Path, fps: float) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
+def bench_writer(repeats: int) -> dict:
+    """CPU seconds of the writer alone (this process, ffmpeg): MP4 only vs MP4 + segments, 500 frames."""
+    import numpy as np
+
+    from lipsync.media.encode import VideoWriter, keyframe_interval, write_wav
+    from lipsync.media.images import load_image
+    from lipsync.media.segments import SegmentOutput
+
+    img = load_image(EXAMPLE)
+    frames = [img.copy() for _ in range(8)]
+    for k, f in enumerate(frames):  # a mouth that moves: something for the encoder to do
+        f[300:340, 200:300] = k * 30
+    out: dict[str, list[float]] = {"plain": [], "segments": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        wav = write_wav(tmp / "a.wav", 0.3 * np.sin(np.linspace(0, 90000, 20 * 22050)), 22050)
+        for rep in range(repeats):
+            for mode in out:
+                segs = None
+                if mode == "segments":
+                    segs = SegmentOutput(tmp / f"s{rep}", lambda s: None, fps=25, gop=keyframe_interval(25))
+                c0 = cpu_seconds()
+                with VideoWriter(tmp / "o.mp4", img.shape[1], img.shape[0], 25, wav, segments=segs) as w:
+                    for i in range(500):
+                        w.write(frames[(i // 3) % 8])
+                out[mode].append(cpu_seconds() - c0)
+    plain, segs = statistics.median(out["plain"]), statistics.median(out["segments"])
+    return {"frames": 500, "plain_cpu_s": plain, "segments_cpu_s": segs, "ratio": segs / plain}
+
+
 def bench_library(checkpoint: Path, texts: list[float], steps: list[int], repeats: int) -> list[dict]:
     from lipsync import GenerateOptions, LipSync, Request
     from lipsync.face import HaarDetector
@@ -162,9 +194,12 @@ MONITOR_JS = """
 () => {
   window.__samples = [];
   window.__t0 = performance.now();
+  window.__cleared = false;  // the page clears the last run's videos first; samples count from then on
   const tick = () => {
     const p = document.querySelector('#preview video');
     const v = document.querySelector('#video video');
+    if (!window.__cleared && document.querySelector('#summary').innerText.includes('Generating')) { window.__cleared = true; }
+    if (!window.__cleared) { return; }
     window.__samples.push([
       performance.now() - window.__t0,
       p ? p.currentTime : -1, p ? (p.paused ? 1 : 0) : -1, p ? (p.ended ? 1 : 0) : -1,
@@ -249,6 +284,7 @@ def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
             page.locator("#voice input").click()
             page.get_by_role("option", name=ESPEAK_LABEL, exact=True).click()
             page.locator("#consent input[type=checkbox]").check()
+            page.get_by_text("Advanced", exact=True).click()  # the speed setting is in there
             page.locator("#speed input[type=radio]").nth(step - 1).check()
             for seconds in texts:
                 page.locator("#text textarea").fill(text_for(seconds))
@@ -257,7 +293,10 @@ def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
                 page.wait_for_function("() => window.__samples.some(s => s[5] === 1)", timeout=600_000, polling=200)
                 time.sleep(0.5)
                 samples = page.evaluate("() => { clearInterval(window.__timer); return window.__samples; }")
-                duration = page.evaluate("() => document.querySelector('#video video').duration")
+                duration = page.wait_for_function(
+                    "() => { const v = document.querySelector('#video video'); return v && v.duration > 0 && v.duration; }",
+                    timeout=60_000,
+                ).json_value()
                 row = analyse(samples)
                 row.update(text_s=seconds, video_s=round(duration, 2), step=step)
                 rows.append(row)
@@ -285,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         out: dict = {"cpus": os.cpu_count(), "load_before": load_avg()}
         if not a.only_app:
             out["library"] = bench_library(Path(checkpoint), a.texts or [10, 30], a.frame_step, a.repeats)
+            out["writer"] = bench_writer(max(3, a.repeats))
         if a.app or a.only_app:
             out["app"] = []
             for step in a.frame_step:
@@ -302,6 +342,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r['text_s']:>3g} s {r['video_s']:>6.2f} {r['step']:>4} {r['plain_s']:>8.2f} {r['stream_s']:>9.2f}"
                   f" {r['first_segment_s']:>16.2f} {r['ratio']:>18.3f} {r['cpu_plain_s']:>12.2f} {r['cpu_stream_s']:>13.2f}"
                   f" {r['cpu_ratio']:>17.3f} {r['mp4_kb']:>7}  {r['video_kb_default_gop']:>6} -> {r['video_kb_1s_gop']}")  # fmt: skip
+    if "writer" in out:
+        w = out["writer"]
+        print(f"\nwriter alone, {w['frames']} frames of 512x512: CPU {w['plain_cpu_s']:.3f} s for the MP4, "
+              f"{w['segments_cpu_s']:.3f} s for the MP4 + segments: ratio {w['ratio']:.3f}")  # fmt: skip
     if "app" in out:
         print("\napp in Chromium: seconds after the click (model loaded, espeak-ng, example portrait)")
         print("  text  video step  first playing frame  longest preview stall  final MP4 playable")
