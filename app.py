@@ -61,6 +61,8 @@ MAX_LENGTH_S = int(GenerateOptions().max_audio_s)
 VOICE_SAMPLE_TEXT = "Hello! This is how I sound. Type your own words and press Generate."
 #: keep a finished request's folder this long (Gradio copies the files into its cache meanwhile)
 KEEP_OUTPUTS_S = 600
+#: a stopped generation's files are removed this long after, once Gradio has finished with its last segment
+CLEAN_UP_DELAY_S = 2.0
 #: ZeroGPU: the longest a request may hold the GPU
 GPU_SECONDS = 120
 
@@ -661,14 +663,24 @@ def make_generate_live(engine: LipSync | None = None):
             log.exception("generation failed")
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         finally:
-            if stream is not None:
-                stream.close()  # cancels the run if it is still going, and waits for its clean-up
-            if not kept:
-                shutil.rmtree(workdir, ignore_errors=True)
-            with _jobs_lock:
-                if _jobs.get(key) is job:
-                    del _jobs[key]
-            job.finished.set()
+
+            def clean_up() -> None:
+                try:
+                    if stream is not None:
+                        stream.close()  # stops the run if it is still going, waits for it, removes the segments
+                    if not kept:
+                        shutil.rmtree(workdir, ignore_errors=True)
+                finally:
+                    with _jobs_lock:
+                        if _jobs.get(key) is job:
+                            del _jobs[key]
+                    job.finished.set()
+
+            if kept or stream is None:
+                clean_up()
+            else:  # cancelled or failed: Gradio may still be reading the last segment it was given
+                job.cancel.set()
+                threading.Timer(CLEAN_UP_DELAY_S, clean_up).start()
 
     return generate_live
 

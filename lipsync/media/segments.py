@@ -242,8 +242,7 @@ class SegmentStream:
         except BaseException as e:  # noqa: BLE001 - raised by the iteration
             self._error = e
         finally:
-            if self.cancel.is_set() and not self._keep:
-                self._remove_folder()  # nobody is left to read them
+            # the folder stays until close(): the consumer may still be reading the last segment
             self._queue.put(_END)
             self.done.set()
 
