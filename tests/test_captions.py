@@ -21,7 +21,6 @@ from lipsync.media.captions import (
     cues_for,
     hls_vtt_segment,
     read_vtt,
-    to_vtt,
     vtt_time,
     write_vtt,
 )
