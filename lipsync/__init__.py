@@ -13,6 +13,7 @@ from .features import mel_windows, melspectrogram, window_starts
 from .errors import (
     AudioError,
     BackendError,
+    Cancelled,
     EncodeError,
     ImageError,
     InputError,
@@ -25,7 +26,9 @@ from .errors import (
     WeightsError,
 )
 from .face import FaceBox
-from .media.audio import Speech, load_audio
+from .media.audio import Phrase, Speech, load_audio
+from .media.captions import Cue
+from .media.segments import Segment
 from .media.images import load_image
 from .options import GenerateOptions, Request
 from .pipeline import LipSync, Prepared, Progress, Result
@@ -41,6 +44,9 @@ __all__ = [
     "Result",
     "Progress",
     "Speech",
+    "Phrase",
+    "Segment",
+    "Cue",
     "FaceBox",
     "load_image",
     "load_audio",
@@ -65,6 +71,7 @@ __all__ = [
     "EncodeError",
     "ResourceError",
     "BackendError",
+    "Cancelled",
     "__version__",
 ]
 

@@ -17,7 +17,7 @@ from .face import FaceBox
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["feather_mask", "Blender", "paste_mouth", "draw_label"]
+__all__ = ["feather_mask", "Blender", "paste_mouth", "draw_label", "label_box"]
 
 
 def _ramp(n: int, start: float, full: float, end_full: float, end: float) -> np.ndarray:
@@ -124,19 +124,10 @@ def _label_position(h: int, w: int, bw: int, bh: int, margin: int, avoid: FaceBo
     return next(((x, y) for x, y in cands if clear(x, y)), None)
 
 
-def draw_label(image_rgb: np.ndarray, text: str = "AI-generated", avoid: FaceBox | None = None) -> np.ndarray:
-    """A copy of ``image_rgb`` with a small visible label that never covers the face.
-
-    The label goes in a corner clear of the face box (bottom-left first); when
-    every corner overlaps the face (a tight crop), it goes along the edge
-    farthest from the face, and shrinks (down to a small but legible size) until
-    it fits beside the face. If the face fills the whole frame the label is left
-    out (the MP4's metadata still says the video is AI-generated). It is drawn
-    once on the still image, so it costs nothing per frame.
-    """
+def _label_layout(h: int, w: int, text: str, avoid: FaceBox | None):
+    """Where and how large the label goes: (x, y, box w, box h, scale, thickness, padding, text height), or None."""
     import cv2
 
-    h, w = image_rgb.shape[:2]
     scale = max(0.35, min(h, w) / 900.0)
     margin = max(4, round(min(h, w) * 0.015))
     while True:
@@ -150,9 +141,34 @@ def draw_label(image_rgb: np.ndarray, text: str = "AI-generated", avoid: FaceBox
         scale = max(0.25, scale * 0.8)
         margin = max(2, margin // 2)
     if pos is None:
+        return None
+    return pos[0], pos[1], bw, bh, scale, thick, pad, th
+
+
+def label_box(shape, text: str = "AI-generated", avoid: FaceBox | None = None) -> tuple[int, int, int, int] | None:
+    """The rectangle (x, y, width, height) :func:`draw_label` covers in a frame of ``shape``, or None."""
+    layout = _label_layout(int(shape[0]), int(shape[1]), text, avoid)
+    return None if layout is None else layout[:4]
+
+
+def draw_label(image_rgb: np.ndarray, text: str = "AI-generated", avoid: FaceBox | None = None) -> np.ndarray:
+    """A copy of ``image_rgb`` with a small visible label that never covers the face.
+
+    The label goes in a corner clear of the face box (bottom-left first); when
+    every corner overlaps the face (a tight crop), it goes along the edge
+    farthest from the face, and shrinks (down to a small but legible size) until
+    it fits beside the face. If the face fills the whole frame the label is left
+    out (the MP4's metadata still says the video is AI-generated). It is drawn
+    once on the still image, so it costs nothing per frame.
+    """
+    import cv2
+
+    h, w = image_rgb.shape[:2]
+    layout = _label_layout(h, w, text, avoid)
+    if layout is None:
         log.warning("no room for the visible label beside the face; only the metadata tag marks this video")
         return image_rgb.copy()
-    x, y = pos
+    x, y, bw, bh, scale, thick, pad, th = layout
     out = image_rgb.copy()
     region = out[y : y + bh, x : x + bw]
     region[:] = (region.astype(np.float32) * 0.45).astype(np.uint8)  # darkened backdrop

@@ -1,6 +1,6 @@
 """Command line: ``python -m lipsync generate --image IMG --audio AUDIO --out OUT.mp4``
-(``--video CLIP`` instead of ``--image``; ``--text "..." [--voice ID]`` instead of
-``--audio``, with ``[--length SECONDS] [--loop]`` for either),
+(``--video CLIP`` instead of ``--image``; ``--text "..." [--voice ID] [--captions]
+[--burn-captions]`` instead of ``--audio``, with ``[--length SECONDS] [--loop]`` for either),
 ``python -m lipsync voices``, ``python -m lipsync hls INPUT.mp4 OUTDIR [--zip ZIP]`` and
 ``python -m lipsync batch JOBS --out-dir DIR [--workers N] [--ray [ADDRESS]]``.
 
@@ -72,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="a video shorter than the speech plays back and forth (default) or loops")  # fmt: skip
     g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
                    help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
+    g.add_argument("--captions", action="store_true",
+                   help="with --text: also write WebVTT captions beside the video (OUT.vtt), "
+                        "and add them to the --hls-zip package")  # fmt: skip
+    g.add_argument("--burn-captions", action="store_true",
+                   help="with --text: draw the captions into the video's frames")  # fmt: skip
     g.add_argument("--hls-zip", metavar="ZIP", help="also write an HLS package (ladder + player) as this zip")
     g.add_argument("--json", action="store_true",
                    help="print the result as one JSON object on stdout (messages stay on stderr)")  # fmt: skip
@@ -81,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("outdir", metavar="OUTDIR", help="folder for master.m3u8, the renditions and player.html")
     h.add_argument("--zip", metavar="ZIP", help="also write the package as this zip")
     h.add_argument("--segment", type=float, default=2.0, metavar="S", help="segment length in seconds (default 2)")
+    h.add_argument("--captions", metavar="VTT", help="add these WebVTT captions as a subtitles rendition")
 
     sub.add_parser("voices", help="list the voices for --text, one per line: id, label, availability")
 
@@ -146,6 +152,8 @@ def _generate(a: argparse.Namespace) -> int:
         max_chars=a.max_chars,
         motion=a.motion,
         video_loop=a.video_loop,
+        captions=a.captions,
+        burn_captions=a.burn_captions,
     )
     request = Request(
         image=a.image, out=a.out, audio=a.audio, text=a.text, options=opts, video=a.video
@@ -159,6 +167,8 @@ def _generate(a: argparse.Namespace) -> int:
         f"frames; motion {r.motion:g}; {r.device}; {stages})"
         + (f"; voice {r.voice}" if r.voice else "")
     )
+    if r.captions:
+        _say(f"wrote {r.captions} (captions)")
     hls_zip = None
     if a.hls_zip:
         import tempfile
@@ -166,7 +176,7 @@ def _generate(a: argparse.Namespace) -> int:
         from .media.hls import package_hls
 
         with tempfile.TemporaryDirectory(prefix="lipsync-hls-") as tmp:
-            h = package_hls(Path(r.video), Path(tmp) / "hls", zip_path=Path(a.hls_zip))
+            h = package_hls(Path(r.video), Path(tmp) / "hls", zip_path=Path(a.hls_zip), captions=r.captions)
         hls_zip = h.zip
         _say(f"wrote {h.zip} (HLS: {', '.join(x.name for x in h.renditions)})")
     if a.json:
@@ -183,7 +193,7 @@ def _hls(a: argparse.Namespace) -> int:
 
     r = package_hls(
         Path(a.input), Path(a.outdir), zip_path=Path(a.zip) if a.zip else None, segment_s=a.segment,
-        progress=_progress_printer(sys.stderr.isatty()),
+        progress=_progress_printer(sys.stderr.isatty()), captions=Path(a.captions) if a.captions else None,
     )  # fmt: skip
     ladder = ", ".join(f"{x.name} {x.width}x{x.height} {x.bandwidth / 1e6:.2f} Mbit/s" for x in r.renditions)
     _say(f"wrote {r.master} ({r.duration_s:.2f} s; {ladder})" + (f" and {r.zip}" if r.zip else ""))

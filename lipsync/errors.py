@@ -21,6 +21,7 @@ __all__ = [
     "EncodeError",
     "ResourceError",
     "BackendError",
+    "Cancelled",
 ]
 
 
@@ -82,3 +83,10 @@ class ResourceError(LipSyncError):
 
 class BackendError(LipSyncError):
     """An optional inference backend (int8) is not installed or cannot be used here."""
+
+
+class Cancelled(LipSyncError):
+    """Generation was stopped on request (a cancel token was set); nothing was left behind."""
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or "Generation was cancelled; nothing was saved.")

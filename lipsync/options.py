@@ -102,6 +102,10 @@ class GenerateOptions:
         max_chars: the text length limit.
         crf, preset, encoder_threads: x264 quality, speed and threads (0 = auto).
         label: draw a small visible "AI-generated" label in a corner of the video.
+        captions: also write WebVTT captions of the spoken text beside the MP4
+            (``talk.mp4`` -> ``talk.vtt``); needs a text (a recording has no words to show).
+        burn_captions: draw the captions into the frames (bottom of the picture,
+            clear of the face and the label); needs a text too.
         max_audio_s: longest soundtrack (file or ``length_s``) accepted, in seconds.
         max_audio_bytes: largest audio file accepted.
         motion: head motion for a photo, 0 (a still head, exactly as before) to 1
@@ -130,6 +134,8 @@ class GenerateOptions:
     preset: str = "veryfast"
     encoder_threads: int = 0
     label: bool = True
+    captions: bool = False
+    burn_captions: bool = False
     max_audio_s: float = 120.0
     max_audio_bytes: int = 50_000_000
     motion: float = DEFAULT_MOTION
@@ -183,6 +189,8 @@ class GenerateOptions:
         put("encoder_threads", _whole("encoder_threads", self.encoder_threads, 0, 64,
                                       "encoder_threads must be between 0 (auto) and 64."))  # fmt: skip
         put("label", _flag("label", self.label))
+        put("captions", _flag("captions", self.captions))
+        put("burn_captions", _flag("burn_captions", self.burn_captions))
         put("max_audio_bytes", _whole("max_audio_bytes", self.max_audio_bytes, 1, 2_000_000_000,
                                       "max_audio_bytes must be between 1 byte and 2 GB."))  # fmt: skip
         motion = self.motion if self.motion not in (None, "") else 0.0
@@ -214,7 +222,8 @@ class Request:
 
     Checked on construction: exactly one of ``image`` and ``video``; exactly one of ``audio`` and ``text``; a voice only
     with a text; the text cleaned and within ``options.max_chars``; the voice
-    known and usable here; the output an ``.mp4`` file name; input files present.
+    known and usable here; the output an ``.mp4`` file name; input files present;
+    captions only where there is a text (or a ``Speech`` that carries its phrases).
 
     Attributes:
         image: portrait path, bytes, PIL image or (H, W, 3) uint8 RGB array.
@@ -267,6 +276,11 @@ class Request:
             tts.usable_voice(opts.voice)  # an unknown or unusable voice fails before any work
         elif opts.voice is not None:
             raise InputError("A voice can only be chosen for text, not for an audio file.")
+        if (opts.captions or opts.burn_captions) and text is None and not getattr(audio, "phrases", None):
+            raise InputError(
+                "Captions need the text that is spoken: an audio recording has no words to show. "
+                "Give a text instead, or leave captions off."
+            )
         object.__setattr__(self, "text", text)
         if self.out is None or str(self.out).strip() == "":
             raise InputError("Give the output file name (ending in .mp4).")

@@ -14,6 +14,10 @@
 The face comes from a *source* (:class:`~lipsync.sources.PhotoSource` or
 :class:`~lipsync.sources.VideoSource`); everything after step 3 asks the
 source, not the input kind.
+
+:meth:`LipSync.stream` runs the same recipe on a worker thread and hands over
+playable segments while the video is made (see :mod:`lipsync.media.segments`);
+a cancel event stops any run between batches and leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from . import features
-from .blend import draw_label
-from .errors import InputError, LipSyncError
+from .blend import draw_label, label_box
+from .errors import Cancelled, InputError, LipSyncError
 from .face import FaceBox, face_crop, find_face, make_detector, pad_box
 from .media.audio import Speech, load_audio, resample
-from .media.encode import VideoWriter, write_wav
+from .media.captions import CaptionBurner, Cue, cues_for, write_vtt
+from .media.encode import VideoWriter, keyframe_interval, write_wav
+from .media.segments import Segment, SegmentOutput, SegmentStream
 from .media.images import load_image
 from .motion import MotionTrack, head_motion
 from .sources import PhotoSource, VideoSource
@@ -72,6 +78,7 @@ class Result:
     source: str = "photo"  #: what the face came from: "photo" or "video"
     motion: float = 0.0  #: head motion applied (0 for a still photo and for a video)
     face_frames: int = 0  #: output frames that show a face (all of them for a photo)
+    captions: Path | None = None  #: the WebVTT captions beside the MP4 (with ``captions=True``)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values: absolute paths as strings, the face box as [y1, y2, x1, x2]."""
@@ -94,6 +101,24 @@ class _Stop(Exception):
 
 def _no_progress(stage: str, done: int, total: int) -> None:
     return None
+
+
+def _cancellable(report: Progress, cancel: threading.Event | None) -> Progress:
+    """``report``, raising :class:`Cancelled` first once ``cancel`` is set.
+
+    Every stage reports progress, and the render loop after each batch, so
+    this is where a run notices a cancel; the code around each report already
+    stops the network and aborts the writer on any error.
+    """
+    if cancel is None:
+        return report
+
+    def checked(stage: str, done: int, total: int) -> None:
+        if cancel.is_set():
+            raise Cancelled()
+        report(stage, done, total)
+
+    return checked
 
 
 class _Clock:
@@ -258,13 +283,16 @@ class LipSync:
         progress: Progress | None = None,
         *,
         predict: Callable[[Prepared], np.ndarray] | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Result:
         """Make the video a checked :class:`Request` asks for. The recipe:
 
         1. load the model (missing weights are reported before any work);
         2. prepare the inputs: photo, speech, face, mel windows (:meth:`prepare`);
-        3. animate: the network, the paste and the encoder, overlapped (:meth:`render`);
-        4. say what was made (:class:`Result`).
+        3. write the captions, when asked for (they are known once the speech is);
+        4. animate: the network, the paste and the encoder, overlapped (:meth:`render`);
+        5. say what was made (:class:`Result`).
 
         Args:
             request: what to make.
@@ -272,20 +300,71 @@ class LipSync:
             predict: run the network apart, all frames at once (as
                 :meth:`predict_mouths` does), e.g. inside a ZeroGPU slot; by
                 default it streams, overlapping the paste and the encoder.
+            on_segment: also cut the video into playable segments while it is
+                made, and call this with each one (see :meth:`render`).
+            cancel: set it (from any thread) to stop: :class:`Cancelled` is
+                raised at the next stage or batch, and no file is left behind.
         """
-        report = progress or _no_progress
+        report = _cancellable(progress or _no_progress, cancel)
         clock = _Clock()
         report("model", 0, 1)
         _ = self.generator
         clock.lap("model")
         with self.prepare(request, report, clock) as parts:
-            mouths = None
-            if predict is not None:
-                report("lipsync", 0, len(parts.mels))
-                mouths = [predict(parts)]
-                clock.lap("network")
-            self.render(parts, report, clock, mouths=mouths)
-            return self.result(parts, clock)
+            opts = request.options
+            captions = write_vtt(self.cues(parts), request.out.with_suffix(".vtt")) if opts.captions else None
+            try:
+                mouths = None
+                if predict is not None:
+                    report("lipsync", 0, len(parts.mels))
+                    mouths = [predict(parts)]
+                    clock.lap("network")
+                self.render(parts, report, clock, mouths=mouths, on_segment=on_segment)
+            except BaseException:
+                if captions is not None:
+                    captions.unlink(missing_ok=True)
+                raise
+            result = self.result(parts, clock)
+            result.captions = captions
+            return result
+
+    def stream(
+        self,
+        request: Request,
+        progress: Progress | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        folder: str | Path | None = None,
+        predict: Callable[[Prepared], np.ndarray] | None = None,
+    ) -> SegmentStream:
+        """Make the video on a worker thread, handing over playable segments as they are finished.
+
+        Iterating over the returned :class:`~lipsync.media.segments.SegmentStream`
+        gives each :class:`~lipsync.media.segments.Segment` (MPEG-TS, H.264 + AAC,
+        about a second, starting on a keyframe); afterwards its ``result`` is
+        the :class:`Result`. The MP4 is written as by :meth:`run`,
+        with the same frames. Leaving the loop early cancels the run.
+
+        Args:
+            request, progress, predict: as for :meth:`run` (progress is called on the worker thread).
+            cancel: an event that stops the run when set.
+            folder: keep the segments here; by default they are in a temporary
+                folder removed when the stream is closed.
+
+        Example::
+
+            for seg in (s := engine.stream(Request("me.jpg", "talk.mp4", text="Hi!"))):
+                player.append(seg.path)
+            print(s.result.video)
+        """
+        return SegmentStream(
+            lambda on_segment, stop: self.run(request, progress, predict=predict, on_segment=on_segment, cancel=stop),
+            folder=folder, cancel=cancel,
+        )  # fmt: skip
+
+    def cues(self, parts: Prepared) -> list[Cue]:
+        """The captions of a prepared request: its spoken phrases as cues, within the video's length."""
+        return cues_for(parts.speech.phrases, duration_s=len(parts.mels) / parts.request.options.fps)
 
     def prepare(self, request: Request, progress: Progress | None = None, clock: "_Clock | None" = None) -> Prepared:
         """Everything before the network: the photo or video, the soundtrack, the face and the mel windows.
@@ -355,6 +434,7 @@ class LipSync:
         clock: "_Clock | None" = None,
         *,
         mouths: Iterable[np.ndarray] | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> Path:
         """Animate and encode: mouth crops pasted into the photo, streamed to the MP4.
 
@@ -364,6 +444,10 @@ class LipSync:
                 BGR in [0, 1]), e.g. from :meth:`predict_mouths` run elsewhere; by
                 default the network runs here, on a worker thread, overlapping the
                 paste and the encoder.
+            on_segment: the same encode is also cut into MPEG-TS segments, and
+                this is called (on a watcher thread) with each as soon as it is
+                finished. A segment's file lives in this call's temporary folder:
+                move it elsewhere within the callback to keep it.
         """
         report = progress or _no_progress
         clock = clock or _Clock()
@@ -374,14 +458,22 @@ class LipSync:
         try:
             wav_path = write_wav(work / "speech.wav", parts.speech.samples, parts.speech.sample_rate)
             meta = {"comment": "AI-generated lip-sync video", "encoder_tool": "lipsync", **opts.metadata}
+            segments = None
+            if on_segment is not None:
+                segments = SegmentOutput(work / "segments", on_segment, fps=opts.fps, gop=keyframe_interval(opts.fps))
             writer = VideoWriter(
                 out, w, h, opts.fps, wav_path,
                 crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads, metadata=meta,
-                timeout=opts.timeout_s,
+                timeout=opts.timeout_s, segments=segments,
             )  # fmt: skip
+            sink = writer
+            if opts.burn_captions:
+                label = label_box(parts.image.shape, avoid=parts.box) if opts.label else None
+                sink = CaptionBurner(writer, self.cues(parts), opts.fps, parts.image.shape,
+                                     avoid=parts.box, keep_clear=[label] if label else [])  # fmt: skip
             if mouths is None:
                 mouths = self._predict_batches(parts)
-            self._stream(mouths, parts.source.compositor(parts), writer, report, clock.timings, len(parts.mels))
+            self._stream(mouths, parts.source.compositor(parts), sink, report, clock.timings, len(parts.mels))
             clock.restart()
             report("encode", 0, 1)
             writer.close()

@@ -125,9 +125,10 @@ def _video_path(value) -> Path:
 
 
 @pytest.mark.slow
-def test_generate_returns_mp4_zip_and_summary(client):
-    video, zip_file, summary = _call(client)
+def test_generate_returns_mp4_zip_summary_and_captions(client):
+    video, zip_file, summary, captions = _call(client)
     mp4 = _video_path(video)
+    assert mp4.suffix == ".mp4"  # a finished file, never a streaming playlist
     info = ffprobe(mp4)
     codecs = {s["codec_type"]: s["codec_name"] for s in info["streams"]}
     assert codecs == {"video": "h264", "audio": "aac"}
@@ -139,6 +140,11 @@ def test_generate_returns_mp4_zip_and_summary(client):
     assert any(n.endswith("/index.m3u8") for n in names)
     assert "espeak" in summary.lower()
     assert "face found by" in summary.lower()
+    from lipsync.media.captions import read_vtt
+
+    assert Path(captions).suffix == ".vtt"
+    assert [c.text for c in read_vtt(Path(captions))] == [SHORT_TEXT]
+    assert "subs/index.m3u8" in names
 
 
 @pytest.mark.slow
@@ -146,11 +152,12 @@ def test_uploaded_audio_replaces_text_and_length_is_honoured(client, oracle_wav)
     """A 7.2 s recording cut to 2 s: the text and voice are ignored, the video lasts 2 s."""
     from gradio_client import handle_file
 
-    video, zip_file, summary = _call(client, audio=handle_file(str(oracle_wav)), text="", length_s=2)
+    video, zip_file, summary, captions = _call(client, audio=handle_file(str(oracle_wav)), text="", length_s=2)
     duration = float(ffprobe(_video_path(video))["format"]["duration"])
     assert abs(duration - 2.0) < 0.15
     assert "your audio file" in summary
     assert zip_file
+    assert captions is None and "No captions" in summary
 
 
 def test_api_exposes_generate_with_named_parameters(client):
@@ -158,7 +165,10 @@ def test_api_exposes_generate_with_named_parameters(client):
     endpoint = info["named_endpoints"]["/generate"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:7] == ["image", "text", "voice", "length_s", "loop", "audio", "consent"]
-    assert len(endpoint["returns"]) == 3
+    assert names[-3:] == ["burn_captions", "video", "motion"]
+    assert len(endpoint["returns"]) == 4
+    # the page's streaming handler and its helpers are not endpoints scripts can call
+    assert set(info["named_endpoints"]) == {"/generate"}
 
 
 def test_photo_without_face_is_a_readable_error(client, tmp_path):
@@ -265,8 +275,8 @@ def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
         raise EncodeError("ffmpeg could not write the HLS renditions.")
 
     monkeypatch.setattr(lipsync.media.hls, "package_hls", broken)
-    video, zip_file, summary = app.make_generate(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
-    assert Path(video).is_file() and zip_file is None
+    video, zip_file, summary, captions = app.make_generate(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+    assert Path(video).is_file() and zip_file is None and Path(captions).is_file()
     assert "No HLS package" in summary and "could not write" in summary
 
 
@@ -292,7 +302,7 @@ def test_image_corpus_through_the_api(client, tmp_path, name):
     path = tmp_path / fname
     path.write_bytes(make())
     try:
-        video, _zip, _summary = _call(client, image=handle_file(str(path)), text="Hi.")
+        video, _zip, _summary, _captions = _call(client, image=handle_file(str(path)), text="Hi.")
     except AppError as e:
         msg = str(e)
         assert expect != "ok", f"{name}: {msg}"
@@ -352,7 +362,7 @@ def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
     app = importlib.reload(app)
     try:
         monkeypatch.setattr(app, "_engine", engine)
-        video, zip_file, _ = app.generate(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+        video, zip_file, _, _ = app.generate(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
         assert Path(video).is_file() and zip_file
         assert state["gpu_calls"] == 1
         assert seen["network"] == [True]
@@ -361,3 +371,136 @@ def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
     finally:
         monkeypatch.delitem(sys.modules, "spaces")
         importlib.reload(app)
+
+
+# ----------------------------------------------------------------------------- the page's helpers, in-process
+
+
+def _drain(gen):
+    """Run a generator handler to its end; return what it yielded."""
+    return list(gen)
+
+
+def test_live_handler_streams_segments_then_the_results(engine):
+    """The page's handler: first a cleared page, then the captions on the preview, then MPEG-TS
+    segments while the video is made, then the MP4 with its captions, then the HLS zip."""
+    import app
+
+    out = _drain(app.make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
+                                                "espeak:en-us", consent=True, frame_step=2))  # fmt: skip
+    assert all(len(o) == 5 for o in out)
+    previews = [o[0] for o in out]
+    first = previews[0]
+    assert first["__type__"] == "update" and first["value"] is None and first["subtitles"].endswith(".vtt")
+    assert previews[1]["__type__"] == "update" and previews[1]["subtitles"].endswith("lipsync.vtt")
+    chunks = [p for p in previews if isinstance(p, str)]
+    assert len(chunks) >= 2 and all(c.endswith(".ts") for c in chunks)
+    final_video = next(o[1] for o in out if isinstance(o[1], dict) and o[1].get("value"))
+    assert final_video["value"].endswith(".mp4") and final_video["subtitles"].endswith(".vtt")
+    assert Path(final_video["value"]).is_file()
+    assert out[-1][2].endswith(".zip") and "HLS renditions" in out[-1][4]
+    # the last chunk was yielded before the MP4 was shown: the preview came first
+    assert max(i for i, o in enumerate(out) if isinstance(o[0], str)) < next(
+        i for i, o in enumerate(out) if isinstance(o[1], dict) and o[1].get("value")
+    )
+
+
+def test_live_handler_cancel_leaves_nothing(engine, own_tempdir):
+    import threading
+
+    import gradio as gr
+
+    import app
+    from conftest import temp_entries
+
+    before = temp_entries()
+    request = type("Req", (), {"session_hash": "test-session"})()
+    gen = app.make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. " * 6, "espeak:en-us",
+                                         consent=True, frame_step=2, request=request)  # fmt: skip
+    got = []
+    with pytest.raises(gr.Error, match="Cancelled"):
+        for o in gen:
+            got.append(o)
+            if isinstance(o[0], str):  # the first segment: press Cancel (as the button does, from another thread)
+                answer = {}
+                t = threading.Thread(target=lambda: answer.update(msg=app.cancel_generation(request)))
+                t.start()
+    t.join(timeout=60)
+    assert "Cancelled" in answer["msg"]
+    assert temp_entries() == before
+    assert app.cancel_generation(request) == "Nothing is being generated."
+
+
+def test_page_has_the_helpers(engine):
+    """Length up to the library's limit, a streaming autoplaying preview, Cancel, face and voice previews."""
+    import app
+    from lipsync import GenerateOptions
+
+    demo = app.build_demo(engine)
+    config = demo.config
+    by_id = {c.get("props", {}).get("elem_id"): c for c in config["components"]}
+    assert by_id["length"]["props"]["maximum"] == GenerateOptions().max_audio_s == 120
+    preview = by_id["preview"]["props"]
+    assert preview["streaming"] is True and preview["autoplay"] is True
+    for elem in ("cancel", "faces", "face-choice", "voice-sample-button", "voice-sample", "model-status",
+                 "captions-file", "burn-captions"):  # fmt: skip
+        assert elem in by_id, elem
+
+
+def test_face_preview_numbers_faces_and_one_click_picks_one(engine, tmp_path):
+    """Two faces side by side: both boxed and numbered (largest first); choosing face 1 sets face_index."""
+    from PIL import Image
+
+    import app
+    from lipsync.face.preview import draw_faces, face_at, list_faces
+    from lipsync.media.images import load_image
+
+    import cv2
+
+    portrait = load_image(EXAMPLE)  # 512 x 512
+    small = np.full_like(portrait, 255)
+    small[64:448, 64:448] = cv2.resize(portrait, (384, 384), interpolation=cv2.INTER_AREA)
+    pair = np.concatenate([small, portrait], axis=1)  # the larger face on the right: it is face 0
+    path = tmp_path / "two.png"
+    Image.fromarray(pair).save(path)
+    rgb, boxes = app._faces(str(path), 0, 10, 0, 0, 0, engine)
+    assert len([b for b in boxes if b]) == len(boxes) == 2
+    assert boxes[0].x1 >= 512 > boxes[1].x2  # numbered largest first
+    assert boxes == list_faces(rgb, engine.detector, pads=(0, 10, 0, 0))
+    # numbering is the pipeline's: face_index k is the box find_face gives for k
+    from lipsync.face import find_face
+
+    for k, b in enumerate(boxes):
+        assert find_face(rgb, engine.detector, face_index=k, pads=(0, 10, 0, 0)) == b
+    picture, radio, note = app._face_view({"rgb": rgb, "boxes": boxes}, 1)
+    assert picture.shape == rgb.shape and not np.array_equal(picture, rgb)
+    assert radio.value == 1 and [c[1] for c in radio.choices] == list(range(len(boxes)))
+    assert "Face 1" in note
+    chosen = draw_faces(rgb, boxes, 1)
+    b = boxes[1]
+    assert tuple(chosen[b.y1 + 5, b.x1]) == (46, 204, 64)  # the chosen face's box is green
+    assert face_at(boxes, (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2) == 1
+    assert face_at(boxes, 1, 1) is None
+
+
+def test_voice_sample_is_a_short_wav():
+    import app
+    from lipsync.media.audio import load_audio
+
+    path = app.voice_sample("espeak:en-us")
+    samples, rate = load_audio(path, sample_rate=None)
+    assert 1.0 < len(samples) / rate < 8.0
+    assert app.voice_sample("espeak:en-us") == path  # made once per voice
+
+
+def test_model_status_follows_the_background_load(monkeypatch, checkpoint):
+    import app
+    from lipsync import LipSync
+    from lipsync.face import HaarDetector
+
+    monkeypatch.setattr(app, "_engine", LipSync(checkpoint, device="cpu", detector=HaarDetector()))
+    app.start_model_loading().join(timeout=120)
+    assert "Model ready" in app.model_status()
+    monkeypatch.setattr(app, "_engine", LipSync(Path("/nonexistent/wav2lip.pth"), device="cpu"))
+    app.start_model_loading().join(timeout=120)
+    assert "could not be loaded" in app.model_status() and "wav2lip.pth" in app.model_status()

@@ -437,7 +437,7 @@ def test_app_takes_a_video_instead_of_the_photo(checkpoint, tmp_path, pan):
 
     with running_app(checkpoint, tmp_path) as (url, log_path):
         client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
-        video, zip_file, summary = client.predict(
+        video, zip_file, summary, captions = client.predict(
             image=None, text="Hello there.", voice="espeak:en-us", consent=True, video=handle_file(str(pan[0])),
             motion=0, api_name="/generate",
         )  # fmt: skip

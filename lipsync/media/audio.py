@@ -6,7 +6,7 @@ decodes any file ffmpeg reads into one, within size and duration limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,17 +14,32 @@ import numpy as np
 from ..errors import AudioError
 from ..proc import ffmpeg_exe, run
 
-__all__ = ["Speech", "load_audio", "resample", "DECODE_TIMEOUT_S"]
+__all__ = ["Speech", "Phrase", "load_audio", "resample", "DECODE_TIMEOUT_S"]
 
 SAMPLE_RATE = 16_000  #: the model's rate, the default resampling target
 
 
 @dataclass(frozen=True)
+class Phrase:
+    """Words spoken in a soundtrack, and when: ``text`` is heard from ``start_s`` to ``end_s``."""
+
+    text: str
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
 class Speech:
-    """A mono soundtrack at its own sample rate."""
+    """A mono soundtrack at its own sample rate.
+
+    ``phrases`` says which words are heard when (sentences, or clauses of long
+    ones), in time order; speech synthesised from a text has them, a decoded
+    recording has none. They are what captions are made from.
+    """
 
     samples: np.ndarray  #: (n,) float32 in [-1, 1]
     sample_rate: int
+    phrases: tuple[Phrase, ...] = field(default=(), compare=False)
 
     @property
     def duration_s(self) -> float:

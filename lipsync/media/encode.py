@@ -5,6 +5,12 @@ streamed to ffmpeg's stdin as raw RGB: no intermediate video file and no list
 of frames in memory. The MP4 is written to a temporary name beside the target
 and renamed only when ffmpeg succeeded, so a failure never leaves a
 half-written file at the requested path.
+
+Keyframes fall every :data:`KEYFRAME_S` seconds (:func:`keyframe_interval`
+frames), in every MP4, so that the same encode can also be cut into segments
+that each start on a keyframe (``segments=``, see :mod:`lipsync.media.segments`):
+a streamed run and a plain run encode the same frames the same way and write
+the same MP4.
 """
 
 from __future__ import annotations
@@ -17,12 +23,22 @@ import numpy as np
 from ..errors import EncodeError
 from ..proc import Pipe, ffmpeg_exe
 from .files import part_file, publish
+from .segments import SegmentOutput, tee_quote
 
-__all__ = ["VideoWriter", "write_wav", "TOOL_NAME"]
+__all__ = ["VideoWriter", "write_wav", "keyframe_interval", "TOOL_NAME", "KEYFRAME_S"]
 
 log = logging.getLogger("lipsync")
 
 TOOL_NAME = "lipsync"
+#: seconds between keyframes: where a live preview can be cut into segments
+KEYFRAME_S = 1.0
+#: fewest frames between keyframes (the encoder reorders up to 2 frames; segment cuts need room)
+MIN_GOP = 4
+
+
+def keyframe_interval(fps: float, seconds: float = KEYFRAME_S) -> int:
+    """Frames from one keyframe to the next: ``seconds`` of video, at least :data:`MIN_GOP` frames."""
+    return max(MIN_GOP, int(round(float(fps) * seconds)))
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int) -> Path:
@@ -50,6 +66,9 @@ class VideoWriter:
         crf, preset, threads: x264 settings.
         metadata: extra MP4 metadata tags.
         timeout: seconds before ffmpeg is stopped.
+        segments: also cut the same encode into MPEG-TS segments, reported as
+            they are finished (see :class:`~lipsync.media.segments.SegmentOutput`,
+            whose ``gop`` must be :func:`keyframe_interval` of ``fps``).
     """
 
     def __init__(
@@ -66,9 +85,13 @@ class VideoWriter:
         audio_bitrate: str = "128k",
         metadata: dict[str, str] | None = None,
         timeout: float = 3600.0,
+        segments: SegmentOutput | None = None,
     ):
         if width % 2 or height % 2:
             raise EncodeError(f"Frame size {width}x{height} must be even for H.264 yuv420p.")
+        gop = keyframe_interval(fps)
+        if segments is not None and segments.gop != gop:
+            raise EncodeError(f"Segments of {segments.gop} frames do not match the keyframes every {gop} frames.")
         self.path = Path(path)
         self.shape = (height, width, 3)
         self.frames = 0
@@ -87,17 +110,26 @@ class VideoWriter:
         args += [
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-threads", str(threads),
             "-pix_fmt", "yuv420p", "-profile:v", "high", "-r", f"{fps:g}",
+            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+            "-force_key_frames", f"expr:eq(mod(n,{gop}),0)", "-flags", "+global_header",
         ]  # fmt: skip
         if audio is not None:
             args += ["-c:a", "aac", "-b:a", audio_bitrate]
         for k, v in (metadata or {}).items():
             args += ["-metadata", f"{k}={v}"]
-        args += ["-movflags", "+faststart+use_metadata_tags", "-f", "mp4", str(self._tmp)]
+        if segments is None:
+            args += ["-movflags", "+faststart+use_metadata_tags", "-f", "mp4", str(self._tmp)]
+        else:  # one encode, two muxers: the MP4 and the segments get the same packets
+            mp4 = "[f=mp4:movflags=+faststart+use_metadata_tags]" + str(self._tmp.resolve())
+            args += ["-f", "tee", tee_quote(mp4) + "|" + tee_quote(segments.tee_slave())]
+        self._segments = segments
         try:
             self._pipe = Pipe(args, what="ffmpeg (encode)", timeout=timeout)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise
+        if segments is not None:
+            segments.start()
         self._closed = False
 
     def write(self, frame: np.ndarray) -> None:
@@ -119,9 +151,15 @@ class VideoWriter:
         try:
             if self.frames == 0:
                 raise EncodeError("No video frames were produced.")
+            if self._segments is not None:
+                self._segments.stop()  # the rest, the last one with its true length, once ffmpeg is done
             self._pipe.close()
+            if self._segments is not None:
+                self._segments.finish(self.frames)
             publish(self._tmp, self.path)
         except BaseException:
+            if self._segments is not None:
+                self._segments.stop()
             self._pipe.abort()
             self._tmp.unlink(missing_ok=True)
             raise
@@ -131,6 +169,8 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
+        if self._segments is not None:
+            self._segments.stop()
         self._pipe.abort()
         self._tmp.unlink(missing_ok=True)
 

@@ -12,7 +12,9 @@ The layout written to ``outdir`` (and, with the same relative paths, to the zip)
     720p/init.mp4          ... its fMP4 initialisation segment (moov, metadata tags)
     720p/seg_00001.m4s     ... and ~2 s media segments starting on aligned keyframes
     480p/ ...
-    player.html            plays master.m3u8 with hls.js, native HLS as fallback
+    subs/index.m3u8        with captions: the subtitles rendition (segmented WebVTT,
+    subs/seg_00001.vtt     cut where the video segments are cut)
+    player.html            plays master.m3u8 with hls.js, native HLS as fallback, captions on
     hls.min.js             hls.js (Apache-2.0), hls.js-LICENSE.txt beside it
     README.txt             how to serve the folder
 
@@ -45,6 +47,7 @@ from pathlib import Path
 
 from ..errors import EncodeError, InputError
 from ..proc import ffmpeg_exe, run
+from .captions import Cue, hls_vtt_segment, read_vtt
 from .files import part_file, publish
 
 __all__ = ["package_hls", "HlsResult", "Rendition", "SourceInfo", "probe", "plan_ladder", "h264_level", "avc1_codec"]
@@ -65,6 +68,9 @@ BITS_PER_PIXEL = 0.12
 AUDIO_KBPS = (128, 96, 64)
 MAX_FPS = 60.0
 MIN_SIDE = 16
+#: the subtitles rendition: folder, GROUP-ID, and how players list it
+SUBS_DIR = "subs"
+SUBS_GROUP = "subs"
 
 _KEEP_RATES = (32000, 44100, 48000)
 
@@ -138,6 +144,7 @@ class HlsResult:
     duration_s: float = 0.0  #: the source's duration
     fps: float = 0.0  #: frame rate of every rendition
     files: list[str] = field(default_factory=list)  #: relative paths written to outdir (and the zip)
+    subtitles: Path | None = None  #: the subtitles playlist (outdir / "subs/index.m3u8"), with captions
 
 
 # ----------------------------------------------------------------------------- probing
@@ -366,15 +373,118 @@ def _finish_rendition(folder: Path, r: Rendition) -> Rendition:
     return dataclasses.replace(r, bandwidth=int(math.ceil(max(peak, avg))), average_bandwidth=int(math.ceil(avg)))
 
 
-def _master_playlist(renditions: list[Rendition], fps: float) -> str:
+def _master_playlist(renditions: list[Rendition], fps: float, subtitles: tuple[str, str] | None = None) -> str:
+    """The variant list; ``subtitles`` = (NAME, LANGUAGE) adds the captions rendition to every variant."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS", ""]
+    subs_attr = ""
+    if subtitles is not None:
+        name, language = subtitles
+        lines += [
+            f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="{SUBS_GROUP}",NAME="{name}",LANGUAGE="{language}",'
+            f'DEFAULT=YES,AUTOSELECT=YES,FORCED=NO,URI="{SUBS_DIR}/index.m3u8"',
+            "",
+        ]
+        subs_attr = f',SUBTITLES="{SUBS_GROUP}"'
     for r in renditions:
         lines.append(
             f"#EXT-X-STREAM-INF:BANDWIDTH={r.bandwidth},AVERAGE-BANDWIDTH={r.average_bandwidth},"
-            f'RESOLUTION={r.width}x{r.height},FRAME-RATE={fps:.3f},CODECS="{r.codecs}"'
+            f'RESOLUTION={r.width}x{r.height},FRAME-RATE={fps:.3f},CODECS="{r.codecs}"{subs_attr}'
         )
         lines.append(r.playlist)
     return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- subtitles
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None):
+    """ISO-BMFF boxes in ``data[start:end]``: (type, payload start, box end)."""
+    import struct
+
+    end = len(data) if end is None else end
+    i = start
+    while i + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[i : i + 8])
+        head = 8
+        if size == 1 and i + 16 <= end:
+            size, head = struct.unpack(">Q", data[i + 8 : i + 16])[0], 16
+        elif size == 0:
+            size = end - i
+        if size < head or i + size > end:
+            break
+        yield kind.decode("latin-1"), i + head, i + size
+        i += size
+
+
+def _child(data: bytes, start: int, end: int, kind: str):
+    return next(((s, e) for k, s, e in _boxes(data, start, end) if k == kind), None)
+
+
+def _media_start_90k(init: Path, segment: Path) -> int:
+    """The media's first timestamp in 90 kHz units, as an HLS player takes it for fMP4.
+
+    That is the earliest ``tfdt`` (base media decode time) of the first
+    segment's tracks, each in its track's ``mdhd`` timescale; WebVTT segments'
+    ``X-TIMESTAMP-MAP`` maps cue time 0 to it.
+    """
+    import struct
+
+    data = init.read_bytes()
+    scales: dict[int, int] = {}
+    moov = _child(data, 0, len(data), "moov")
+    for kind, s, e in _boxes(data, *moov) if moov else ():
+        if kind != "trak":
+            continue
+        tkhd, mdia = _child(data, s, e, "tkhd"), _child(data, s, e, "mdia")
+        mdhd = _child(data, *mdia, "mdhd") if mdia else None
+        if not tkhd or not mdhd:
+            continue
+        v = data[tkhd[0]]
+        track = struct.unpack(">I", data[tkhd[0] + (20 if v == 1 else 12) : tkhd[0] + (24 if v == 1 else 16)])[0]
+        v = data[mdhd[0]]
+        off = mdhd[0] + (20 if v == 1 else 12)
+        scales[track] = struct.unpack(">I", data[off : off + 4])[0]
+    seg = segment.read_bytes()
+    starts = []
+    moof = _child(seg, 0, len(seg), "moof")
+    for kind, s, e in _boxes(seg, *moof) if moof else ():
+        if kind != "traf":
+            continue
+        tfhd, tfdt = _child(seg, s, e, "tfhd"), _child(seg, s, e, "tfdt")
+        if not tfhd or not tfdt:
+            continue
+        track = struct.unpack(">I", seg[tfhd[0] + 4 : tfhd[0] + 8])[0]
+        if seg[tfdt[0]] == 1:
+            base = struct.unpack(">Q", seg[tfdt[0] + 4 : tfdt[0] + 12])[0]
+        else:
+            base = struct.unpack(">I", seg[tfdt[0] + 4 : tfdt[0] + 8])[0]
+        if scales.get(track):
+            starts.append(Fraction(base, scales[track]))
+    return int(round(min(starts) * 90000)) if starts else 0
+
+
+def _write_subtitles(folder: Path, cues: list[Cue], video_dir: Path) -> list[str]:
+    """The subtitles rendition: WebVTT segments cut where the video's segments are, and their playlist.
+
+    Returns the file names written (relative to ``folder``).
+    """
+    init, segs = _media_playlist(video_dir / "index.m3u8")
+    mpegts = _media_start_90k(video_dir / (init or "init.mp4"), video_dir / segs[0][1])
+    folder.mkdir(parents=True, exist_ok=True)
+    target = max(1, math.ceil(max(d for d, _ in segs) - 1e-6))
+    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{target}", "#EXT-X-MEDIA-SEQUENCE:1",
+             "#EXT-X-PLAYLIST-TYPE:VOD"]  # fmt: skip
+    names = []
+    t = 0.0
+    for i, (duration, _uri) in enumerate(segs, start=1):
+        name = f"seg_{i:05d}.vtt"
+        (folder / name).write_text(hls_vtt_segment(cues, t, t + duration, mpegts), "utf-8")
+        lines += [f"#EXTINF:{duration:.6f},", name]
+        names.append(name)
+        t += duration
+    lines.append("#EXT-X-ENDLIST")
+    (folder / "index.m3u8").write_text("\n".join(lines) + "\n", "utf-8")
+    return ["index.m3u8", *names]
 
 
 # ----------------------------------------------------------------------------- encoding
@@ -456,13 +566,14 @@ def _hls_js_version() -> str:
     return m.group(1) if m else "(version unknown)"
 
 
-def _readme(renditions: list[Rendition], duration_s: float) -> str:
+def _readme(renditions: list[Rendition], duration_s: float, captions: bool = False) -> str:
     ladder = ", ".join(f"{r.name} ({r.width}x{r.height}, {r.bandwidth / 1e6:.2f} Mbit/s peak)" for r in renditions)
+    subs = "\nCaptions: subs/ (WebVTT, shown by default; the player has a Captions button)\n" if captions else ""
     return f"""HLS package made by lipsync (this video was generated with AI).
 
 Duration: {duration_s:.2f} s
 Renditions: {ladder}
-
+{subs}
 To watch it, serve this folder over HTTP (browsers refuse to load the
 playlists from file://):
 
@@ -507,6 +618,9 @@ def package_hls(
     zip_path: Path | None = None,
     segment_s: float = 2.0,
     progress: Progress | None = None,
+    captions: str | Path | list[Cue] | None = None,
+    captions_name: str = "English",
+    captions_language: str = "en",
 ) -> HlsResult:
     """Turn an MP4 into an adaptive HLS package (and optionally a zip of it).
 
@@ -518,6 +632,10 @@ def package_hls(
         segment_s: segment length in seconds (0.5 to 10); keyframes are forced
             at every multiple of it in every rendition.
         progress: ``(stage, done, total)`` callback; the stage is ``"hls"``.
+        captions: a WebVTT file (or cues) to add as a subtitles rendition:
+            segmented WebVTT cut with the video, ``EXT-X-MEDIA:TYPE=SUBTITLES``
+            in the master and ``SUBTITLES=`` on every variant; the player shows
+            them by default. ``captions_name`` / ``captions_language`` label it.
 
     Returns:
         :class:`HlsResult` with the renditions (largest first) and their measured bit rates.
@@ -538,6 +656,13 @@ def package_hls(
     if zip_path is not None and Path(zip_path).is_dir():
         raise InputError(f"{zip_path} is a folder; give the zip file's name.")
     player = _player_files()
+    cues = None
+    if captions is not None:
+        cues = read_vtt(Path(captions)) if isinstance(captions, (str, Path)) else list(captions)
+        if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*", captions_language or ""):
+            raise InputError(f"captions_language must be a language tag such as en or en-US, got {captions_language!r}.")
+        if not captions_name or '"' in captions_name or "\n" in captions_name:
+            raise InputError("captions_name must be a short label without quotes.")
 
     report("hls", 0, steps)
     info = probe(mp4)
@@ -565,20 +690,25 @@ def package_hls(
         )
         report("hls", 2, steps)
         ladder = [_finish_rendition(stage / r.name, r) for r in ladder]
-        (stage / "master.m3u8").write_text(_master_playlist(ladder, float(fps)), "utf-8")
+        subs = None
+        if cues is not None:
+            subs = [f"{SUBS_DIR}/{n}" for n in _write_subtitles(stage / SUBS_DIR, cues, stage / ladder[0].name)]
+        label = (captions_name, captions_language) if subs else None
+        (stage / "master.m3u8").write_text(_master_playlist(ladder, float(fps), label), "utf-8")
         for name, src in player.items():
             shutil.copyfile(src, stage / name)
-        (stage / "README.txt").write_text(_readme(ladder, info.duration_s), "utf-8")
+        (stage / "README.txt").write_text(_readme(ladder, info.duration_s, bool(subs)), "utf-8")
         names = ["master.m3u8", *player, "README.txt"]
         for r in ladder:
             names += sorted(p.relative_to(stage).as_posix() for p in (stage / r.name).iterdir() if p.is_file())
+        names += subs or []
         report("hls", 3, steps)
         if zip_path is not None:
             _write_zip(stage, names, Path(zip_path))
             zipped = True
             report("hls", 4, steps)
         # move into place: whole rendition folders, then the top-level files
-        for top in [r.name for r in ladder] + ["master.m3u8", *player, "README.txt"]:
+        for top in [r.name for r in ladder] + ([SUBS_DIR] if subs else []) + ["master.m3u8", *player, "README.txt"]:
             dest = outdir / top
             if dest.is_dir() and not dest.is_symlink():
                 shutil.rmtree(dest)
@@ -610,4 +740,5 @@ def package_hls(
         duration_s=info.duration_s,
         fps=float(fps),
         files=names,
+        subtitles=outdir / SUBS_DIR / "index.m3u8" if subs else None,
     )

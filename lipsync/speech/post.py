@@ -6,11 +6,11 @@ import numpy as np
 
 from ..errors import InputError
 from ..features import HOP, MEL_STEP, SAMPLE_RATE
-from ..media.audio import Speech
+from ..media.audio import Phrase, Speech
 from .activity import MIN_PAUSE_S, active_range, find_pauses
 
 __all__ = [
-    "PEAK_DBFS", "MIN_LENGTH_S", "MAX_LENGTH_S", "LOOP_PAUSE_S",
+    "PEAK_DBFS", "MIN_LENGTH_S", "MAX_LENGTH_S", "LOOP_PAUSE_S", "MIN_PHRASE_S",
     "normalize_peak", "add_dither", "trim_silence", "check_length_s", "fit_length",
 ]  # fmt: skip
 
@@ -31,6 +31,8 @@ CUT_FADE_S = 0.04  #: fade-out where a cut falls in a pause
 HARD_CUT_FADE_S = 0.12  #: fade-out of a cut in the middle of speech
 MIN_LENGTH_S = MEL_STEP * HOP / SAMPLE_RATE  #: 0.2 s, the shortest usable soundtrack
 MAX_LENGTH_S = 3600.0  #: the longest length_s fit_length accepts (the pipeline's max_audio_s is lower)
+#: a phrase that a cut leaves shorter than this is dropped (too brief to read as a caption)
+MIN_PHRASE_S = 0.2
 
 
 def trim_silence(samples: np.ndarray, sample_rate: int, *, lead_s: float = 0.15, tail_s: float = 0.25) -> np.ndarray:
@@ -110,6 +112,9 @@ def fit_length(speech: Speech, length_s: float, loop: bool = False) -> Speech:
 
     Added silence carries the same tiny dither as synthesised speech. Works
     for uploaded audio as well as synthesised speech; the sample rate is kept.
+    The speech's ``phrases`` follow the audio: kept with padding, repeated
+    with each loop, dropped past a cut and trimmed at it (a remainder shorter
+    than :data:`MIN_PHRASE_S` is dropped).
 
     Raises:
         InputError: ``length_s`` is negative, not finite, below 0.2 s or above an hour.
@@ -125,14 +130,19 @@ def fit_length(speech: Speech, length_s: float, loop: bool = False) -> Speech:
         return speech
     if n < target:
         pieces = [wav]
+        starts = [0]  # where each copy of the speech begins, in samples
         used = n
         if loop and n > 0:
             gap = int(round(LOOP_PAUSE_S * sr))
             while used + gap + n <= target:
                 pieces += [add_dither(np.zeros(gap, np.float32), seed=used), wav]
+                starts.append(used + gap)
                 used += gap + n
         pieces.append(add_dither(np.zeros(target - used, np.float32), seed=target))
         out = np.concatenate(pieces)
+        phrases = tuple(
+            Phrase(p.text, p.start_s + at / sr, p.end_s + at / sr) for at in starts for p in speech.phrases
+        )
     else:
         cut = None
         for start, _end in reversed(find_pauses(wav, sr)):
@@ -144,4 +154,15 @@ def fit_length(speech: Speech, length_s: float, loop: bool = False) -> Speech:
         else:
             head = _fade_out(wav[:target].copy(), int(round(HARD_CUT_FADE_S * sr)))
         out = np.concatenate([head, add_dither(np.zeros(target - len(head), np.float32), seed=target)])
-    return Speech(out.astype(np.float32), sr)
+        phrases = _cut_phrases(speech.phrases, len(head) / sr)
+    return Speech(out.astype(np.float32), sr, phrases)
+
+
+def _cut_phrases(phrases: tuple[Phrase, ...], end_s: float) -> tuple[Phrase, ...]:
+    """The phrases still heard when the speech stops at ``end_s``: later ones dropped, the one cut trimmed."""
+    kept = []
+    for p in phrases:
+        end = min(p.end_s, end_s)
+        if end - p.start_s >= MIN_PHRASE_S:
+            kept.append(Phrase(p.text, p.start_s, end))
+    return tuple(kept)

@@ -17,7 +17,9 @@ Loaded models are kept once per process and shared between requests; a lock
 serialises loading and another each model's inference.
 
 Text is cleaned (:func:`clean_text`), split into sentences, synthesised
-sentence by sentence and joined with :data:`SENTENCE_PAUSE_S` pauses; the
+sentence by sentence and joined with :data:`SENTENCE_PAUSE_S` pauses (the
+result's ``phrases`` say where each sentence is heard: captions are timed by
+them); the
 result is trimmed to short silent margins, peak-normalised to -1 dBFS
 (:data:`lipsync.speech.post.PEAK_DBFS`) and dithered so it is never digital
 silence. It keeps the voice's native sample rate (22050 Hz for the VITS
@@ -45,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media.audio import Speech
+from ..media.audio import Phrase, Speech
 from .post import add_dither, normalize_peak, trim_silence
 from ..errors import InputError, TextError, VoiceError
 from ..proc import run
@@ -618,19 +620,24 @@ def _speak(text: str, spec: _Spec) -> Speech:
         return np.zeros(int(round(max(0.0, seconds - lead - tail) * rate)), np.float32)
 
     pieces = [gap(LEAD_S + tail)]
-    spoken = 0
-    for wav, (_text, pause) in zip(wavs, chunks):
+    at = pieces[0].size  # where the next piece starts, in samples
+    spans: list[tuple[str, int, int]] = []  # (chunk, first sample, end sample) of each spoken chunk
+    for wav, (chunk, pause) in zip(wavs, chunks):
         tight = trim_silence(wav, rate, lead_s=lead, tail_s=tail)
         if tight.size == 0:
             continue
-        spoken += tight.size
-        pieces += [tight, gap(pause)]
-    if spoken == 0:
+        spans.append((chunk, at, at + tight.size))
+        pause_samples = gap(pause)
+        pieces += [tight, pause_samples]
+        at += tight.size + pause_samples.size
+    if not spans:
         raise VoiceError(f"The voice {spec.id} produced no audio for this text.")
     pieces[-1] = gap(TAIL_S + lead)  # the last pause becomes the tail
     samples = normalize_peak(np.concatenate(pieces))
     samples = add_dither(samples, seed=zlib.crc32(text.encode()))
-    return Speech(samples, rate)
+    # each chunk is heard from the start to the end of its trimmed audio (its short margins included)
+    phrases = tuple(Phrase(chunk, start / rate, end / rate) for chunk, start, end in spans)
+    return Speech(samples, rate, phrases)
 
 
 def narrate(text: str, voice_id: str | None = None, *, max_chars: int = DEFAULT_MAX_CHARS) -> tuple[Speech, Voice]:
@@ -666,7 +673,9 @@ def synthesize(text: str, voice_id: str | None = None, *, max_chars: int = DEFAU
 
     Returns:
         :class:`Speech` at the voice's native rate (22050 Hz for VITS and
-        espeak-ng): float32 mono, peak -1 dBFS, short silent margins, dithered.
+        espeak-ng): float32 mono, peak -1 dBFS, short silent margins, dithered;
+        its ``phrases`` hold each sentence (or clause of a long one) with the
+        time it is heard, in seconds from the start.
 
     Raises:
         TextError: empty, unpronounceable or too long text.
