@@ -19,9 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 
 import numpy as np
-import torch
 
-from ..errors import ResourceError
 from ..face import FACE_SIZE, model_input
 
 __all__ = ["predict_frames", "key_frames"]
@@ -45,32 +43,13 @@ def key_frames(active: np.ndarray, step: int) -> np.ndarray:
     return idx[keep]
 
 
-def _forward_faces(gen, faces: np.ndarray, mels: np.ndarray, batch: list[int]) -> np.ndarray:
+def _forward_faces(gen, faces: np.ndarray, mels: np.ndarray, batch) -> np.ndarray:
     """(B, 6, 96, 96) face inputs + (B, 80, 16) mels -> (B, 96, 96, 3) float32 BGR; halves the batch on OOM."""
-    from .generator import _is_oom, _Prepared
+    from .generator import _Prepared
 
-    outs = []
-    i = 0
-    while i < len(mels):
-        b = min(batch[0], len(mels) - i)
-        try:
-            y = gen._forward(_Prepared(gen._tensor(faces[i : i + b]), None), mels[i : i + b])
-        except Exception as e:  # noqa: BLE001 - only OOM is handled
-            if not _is_oom(e):
-                raise
-            if gen.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if b <= 1:
-                raise ResourceError(
-                    "The GPU ran out of memory even one frame at a time. Close other programs "
-                    "using it, or run on the CPU with --device cpu."
-                ) from None
-            batch[0] = max(1, b // 2)
-            log.warning("out of memory at batch %d; retrying with %d", b, batch[0])
-            continue
-        outs.append(y.permute(0, 2, 3, 1).numpy())
-        i += b
-    return np.concatenate(outs) if len(outs) > 1 else outs[0]
+    return gen.chunked(
+        len(mels), lambda i, b: gen._forward(_Prepared(gen._tensor(faces[i : i + b]), None), mels[i : i + b]), batch
+    )
 
 
 def predict_frames(
@@ -102,12 +81,14 @@ def predict_frames(
     if active.shape != (n,):
         raise ValueError(f"active must have one entry per mel window ({n}), got {active.shape}")
     keys = key_frames(active, max(1, int(step)))
-    batch = [int(batch_size or gen.batch_size)]
+    from .generator import _Batch
+
+    batch = _Batch(int(batch_size or gen.batch_size))
     known: dict[int, np.ndarray] = {}  # key -> output, kept until no later frame needs it
     emitted = 0
     j = 0
     while j < len(keys):
-        idx = keys[j : j + batch[0]]
+        idx = keys[j : j + batch.size]
         j += len(idx)
         crops = []
         for i in idx:

@@ -351,12 +351,23 @@ class Generator:
 
     def _run(self, prep: _Prepared, mels: np.ndarray, batch: "_Batch") -> np.ndarray:
         """Forward ``mels`` in chunks of the call's batch size, halving it on OOM."""
+        return self.chunked(len(mels), lambda i, b: self._forward(prep, mels[i : i + b]), batch)
+
+    def chunked(self, n: int, forward: Callable[[int, int], torch.Tensor], batch: "_Batch") -> np.ndarray:
+        """``forward(start, count)`` over ``n`` frames in chunks of ``batch.size``, halving it on OOM.
+
+        Returns:
+            (n, 96, 96, 3) float32 BGR.
+
+        Raises:
+            ResourceError: out of memory even one frame at a time.
+        """
         outs = []
         i = 0
-        while i < len(mels):
-            b = min(batch.size, len(mels) - i)
+        while i < n:
+            b = min(batch.size, n - i)
             try:
-                y = self._forward(prep, mels[i : i + b])
+                y = forward(i, b)
             except Exception as e:  # noqa: BLE001 - only OOM is handled
                 if not _is_oom(e):
                     raise
