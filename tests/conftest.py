@@ -111,3 +111,15 @@ def own_tempdir(tmp_path, monkeypatch):
     d.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(d))
     return d
+
+
+def reference_inputs(oracle):
+    """The reference face crop and the mel windows of the frames the oracle predicted."""
+    starts = oracle["chunk_starts"][oracle["frame_index"]]
+    mels = np.stack([oracle["mel"][:, s : s + 16] for s in starts]).astype(np.float32)
+    return oracle["face_crop_bgr"], mels
+
+
+def predict_all(gen, face, mels, **kw):
+    """Every mouth crop a generator predicts, as one array."""
+    return np.concatenate(list(gen.predict(face, mels, **kw)))

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+
+from conftest import predict_all, reference_inputs
 import torch
 
 from lipsync.speech.activity import speech_weights
@@ -10,35 +12,25 @@ from lipsync.runtime.generator import Generator
 from lipsync.models import load_wav2lip
 
 
-def _reference_inputs(oracle):
-    starts = oracle["chunk_starts"][oracle["frame_index"]]
-    mels = np.stack([oracle["mel"][:, s : s + 16] for s in starts]).astype(np.float32)
-    return oracle["face_crop_bgr"], mels
-
-
-def _all(gen, face, mels, **kw):
-    return np.concatenate(list(gen.predict(face, mels, **kw)))
-
-
 def test_reference_path_matches_oracle(checkpoint, oracle):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=False, batch_size=4)
     assert gen.precision == "fp32"
-    out = _all(gen, face, mels)
+    out = predict_all(gen, face, mels)
     assert out.shape == (15, 96, 96, 3)
     assert np.abs(out - oracle["prediction_bgr"]).max() <= 1e-4
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
 def test_fast_path_stays_within_2_over_255_of_float32(checkpoint, oracle, precision):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", precision=precision, fast=True)
-    out = _all(gen, face, mels)
+    out = predict_all(gen, face, mels)
     assert np.abs(out - oracle["prediction_bgr"]).max() <= 2 / 255
 
 
 def test_face_encoder_reuse_equals_full_forward(checkpoint, oracle):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     model = load_wav2lip(checkpoint)
     from lipsync.face import model_input
 
@@ -51,19 +43,19 @@ def test_face_encoder_reuse_equals_full_forward(checkpoint, oracle):
 
 
 def test_silent_frames_skip_the_network_and_show_the_rest_face(checkpoint, oracle, monkeypatch):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=True, precision="fp32")
     seen = []
     real = gen._forward
     monkeypatch.setattr(gen, "_forward", lambda prep, m: (seen.append(len(m)), real(prep, m))[1])
     weights = np.array([1, 1, 1, 0.5, 0, 0, 0, 0, 0.5, 1, 1, 1, 1, 1, 1], np.float32)
-    out = _all(gen, face, mels, weights=weights)
+    out = predict_all(gen, face, mels, weights=weights)
     # one forward for the rest face, then only the 11 frames with weight > 0
     assert seen[0] == 1 and sum(seen[1:]) == 11
     rest = out[4]
     for i in (5, 6, 7):
         np.testing.assert_array_equal(out[i], rest)
-    plain = _all(gen, face, mels)
+    plain = predict_all(gen, face, mels)
     np.testing.assert_allclose(out[weights == 1], plain[weights == 1], atol=1e-6)
     np.testing.assert_allclose(out[3], 0.5 * plain[3] + 0.5 * rest, atol=1e-5)
 
@@ -90,7 +82,7 @@ def test_short_gaps_between_words_keep_moving():
 
 
 def test_oom_halves_the_batch_and_finishes(checkpoint, oracle, monkeypatch):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=True, precision="fp32", batch_size=8)
     real = gen._forward
 
@@ -103,18 +95,18 @@ def test_oom_halves_the_batch_and_finishes(checkpoint, oracle, monkeypatch):
         return real(prep, m)
 
     monkeypatch.setattr(gen, "_forward", limited)
-    out = _all(gen, face, mels)
+    out = predict_all(gen, face, mels)
     # 8 fails, 4 fails, then the rest of the call runs at 2
     assert sizes[:2] == [8, 4] and max(sizes[2:]) == 2
     assert np.abs(out - oracle["prediction_bgr"]).max() <= 1e-4
     # the back-off belongs to that call: the next one starts at the generator's size again
     sizes.clear()
-    _all(gen, face, mels)
+    predict_all(gen, face, mels)
     assert gen.batch_size == 8 and sizes[0] == 8
 
 
 def test_oom_at_batch_one_is_a_clear_error(checkpoint, oracle, monkeypatch):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", batch_size=4)
 
     def always(prep, m):
@@ -122,15 +114,15 @@ def test_oom_at_batch_one_is_a_clear_error(checkpoint, oracle, monkeypatch):
 
     monkeypatch.setattr(gen, "_forward", always)
     with pytest.raises(ResourceError, match="ran out of memory"):
-        _all(gen, face, mels)
+        predict_all(gen, face, mels)
 
 
 def test_other_errors_are_not_mistaken_for_oom(checkpoint, oracle, monkeypatch):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", batch_size=4)
     monkeypatch.setattr(gen, "_forward", lambda p, m: (_ for _ in ()).throw(ValueError("bug")))
     with pytest.raises(ValueError, match="bug"):
-        _all(gen, face, mels)
+        predict_all(gen, face, mels)
     assert gen.batch_size == 4
 
 
@@ -146,10 +138,10 @@ def test_cuda_without_gpu_is_a_clear_error(checkpoint):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_fp16_stays_close_to_float32(checkpoint, oracle):
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cuda")
     assert gen.precision == "fp16"
-    out = _all(gen, face, mels)
+    out = predict_all(gen, face, mels)
     assert np.abs(out - oracle["prediction_bgr"]).max() <= 2 / 255
 
 
@@ -159,11 +151,11 @@ def test_frame_step_runs_the_network_on_key_frames_and_blends_between(checkpoint
     mels = np.stack([oracle["mel"][:, s : s + 16] for s in starts]).astype(np.float32)
     face = oracle["face_crop_bgr"]
     gen = Generator(load_wav2lip(checkpoint), device="cpu", fast=True, precision="fp32", batch_size=4)
-    full = _all(gen, face, mels)
+    full = predict_all(gen, face, mels)
     ran = []
     real = gen._forward
     monkeypatch.setattr(gen, "_forward", lambda p, m: (ran.append(len(m)), real(p, m))[1])
-    stepped = _all(gen, face, mels, step=step)
+    stepped = predict_all(gen, face, mels, step=step)
     keys = sorted(set(range(0, 23, step)) | {22})
     assert sum(ran) == len(keys) and stepped.shape == full.shape
     np.testing.assert_allclose(stepped[keys], full[keys], atol=1e-6)
@@ -178,7 +170,7 @@ def test_still_face_decoder_equals_the_full_forward(checkpoint, oracle):
     from lipsync.models.loading import fold_batchnorm
     from lipsync.models.still import StillFaceDecoder
 
-    _, mels = _reference_inputs(oracle)
+    _, mels = reference_inputs(oracle)
     model = fold_batchnorm(load_wav2lip(checkpoint))
     faces = torch.from_numpy(model_input(oracle["face_crop_bgr"]))
     m = torch.from_numpy(mels[:, None])

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import predict_all, reference_inputs
+
 from lipsync.errors import BackendError
 from lipsync.models import load_wav2lip
 from lipsync.models.loading import fold_batchnorm
@@ -29,16 +31,6 @@ needs_int8 = pytest.mark.skipif(
     int8.unavailable_reason() is not None, reason="the int8 runtime (openvino, nncf) is not installed"
 )
 CPU = torch.device("cpu")
-
-
-def _reference_inputs(oracle):
-    starts = oracle["chunk_starts"][oracle["frame_index"]]
-    mels = np.stack([oracle["mel"][:, s : s + 16] for s in starts]).astype(np.float32)
-    return oracle["face_crop_bgr"], mels
-
-
-def _all(gen, face, mels, **kw):
-    return np.concatenate(list(gen.predict(face, mels, **kw)))
 
 
 def _entry(root):
@@ -100,7 +92,7 @@ def outlier_checkpoint(path, k: float = 1000.0):
 def test_still_face_graph_equals_the_full_forward(checkpoint, oracle):
     from lipsync.face import model_input
 
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     model = fold_batchnorm(load_wav2lip(checkpoint))
     graph = StillFaceGraph(model)
     faces = torch.from_numpy(model_input(face))
@@ -117,12 +109,12 @@ def test_still_face_graph_equals_the_full_forward(checkpoint, oracle):
 
 
 @needs_int8
-def test_int8_stays_within_its_bound_on_the_reference_inputs(calibrated, oracle):
+def test_int8_stays_within_its_bound_on_thereference_inputs(calibrated, oracle):
     gen = calibrated["gen"]
     assert gen.precision == "int8" and gen.note == ""
     assert "int8 (OpenVINO; checked" in gen.description
-    face, mels = _reference_inputs(oracle)
-    diff = np.abs(_all(gen, face, mels) - oracle["prediction_bgr"])  # the original code's float32 output
+    face, mels = reference_inputs(oracle)
+    diff = np.abs(predict_all(gen, face, mels) - oracle["prediction_bgr"])  # the original code's float32 output
     mouth = diff[:, int8.CHECK_ROWS]
     assert mouth.max() <= int8.BOUND_MAX and mouth.mean() <= int8.BOUND_MEAN
     assert diff.max() <= int8.BOUND_MAX
@@ -132,18 +124,18 @@ def test_int8_stays_within_its_bound_on_the_reference_inputs(calibrated, oracle)
 @needs_int8
 def test_int8_keeps_silence_skipping_and_frame_step(calibrated, oracle, monkeypatch):
     gen = calibrated["gen"]
-    face, mels = _reference_inputs(oracle)
-    full = _all(gen, face, mels)
+    face, mels = reference_inputs(oracle)
+    full = predict_all(gen, face, mels)
     ran = []
     net = gen._int8
     monkeypatch.setattr(gen, "_int8", lambda m, maps: (ran.append(len(m)), net(m, maps))[1])
     weights = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], np.float32)
-    out = _all(gen, face, mels, weights=weights)
+    out = predict_all(gen, face, mels, weights=weights)
     assert ran[0] == 1 and sum(ran[1:]) == 9  # the rest face once, then only the 9 speaking frames
     np.testing.assert_allclose(out[weights > 0], full[weights > 0], atol=1e-6)
     assert np.ptp(out[weights == 0], axis=0).max() == 0  # every pause shows the same rest face
     ran.clear()
-    stepped = _all(gen, face, mels, step=2)
+    stepped = predict_all(gen, face, mels, step=2)
     assert sum(ran) == 8 and stepped.shape == full.shape
     np.testing.assert_allclose(stepped[::2], full[::2], atol=1e-6)
 
@@ -157,9 +149,9 @@ def test_a_checkpoint_int8_cannot_carry_runs_in_float32_and_says_why(
 
     monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
     ckpt = outlier_checkpoint(tmp_path / "outlier.pth")
-    face, mels = _reference_inputs(oracle)
+    face, mels = reference_inputs(oracle)
     fp32 = Generator(load_wav2lip(ckpt), device="cpu", precision="fp32")
-    assert np.abs(_all(fp32, face, mels) - oracle["prediction_bgr"]).max() <= 1e-4  # same function in float32
+    assert np.abs(predict_all(fp32, face, mels) - oracle["prediction_bgr"]).max() <= 1e-4  # same function in float32
 
     with caplog.at_level(logging.WARNING, logger="lipsync"):
         engine = LipSync(ckpt, device="cpu", precision="int8")
@@ -173,7 +165,7 @@ def test_a_checkpoint_int8_cannot_carry_runs_in_float32_and_says_why(
     assert any("int8 refused" in m for m in caplog.messages)
     gen = engine.generator
     assert gen.precision == "fp32" and gen._int8 is None
-    np.testing.assert_allclose(_all(gen, face, mels), _all(fp32, face, mels), atol=1e-6)
+    np.testing.assert_allclose(predict_all(gen, face, mels), predict_all(fp32, face, mels), atol=1e-6)
     check = json.loads((_entry(tmp_path / "cache") / "manifest.json").read_text())["check"]
     assert not check["passed"] and check["max_255"] > int8.BOUND_MAX * 255
 
@@ -193,8 +185,8 @@ def test_second_load_reuses_the_cache_without_calibrating(calibrated, checkpoint
     monkeypatch.setattr(int8, "_build", lambda *a: pytest.fail("calibrated again"))
     gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")
     assert gen.precision == "int8" and gen.description == calibrated["gen"].description
-    face, mels = _reference_inputs(oracle)
-    np.testing.assert_allclose(_all(gen, face, mels), _all(calibrated["gen"], face, mels), atol=1e-6)
+    face, mels = reference_inputs(oracle)
+    np.testing.assert_allclose(predict_all(gen, face, mels), predict_all(calibrated["gen"], face, mels), atol=1e-6)
 
 
 def _flip_bytes(entry):
@@ -228,8 +220,8 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(
     manifest = json.loads((entry / "manifest.json").read_text())
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((entry / name).read_bytes()).hexdigest() == digest
-    face, mels = _reference_inputs(oracle)
-    assert np.abs(_all(gen, face, mels) - oracle["prediction_bgr"]).max() <= int8.BOUND_MAX
+    face, mels = reference_inputs(oracle)
+    assert np.abs(predict_all(gen, face, mels) - oracle["prediction_bgr"]).max() <= int8.BOUND_MAX
     Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")  # and the rebuilt entry is read
     assert replay.calls == 1
 

@@ -77,10 +77,8 @@ class Job:
         row: the row's line number in the jobs file (1 = the first line).
         image: the portrait, an absolute path.
         audio: the soundtrack (absolute path), or None with ``text``.
-        text, voice: the words to speak and the voice id (None = default).
-        length_s, loop: the soundtrack's target length and whether to repeat the speech.
-        max_chars: the text length limit.
-        options: the generation options.
+        text: the words to speak (cleaned), or None with ``audio``.
+        options: the generation options (the voice, length, loop and text limit among them).
         hls: also package the MP4 as an HLS zip.
         inputs: ``{"image": sha256, "audio": sha256}`` of the input files, for the fingerprint.
     """
@@ -90,10 +88,6 @@ class Job:
     image: Path  #: the face: a photo, or a driving video when ``is_video``
     audio: Path | None = None
     text: str | None = None
-    voice: str | None = None
-    length_s: float = 0.0
-    loop: bool = False
-    max_chars: int = _DEFAULT_MAX_CHARS
     options: GenerateOptions = field(default_factory=GenerateOptions)
     hls: bool = False
     is_video: bool = False
@@ -119,13 +113,9 @@ class Job:
         files) changed since is made again."""
         opts = dataclasses.asdict(self.options)
         spec = {
-            "v": 1,
+            "v": 2,  # 2: voice, length, loop and max_chars are read from the options
             "inputs": dict(sorted(self.inputs.items())),
             "text": self.text,
-            "voice": self.voice,
-            "length_s": self.length_s,
-            "loop": self.loop,
-            "max_chars": self.max_chars,
             "hls": self.hls,
             "options": opts,
         }
@@ -403,8 +393,7 @@ def _job(base: Path, n: int, job_id: str, cells: dict, options: dict[str, str], 
     face = {"image": None, "video": image} if face_kind == "video" else {"image": image}
     req = Request(out=Path(f"{job_id}.mp4"), audio=audio, text=text, options=opts, **face)
     return Job(
-        id=job_id, row=n, image=image, audio=audio, text=req.text if text is not None else None, voice=opts.voice,
-        length_s=opts.length_s, loop=opts.loop, max_chars=opts.max_chars, options=opts, hls=hls, inputs=inputs,
+        id=job_id, row=n, image=image, audio=audio, text=req.text, options=opts, hls=hls, inputs=inputs,
         is_video=face_kind == "video",
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import AudioError
 from ..proc import ffmpeg_exe, run
+from .files import check_input_file
 
 __all__ = ["Speech", "Phrase", "load_audio", "resample", "DECODE_TIMEOUT_S"]
 
@@ -71,17 +72,9 @@ def load_audio(
     Raises:
         AudioError: missing, empty, too large, too long or undecodable file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AudioError(f"The audio file {path} does not exist.")
-    size = path.stat().st_size
-    if size == 0:
-        raise AudioError(f"The audio file {path.name} is empty.")
-    if max_bytes is not None and size > max_bytes:
-        raise AudioError(
-            f"The audio file {path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
-            "Use a shorter or more compressed recording."
-        )
+    path = check_input_file(
+        path, "audio", AudioError, max_bytes=max_bytes, too_large_hint="Use a shorter or more compressed recording."
+    )
     args = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
         "-i", str(path.resolve()),

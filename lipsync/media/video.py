@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import VideoError
 from ..proc import ffmpeg_exe, kill_group, run
+from .files import check_input_file
 
 __all__ = [
     "VideoInfo",
@@ -181,17 +182,10 @@ def probe_video(
         VideoError: missing, empty, too large, not an accepted container or codec,
             no video stream, too long, too large a picture, or unreadable.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise VideoError(f"The video file {path} does not exist.")
-    size = path.stat().st_size
-    if size == 0:
-        raise VideoError(f"The video file {path.name} is empty. {_HELP}")
-    if size > max_bytes:
-        raise VideoError(
-            f"The video file {path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
-            "Use a shorter clip or a smaller resolution."
-        )
+    path = check_input_file(
+        path, "video", VideoError, max_bytes=max_bytes, empty_hint=_HELP,
+        too_large_hint="Use a shorter clip or a smaller resolution.",
+    )  # fmt: skip
     container = _sniff(path)
     args = [
         ffprobe_exe(), "-v", "error", "-hide_banner", *_input_args(path, container),
