@@ -67,10 +67,16 @@ def test_decoded_frames_match_the_written_ones(pan, decoded_pan):
     ("mov", ["-c:v", "libx264", "-pix_fmt", "yuv420p"]),
     ("webm", ["-c:v", "libvpx-vp9", "-b:v", "0", "-crf", "30", "-deadline", "realtime", "-cpu-used", "8"]),
     ("mkv", ["-c:v", "mpeg4", "-q:v", "2"]),
-])  # fmt: skip
+    # AVI as cameras and older tools write it: MPEG-4 Part 2 (XviD/DivX), MJPEG, H.264
+    ("avi", ["-c:v", "mpeg4", "-vtag", "XVID", "-q:v", "2"]),
+    ("avi", ["-c:v", "mjpeg", "-q:v", "2", "-pix_fmt", "yuvj420p"]),
+    ("avi", ["-c:v", "libx264", "-pix_fmt", "yuv420p"]),
+])
 def test_common_containers_and_codecs(tmp_path, pan, container, codec):
     path = write_video(tmp_path / f"clip.{container}", pan[1][:10], codec=codec)
     info = probe_video(path)
+    assert info.container == {"mov": "mp4", "webm": "matroska", "mkv": "matroska", "avi": "avi"}[container]
+    assert info.codec == {"mpeg4": "mpeg4", "mjpeg": "mjpeg", "libx264": "h264", "libvpx-vp9": "vp9"}[codec[1]]
     with VideoDecoder(info, FPS, (info.width, info.height)) as dec:
         frames = list(dec)
     assert len(frames) == 10

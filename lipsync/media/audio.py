@@ -1,11 +1,16 @@
 """Decoding untrusted audio files (ffmpeg) and resampling.
 
 :class:`Speech` is a mono soundtrack at its own sample rate; :func:`load_audio`
-decodes any file ffmpeg reads into one, within size and duration limits.
+decodes an audio file (or a video's sound) into samples, hardened like the
+video door (:mod:`lipsync.media.video`): container sniffed from the first
+bytes and forced, ``file`` protocol only, allow-listed decoders, size,
+duration and time limits.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +19,11 @@ import numpy as np
 from ..errors import AudioError
 from ..proc import ffmpeg_exe, run
 from .files import check_input_file
+from .sniff import PlaylistError, input_args, sniff
 
-__all__ = ["Speech", "Phrase", "load_audio", "resample", "DECODE_TIMEOUT_S"]
+__all__ = ["Speech", "Phrase", "load_audio", "resample", "DECODE_TIMEOUT_S", "ALLOWED_DECODERS", "AUDIO_CONTAINERS"]
+
+log = logging.getLogger("lipsync")
 
 SAMPLE_RATE = 16_000  #: the model's rate, the default resampling target
 
@@ -47,8 +55,27 @@ class Speech:
         return len(self.samples) / self.sample_rate
 
 
-#: Longest an audio decode may take before ffmpeg is stopped.
+#: Longest an audio decode may take before ffmpeg is stopped (with its process group).
 DECODE_TIMEOUT_S = 120.0
+#: Longest audio decoded when the caller sets no limit.
+MAX_AUDIO_SECONDS = 3600.0
+#: Highest sample rate accepted (studio recordings go to 192 kHz).
+MAX_SAMPLE_RATE = 192_000
+#: Containers accepted, recognised from the file's first bytes (see :mod:`lipsync.media.sniff`):
+#: audio files, and videos whose sound is used.
+AUDIO_CONTAINERS = ("wav", "mp3", "aac", "mp4", "ogg", "flac", "matroska", "aiff", "avi")
+#: ffmpeg decoders allowed: PCM and the codecs recorders, phones, browsers and editors write.
+ALLOWED_DECODERS = (
+    "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_f64le", "pcm_u8",
+    "pcm_s16be", "pcm_s24be", "pcm_s32be", "pcm_f32be", "pcm_f64be", "pcm_alaw", "pcm_mulaw",
+    "adpcm_ima_wav", "adpcm_ms",
+    "mp3float", "mp3", "mp2float", "mp2", "aac", "aac_fixed", "alac",
+    "vorbis", "libvorbis", "opus", "libopus", "flac", "ac3", "ac3_fixed", "eac3",
+)
+_HELP = "Use a wav, mp3, m4a, ogg, opus, flac or webm file with speech in it."
+#: picture and video decoders ffmpeg tries on cover art and video tracks while probing (refusing them is harmless)
+_PICTURES = ("mjpeg", "png", "bmp", "gif", "webp", "tiff", "h264", "hevc", "vp8", "vp9", "av1", "libdav1d",
+             "mpeg4", "prores")
 
 
 def load_audio(
@@ -58,47 +85,79 @@ def load_audio(
     max_seconds: float | None = None,
     max_bytes: int | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Decode any audio file ffmpeg reads (wav, mp3, m4a, ogg, flac, ...) to mono float32.
+    """Decode an untrusted audio file (wav, mp3, m4a, ogg, flac, webm...) to mono float32.
+
+    The container is recognised from the file's first bytes, never its name;
+    ffmpeg then opens the file with that demuxer forced, the ``file``
+    protocol only and :data:`ALLOWED_DECODERS`, so a playlist or a list of
+    files named ``.wav`` never reaches a demuxer that could open other files
+    or the network. The decode runs under a time limit and in its own
+    process group, killed whole if it overruns; its output is bounded by the
+    duration limit.
 
     Args:
         path: the file.
         sample_rate: resample to this rate; ``None`` keeps the file's own rate.
-        max_seconds: refuse audio longer than this (decoding stops just past it).
+        max_seconds: refuse audio longer than this (decoding stops just past it);
+            ``None`` means :data:`MAX_AUDIO_SECONDS`.
         max_bytes: refuse files larger than this before decoding.
 
     Returns:
         ``(samples, rate)``: samples is a 1-D float32 array in [-1, 1].
 
     Raises:
-        AudioError: missing, empty, too large, too long or undecodable file.
+        AudioError: missing, empty, too large, too long, not an accepted
+            container or codec, or undecodable file.
     """
     path = check_input_file(
         path, "audio", AudioError, max_bytes=max_bytes, too_large_hint="Use a shorter or more compressed recording."
     )
+    try:
+        container = sniff(path)
+    except PlaylistError:
+        raise AudioError(f"{path.name} is a playlist or a list of files, not audio. {_HELP}") from None
+    except OSError as e:
+        raise AudioError(f"The audio file {path.name} cannot be read ({e.strerror or e}).") from None
+    if container not in AUDIO_CONTAINERS:
+        raise AudioError(f"{path.name} is not an audio file this tool can read. {_HELP}")
+    limit = float(max_seconds) if max_seconds else MAX_AUDIO_SECONDS
+    out_rate = sample_rate or MAX_SAMPLE_RATE
     args = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-        "-i", str(path.resolve()),
-        *(["-t", f"{max_seconds + 0.5:.3f}"] if max_seconds else []),
-        "-map", "0:a:0", "-vn", "-ac", "1",
+        "-codec_whitelist", ",".join(ALLOWED_DECODERS), *input_args(path, container),
+        "-t", f"{limit + 0.5:.3f}", "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1",
         *(["-ar", str(sample_rate)] if sample_rate else []),
+        # the output never exceeds the duration limit at the highest accepted rate
+        "-fs", str(int((limit + 1.0) * out_rate * 4) + 65536),
         "-f", "wav", "-acodec", "pcm_f32le", "-rf64", "never", "pipe:1",
-    ]  # fmt: skip
+    ]
     try:
         raw = run(args, timeout=DECODE_TIMEOUT_S, what="ffmpeg (audio decode)", error=AudioError)
-    except AudioError:
-        raise AudioError(
-            f"{path.name} could not be decoded as audio. Use a wav, mp3, m4a, ogg or flac file with speech in it."
-        ) from None
+    except AudioError as e:
+        log.info("decoding %s failed: %s", path.name, e)
+        raise AudioError(_decode_failure(path.name, str(e))) from None
     rate, wav = _parse_wav_f32(raw)
     if wav.size == 0:
+        raise AudioError(f"{path.name} holds no decodable audio. {_HELP}")
+    if rate > MAX_SAMPLE_RATE:
         raise AudioError(
-            f"{path.name} holds no decodable audio. Use a wav, mp3, m4a, ogg or flac file with speech in it."
+            f"{path.name} is sampled at {rate} Hz; the limit is {MAX_SAMPLE_RATE} Hz. Use an ordinary recording."
         )
-    if max_seconds and wav.size > max_seconds * rate + 1:
-        raise AudioError(
-            f"The audio lasts more than {max_seconds:g} seconds, the limit. Use a shorter recording."
-        )
+    if wav.size > limit * rate + 1:
+        raise AudioError(f"The audio lasts more than {limit:g} seconds, the limit. Use a shorter recording.")
     return np.nan_to_num(wav, nan=0.0, posinf=1.0, neginf=-1.0), rate
+
+
+def _decode_failure(name: str, detail: str) -> str:
+    """The user's message for a failed decode (ffmpeg's own words go to the log)."""
+    if "did not finish within" in detail:
+        return f"Decoding {name} took too long and was stopped; the file may be damaged. {_HELP}"
+    if "matches no streams" in detail:
+        return f"{name} has no sound track. {_HELP}"
+    refused = [c for c in re.findall(r"Codec \((\w+)\) not on whitelist", detail) if c not in _PICTURES]
+    if refused:
+        return f"{name} uses the {refused[0]} audio codec, which is not accepted. {_HELP}"
+    return f"{name} could not be decoded as audio; it may be damaged or incomplete. {_HELP}"
 
 
 def _parse_wav_f32(raw: bytes) -> tuple[int, np.ndarray]:

@@ -3,11 +3,11 @@
 A video is untrusted input, like a photo. Before anything is decoded:
 
 * the file must exist, be non-empty and within ``max_bytes``;
-* its container is recognised from its first bytes, not its name: ISO media
-  (MP4, MOV) or Matroska (MKV, WebM). ffmpeg and ffprobe then open it with that
-  demuxer forced and the ``file`` protocol only, so a playlist, a concat list
-  or anything else named ``.mp4`` never reaches a demuxer that could open
-  other files or the network;
+* its container is recognised from its first bytes, not its name
+  (:mod:`lipsync.media.sniff`): ISO media (MP4, MOV), Matroska (MKV, WebM) or
+  AVI. ffmpeg and ffprobe then open it with that demuxer forced and the
+  ``file`` protocol only, so a playlist, a concat list or anything else named
+  ``.mp4`` never reaches a demuxer that could open other files or the network;
 * ffprobe (JSON, with a time limit) must find a video stream whose codec is on
   :data:`ALLOWED_CODECS`, and its duration, resolution and frame count must be
   within the limits.
@@ -39,6 +39,7 @@ import numpy as np
 from ..errors import VideoError
 from ..proc import ffmpeg_exe, kill_group, run
 from .files import check_input_file
+from .sniff import DEMUXERS, PlaylistError, input_args, sniff
 
 __all__ = [
     "VideoInfo",
@@ -50,18 +51,15 @@ __all__ = [
     "MAX_VIDEO_PIXELS",
     "MAX_SOURCE_FRAMES",
     "MIN_VIDEO_SIDE",
+    "VIDEO_CONTAINERS",
 ]
 
 log = logging.getLogger("lipsync")
 
 #: codecs accepted inside the containers (what phones, cameras, browsers and editors write)
 ALLOWED_CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4", "mjpeg", "prores")
-#: ffmpeg demuxer forced for each container recognised by its first bytes, and the
-#: ``format_name`` ffprobe must then report
-_DEMUXERS = {"mp4": ("mov", "mov,mp4,m4a,3gp,3g2,mj2"), "matroska": ("matroska", "matroska,webm")}
-#: first box types of an ISO base media file (MP4 / MOV)
-_ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
-_EBML = b"\x1a\x45\xdf\xa3"
+#: containers accepted (recognised by their first bytes; see :mod:`lipsync.media.sniff`)
+VIDEO_CONTAINERS = ("mp4", "matroska", "avi")
 
 MAX_VIDEO_SIDE = 4096  #: longest side accepted (4K and DCI 4K phone and camera videos pass)
 MAX_VIDEO_PIXELS = 4096 * 2304  #: pixels per frame accepted
@@ -71,7 +69,7 @@ PROBE_TIMEOUT_S = 30.0
 STALL_TIMEOUT_S = 30.0  #: longest ffmpeg may take to deliver one frame
 #: a decode that yields less than this share of the frames the file declares is refused as damaged
 MIN_DECODED_SHARE = 0.5
-_HELP = "Use an MP4, MOV, WebM or MKV video (H.264, HEVC, VP8, VP9, AV1, MPEG-4, MJPEG or ProRes)."
+_HELP = "Use an MP4, MOV, WebM, MKV or AVI video (H.264, HEVC, VP8, VP9, AV1, MPEG-4, MJPEG or ProRes)."
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,7 @@ class VideoInfo:
     """What ffprobe says about an accepted video."""
 
     path: Path
-    container: str  #: "mp4" (MP4/MOV) or "matroska" (MKV/WebM)
+    container: str  #: "mp4" (MP4/MOV), "matroska" (MKV/WebM) or "avi"
     codec: str
     stream: int  #: index of the video stream in the file
     width: int  #: display width: pixel aspect ratio and rotation applied
@@ -109,19 +107,16 @@ def ffprobe_exe() -> str:
 
 
 def _sniff(path: Path) -> str:
-    """The container from the file's first bytes: "mp4" or "matroska"; VideoError otherwise."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if head[:4] == _EBML:
-        return "matroska"
-    if len(head) >= 8 and head[4:8] in _ISO_BOXES:
-        size = int.from_bytes(head[:4], "big")
-        if size in (0, 1) or size >= 8:
-            return "mp4"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if text.startswith((b"#EXTM3U", b"ffconcat", b"file ", b"#")):
-        raise VideoError(f"{path.name} is a playlist or a list of files, not a video. {_HELP}")
-    raise VideoError(f"{path.name} is not a video this tool can read. {_HELP}")
+    """The container from the file's first bytes (one of :data:`VIDEO_CONTAINERS`); VideoError otherwise."""
+    try:
+        container = sniff(path)
+    except PlaylistError:
+        raise VideoError(f"{path.name} is a playlist or a list of files, not a video. {_HELP}") from None
+    except OSError as e:
+        raise VideoError(f"The video file {path.name} cannot be read ({e.strerror or e}).") from None
+    if container not in VIDEO_CONTAINERS:
+        raise VideoError(f"{path.name} is not a video this tool can read. {_HELP}")
+    return container
 
 
 def _fraction(value) -> float | None:
@@ -154,12 +149,6 @@ def _rotation(stream: dict) -> int:
         return 0
 
 
-def _input_args(info_path: Path, container: str) -> list[str]:
-    """ffmpeg/ffprobe input options: the file protocol only, the demuxer forced."""
-    demuxer, _ = _DEMUXERS[container]
-    return ["-protocol_whitelist", "file", "-f", demuxer, "-i", "file:" + str(info_path.resolve())]
-
-
 def probe_video(
     path: str | Path,
     *,
@@ -185,25 +174,25 @@ def probe_video(
     path = check_input_file(
         path, "video", VideoError, max_bytes=max_bytes, empty_hint=_HELP,
         too_large_hint="Use a shorter clip or a smaller resolution.",
-    )  # fmt: skip
+    )
     container = _sniff(path)
     args = [
-        ffprobe_exe(), "-v", "error", "-hide_banner", *_input_args(path, container),
+        ffprobe_exe(), "-v", "error", "-hide_banner", *input_args(path, container),
         "-show_format", "-show_streams", "-of", "json",
-    ]  # fmt: skip
+    ]
     try:
         raw = run(args, timeout=timeout, what="ffprobe", error=VideoError)
         data = json.loads(raw.decode("utf-8", "replace"))
     except (VideoError, ValueError):
         raise VideoError(f"{path.name} is damaged or incomplete, or not a video this tool can read. {_HELP}") from None
     fmt = data.get("format") or {}
-    if fmt.get("format_name") != _DEMUXERS[container][1]:
+    if fmt.get("format_name") != DEMUXERS[container][1]:
         raise VideoError(f"{path.name} is not a video this tool can read. {_HELP}")
     streams = data.get("streams") or []
     videos = [
         s for s in streams
         if s.get("codec_type") == "video" and not (s.get("disposition") or {}).get("attached_pic")
-    ]  # fmt: skip
+    ]
     if not videos:
         has_audio = any(s.get("codec_type") == "audio" for s in streams)
         what = "it holds only sound" if has_audio else "it holds no pictures"
@@ -211,6 +200,9 @@ def probe_video(
     stream = videos[0]
     codec = str(stream.get("codec_name") or "unknown")
     if codec not in ALLOWED_CODECS:
+        tag = str(stream.get("codec_tag_string") or "")
+        if codec == "unknown" and tag.isprintable() and tag.strip() and not tag.startswith("["):
+            codec = f"unknown ({tag.strip()[:8]})"
         raise VideoError(f"{path.name} uses the {codec} video codec, which is not accepted. {_HELP}")
     try:
         w, h = int(stream.get("width") or 0), int(stream.get("height") or 0)
@@ -310,11 +302,11 @@ class VideoDecoder:
         vf = f"fps={self.fps:.6g},scale={self.width}:{self.height}:flags=area,setsar=1,format=rgb24"
         self.args = [
             ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error",
-            *_input_args(info.path, info.container),
+            *input_args(info.path, info.container),
             "-map", f"0:{info.stream}", "-an", "-sn", "-dn", "-vf", vf,
             "-t", f"{max_seconds + 0.5:.3f}",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-        ]  # fmt: skip
+        ]
         self.proc: subprocess.Popen | None = None
         self._err: collections.deque = collections.deque(maxlen=32)
         self._done = threading.Event()
@@ -328,7 +320,7 @@ class VideoDecoder:
             self.proc = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         except OSError as e:
             raise VideoError(f"Could not start ffmpeg ({e.strerror or e}). Is it installed?") from None
         self._started = time.monotonic()
