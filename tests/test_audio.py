@@ -145,7 +145,7 @@ def test_a_hostile_audio_file_through_the_command_line(tmp_path, example_image, 
         path.write_bytes(CORPUS["ffconcat_named_wav"][1](bait))
         out = tmp_path / "out" / "talk.mp4"
         code = main(["generate", "--image", str(example_image), "--audio", str(path), "--out", str(out),
-                     "--checkpoint", str(checkpoint), "--device", "cpu"])
+                     "--checkpoint", str(checkpoint), "--device", "cpu", "--precision", "fp32"])
         err = capsys.readouterr().err
     assert code == 2, err
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]

@@ -412,6 +412,36 @@ def test_video_corpus_through_the_command_line(name, tmp_path, checkpoint, capsy
     assert child_processes() == []
 
 
+def test_an_avi_header_does_not_decide_the_picture_size(tmp_path):
+    """An AVI whose header claims 30000x30000 pictures: the size comes from the pictures themselves."""
+    from bad_videos import avi, patch_avi
+
+    path = tmp_path / "claims_huge.avi"
+    path.write_bytes(patch_avi(avi("mjpeg"), size=(30000, 30000)))
+    info = probe_video(path)
+    assert (info.container, info.codec, info.width, info.height, info.frames) == ("avi", "mjpeg", 128, 96, 25)
+    with VideoDecoder(info, FPS, (128, 96)) as dec:
+        assert sum(1 for _ in dec) == 25
+    assert child_processes() == []
+
+
+@pytest.mark.parametrize("fname, head", [("clip.mp4", b""), ("clip.avi", b""), ("clip.avi", None)])
+def test_video_playlists_follow_nothing(tmp_path, fname, head):
+    """A playlist as a video, bare or behind an AVI header: refused, and no reference is followed."""
+    from bad_audio import Bait
+    from bad_videos import AVI_THEN_PLAYLIST
+
+    with Bait(tmp_path) as bait:
+        playlist = (f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{bait.file.name}\n#EXTINF:1,\n{bait.url}/x.ts\n"
+                    "#EXT-X-ENDLIST\n").encode()
+        if head is None:
+            head = AVI_THEN_PLAYLIST[: AVI_THEN_PLAYLIST.index(b"#EXTM3U")]
+        (tmp_path / fname).write_bytes(head + playlist)
+        with pytest.raises(VideoError, match="playlist|no video track"):
+            probe_video(tmp_path / fname)
+    assert bait.hits == []
+
+
 # ----------------------------------------------------------------------------- command line and app
 
 
