@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -22,7 +23,7 @@ import pytest
 from conftest import ffprobe
 from lipsync import features, weights
 from lipsync.media.audio import Speech, resample
-from lipsync.speech import activity, post, tts
+from lipsync.speech import activity, catalogue, coqui as coqui_engine, espeak, post, tts
 from lipsync.speech.post import fit_length
 from lipsync.errors import InputError, TextError, VoiceError
 
@@ -78,6 +79,11 @@ def build_random_vits(tts_home: Path, speakers: list[str], *, size: str = "tiny"
     torch.save({"model": model.state_dict()}, out / "model_file.pth")
     model.config.save_json(str(out / "config.json"))
     return out
+
+
+#: why a Coqui voice is unavailable with an empty model cache: the model is not there, or
+#: (an install without the [tts] extra) the package is not
+_MISSING_MODEL = "not in the TTS cache" if catalogue._tts_installed() else "package is not installed"
 
 
 def tone(seconds: float, freq: float = 220.0, amp: float = 0.5) -> np.ndarray:
@@ -203,13 +209,13 @@ def test_espeak_end_to_end(voice):
 
 def test_espeak_sentence_by_sentence(monkeypatch):
     calls = []
-    real = tts.run
+    real = espeak.run
 
     def spy(args, **kw):
         calls.append(args)
         return real(args, **kw)
 
-    monkeypatch.setattr(tts, "run", spy)
+    monkeypatch.setattr(espeak, "run", spy)
     s = tts.synthesize("One. Two! Three?", "espeak:en-us")
     assert len(calls) == 3
     assert len([p for p in activity.find_pauses(s.samples, SR) if (p[1] - p[0]) / SR >= 0.3]) >= 2
@@ -229,19 +235,20 @@ def test_trim_and_normalise_helpers():
 
 def test_default_falls_back_to_espeak(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TTS_HOME", str(tmp_path / "empty"))
-    monkeypatch.setattr(tts, "_warned", set())
+    monkeypatch.setattr(catalogue, "_warned", set())
     with caplog.at_level(logging.WARNING, logger="lipsync"):
         v = tts.default_voice()
     assert v.id == tts.FALLBACK_VOICE and v.available
-    assert "Neural voices are unavailable" in v.note and "not in the TTS cache" in v.note
+    assert "Neural voices are unavailable" in v.note and _MISSING_MODEL in v.note
     assert any("Neural voices are unavailable" in r.getMessage() for r in caplog.records)
     speech, used = tts.narrate("Hello there.")
     assert used.id == "espeak:en-us" and speech.sample_rate == 22050
-    with pytest.raises(VoiceError, match="cannot be used here.*not in the TTS cache"):
+    with pytest.raises(VoiceError, match=f"cannot be used here.*{_MISSING_MODEL}"):
         tts.synthesize("Hello.", "coqui:vctk/p225")
 
 
 def test_unreachable_network_makes_coqui_unavailable(tmp_path, monkeypatch):
+    pytest.importorskip("TTS")  # where a model would come from is read from the package
     monkeypatch.setenv("TTS_HOME", str(tmp_path / "empty"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("LIPSYNC_OFFLINE", raising=False)
@@ -265,6 +272,7 @@ def test_unreachable_network_makes_coqui_unavailable(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def vctk_home(tmp_path_factory) -> Path:
+    pytest.importorskip("TTS")  # the [tts] extra
     home = tmp_path_factory.mktemp("tts-home")
     build_random_vits(home, ["ED\n", *tts.VCTK_SPEAKERS, "p999x"])
     return home
@@ -273,7 +281,7 @@ def vctk_home(tmp_path_factory) -> Path:
 @pytest.fixture
 def coqui(vctk_home, monkeypatch):
     """TTS_HOME with the model; any network use or download attempt fails the test."""
-    from TTS.utils.manage import ModelManager
+    ModelManager = pytest.importorskip("TTS.utils.manage").ModelManager
 
     monkeypatch.setenv("TTS_HOME", str(vctk_home))
 
@@ -290,7 +298,7 @@ def test_coqui_catalogue_and_default(coqui):
     from TTS.utils.manage import ModelManager
 
     # lipsync looks where the TTS package itself keeps (and would download) the model
-    assert tts._model_dir(tts.VCTK) == Path(ModelManager().output_prefix) / "tts_models--en--vctk--vits"
+    assert catalogue._model_dir(tts.VCTK) == Path(ModelManager().output_prefix) / "tts_models--en--vctk--vits"
     assert tts.get_voice("coqui:vctk/p225").available
     lj = tts.get_voice("coqui:ljspeech")
     assert not lj.available and "not in the TTS cache" in lj.reason
@@ -305,10 +313,10 @@ def test_coqui_end_to_end(coqui):
     assert np.max(np.abs(s.samples)) == pytest.approx(10 ** (-1 / 20), abs=1e-3)
     assert s.duration_s > 0.5 and np.isfinite(s.samples).all()
     # the loaded model is kept and reused; narration is reproducible
-    key = (tts.VCTK.name, str(tts._tts_home()))
-    loaded = tts._models[key]
+    loaded = coqui_engine.loaded_model(tts.VCTK)
+    assert loaded is not None
     again, voice = tts.narrate("Hello there. How are you today?", "coqui:vctk/p225")
-    assert tts._models[key] is loaded and voice.id == "coqui:vctk/p225"
+    assert coqui_engine.loaded_model(tts.VCTK) is loaded and voice.id == "coqui:vctk/p225"
     np.testing.assert_array_equal(again.samples, s.samples)
     other = tts.synthesize("Hello there. How are you today?", "coqui:vctk/p376")
     assert not np.array_equal(other.samples[: len(s.samples)], s.samples[: len(other.samples)])
@@ -332,25 +340,76 @@ def test_coqui_shared_between_threads(coqui):
     for t in threads:
         t.join(60)
     assert not errors and len(results) == 4
-    assert sum(k[1] == str(tts._tts_home()) for k in tts._models) == 1  # loaded once
+    assert sum(k[1] == str(catalogue._tts_home()) for k in coqui_engine._models) == 1  # loaded once
+
+
+def test_a_loading_model_holds_up_neither_other_voices_nor_the_list(coqui, monkeypatch):
+    """While one model is loading (held inside the TTS package's loader, as during a long download),
+    a voice of another model speaks and the voice list answers: only that model's own lock is held."""
+    import TTS.api
+
+    lj = coqui / "tts" / tts.LJSPEECH.folder  # looks cached; its loader is held, so the files are never read
+    lj.mkdir()
+    (lj / "config.json").write_text("{}")
+    (lj / "model_file.pth").write_bytes(b"held")
+    monkeypatch.setattr(catalogue, "_failures", {})
+    real, entered, release = TTS.api.TTS, threading.Event(), threading.Event()
+
+    def held(name, *a, **k):
+        if name == tts.LJSPEECH.name:
+            entered.set()
+            release.wait(120)
+            raise RuntimeError("released by the test")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(TTS.api, "TTS", held)
+    outcome: dict[str, object] = {}
+
+    def run(key, fn):
+        try:
+            outcome[key] = fn()
+        except Exception as e:  # noqa: BLE001
+            outcome[key] = e
+
+    loading = threading.Thread(target=run, args=("lj", lambda: tts.synthesize("Hello.", "coqui:ljspeech")))
+    loading.start()
+    try:
+        assert entered.wait(60)
+        others = threading.Thread(target=lambda: (
+            run("vctk", lambda: tts.synthesize("Hello there.", "coqui:vctk/p225")),
+            run("list", tts.list_voices),
+            run("voice", lambda: tts.get_voice("coqui:ljspeech")),
+        ))
+        others.start()
+        others.join(60)  # a load that waited for the held one would wait for ever
+        assert not others.is_alive(), "another voice or the voice list waited for the model being loaded"
+        assert loading.is_alive() and not release.is_set()
+        assert isinstance(outcome["vctk"], Speech) and outcome["vctk"].duration_s > 0.3
+        assert len(outcome["list"]) == len(catalogue._SPECS) and outcome["voice"].available
+    finally:
+        release.set()
+        loading.join(60)
+        shutil.rmtree(lj)
+    assert isinstance(outcome["lj"], VoiceError) and "released by the test" in str(outcome["lj"])
 
 
 def test_coqui_missing_speaker(coqui, monkeypatch):
     monkeypatch.setitem(tts.VCTK_SPEAKERS, "p000", ("male", "English", ""))
-    spec = tts._Spec("coqui:vctk/p000", "x", "coqui", "en", tts.VCTK, "p000")
-    monkeypatch.setitem(tts._SPECS, spec.id, spec)
+    spec = catalogue._Spec("coqui:vctk/p000", "x", "coqui", "en", tts.VCTK, "p000")
+    monkeypatch.setitem(catalogue._SPECS, spec.id, spec)
     with pytest.raises(VoiceError, match="not in the model"):
         tts.synthesize("Hello.", "coqui:vctk/p000")
 
 
 def test_broken_cache_falls_back(tmp_path, monkeypatch, caplog):
+    pytest.importorskip("TTS")  # the [tts] extra: without it the cache is never looked at
     home = tmp_path / "home"
     d = home / "tts" / tts.VCTK.folder
     d.mkdir(parents=True)
     (d / "config.json").write_text("{not json")
     (d / "model_file.pth").write_bytes(b"garbage")
     monkeypatch.setenv("TTS_HOME", str(home))
-    monkeypatch.setattr(tts, "_failures", {})
+    monkeypatch.setattr(catalogue, "_failures", {})
     assert tts.default_voice().id == "coqui:vctk/p225"  # looks complete...
     with caplog.at_level(logging.WARNING, logger="lipsync"):
         speech, used = tts.narrate("Hello.")  # ...but does not load: espeak-ng speaks
@@ -479,7 +538,7 @@ def test_generate_audio_file_to_length(engine, example_image, tmp_path, oracle_w
 def test_generate_input_checks(engine, example_image, oracle_wav, tmp_path, monkeypatch):
     monkeypatch.setenv("TTS_HOME", str(tmp_path / "no-models"))
     out = tmp_path / "x.mp4"
-    with pytest.raises(VoiceError, match="cannot be used here.*not in the TTS cache"):
+    with pytest.raises(VoiceError, match=f"cannot be used here.*{_MISSING_MODEL}"):
         engine.generate(example_image, out=out, text="Hello", voice="coqui:ljspeech")
     with pytest.raises(InputError, match="exactly one"):
         engine.generate(example_image, out=out)

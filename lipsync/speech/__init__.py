@@ -17,4 +17,4 @@ from .tts import (
 __all__ = [
     "Speech", "Voice", "check_length_s", "clean_text", "default_voice", "fit_length",
     "get_voice", "list_voices", "narrate", "synthesize", "usable_voice",
-]  # fmt: skip
+]

@@ -19,7 +19,7 @@ import numpy as np
 __all__ = [
     "LEVEL_FRAME_S", "SILENCE_FLOOR_DB", "SILENCE_BELOW_PEAK_DB", "MIN_PAUSE_S",
     "frame_levels", "silent_frames", "active_range", "find_pauses", "speech_weights",
-]  # fmt: skip
+]
 
 LEVEL_FRAME_S = 0.02  #: frame length of the level analysis
 SILENCE_FLOOR_DB = -50.0  #: frames quieter than this (dBFS RMS) are silent...

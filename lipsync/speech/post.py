@@ -12,7 +12,7 @@ from .activity import MIN_PAUSE_S, active_range, find_pauses
 __all__ = [
     "PEAK_DBFS", "MIN_LENGTH_S", "MAX_LENGTH_S", "LOOP_PAUSE_S", "MIN_PHRASE_S",
     "normalize_peak", "add_dither", "trim_silence", "check_length_s", "fit_length",
-]  # fmt: skip
+]
 
 # -- speech clean-up and length fitting --------------------------------------------
 #
