@@ -13,7 +13,6 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 
 from videos import pan_frames, write_video
 

@@ -21,7 +21,7 @@ COMMENT = "AI-generated test clip: lipsync HLS"
 
 def make_clip(path: Path, size: str, seconds: float, *, audio: bool = True, fps: str = "25") -> Path:
     args = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"]  # fmt: skip
+            "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}"]
     args += ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
@@ -97,26 +97,33 @@ def pkg(clips, tmp_path_factory):
 # --------------------------------------------------------------------------- the ladder (no ffmpeg)
 
 
+# Codec strings written out (RFC 6381 avc1.PPCCLL: High profile is 0x64, level 3.0 is 0x1e, 3.1 is 0x1f),
+# the levels read off H.264 Table A-1 by hand: 1280x720 is 3600 macroblocks, 90,000 a second at 25 fps,
+# over level 3.0's 1620 and 40,500, within 3.1's 3600 and 108,000; 854x480 is 1620 macroblocks,
+# 40,500 a second: level 3.0 exactly.
+HIGH_30, HIGH_31 = "avc1.64001e", "avc1.64001f"
+
+
 @pytest.mark.parametrize(
     "w,h,expect",
     [
-        (1920, 1080, [(1280, 720), (854, 480), (640, 360)]),
-        (1280, 720, [(1280, 720), (854, 480), (640, 360)]),
-        (720, 1280, [(720, 1280), (480, 854), (360, 640)]),
-        (854, 480, [(854, 480), (640, 360)]),
-        (512, 512, [(512, 512), (360, 360)]),
-        (641, 361, [(640, 360)]),
-        (320, 240, [(320, 240)]),
+        (1920, 1080, [(1280, 720, HIGH_31), (854, 480, HIGH_30), (640, 360, HIGH_30)]),
+        (1280, 720, [(1280, 720, HIGH_31), (854, 480, HIGH_30), (640, 360, HIGH_30)]),
+        (720, 1280, [(720, 1280, HIGH_31), (480, 854, HIGH_30), (360, 640, HIGH_30)]),
+        (854, 480, [(854, 480, HIGH_30), (640, 360, HIGH_30)]),
+        (512, 512, [(512, 512, HIGH_30), (360, 360, HIGH_30)]),
+        (641, 361, [(640, 360, HIGH_30)]),
+        (320, 240, [(320, 240, HIGH_30)]),
     ],
 )
 def test_ladder_never_upscales_and_keeps_even_sides(w, h, expect):
     ladder = plan_ladder(w, h, 25.0)
-    assert [(r.width, r.height) for r in ladder] == expect
+    assert [(r.width, r.height, r.codecs) for r in ladder] == [(a, b, f"{c},mp4a.40.2") for a, b, c in expect]
+    assert [(r.width, r.height, r.codecs) for r in plan_ladder(w, h, 25.0, has_audio=False)] == expect
     assert len(ladder) <= len(RUNGS)
     for r in ladder:
         assert r.width <= w and r.height <= h and r.width % 2 == 0 and r.height % 2 == 0
         assert abs(r.width / r.height - w / h) < 0.01
-        assert r.codecs == f"avc1.6400{r.level:02x},mp4a.40.2"
 
 
 def test_h264_levels():
@@ -138,7 +145,7 @@ def test_probe_with_ffmpeg_alone(clips):
     assert probe(clips["360"]).has_audio is False
 
 
-def test_playlists_parse_and_add_up(pkg, clips):
+def test_playlists_parse_and_add_up(pkg, clips, tmp_path_factory):
     r, stages = pkg
     out = r.outdir
     assert [x.name for x in r.renditions] == ["720p", "480p", "360p"]
@@ -162,8 +169,17 @@ def test_playlists_parse_and_add_up(pkg, clips):
         assert tags["EXT-X-PLAYLIST-TYPE"] == ["VOD"] and "EXT-X-ENDLIST" in tags
         assert tags["EXT-X-MAP"] == ['URI="init.mp4"']
         init = out / rend.name / "init.mp4"
-        # the CODECS string is what the encoder wrote: High profile, the level we set
+        # the CODECS string is what the encoder wrote: High profile, the level Table A-1 gives
+        level = {"720p": 31, "480p": 30, "360p": 30}[rend.name]
+        assert codecs == {31: HIGH_31, 30: HIGH_30}[level] + ",mp4a.40.2"
         assert avcc_codec(init) == codecs.split(",")[0]
+        if shutil.which("ffprobe"):  # ffprobe's reading of the first segment agrees
+            from conftest import ffprobe
+
+            first = tmp_path_factory.mktemp("seg") / "first.mp4"
+            first.write_bytes(init.read_bytes() + (out / rend.name / "seg_00001.m4s").read_bytes())
+            video = next(s for s in ffprobe(first)["streams"] if s["codec_type"] == "video")
+            assert (video["codec_name"], video.get("profile"), video.get("level")) == ("h264", "High", level)
         durs = [d for d, _ in media["entries"]]
         target = int(tags["EXT-X-TARGETDURATION"][0])
         assert all(round(d) <= target for d in durs) and target <= 3
@@ -216,7 +232,7 @@ def test_small_source_gives_one_rendition_without_audio(clips, tmp_path):
     assert [(x.name, x.width, x.height) for x in r.renditions] == [("360p", 640, 360)]
     assert r.zip is None
     attrs, _ = parse_m3u8(r.master)["entries"][0]
-    assert attrs["CODECS"] == '"avc1.64001e"' and attrs["RESOLUTION"] == "640x360"
+    assert attrs["CODECS"] == f'"{HIGH_30}"' and attrs["RESOLUTION"] == "640x360"
     media = parse_m3u8(tmp_path / "o" / "360p" / "index.m3u8")
     assert sum(d for d, _ in media["entries"]) == pytest.approx(3.0, abs=2.0)
 
@@ -234,12 +250,12 @@ def test_not_a_video_is_a_clean_error(tmp_path):
 
 
 def test_failure_leaves_nothing_half_written(clips, tmp_path, monkeypatch):
-    import lipsync.media.hls as hls
+    import lipsync.media.hls.package as hls_package
 
     def boom(*a, **k):
         raise EncodeError("simulated failure after encoding")
 
-    monkeypatch.setattr(hls, "_finish_rendition", boom)
+    monkeypatch.setattr(hls_package, "_finish_rendition", boom)
     with pytest.raises(LipSyncError, match="simulated"):
         package_hls(clips["360"], tmp_path / "new", zip_path=tmp_path / "z.zip")
     assert not (tmp_path / "new").exists()

@@ -87,7 +87,7 @@ def test_rotation_metadata_is_honoured(tmp_path, pan):
     plain = write_video(tmp_path / "plain.mp4", [f[:, :192] for f in pan[1][:5]])  # 192 wide, 256 high
     rotated = tmp_path / "rotated.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(plain), "-c", "copy", "-metadata:s:v:0", "rotate=90",
-                    str(rotated)], check=True)  # fmt: skip
+                    str(rotated)], check=True)
     info = probe_video(rotated)
     assert info.rotation in (90, 270) and (info.width, info.height) == (256, 192)
     with VideoDecoder(info, FPS, (info.width, info.height)) as dec:
@@ -105,7 +105,7 @@ def test_variable_frame_rate_comes_out_at_the_chosen_rate(tmp_path):
     frames = [np.full((64, 64, 3), 20 * k + 10, np.uint8) for k in range(len(holds))]
     expr = "+".join(f"{s:.2f}*eq(N\\,{k})" for k, s in enumerate(starts))  # "\\," : a comma inside a filter
     path = write_video(tmp_path / "vfr.mkv", frames, fps=25, extra=["-vf", f"setpts=({expr})/TB"],
-                       codec=["-c:v", "libx264", "-crf", "0", "-pix_fmt", "yuv444p", "-fps_mode", "vfr"])  # fmt: skip
+                       codec=["-c:v", "libx264", "-crf", "0", "-pix_fmt", "yuv444p", "-fps_mode", "vfr"])
     info = probe_video(path)
     with VideoDecoder(info, FPS, (64, 64)) as dec:
         shown = [int(round((f[..., 0].mean() - 10) / 20)) for f in dec]
@@ -301,7 +301,7 @@ def test_frame_step_on_video_and_label(engine, pan, tmp_path):
     r = engine.generate(None, _speech(1.0), tmp_path / "step.mp4", GenerateOptions(frame_step=2), video=pan[0])
     assert r.frames == 25
     plain = engine.generate(None, _speech(1.0), tmp_path / "nolabel.mp4", GenerateOptions(frame_step=2, label=False),
-                            video=pan[0])  # fmt: skip
+                            video=pan[0])
     a, b = decode_frames(r.video), decode_frames(plain.video)
     differs = np.abs(a.astype(int) - b).max(axis=(0, 3)) > 40
     ys, xs = np.nonzero(differs)
@@ -397,7 +397,7 @@ def test_video_corpus_through_the_command_line(name, tmp_path, checkpoint, capsy
     wav = write_wav(tmp_path / "speech.wav", speechlike(1.0), 16000)
     out = tmp_path / "out" / "v.mp4"
     code = main(["generate", "--video", str(path), "--audio", str(wav), "--out", str(out),
-                 "--checkpoint", str(checkpoint), "--device", "cpu"])  # fmt: skip
+                 "--checkpoint", str(checkpoint), "--device", "cpu"])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if expect == "photo":
@@ -454,7 +454,7 @@ def test_command_line_video_end_to_end(tmp_path, pan, checkpoint):
     wav = write_wav(tmp_path / "speech.wav", speechlike(3.0), 16000)
     out = tmp_path / "talk.mp4"
     r = cli("generate", "--video", pan[0], "--audio", wav, "--out", out, "--checkpoint", checkpoint,
-            "--video-loop", "loop", "--json")  # fmt: skip
+            "--video-loop", "loop", "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["source"] == "video" and result["face_frames"] == 75 and result["frames"] == 75
@@ -476,7 +476,7 @@ def test_app_takes_a_video_instead_of_the_photo(checkpoint, tmp_path, pan):
         video, zip_file, summary, captions = client.predict(
             image=None, text="Hello there.", voice="espeak:en-us", consent=True, video=handle_file(str(pan[0])),
             motion=0, api_name="/generate",
-        )  # fmt: skip
+        )
         info = ffprobe(_video_path(video))
         v = next(s for s in info["streams"] if s["codec_type"] == "video")
         assert (v["width"], v["height"]) == (SIZE, SIZE)  # the video's frames, not the example photo's

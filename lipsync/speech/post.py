@@ -7,7 +7,7 @@ import numpy as np
 from ..errors import InputError
 from ..features import HOP, MEL_STEP, SAMPLE_RATE
 from ..media.audio import Phrase, Speech
-from .activity import MIN_PAUSE_S, active_range, find_pauses
+from .activity import active_range, find_pauses
 
 __all__ = [
     "PEAK_DBFS", "MIN_LENGTH_S", "MAX_LENGTH_S", "LOOP_PAUSE_S", "MIN_PHRASE_S",
