@@ -99,6 +99,7 @@ def main() -> None:
     from test_tts import build_random_vits
 
     from lipsync.speech import tts
+    from lipsync.speech.coqui import load_model
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, {os.cpu_count()} cores")
     rows = [measure("espeak:en-us", a.repeats)]
@@ -112,7 +113,7 @@ def main() -> None:
             os.environ["TTS_HOME"] = home
 
             def prepare(size=size, mb=mb):
-                scale = calibrate(tts._load_coqui(tts.VCTK))
+                scale = calibrate(load_model(tts.VCTK))
                 return f" [random {size} VITS, {mb:.0f} MB, length_scale {scale:.3g}]"
 
             rows.append(measure("coqui:vctk/p225", a.repeats, prepare))
