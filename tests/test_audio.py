@@ -151,3 +151,34 @@ def test_a_hostile_audio_file_through_the_command_line(tmp_path, example_image, 
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "playlist" in lines[0] and "Traceback" not in err, err
     assert not out.exists() and bait.hits == []
+
+
+@pytest.mark.parametrize("head, expect", [
+    (b"RIFF\x24\x00\x00\x00WAVEfmt ", "wav"),
+    (b"RF64\xff\xff\xff\xffWAVEds64", "wav"),
+    (b"RIFF\x24\x00\x00\x00AVI LIST", "avi"),
+    (b"FORM\x00\x00\x00\x24AIFFCOMM", "aiff"),
+    (b"ID3\x04\x00\x00\x00\x00\x00\x00\xff\xfb\x90\x00", "mp3"),
+    (b"ID3\x04\x00\x00\x00\x00\x00\x00fLaC\x00\x00\x00\x22", "flac"),  # a tag in front of FLAC
+    (b"\xff\xfb\x90\x00", "mp3"),
+    (b"\xff\xf1\x50\x40", "aac"),
+    (b"OggS\x00\x02", "ogg"),
+    (b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81", "matroska"),
+    (b"\x00\x00\x00\x20ftypM4A ", "mp4"),
+    (b"#!AMR\n\x3c", None),  # a raw AMR recording is not a playlist, just not accepted
+    (b"\xef\xbb\xbf#EXTM3U\n", "playlist"),
+    (b"ffconcat version 1.0\n", "playlist"),
+    (b"  file 'a.wav'\n", "playlist"),
+    (b"<?xml version='1.0'?><smil>", "playlist"),
+    (b"\xff\xd8\xff\xe0JFIF", None),
+])
+def test_containers_are_recognised_by_their_first_bytes(tmp_path, head, expect):
+    from lipsync.media.sniff import PlaylistError, sniff
+
+    path = tmp_path / "x.wav"  # the name says nothing
+    path.write_bytes(head + b"\x00" * 64)
+    if expect == "playlist":
+        with pytest.raises(PlaylistError):
+            sniff(path)
+    else:
+        assert sniff(path) == expect

@@ -77,6 +77,8 @@ def _after_id3(f, head: bytes) -> str:
 
 def _looks_like_a_list(head: bytes) -> bool:
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith(b"#!"):  # a raw AMR recording ("#!AMR") or a script: not a list
+        return False
     return text.startswith((b"#extm3u", b"ffconcat", b"file ", b"file\t", b"#", b"[playlist]", b"<?xml", b"<asx"))
 
 
