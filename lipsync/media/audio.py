@@ -74,7 +74,7 @@ ALLOWED_DECODERS = (
 )
 _HELP = "Use a wav, mp3, m4a, ogg, opus, flac or webm file with speech in it."
 #: picture and video decoders ffmpeg tries on cover art and video tracks while probing (refusing them is harmless)
-_PICTURES = ("mjpeg", "png", "bmp", "gif", "webp", "tiff", "h264", "hevc", "vp8", "vp9", "av1", "libdav1d",
+_NOT_SOUND = ("mjpeg", "png", "bmp", "gif", "webp", "tiff", "h264", "hevc", "vp8", "vp9", "av1", "libdav1d",
              "mpeg4", "prores")
 
 
@@ -154,7 +154,7 @@ def _decode_failure(name: str, detail: str) -> str:
         return f"Decoding {name} took too long and was stopped; the file may be damaged. {_HELP}"
     if "matches no streams" in detail:
         return f"{name} has no sound track. {_HELP}"
-    refused = [c for c in re.findall(r"Codec \((\w+)\) not on whitelist", detail) if c not in _PICTURES]
+    refused = [c for c in re.findall(r"Codec \((\w+)\) not on whitelist", detail) if c not in _NOT_SOUND]
     if refused:
         return f"{name} uses the {refused[0]} audio codec, which is not accepted. {_HELP}"
     return f"{name} could not be decoded as audio; it may be damaged or incomplete. {_HELP}"
