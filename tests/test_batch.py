@@ -63,7 +63,7 @@ def cli(*args, env_extra=None, timeout=300, **kw):
     return subprocess.run(
         [sys.executable, "-m", "lipsync", *map(str, args)],
         cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env, **kw,
-    )  # fmt: skip
+    )
 
 
 def lines(out: Path) -> list[dict]:
@@ -138,7 +138,7 @@ def test_manifest_rows_are_checked_one_by_one(tmp_path, inputs):
         {"id": "moving", "video": "clip.mp4", "audio": "speech.wav"},
     ]
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=128x128:rate=25:duration=1",
-                    "-pix_fmt", "yuv420p", str(tmp_path / "clip.mp4")], check=True)  # fmt: skip
+                    "-pix_fmt", "yuv420p", str(tmp_path / "clip.mp4")], check=True)
     cols = ["id", "image", "video", "text", "voice", "audio", "fps", "max_side", "pads", "hls", "_note"]
     m = load_manifest(write_csv(tmp_path / "jobs.csv", rows, cols))
     assert [j.id for j in m.jobs] == ["good", "moving"]
@@ -163,7 +163,7 @@ def test_manifest_rows_are_checked_one_by_one(tmp_path, inputs):
     (tmp_path / "jobs.jsonl").write_text(json.dumps(
         {"id": "good", "image": "face.jpg", "text": "Hello.", "voice": "espeak:en-us", "pads": [0, 20, 0, 0],
          "max_side": 256, "fps": 25}
-    ) + "\n\nnot json\n")  # fmt: skip
+    ) + "\n\nnot json\n")
     j = load_manifest(tmp_path / "jobs.jsonl")
     assert j.jobs[0].fingerprint() == good.fingerprint()
     assert [e.row for e in j.errors] == [3] and "not valid JSON" in j.errors[0].message
@@ -316,7 +316,7 @@ def test_captions_on_the_result_are_copied(local_run, inputs, tmp_path):
             vtt = out.with_suffix(".vtt")
             vtt.write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nHello from the batch.\n")
             return Captioned(out, 1.0, 25, 25.0, 256, 256, FaceBox(1, 2, 3, 4), "test", "cpu", 1.0, 16000,
-                             voice=options.voice, captions=vtt)  # fmt: skip
+                             voice=options.voice, captions=vtt)
 
     job = next(j for j in load_manifest(inputs / "jobs.csv").jobs if j.id == "speak")
     outcome = execute(Engine(), job, tmp_path / "work")
@@ -361,7 +361,7 @@ def _long_jobs(inputs: Path, n: int = 3) -> Path:
     text = "This sentence is long enough to keep one worker busy for a few seconds of video."
     return write_csv(inputs / "long.csv", [
         {"id": f"long{i}", "image": "face.jpg", "text": text, "voice": "espeak:en-us"} for i in range(n)
-    ])  # fmt: skip
+    ])
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -372,7 +372,7 @@ def test_interrupt_leaves_no_partial_file(inputs, checkpoint, tmp_path, signum):
     p = subprocess.Popen(
         [sys.executable, "-m", "lipsync", "batch", str(jobs), "--out-dir", str(out), "--checkpoint", str(checkpoint)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 120
         while not list(out.glob(".lipsync-staging-*/*/*.part.mp4")):  # a job is encoding
@@ -407,12 +407,12 @@ def test_local_worker_killed_mid_job_is_retried(inputs, checkpoint, tmp_path):
         {"id": "before", "image": inputs / "face.jpg", "text": "One.", "voice": "espeak:en-us"},
         {"id": "crashme", "image": inputs / "face.jpg", "text": "Two.", "voice": "espeak:en-us"},
         {"id": "after", "image": inputs / "face.jpg", "text": "Three.", "voice": "espeak:en-us"},
-    ])  # fmt: skip
+    ])
     fired = tmp_path / "fired"
     exe = fake_ffmpeg(tmp_path, fired)
     out = tmp_path / "out"
     r = cli("batch", jobs, "--out-dir", out, "--checkpoint", checkpoint, "--workers", 2,
-            env_extra={"LIPSYNC_FFMPEG": str(exe)})  # fmt: skip
+            env_extra={"LIPSYNC_FFMPEG": str(exe)})
     assert r.returncode == 0, r.stderr
     assert fired.exists()  # a worker really died
     recs = lines(out)
@@ -455,13 +455,13 @@ def ray_cluster(tmp_path_factory):
 
 def _decoded(mp4: Path) -> np.ndarray:
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(mp4), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
-                         capture_output=True, check=True).stdout  # fmt: skip
+                         capture_output=True, check=True).stdout
     return np.frombuffer(raw, np.uint8)
 
 
 def _audio_md5(mp4: Path) -> str:
     return subprocess.run(["ffmpeg", "-v", "error", "-i", str(mp4), "-map", "0:a", "-f", "md5", "-"],
-                          capture_output=True, check=True, text=True).stdout.strip()  # fmt: skip
+                          capture_output=True, check=True, text=True).stdout.strip()
 
 
 def test_ray_gives_the_same_results(ray_cluster, local_run, inputs, checkpoint, tmp_path):
@@ -469,7 +469,7 @@ def test_ray_gives_the_same_results(ray_cluster, local_run, inputs, checkpoint, 
     _, local_out = local_run
     out = tmp_path / "out"
     r = cli("batch", inputs / "jobs.csv", "--out-dir", out, "--checkpoint", checkpoint,
-            f"--ray={ray_cluster['address']}", "--cpus-per-worker", 1)  # fmt: skip
+            f"--ray={ray_cluster['address']}", "--cpus-per-worker", 1)
     assert r.returncode == 3, r.stderr
     assert "Traceback" not in r.stderr
     here, there = {x["id"]: x for x in lines(local_out)[:4]}, {x["id"]: x for x in lines(out)}
@@ -497,7 +497,7 @@ def test_ray_worker_killed_mid_job_is_retried(ray_cluster, inputs, checkpoint, t
     jobs = write_csv(tmp_path / "jobs.csv", [
         {"id": f"job{i}" if i != 1 else "crashme", "image": inputs / "face.jpg", "text": f"Number {i}.",
          "voice": "espeak:en-us"} for i in range(4)
-    ])  # fmt: skip
+    ])
     out = tmp_path / "out"
     s = run_batch(jobs, out, ray=True, cpus_per_worker=1, settings=EngineSettings(checkpoint=str(checkpoint)))
     assert ray_cluster["fired"].exists()  # an actor really died mid-job

@@ -40,7 +40,7 @@ def assert_clean_failure(r, out: Path, *needles):
 def test_generate_end_to_end(tmp_path, example_image, oracle_wav, checkpoint):
     out = tmp_path / "talk.mp4"
     r = cli("generate", "--image", example_image, "--audio", oracle_wav, "--out", out, "--checkpoint", checkpoint,
-            "--json")  # fmt: skip
+            "--json")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stderr and "by mtcnn" in r.stderr  # the offline detector: no S3FD weights in tests
     import json
@@ -143,7 +143,7 @@ def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkp
     img.write_bytes(make())
     out = tmp_path / "out" / "v.mp4"
     code = main(["generate", "--image", str(img), "--audio", str(short_wav), "--out", str(out),
-                 "--checkpoint", str(checkpoint), "--device", "cpu"])  # fmt: skip
+                 "--checkpoint", str(checkpoint), "--device", "cpu"])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if expect == "ok":

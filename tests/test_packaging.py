@@ -62,7 +62,7 @@ def wheel(tmp_path_factory) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(d), str(ROOT)],
         check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    )
     return next(d.glob("lipsync-*.whl"))
 
 
@@ -70,7 +70,7 @@ def test_wheel_carries_its_run_time_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("lipsync/media/assets/player.html", "lipsync/media/assets/hls/hls.min.js",
               "lipsync/media/assets/hls/LICENSE", "lipsync/cli.py", "lipsync/py.typed",
-              "lipsync/runtime/int8_calibration.npz"):  # fmt: skip
+              "lipsync/runtime/int8_calibration.npz"):
         assert f in names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "lipsync = lipsync.cli:main" in meta
@@ -98,7 +98,7 @@ def test_installed_package_runs_from_another_folder(wheel, tmp_path, checkpoint,
         [str(venv / "bin" / "lipsync"), "generate", "--image", str(example_image), "--text", "Hello there.",
          "--voice", "espeak:en-us", "--out", "talk.mp4", "--hls-zip", "talk_hls.zip", "--json", "--max-side", "256"],
         cwd=work, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr
     import json
 

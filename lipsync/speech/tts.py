@@ -70,7 +70,7 @@ __all__ = [
 
 log = logging.getLogger("lipsync")
 
-DEFAULT_MAX_CHARS = 1000  #: default limit on the cleaned text's length
+from ..options import MAX_CHARS as DEFAULT_MAX_CHARS  # the one home of the limit
 SENTENCE_PAUSE_S = 0.35  #: silence between sentences
 CLAUSE_PAUSE_S = 0.15  #: silence where an over-long sentence had to be split
 LEAD_S = 0.15  #: silence before the first word
