@@ -153,3 +153,94 @@ def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkp
         assert code == 2, err
         assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
         assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- flags from the options
+
+
+def _subparser(name: str):
+    import argparse
+
+    from lipsync.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def test_every_option_has_a_described_flag():
+    """Each GenerateOptions field carries its help and --help section, and `generate` has its flag
+    (a new field without metadata, or a type the CLI has no rule for, fails here)."""
+    import dataclasses
+
+    from lipsync.options import OPTION_GROUPS, GenerateOptions, option_flag
+
+    flags = _subparser("generate")._option_string_actions
+    for f in dataclasses.fields(GenerateOptions):
+        assert f.metadata.get("help"), f"GenerateOptions.{f.name} has no help"
+        assert f.metadata.get("group") in OPTION_GROUPS, f.name
+        flag = option_flag(f)
+        assert flag in flags, f"no {flag} for GenerateOptions.{f.name}"
+        assert flags[flag].dest == f.name
+    help_text = _subparser("generate").format_help()
+    for title in OPTION_GROUPS.values():
+        assert f"\n{title}:\n" in help_text
+    assert "(default 25)" in help_text and "--no-label" in help_text and "--length SECONDS" in help_text
+
+
+def test_flags_reach_the_options_and_left_out_flags_keep_the_defaults():
+    from lipsync.cli import _parser, options_from_args
+    from lipsync.options import GenerateOptions
+
+    base = ["generate", "--image", "a.jpg", "--text", "Hi.", "--out", "o.mp4"]
+    assert options_from_args(_parser().parse_args(base)) == GenerateOptions()
+    a = _parser().parse_args(base + [
+        "--fps", "30", "--pads", "1", "2", "3", "4", "--box", "0", "10", "0", "10", "--no-label", "--loop",
+        "--length", "2.5", "--max-chars", "50", "--preset", "fast", "--frame-step", "2", "--no-skip-silence",
+        "--video-loop", "loop", "--motion", "0", "--meta", "title=Hello", "--meta", "artist=me", "--captions",
+        "--max-audio-seconds", "30", "--timeout", "60", "--batch-size", "8",
+    ])
+    o = options_from_args(a)
+    assert (o.fps, o.pads, o.box, o.label, o.loop, o.length_s, o.max_chars) == (
+        30.0, (1, 2, 3, 4), (0, 10, 0, 10), False, True, 2.5, 50)
+    assert (o.preset, o.frame_step, o.skip_silence, o.video_loop, o.motion, o.captions) == (
+        "fast", 2, False, "loop", 0.0, True)
+    assert (o.max_audio_s, o.timeout_s, o.batch_size) == (30.0, 60.0, 8)
+    assert o.metadata == {"title": "Hello", "artist": "me"}
+
+
+def test_generate_and_batch_share_the_engine_flags(monkeypatch):
+    """One add_engine_args: the same flags and choices in generate and batch; batch takes int8 too."""
+    from lipsync.cli import _parser, engine_settings
+    from lipsync.options import PRECISIONS
+
+    def engine_flags(name):
+        acts = _subparser(name)._option_string_actions
+        return {f: (acts[f].dest, acts[f].choices) for f in ("--checkpoint", "--s3fd", "--device", "--precision")}
+
+    assert engine_flags("generate") == engine_flags("batch")
+    assert tuple(engine_flags("batch")["--precision"][1]) == PRECISIONS and "int8" in PRECISIONS
+    a = _parser().parse_args(["batch", "jobs.csv", "--out-dir", "out", "--precision", "int8", "--device", "cpu"])
+    assert engine_settings(a) == {"checkpoint": None, "s3fd": None, "device": "cpu", "precision": "int8"}
+    monkeypatch.setenv("LIPSYNC_PRECISION", "fp32")
+    monkeypatch.delenv("LIPSYNC_DEVICE", raising=False)
+    a = _parser().parse_args(["batch", "jobs.csv", "--out-dir", "out"])
+    assert engine_settings(a)["precision"] == "fp32" and engine_settings(a)["device"] == "auto"
+
+
+def test_batch_passes_int8_to_its_workers(tmp_path, monkeypatch):
+    """`batch --precision int8` (refused by the parser before) reaches the workers' engine settings."""
+    import lipsync.batch
+    from lipsync.batch import EngineSettings
+    from lipsync.cli import main
+
+    seen = {}
+
+    def run_batch(jobs, out_dir, *, settings, **kw):
+        seen["settings"] = settings
+        raise lipsync.batch.Interrupted(2)
+
+    monkeypatch.setattr(lipsync.batch, "run_batch", run_batch)
+    code = main(["batch", str(tmp_path / "jobs.csv"), "--out-dir", str(tmp_path / "out"), "--precision", "int8",
+                 "--device", "cpu", "--checkpoint", "w.pth"])
+    assert code == 130
+    assert seen["settings"] == EngineSettings(checkpoint="w.pth", device="cpu", precision="int8", s3fd=None)
