@@ -54,7 +54,6 @@ def _opt(default: Any, help: str, *, group: str, **meta: Any) -> Any:
         flag: the command-line flag (default ``--`` + the name with ``-`` for ``_``).
         column: the jobs-file column (default the field's name).
         choices: the allowed values; metavar: how ``--help`` names the value (a tuple for several numbers).
-        column_help: how a value is written in a jobs file, where that is not obvious.
 
     ``default`` may be a callable (a ``default_factory``); other keywords go to :func:`dataclasses.field`.
     """
@@ -134,6 +133,11 @@ class GenerateOptions:
     Numbers given as whole floats or strings (``face_index=1.0``, ``fps="25"``)
     are normalised; anything else out of range raises :class:`InputError`.
 
+    Each field is declared with :func:`_opt`: its metadata (help, ``--help`` section, flag,
+    jobs-file column) is the one description of the option, from which ``lipsync generate``
+    makes its flags and ``lipsync batch`` its columns. A new field goes at the end, with
+    its metadata; ``tests/test_cli.py`` checks that every field has a flag.
+
     Attributes:
         fps: output frame rate (1-60; 25 is what the model was trained at).
         pads: pixels added to the detected face box: (top, bottom, left, right).
@@ -170,7 +174,7 @@ class GenerateOptions:
     fps: float = _opt(25.0, "frame rate (1-60; the model was trained at 25)", group="video")
     pads: tuple[int, int, int, int] = _opt(
         (0, 10, 0, 0), "grow the face box by these pixels (the default adds the chin)", group="face",
-        metavar=("T", "B", "L", "R"), column_help='"0 10 0 0"',
+        metavar=("T", "B", "L", "R"),
     )
     box: tuple[int, int, int, int] | None = _opt(
         None, "use this face box instead of detecting one", group="face", metavar=("Y1", "Y2", "X1", "X2")

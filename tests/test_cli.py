@@ -132,8 +132,38 @@ def _corpus_names():
     return sorted(CORPUS)
 
 
+#: the engine flags of the corpus runs (fp32: the corpus is about images; int8 is tested in test_int8.py)
+CORPUS_ENGINE = ("--device", "cpu", "--precision", "fp32")
+
+
+@pytest.fixture(scope="module")
+def cli_engine(checkpoint):
+    """The engine `generate` builds from CORPUS_ENGINE, loaded once for the module's corpus runs."""
+    from lipsync.cli import _parser, engine_from_args
+
+    args = _parser().parse_args(["generate", "--image", "x", "--audio", "y", "--out", "z.mp4",
+                                 "--checkpoint", str(checkpoint), *CORPUS_ENGINE])
+    engine = engine_from_args(args)
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def shared_engine(cli_engine, monkeypatch):
+    """`generate` in this process gets the loaded module engine, once it checked that the flags
+    ask for the same engine (a model load per run cost seconds each)."""
+    import lipsync.cli
+
+    def reuse(args, **kw):
+        assert lipsync.cli.engine_settings(args) == {
+            "checkpoint": str(cli_engine.checkpoint), "s3fd": None, "device": "cpu", "precision": "fp32"}
+        return cli_engine
+
+    monkeypatch.setattr(lipsync.cli, "engine_from_args", reuse)
+
+
 @pytest.mark.parametrize("name", _corpus_names())
-def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkpoint, capsys):
+def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkpoint, capsys, shared_engine):
     """The CLI's own code path, in process: exit 0 with a video, or 2 with one clean line."""
     from bad_inputs import CORPUS
     from lipsync.cli import main
@@ -143,7 +173,7 @@ def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkp
     img.write_bytes(make())
     out = tmp_path / "out" / "v.mp4"
     code = main(["generate", "--image", str(img), "--audio", str(short_wav), "--out", str(out),
-                 "--checkpoint", str(checkpoint), "--device", "cpu"])
+                 "--checkpoint", str(checkpoint), *CORPUS_ENGINE])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if expect == "ok":
