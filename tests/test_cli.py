@@ -39,8 +39,9 @@ def assert_clean_failure(r, out: Path, *needles):
 @pytest.mark.slow
 def test_generate_end_to_end(tmp_path, example_image, oracle_wav, checkpoint):
     out = tmp_path / "talk.mp4"
+    # fp32: int8's one-off calibration (minutes on a loaded 2-core machine) is test_int8.py's
     r = cli("generate", "--image", example_image, "--audio", oracle_wav, "--out", out, "--checkpoint", checkpoint,
-            "--json")
+            "--json", "--precision", "fp32")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stderr and "by mtcnn" in r.stderr  # the offline detector: no S3FD weights in tests
     import json
@@ -67,38 +68,78 @@ def _base(example_image, oracle_wav, out, checkpoint):
     return ["generate", "--image", example_image, "--audio", oracle_wav, "--out", out, "--checkpoint", checkpoint]
 
 
+#: the engine flags of the in-process runs (fp32: they are about inputs; int8 is tested in test_int8.py)
+SHARED_ENGINE = ("--device", "cpu", "--precision", "fp32")
+
+
+@pytest.fixture(scope="module")
+def cli_engine(checkpoint):
+    """The engine `generate` builds from SHARED_ENGINE, loaded once for the module's in-process runs."""
+    from lipsync.cli import _parser, engine_from_args
+
+    args = _parser().parse_args(["generate", "--image", "x", "--audio", "y", "--out", "z.mp4",
+                                 "--checkpoint", str(checkpoint), *SHARED_ENGINE])
+    engine = engine_from_args(args)
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def shared_engine(cli_engine, monkeypatch):
+    """`generate` in this process gets the loaded module engine, once it checked that the flags
+    ask for the same engine (a model load per run cost seconds each)."""
+    import lipsync.cli
+
+    def reuse(args, **kw):
+        assert lipsync.cli.engine_settings(args) == {
+            "checkpoint": str(cli_engine.checkpoint), "s3fd": None, "device": "cpu", "precision": "fp32"}
+        return cli_engine
+
+    monkeypatch.setattr(lipsync.cli, "engine_from_args", reuse)
+
+
+def in_process(capsys, *args):
+    """`lipsync ARGS` run by main() in this process (with the shared engine): its exit status and stderr."""
+    from types import SimpleNamespace
+
+    from lipsync.cli import main
+
+    code = main([str(a) for a in args] + list(SHARED_ENGINE))
+    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
+
 def test_missing_image(tmp_path, oracle_wav, out, checkpoint):
     r = cli(*_base(tmp_path / "nope.jpg", oracle_wav, out, checkpoint))
     assert_clean_failure(r, out, "does not exist")
 
 
-def test_text_file_named_png(tmp_path, oracle_wav, out, checkpoint):
+def test_text_file_named_png(tmp_path, oracle_wav, out, checkpoint, capsys, shared_engine):
     fake = tmp_path / "photo.png"
     fake.write_text("this is not a picture\n")
-    r = cli(*_base(fake, oracle_wav, out, checkpoint))
+    r = in_process(capsys, *_base(fake, oracle_wav, out, checkpoint))
     assert_clean_failure(r, out, "not a picture")
 
 
-def test_image_without_a_face(tmp_path, oracle_wav, out, checkpoint):
+def test_image_without_a_face(tmp_path, oracle_wav, out, checkpoint, capsys, shared_engine):
     from PIL import Image
 
     img = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 300, 3), 180, np.uint8)).save(img)
-    r = cli(*_base(img, oracle_wav, out, checkpoint))
+    r = in_process(capsys, *_base(img, oracle_wav, out, checkpoint))
     assert_clean_failure(r, out, "no face", "portrait")
 
 
-def test_empty_audio(tmp_path, example_image, out, checkpoint):
+def test_empty_audio(tmp_path, example_image, out, checkpoint, capsys, shared_engine):
     empty = tmp_path / "speech.wav"
     empty.write_bytes(b"")
-    r = cli(*_base(example_image, empty, out, checkpoint))
+    r = in_process(capsys, *_base(example_image, empty, out, checkpoint))
     assert_clean_failure(r, out, "empty")
 
 
-def test_corrupt_audio(tmp_path, example_image, out, checkpoint):
+def test_corrupt_audio(tmp_path, example_image, out, checkpoint, capsys, shared_engine):
     bad = tmp_path / "speech.mp3"
     bad.write_bytes(b"ID3" + bytes(range(256)) * 20)
-    r = cli(*_base(example_image, bad, out, checkpoint))
+    r = in_process(capsys, *_base(example_image, bad, out, checkpoint))
     assert_clean_failure(r, out, "audio")
 
 
@@ -132,36 +173,6 @@ def _corpus_names():
     return sorted(CORPUS)
 
 
-#: the engine flags of the corpus runs (fp32: the corpus is about images; int8 is tested in test_int8.py)
-CORPUS_ENGINE = ("--device", "cpu", "--precision", "fp32")
-
-
-@pytest.fixture(scope="module")
-def cli_engine(checkpoint):
-    """The engine `generate` builds from CORPUS_ENGINE, loaded once for the module's corpus runs."""
-    from lipsync.cli import _parser, engine_from_args
-
-    args = _parser().parse_args(["generate", "--image", "x", "--audio", "y", "--out", "z.mp4",
-                                 "--checkpoint", str(checkpoint), *CORPUS_ENGINE])
-    engine = engine_from_args(args)
-    engine.load()
-    return engine
-
-
-@pytest.fixture
-def shared_engine(cli_engine, monkeypatch):
-    """`generate` in this process gets the loaded module engine, once it checked that the flags
-    ask for the same engine (a model load per run cost seconds each)."""
-    import lipsync.cli
-
-    def reuse(args, **kw):
-        assert lipsync.cli.engine_settings(args) == {
-            "checkpoint": str(cli_engine.checkpoint), "s3fd": None, "device": "cpu", "precision": "fp32"}
-        return cli_engine
-
-    monkeypatch.setattr(lipsync.cli, "engine_from_args", reuse)
-
-
 @pytest.mark.parametrize("name", _corpus_names())
 def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkpoint, capsys, shared_engine):
     """The CLI's own code path, in process: exit 0 with a video, or 2 with one clean line."""
@@ -173,7 +184,7 @@ def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkp
     img.write_bytes(make())
     out = tmp_path / "out" / "v.mp4"
     code = main(["generate", "--image", str(img), "--audio", str(short_wav), "--out", str(out),
-                 "--checkpoint", str(checkpoint), *CORPUS_ENGINE])
+                 "--checkpoint", str(checkpoint), *SHARED_ENGINE])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if expect == "ok":

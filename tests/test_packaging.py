@@ -134,7 +134,8 @@ def test_installed_package_runs_from_another_folder(wheel, tmp_path, checkpoint,
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(LIPSYNC_OFFLINE="1", LIPSYNC_CHECKPOINT=str(checkpoint))
+    # fp32: int8's one-off calibration is test_int8.py's (LIPSYNC_PRECISION is read by add_engine_args)
+    env.update(LIPSYNC_OFFLINE="1", LIPSYNC_CHECKPOINT=str(checkpoint), LIPSYNC_PRECISION="fp32")
     out = subprocess.run(
         [str(venv / "bin" / "lipsync"), "generate", "--image", str(example_image), "--text", "Hello there.",
          "--voice", "espeak:en-us", "--out", "talk.mp4", "--hls-zip", "talk_hls.zip", "--json", "--max-side", "256"],
