@@ -1,17 +1,21 @@
 # make run   installs what is missing (Debian packages, .venv) and starts the app
-# make test  installs what is missing (plus test tools and Chromium) and runs pytest
+# make test  installs what is missing (plus test tools and Chromium), lints, and runs pytest
+# make lint  ruff: a small set of bug-finding rules (pyproject.toml [tool.ruff]); no formatter
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: run test deps test-deps apt apt-dev bench clean
+.PHONY: run test lint deps test-deps apt apt-dev bench clean
 
 run: apt deps
 	$(PY) app.py $(ARGS)
 
-test: apt apt-dev test-deps
+test: apt apt-dev lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: test-deps
+	$(PY) -m ruff check .
 
 bench: apt deps
 	$(PY) benchmarks/bench.py $(ARGS)

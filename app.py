@@ -56,7 +56,7 @@ EXAMPLE_TEXT = (
     "Hello from orbit! The view up here is breathtaking, "
     "and every ninety minutes we watch the sun rise again."
 )
-MAX_CHARS = 1000
+from lipsync.options import MAX_CHARS  # the one home of the limit
 #: the slider goes as far as the library allows
 MAX_LENGTH_S = int(GenerateOptions().max_audio_s)
 VOICE_SAMPLE_TEXT = "Hello! This is how I sound. Type your own words and press Generate."

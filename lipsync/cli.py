@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main"]
+__all__ = ["main", "add_engine_args", "engine_settings", "engine_from_args", "add_option_args", "options_from_args"]
 
 
 def _version() -> str:
@@ -27,59 +27,158 @@ def _version() -> str:
     return __version__
 
 
-def _parser() -> argparse.ArgumentParser:
-    from .options import DEFAULT_MOTION
+# ----------------------------------------------------------------------------- shared flags
 
+
+def add_engine_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Add the engine's flags to ``parser``: ``--checkpoint --s3fd --device --precision``.
+
+    The one definition used by ``generate``, ``batch`` and the web app's ``main()``; read them
+    back with :func:`engine_settings` or :func:`engine_from_args`. Every default is None, so
+    ``$LIPSYNC_DEVICE`` / ``$LIPSYNC_PRECISION`` (then ``auto``) apply where a flag is left out.
+    (The frames per forward pass, ``--batch-size``, are a per-request option: see
+    :func:`add_option_args`.)
+
+    Returns:
+        the argument group holding them (the ``engine`` section of ``--help``).
+    """
+    from .options import DEVICES, PRECISIONS
+
+    g = parser.add_argument_group("engine")
+    g.add_argument("--checkpoint", metavar="PTH",
+                   help="local Wav2Lip checkpoint (default: $LIPSYNC_CHECKPOINT, else download)")
+    g.add_argument("--s3fd", metavar="PTH", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD, else download)")
+    g.add_argument("--device", choices=DEVICES, help="where the network runs (default: $LIPSYNC_DEVICE, else auto)")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="default: $LIPSYNC_PRECISION, else auto: fp16 on a GPU; on a CPU int8 (OpenVINO) where it "
+                        "is installed and passes its check for the checkpoint, else bf16 or fp32")
+    return g
+
+
+def engine_settings(args: argparse.Namespace) -> dict:
+    """``{checkpoint, s3fd, device, precision}`` from :func:`add_engine_args`'s flags (then the
+    environment, then ``auto``): the keyword arguments of :class:`~lipsync.LipSync`."""
+    import os
+
+    return {
+        "checkpoint": args.checkpoint,
+        "s3fd": args.s3fd,
+        "device": args.device or os.environ.get("LIPSYNC_DEVICE") or "auto",
+        "precision": args.precision or os.environ.get("LIPSYNC_PRECISION") or "auto",
+    }
+
+
+def engine_from_args(args: argparse.Namespace, **kwargs):
+    """The :class:`~lipsync.LipSync` engine :func:`add_engine_args`'s flags describe (not loaded
+    yet: it loads on first use). ``kwargs`` go to ``LipSync`` too (a ``detector``, say)."""
+    from .pipeline import LipSync
+
+    return LipSync(**engine_settings(args), **kwargs)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return " ".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_option_args(parser: argparse.ArgumentParser) -> list[argparse._ArgumentGroup]:
+    """One flag per :class:`~lipsync.options.GenerateOptions` field, made from the field's
+    metadata (help, flag, choices, metavar, group) and its type; each flag's ``dest`` is the
+    field's name and its default None (read them back with :func:`options_from_args`).
+
+    Types: ``bool`` -> ``--x/--no-x``; ``int``/``float``/``str`` -> one value;
+    ``tuple[int, ...]`` -> that many whole numbers; ``dict[str, str]`` -> ``KEY=VALUE``, repeatable.
+    """
+    import dataclasses
+
+    from .options import OPTION_GROUPS, GenerateOptions, option_flag
+
+    groups = {key: parser.add_argument_group(title) for key, title in OPTION_GROUPS.items()}
+    for f in dataclasses.fields(GenerateOptions):
+        meta, kind = f.metadata, str(f.type).replace(" ", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_ = meta["help"]
+        if default is not None and kind != "bool":
+            help_ += f" (default {_shown(default)})"
+        elif kind == "bool":
+            help_ += f" (default: {_shown(default)})"
+        kw: dict = {"dest": f.name, "default": None, "help": help_.replace("%", "%%")}
+        if "metavar" in meta:
+            kw["metavar"] = meta["metavar"]
+        if "choices" in meta:
+            kw["choices"] = meta["choices"]
+        if kind == "bool":
+            kw["action"] = argparse.BooleanOptionalAction
+        elif kind.startswith("tuple["):
+            kw.update(type=int, nargs=kind.split("|")[0].count(",") + 1)
+        elif kind.startswith("dict["):
+            kw.update(type=_key_value, action="append")
+        elif kind.startswith("int"):
+            kw["type"] = int
+        elif kind.startswith("float"):
+            kw["type"] = float
+        elif kind.startswith("str"):
+            kw["type"] = str
+        else:  # pragma: no cover - a new field type needs a rule here (tests/test_cli.py checks every field)
+            raise TypeError(f"GenerateOptions.{f.name}: no command-line rule for the type {f.type}")
+        groups[meta["group"]].add_argument(option_flag(f), **kw)
+    return list(groups.values())
+
+
+def options_from_args(args: argparse.Namespace):
+    """The :class:`~lipsync.options.GenerateOptions` that :func:`add_option_args`'s flags ask for
+    (flags left out keep the option's default; the options check the values)."""
+    import dataclasses
+
+    from .options import GenerateOptions
+
+    given = {}
+    for f in dataclasses.fields(GenerateOptions):
+        value = getattr(args, f.name, None)
+        if value is None:
+            continue
+        if isinstance(value, list) and str(f.type).startswith("dict"):
+            value = dict(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        given[f.name] = value
+    return GenerateOptions(**given)
+
+
+# ----------------------------------------------------------------------------- the parser
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lipsync", description="Lip-synced talking videos from one portrait.")
     p.add_argument("-v", "--verbose", action="store_true", help="log what happens (and show tracebacks)")
     p.add_argument("--version", action="version", version=f"lipsync {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    g = sub.add_parser("generate", help="portrait (or video) + audio (or text) -> MP4")
-    face = g.add_mutually_exclusive_group(required=True)
+    g = sub.add_parser("generate", help="portrait (or video) + audio (or text) -> MP4",
+                       description="One lip-synced MP4 from a portrait (or a short video) and speech (or a text).")
+    io = g.add_argument_group("input and output")
+    face = io.add_mutually_exclusive_group(required=True)
     face.add_argument("--image", help="the portrait (JPEG, PNG, WebP, BMP)")
     face.add_argument("--video", help="a short video of the person instead (MP4, MOV, WebM, MKV; up to 60 s)")
-    src = g.add_mutually_exclusive_group(required=True)
+    src = io.add_mutually_exclusive_group(required=True)
     src.add_argument("--audio", help="speech (wav, mp3, m4a, ogg, flac)")
     src.add_argument("--text", help="words to speak (instead of --audio)")
-    g.add_argument("--voice", help="voice id for --text (see: python -m lipsync voices; default: best available)")
-    g.add_argument("--length", type=float, default=0.0, metavar="SECONDS",
-                   help="make the soundtrack and video this long (default 0: natural length)")  # fmt: skip
-    g.add_argument("--loop", action="store_true", help="with --length longer than the speech: repeat it")
-    g.add_argument("--max-chars", type=int, default=1000, help="text length limit (default 1000)")
-    g.add_argument("--out", required=True, help="the MP4 to write")
-    g.add_argument("--checkpoint", help="local Wav2Lip checkpoint (default: $LIPSYNC_CHECKPOINT or download)")
-    g.add_argument("--s3fd", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD or download)")
-    g.add_argument("--fps", type=float, default=25.0, help="frame rate (default 25)")
-    g.add_argument("--pads", type=int, nargs=4, metavar=("T", "B", "L", "R"), default=(0, 10, 0, 0),
-                   help="grow the face box by these pixels (default 0 10 0 0)")  # fmt: skip
-    g.add_argument("--box", type=int, nargs=4, metavar=("Y1", "Y2", "X1", "X2"),
-                   help="use this face box instead of detecting one")  # fmt: skip
-    g.add_argument("--face-index", type=int, default=0, help="which face, 0 = largest (default 0)")
-    g.add_argument("--max-side", type=int, default=1280, help="scale the long side down to this (default 1280)")
-    g.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
-    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
-                   help="default auto: fp16 on a GPU; on a CPU int8 (OpenVINO) where it is installed "
-                        "and passes its check for the checkpoint, else bf16 or fp32")  # fmt: skip
-    g.add_argument("--batch-size", type=int, help="frames per forward pass")
-    g.add_argument("--no-skip-silence", action="store_true", help="run the network on pauses too")
-    g.add_argument("--frame-step", type=int, default=1, choices=(1, 2, 3, 4),
-                   help="run the network on every n-th frame and blend between (faster, softer; default 1)")  # fmt: skip
-    g.add_argument("--no-label", action="store_true", help='no visible "AI-generated" label in the video')
-    g.add_argument("--motion", type=float, default=DEFAULT_MOTION, metavar="0..1",
-                   help=f"head motion for a photo: 0 = still, 1 = the most (default {DEFAULT_MOTION:g})")  # fmt: skip
-    g.add_argument("--video-loop", default="pingpong", choices=("pingpong", "loop"),
-                   help="a video shorter than the speech plays back and forth (default) or loops")  # fmt: skip
-    g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
-                   help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
-    g.add_argument("--captions", action="store_true",
-                   help="with --text: also write WebVTT captions beside the video (OUT.vtt), "
-                        "and add them to the --hls-zip package")  # fmt: skip
-    g.add_argument("--burn-captions", action="store_true",
-                   help="with --text: draw the captions into the video's frames")  # fmt: skip
-    g.add_argument("--hls-zip", metavar="ZIP", help="also write an HLS package (ladder + player) as this zip")
-    g.add_argument("--json", action="store_true",
-                   help="print the result as one JSON object on stdout (messages stay on stderr)")  # fmt: skip
+    io.add_argument("--out", required=True, help="the MP4 to write")
+    io.add_argument("--hls-zip", metavar="ZIP", help="also write an HLS package (ladder + player) as this zip")
+    io.add_argument("--json", action="store_true",
+                    help="print the result as one JSON object on stdout (messages stay on stderr)")
+    add_engine_args(g)
+    add_option_args(g)
 
     h = sub.add_parser("hls", help="MP4 -> adaptive HLS folder (+ zip with a player page)")
     h.add_argument("input", metavar="INPUT.mp4", help="a video (H.264/AAC MP4 or anything ffmpeg reads)")
@@ -91,25 +190,21 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("voices", help="list the voices for --text, one per line: id, label, availability")
 
     b = sub.add_parser("batch", help="many videos from a jobs file (CSV or JSONL), here or on a Ray cluster",
-                       description="One video per row of JOBS (columns: id, image, text + voice or audio, length, "
-                       "loop, hls, and any generation option such as fps or pads); see the README.")  # fmt: skip
+                       description="One video per row of JOBS (columns: id, image or video, text + voice or audio, "
+                       "hls, and any generation option such as length, loop, fps or pads); see the README.")
     b.add_argument("jobs", metavar="JOBS", help="the jobs file (.csv, .tsv or .jsonl); paths in it are relative to it")
     b.add_argument("--out-dir", required=True, metavar="DIR",
-                   help="where <id>.mp4, <id>_hls.zip, <id>.vtt and results.jsonl go")  # fmt: skip
+                   help="where <id>.mp4, <id>_hls.zip, <id>.vtt and results.jsonl go")
     b.add_argument("--workers", type=int, metavar="N",
                    help="local worker processes, one model each (default 1); with --ray: Ray workers "
-                   "(default one per GPU, else one per --cpus-per-worker CPUs)")  # fmt: skip
+                   "(default one per GPU, else one per --cpus-per-worker CPUs)")
     b.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
                    help="run on Ray: alone, a local Ray instance; with ADDRESS (HOST:PORT or auto), "
-                   "an existing cluster (put --ray after JOBS, or write --ray=ADDRESS)")  # fmt: skip
+                   "an existing cluster (put --ray after JOBS, or write --ray=ADDRESS)")
     b.add_argument("--cpus-per-worker", type=int, metavar="N", help="CPUs per Ray worker on CPU-only nodes (default 4)")
     b.add_argument("--retry-failed", action="store_true", help="run the jobs that failed before again")
     b.add_argument("--strict", action="store_true", help="stop before any work if any row is bad")
-    b.add_argument("--checkpoint",
-                   help="Wav2Lip checkpoint, on every Ray node (default: $LIPSYNC_CHECKPOINT or download)")  # fmt: skip
-    b.add_argument("--s3fd", help="local S3FD face-detector weights (default: $LIPSYNC_S3FD or download)")
-    b.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
-    b.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="default auto")
+    add_engine_args(b)  # with --ray the checkpoint path must exist on every node
     return p
 
 
@@ -133,32 +228,13 @@ def _say(*parts: str) -> None:
 
 
 def _generate(a: argparse.Namespace) -> int:
-    from . import GenerateOptions, LipSync, Request
+    from . import Request
 
-    opts = GenerateOptions(
-        fps=a.fps,
-        pads=tuple(a.pads),
-        box=tuple(a.box) if a.box else None,
-        face_index=a.face_index,
-        max_side=a.max_side,
-        batch_size=a.batch_size,
-        skip_silence=not a.no_skip_silence,
-        label=not a.no_label,
-        frame_step=a.frame_step,
-        max_audio_s=a.max_audio_seconds,
-        voice=a.voice,
-        length_s=a.length,
-        loop=a.loop,
-        max_chars=a.max_chars,
-        motion=a.motion,
-        video_loop=a.video_loop,
-        captions=a.captions,
-        burn_captions=a.burn_captions,
-    )
+    opts = options_from_args(a)
     request = Request(
         image=a.image, out=a.out, audio=a.audio, text=a.text, options=opts, video=a.video
     )  # checked before loading
-    engine = LipSync(a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
+    engine = engine_from_args(a)
     r = engine.run(request, progress=_progress_printer(sys.stderr.isatty()))
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
     _say(
@@ -194,7 +270,7 @@ def _hls(a: argparse.Namespace) -> int:
     r = package_hls(
         Path(a.input), Path(a.outdir), zip_path=Path(a.zip) if a.zip else None, segment_s=a.segment,
         progress=_progress_printer(sys.stderr.isatty()), captions=Path(a.captions) if a.captions else None,
-    )  # fmt: skip
+    )
     ladder = ", ".join(f"{x.name} {x.width}x{x.height} {x.bandwidth / 1e6:.2f} Mbit/s" for x in r.renditions)
     _say(f"wrote {r.master} ({r.duration_s:.2f} s; {ladder})" + (f" and {r.zip}" if r.zip else ""))
     return 0
@@ -239,18 +315,18 @@ def _batch(a: argparse.Namespace) -> int:
         bar.set_postfix_str(f"ok {ok}, failed {failed}", refresh=False)
         bar.update(done - bar.n)
 
-    settings = EngineSettings(checkpoint=a.checkpoint, device=a.device, precision=a.precision, s3fd=a.s3fd)
+    settings = EngineSettings(**engine_settings(a))
     try:
         s = run_batch(
             a.jobs, a.out_dir, workers=a.workers, ray=a.ray is not None,
             ray_address=None if a.ray in (None, "local") else a.ray, cpus_per_worker=a.cpus_per_worker,
             retry_failed=a.retry_failed, strict=a.strict, settings=settings, progress=progress, notify=say,
-        )  # fmt: skip
+        )
     except Interrupted as e:
         if bar is not None:
             bar.close()
         print(f"interrupted: finished jobs are recorded in {Path(a.out_dir) / 'results.jsonl'}; "
-              "run the same command again to resume", file=sys.stderr)  # fmt: skip
+              "run the same command again to resume", file=sys.stderr)
         return 128 + int(e.signum)
     if bar is not None:
         bar.close()

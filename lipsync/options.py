@@ -17,15 +17,63 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS", "VIDEO_LOOPS", "DEFAULT_MOTION"]
+__all__ = [
+    "GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS", "VIDEO_LOOPS", "LOOP_MODES", "DEFAULT_MOTION",
+    "DEVICES", "PRECISIONS", "OPTION_GROUPS", "option_flag", "option_column",
+]
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-)  # fmt: skip
+)
 MAX_CHARS = 1000  #: default text length limit
 MIN_LENGTH_S = 0.2  #: shortest requested length (one 16-column mel window)
 VIDEO_LOOPS = ("pingpong", "loop")  #: how a driving video shorter than the speech is extended
+LOOP_MODES = VIDEO_LOOPS  #: the name :mod:`lipsync.sources` uses for them
+DEVICES = ("auto", "cpu", "cuda")  #: where the network runs (``--device``)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  #: how it computes (``--precision``; see :mod:`lipsync.runtime`)
 DEFAULT_MOTION = 0.5  #: head motion for a photo, 0 (still) to 1
+
+
+#: the sections of ``lipsync generate --help``, in order, and what each holds
+OPTION_GROUPS = {
+    "speech": "speech (for --text)",
+    "face": "face and motion",
+    "network": "network",
+    "video": "video and captions",
+    "limits": "limits",
+}
+
+
+def _opt(default: Any, help: str, *, group: str, **meta: Any) -> Any:
+    """A :class:`GenerateOptions` field with its user-facing description, the one source of
+    the command line's flags (:mod:`lipsync.cli`) and the jobs file's columns (:mod:`lipsync.batch`).
+
+    Metadata keys (all but ``help`` and ``group`` optional):
+        help: one line for ``--help``, lower case, no final full stop, no default (added for you).
+        group: a key of :data:`OPTION_GROUPS` (the ``--help`` section).
+        flag: the command-line flag (default ``--`` + the name with ``-`` for ``_``).
+        column: the jobs-file column (default the field's name).
+        choices: the allowed values; metavar: how ``--help`` names the value (a tuple for several numbers).
+
+    ``default`` may be a callable (a ``default_factory``); other keywords go to :func:`dataclasses.field`.
+    """
+    if group not in OPTION_GROUPS:
+        raise ValueError(f"unknown option group {group!r}")
+    kwargs = {k: meta.pop(k) for k in ("hash", "compare") if k in meta}
+    metadata = {"help": help, "group": group, **meta}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
+
+
+def option_flag(f) -> str:
+    """The command-line flag of a :class:`GenerateOptions` field (a :class:`dataclasses.Field`)."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def option_column(f) -> str:
+    """The jobs-file column of a :class:`GenerateOptions` field."""
+    return f.metadata.get("column") or f.name
 
 
 def _whole(name: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
@@ -85,6 +133,11 @@ class GenerateOptions:
     Numbers given as whole floats or strings (``face_index=1.0``, ``fps="25"``)
     are normalised; anything else out of range raises :class:`InputError`.
 
+    Each field is declared with :func:`_opt`: its metadata (help, ``--help`` section, flag,
+    jobs-file column) is the one description of the option, from which ``lipsync generate``
+    makes its flags and ``lipsync batch`` its columns. A new field goes at the end, with
+    its metadata; ``tests/test_cli.py`` checks that every field has a flag.
+
     Attributes:
         fps: output frame rate (1-60; 25 is what the model was trained at).
         pads: pixels added to the detected face box: (top, bottom, left, right).
@@ -118,32 +171,53 @@ class GenerateOptions:
         metadata: extra MP4 metadata tags.
     """
 
-    fps: float = 25.0
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)
-    box: tuple[int, int, int, int] | None = None
-    face_index: int = 0
-    max_side: int = 1280
-    batch_size: int | None = None
-    skip_silence: bool = True
-    frame_step: int = 1
-    voice: str | None = None
-    length_s: float = 0.0
-    loop: bool = False
-    max_chars: int = MAX_CHARS
-    crf: int = 20
-    preset: str = "veryfast"
-    encoder_threads: int = 0
-    label: bool = True
-    captions: bool = False
-    burn_captions: bool = False
-    max_audio_s: float = 120.0
-    max_audio_bytes: int = 50_000_000
-    motion: float = DEFAULT_MOTION
-    video_loop: str = "pingpong"
-    max_video_s: float = 60.0
-    max_video_bytes: int = 200_000_000
-    timeout_s: float = 1800.0
-    metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    fps: float = _opt(25.0, "frame rate (1-60; the model was trained at 25)", group="video")
+    pads: tuple[int, int, int, int] = _opt(
+        (0, 10, 0, 0), "grow the face box by these pixels (the default adds the chin)", group="face",
+        metavar=("T", "B", "L", "R"),
+    )
+    box: tuple[int, int, int, int] | None = _opt(
+        None, "use this face box instead of detecting one", group="face", metavar=("Y1", "Y2", "X1", "X2")
+    )
+    face_index: int = _opt(0, "which face when there are several, 0 = the largest", group="face",
+                         metavar="N")
+    max_side: int = _opt(1280, "scale the portrait's long side down to this (0 = keep)", group="face", metavar="PX")
+    batch_size: int | None = _opt(None, "frames per forward pass (default: per device)", group="network", metavar="N")
+    skip_silence: bool = _opt(True, "show the face at rest during pauses instead of running the network",
+                              group="network")
+    frame_step: int = _opt(1, "run the network on every n-th frame and blend between (faster, softer)",
+                           group="network", choices=(1, 2, 3, 4))
+    voice: str | None = _opt(None, "voice id for --text (see: lipsync voices; default: the best available)",
+                             group="speech")
+    length_s: float = _opt(0.0, "make the soundtrack and video this long, 0 = the natural length", group="speech",
+                           flag="--length", column="length", metavar="SECONDS")
+    loop: bool = _opt(False, "with --length longer than the speech: repeat the speech instead of adding silence",
+                      group="speech")
+    max_chars: int = _opt(MAX_CHARS, "the text length limit", group="speech", metavar="N")
+    crf: int = _opt(20, "x264 quality, 0-51 (lower is better and larger)", group="video", metavar="0-51")
+    preset: str = _opt("veryfast", "x264 speed preset, ultrafast to veryslow", group="video", choices=X264_PRESETS,
+                      metavar="PRESET")
+    encoder_threads: int = _opt(0, "x264 threads (0 = auto)", group="video", metavar="N")
+    label: bool = _opt(True, 'draw a small visible "AI-generated" label in a corner of the video', group="video")
+    captions: bool = _opt(False, "with a text: also write WebVTT captions beside the video (OUT.vtt), "
+                                 "and add them to the HLS package", group="video")
+    burn_captions: bool = _opt(False, "with a text: draw the captions into the video's frames", group="video")
+    max_audio_s: float = _opt(120.0, "longest soundtrack (or --length) accepted", group="limits",
+                              flag="--max-audio-seconds", metavar="S")
+    max_audio_bytes: int = _opt(50_000_000, "largest audio file accepted", group="limits", metavar="BYTES")
+    motion: float = _opt(DEFAULT_MOTION, "head motion for a photo: 0 = still, 1 = the most", group="face",
+                         metavar="0..1")
+    video_loop: str = _opt("pingpong", "a driving video shorter than the speech plays back and forth (pingpong) "
+                                       "or from the start again (loop)", group="face", choices=VIDEO_LOOPS)
+    max_video_s: float = _opt(60.0, "longest driving video accepted", group="limits",
+                              flag="--max-video-seconds", metavar="S")
+    max_video_bytes: int = _opt(200_000_000, "largest driving video file accepted", group="limits", metavar="BYTES")
+    timeout_s: float = _opt(1800.0, "longest the encoder may run before it is stopped", group="limits",
+                            flag="--timeout", metavar="S")
+    metadata: dict[str, str] = _opt(
+        dict, "an MP4 metadata tag (repeat for more)", group="video", flag="--meta", metavar="KEY=VALUE",
+        hash=False, compare=False,
+    )
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -158,7 +232,7 @@ class GenerateOptions:
                 raise InputError(f"box must be Y1 Y2 X1 X2 with 0 <= Y1 < Y2 and 0 <= X1 < X2, got {box}.")
             put("box", box)
         put("face_index", _whole("face_index", self.face_index, 0, 99,
-                                 "face_index must be 0 (the largest face) or a higher whole number."))  # fmt: skip
+                                 "face_index must be 0 (the largest face) or a higher whole number."))
         max_side = _whole("max_side", self.max_side, 0, 4096)
         if max_side and max_side < 128:
             raise InputError("max_side must be 0 (keep) or between 128 and 4096 pixels.")
@@ -170,10 +244,10 @@ class GenerateOptions:
         voice = None if self.voice is None else str(self.voice).strip()
         put("voice", voice or None)
         put("max_audio_s", _number("max_audio_s", self.max_audio_s, 1, 3600,
-                                   "max_audio_s must be between 1 and 3600 seconds."))  # fmt: skip
+                                   "max_audio_s must be between 1 and 3600 seconds."))
         length = self.length_s if self.length_s not in (None, "") else 0.0
         length = _number("length", length, 0, float("inf"),
-                         f"The length must be 0 (natural length) or a positive number of seconds, got {self.length_s!r}.")  # fmt: skip
+                         f"The length must be 0 (natural length) or a positive number of seconds, got {self.length_s!r}.")
         if 0 < length < MIN_LENGTH_S:
             raise InputError(f"The length must be at least {MIN_LENGTH_S:g} seconds (or 0 for the natural length).")
         if length > self.max_audio_s:
@@ -187,12 +261,12 @@ class GenerateOptions:
         if self.preset not in X264_PRESETS:
             raise InputError(f"preset must be one of {', '.join(X264_PRESETS)}.")
         put("encoder_threads", _whole("encoder_threads", self.encoder_threads, 0, 64,
-                                      "encoder_threads must be between 0 (auto) and 64."))  # fmt: skip
+                                      "encoder_threads must be between 0 (auto) and 64."))
         put("label", _flag("label", self.label))
         put("captions", _flag("captions", self.captions))
         put("burn_captions", _flag("burn_captions", self.burn_captions))
         put("max_audio_bytes", _whole("max_audio_bytes", self.max_audio_bytes, 1, 2_000_000_000,
-                                      "max_audio_bytes must be between 1 byte and 2 GB."))  # fmt: skip
+                                      "max_audio_bytes must be between 1 byte and 2 GB."))
         motion = self.motion if self.motion not in (None, "") else 0.0
         put("motion", _number("motion", motion, 0, 1, f"motion must be between 0 (still) and 1, got {self.motion!r}."))
         loop_mode = str(self.video_loop).strip().lower().replace("-", "")
@@ -200,11 +274,11 @@ class GenerateOptions:
             raise InputError(f"video_loop must be one of {', '.join(VIDEO_LOOPS)}, got {self.video_loop!r}.")
         put("video_loop", loop_mode)
         put("max_video_s", _number("max_video_s", self.max_video_s, 1, 600,
-                                   "max_video_s must be between 1 and 600 seconds."))  # fmt: skip
+                                   "max_video_s must be between 1 and 600 seconds."))
         put("max_video_bytes", _whole("max_video_bytes", self.max_video_bytes, 1, 4_000_000_000,
-                                      "max_video_bytes must be between 1 byte and 4 GB."))  # fmt: skip
+                                      "max_video_bytes must be between 1 byte and 4 GB."))
         put("timeout_s", _number("timeout_s", self.timeout_s, 1e-3, 1e7,
-                                 "timeout_s must be a positive number of seconds."))  # fmt: skip
+                                 "timeout_s must be a positive number of seconds."))
 
     def updated(self, **changes: Any) -> "GenerateOptions":
         """A copy with ``changes`` (None values are ignored), validated again."""

@@ -63,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger("lipsync")
 
-LOOP_MODES = ("pingpong", "loop")
+from .options import LOOP_MODES  # the one home of the constant
 MIN_FACE_SHARE = 0.2  #: a video fails when fewer of the frames used show a face
 ANALYSIS_SIDE = 640  #: faces are detected on frames scaled down to this long side
 FACE_FADE_FRAMES = 2  #: frames over which the mouth fades where the face is lost or found

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +27,8 @@ CACHE_VARS = ("LIPSYNC_CACHE", "HF_HOME", "TTS_HOME", "XDG_DATA_HOME", "XDG_CACH
 def _isolated_caches(tmp_path_factory):
     for var in CACHE_VARS:
         os.environ[var] = str(tmp_path_factory.mktemp(var.lower()))
-    for var in ("LIPSYNC_CHECKPOINT", "LIPSYNC_S3FD", "LIPSYNC_OFFLINE", "HF_ENDPOINT", "LIPSYNC_DEVICE"):
+    for var in ("LIPSYNC_CHECKPOINT", "LIPSYNC_S3FD", "LIPSYNC_OFFLINE", "HF_ENDPOINT", "LIPSYNC_DEVICE",
+                "LIPSYNC_PRECISION"):
         os.environ.pop(var, None)
     yield
 

@@ -39,8 +39,9 @@ def assert_clean_failure(r, out: Path, *needles):
 @pytest.mark.slow
 def test_generate_end_to_end(tmp_path, example_image, oracle_wav, checkpoint):
     out = tmp_path / "talk.mp4"
+    # fp32: int8's one-off calibration (minutes on a loaded 2-core machine) is test_int8.py's
     r = cli("generate", "--image", example_image, "--audio", oracle_wav, "--out", out, "--checkpoint", checkpoint,
-            "--json")  # fmt: skip
+            "--json", "--precision", "fp32")
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stderr and "by mtcnn" in r.stderr  # the offline detector: no S3FD weights in tests
     import json
@@ -67,38 +68,78 @@ def _base(example_image, oracle_wav, out, checkpoint):
     return ["generate", "--image", example_image, "--audio", oracle_wav, "--out", out, "--checkpoint", checkpoint]
 
 
+#: the engine flags of the in-process runs (fp32: they are about inputs; int8 is tested in test_int8.py)
+SHARED_ENGINE = ("--device", "cpu", "--precision", "fp32")
+
+
+@pytest.fixture(scope="module")
+def cli_engine(checkpoint):
+    """The engine `generate` builds from SHARED_ENGINE, loaded once for the module's in-process runs."""
+    from lipsync.cli import _parser, engine_from_args
+
+    args = _parser().parse_args(["generate", "--image", "x", "--audio", "y", "--out", "z.mp4",
+                                 "--checkpoint", str(checkpoint), *SHARED_ENGINE])
+    engine = engine_from_args(args)
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def shared_engine(cli_engine, monkeypatch):
+    """`generate` in this process gets the loaded module engine, once it checked that the flags
+    ask for the same engine (a model load per run cost seconds each)."""
+    import lipsync.cli
+
+    def reuse(args, **kw):
+        assert lipsync.cli.engine_settings(args) == {
+            "checkpoint": str(cli_engine.checkpoint), "s3fd": None, "device": "cpu", "precision": "fp32"}
+        return cli_engine
+
+    monkeypatch.setattr(lipsync.cli, "engine_from_args", reuse)
+
+
+def in_process(capsys, *args):
+    """`lipsync ARGS` run by main() in this process (with the shared engine): its exit status and stderr."""
+    from types import SimpleNamespace
+
+    from lipsync.cli import main
+
+    code = main([str(a) for a in args] + list(SHARED_ENGINE))
+    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
+
+
 def test_missing_image(tmp_path, oracle_wav, out, checkpoint):
     r = cli(*_base(tmp_path / "nope.jpg", oracle_wav, out, checkpoint))
     assert_clean_failure(r, out, "does not exist")
 
 
-def test_text_file_named_png(tmp_path, oracle_wav, out, checkpoint):
+def test_text_file_named_png(tmp_path, oracle_wav, out, checkpoint, capsys, shared_engine):
     fake = tmp_path / "photo.png"
     fake.write_text("this is not a picture\n")
-    r = cli(*_base(fake, oracle_wav, out, checkpoint))
+    r = in_process(capsys, *_base(fake, oracle_wav, out, checkpoint))
     assert_clean_failure(r, out, "not a picture")
 
 
-def test_image_without_a_face(tmp_path, oracle_wav, out, checkpoint):
+def test_image_without_a_face(tmp_path, oracle_wav, out, checkpoint, capsys, shared_engine):
     from PIL import Image
 
     img = tmp_path / "wall.png"
     Image.fromarray(np.full((300, 300, 3), 180, np.uint8)).save(img)
-    r = cli(*_base(img, oracle_wav, out, checkpoint))
+    r = in_process(capsys, *_base(img, oracle_wav, out, checkpoint))
     assert_clean_failure(r, out, "no face", "portrait")
 
 
-def test_empty_audio(tmp_path, example_image, out, checkpoint):
+def test_empty_audio(tmp_path, example_image, out, checkpoint, capsys, shared_engine):
     empty = tmp_path / "speech.wav"
     empty.write_bytes(b"")
-    r = cli(*_base(example_image, empty, out, checkpoint))
+    r = in_process(capsys, *_base(example_image, empty, out, checkpoint))
     assert_clean_failure(r, out, "empty")
 
 
-def test_corrupt_audio(tmp_path, example_image, out, checkpoint):
+def test_corrupt_audio(tmp_path, example_image, out, checkpoint, capsys, shared_engine):
     bad = tmp_path / "speech.mp3"
     bad.write_bytes(b"ID3" + bytes(range(256)) * 20)
-    r = cli(*_base(example_image, bad, out, checkpoint))
+    r = in_process(capsys, *_base(example_image, bad, out, checkpoint))
     assert_clean_failure(r, out, "audio")
 
 
@@ -133,7 +174,7 @@ def _corpus_names():
 
 
 @pytest.mark.parametrize("name", _corpus_names())
-def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkpoint, capsys):
+def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkpoint, capsys, shared_engine):
     """The CLI's own code path, in process: exit 0 with a video, or 2 with one clean line."""
     from bad_inputs import CORPUS
     from lipsync.cli import main
@@ -143,7 +184,7 @@ def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkp
     img.write_bytes(make())
     out = tmp_path / "out" / "v.mp4"
     code = main(["generate", "--image", str(img), "--audio", str(short_wav), "--out", str(out),
-                 "--checkpoint", str(checkpoint), "--device", "cpu"])  # fmt: skip
+                 "--checkpoint", str(checkpoint), *SHARED_ENGINE])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     if expect == "ok":
@@ -153,3 +194,94 @@ def test_image_corpus_through_the_command_line(name, tmp_path, short_wav, checkp
         assert code == 2, err
         assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
         assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- flags from the options
+
+
+def _subparser(name: str):
+    import argparse
+
+    from lipsync.cli import _parser
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def test_every_option_has_a_described_flag():
+    """Each GenerateOptions field carries its help and --help section, and `generate` has its flag
+    (a new field without metadata, or a type the CLI has no rule for, fails here)."""
+    import dataclasses
+
+    from lipsync.options import OPTION_GROUPS, GenerateOptions, option_flag
+
+    flags = _subparser("generate")._option_string_actions
+    for f in dataclasses.fields(GenerateOptions):
+        assert f.metadata.get("help"), f"GenerateOptions.{f.name} has no help"
+        assert f.metadata.get("group") in OPTION_GROUPS, f.name
+        flag = option_flag(f)
+        assert flag in flags, f"no {flag} for GenerateOptions.{f.name}"
+        assert flags[flag].dest == f.name
+    help_text = _subparser("generate").format_help()
+    for title in OPTION_GROUPS.values():
+        assert f"\n{title}:\n" in help_text
+    assert "(default 25)" in help_text and "--no-label" in help_text and "--length SECONDS" in help_text
+
+
+def test_flags_reach_the_options_and_left_out_flags_keep_the_defaults():
+    from lipsync.cli import _parser, options_from_args
+    from lipsync.options import GenerateOptions
+
+    base = ["generate", "--image", "a.jpg", "--text", "Hi.", "--out", "o.mp4"]
+    assert options_from_args(_parser().parse_args(base)) == GenerateOptions()
+    a = _parser().parse_args(base + [
+        "--fps", "30", "--pads", "1", "2", "3", "4", "--box", "0", "10", "0", "10", "--no-label", "--loop",
+        "--length", "2.5", "--max-chars", "50", "--preset", "fast", "--frame-step", "2", "--no-skip-silence",
+        "--video-loop", "loop", "--motion", "0", "--meta", "title=Hello", "--meta", "artist=me", "--captions",
+        "--max-audio-seconds", "30", "--timeout", "60", "--batch-size", "8",
+    ])
+    o = options_from_args(a)
+    assert (o.fps, o.pads, o.box, o.label, o.loop, o.length_s, o.max_chars) == (
+        30.0, (1, 2, 3, 4), (0, 10, 0, 10), False, True, 2.5, 50)
+    assert (o.preset, o.frame_step, o.skip_silence, o.video_loop, o.motion, o.captions) == (
+        "fast", 2, False, "loop", 0.0, True)
+    assert (o.max_audio_s, o.timeout_s, o.batch_size) == (30.0, 60.0, 8)
+    assert o.metadata == {"title": "Hello", "artist": "me"}
+
+
+def test_generate_and_batch_share_the_engine_flags(monkeypatch):
+    """One add_engine_args: the same flags and choices in generate and batch; batch takes int8 too."""
+    from lipsync.cli import _parser, engine_settings
+    from lipsync.options import PRECISIONS
+
+    def engine_flags(name):
+        acts = _subparser(name)._option_string_actions
+        return {f: (acts[f].dest, acts[f].choices) for f in ("--checkpoint", "--s3fd", "--device", "--precision")}
+
+    assert engine_flags("generate") == engine_flags("batch")
+    assert tuple(engine_flags("batch")["--precision"][1]) == PRECISIONS and "int8" in PRECISIONS
+    a = _parser().parse_args(["batch", "jobs.csv", "--out-dir", "out", "--precision", "int8", "--device", "cpu"])
+    assert engine_settings(a) == {"checkpoint": None, "s3fd": None, "device": "cpu", "precision": "int8"}
+    monkeypatch.setenv("LIPSYNC_PRECISION", "fp32")
+    monkeypatch.delenv("LIPSYNC_DEVICE", raising=False)
+    a = _parser().parse_args(["batch", "jobs.csv", "--out-dir", "out"])
+    assert engine_settings(a)["precision"] == "fp32" and engine_settings(a)["device"] == "auto"
+
+
+def test_batch_passes_int8_to_its_workers(tmp_path, monkeypatch):
+    """`batch --precision int8` (refused by the parser before) reaches the workers' engine settings."""
+    import lipsync.batch
+    from lipsync.batch import EngineSettings
+    from lipsync.cli import main
+
+    seen = {}
+
+    def run_batch(jobs, out_dir, *, settings, **kw):
+        seen["settings"] = settings
+        raise lipsync.batch.Interrupted(2)
+
+    monkeypatch.setattr(lipsync.batch, "run_batch", run_batch)
+    code = main(["batch", str(tmp_path / "jobs.csv"), "--out-dir", str(tmp_path / "out"), "--precision", "int8",
+                 "--device", "cpu", "--checkpoint", "w.pth"])
+    assert code == 130
+    assert seen["settings"] == EngineSettings(checkpoint="w.pth", device="cpu", precision="int8", s3fd=None)

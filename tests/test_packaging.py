@@ -32,15 +32,54 @@ def _project() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
-def test_space_requirements_equal_the_package_dependencies():
-    """requirements.txt (the Space) = core + [tts] + [app]; requirements-dev.txt adds exactly [dev] + [ray]."""
+def compatible(pinned: dict[str, str], ranges: dict[str, str]) -> list[str]:
+    """What is wrong between requirement lines and the package's ranges: a name on one side only,
+    an exact pin (``==X``) outside its range, or a range written differently on the two sides."""
+    from packaging.specifiers import SpecifierSet
+
+    wrong = [f"{name}: only in {'the requirements' if name in pinned else 'pyproject'}"
+             for name in sorted(set(pinned) ^ set(ranges))]
+    for name in sorted(set(pinned) & set(ranges)):
+        pin, allowed = SpecifierSet(pinned[name]), SpecifierSet(ranges[name])
+        exact = [s.version for s in pin if s.operator in ("==", "===")]
+        if exact:
+            if not allowed.contains(exact[0], prereleases=True):
+                wrong.append(f"{name}: the pin {exact[0]} is outside {allowed}")
+        elif pin != allowed:
+            wrong.append(f"{name}: {pin} here, {allowed} in pyproject")
+    return wrong
+
+
+def test_space_pins_lie_inside_the_package_ranges():
+    """requirements.txt (the Space) covers core + [tts] + [app], each pin inside pyproject's range;
+    requirements-dev.txt covers [dev] + [ray] the same way."""
     p = _project()
     extras = p["optional-dependencies"]
     package = _reqs(p["dependencies"] + extras["tts"] + extras["app"])
     space = _reqs((ROOT / "requirements.txt").read_text().splitlines())
-    assert space == package
+    assert compatible(space, package) == []
     dev = _reqs((ROOT / "requirements-dev.txt").read_text().splitlines())
-    assert dev == _reqs(extras["dev"] + extras["ray"])
+    assert compatible(dev, _reqs(extras["dev"] + extras["ray"])) == []
+    # the library itself gives ranges: an exact pin would clash with whatever else users install
+    assert [r for r in p["dependencies"] + extras["tts"] if "==" in r] == []
+
+
+def test_the_compatibility_check_finds_what_is_wrong():
+    assert compatible({"torch": "==2.11.0"}, {"torch": ">=2.4,<3"}) == []
+    assert compatible({"torch": "==3.0.1"}, {"torch": ">=2.4,<3"}) == ["torch: the pin 3.0.1 is outside <3,>=2.4"]
+    assert compatible({"numpy": ">=1.26,<3"}, {"numpy": "<3,>=1.26"}) == []
+    assert compatible({"numpy": ">=1.26"}, {"numpy": ">=1.26,<3"}) == ["numpy: >=1.26 here, <3,>=1.26 in pyproject"]
+    assert compatible({"six": ""}, {}) == ["six: only in the requirements"]
+
+
+def test_distribution_name_is_ours_and_the_import_and_command_stay():
+    """`lipsync` on PyPI is another project: the distribution is portrait-lipsync, the
+    import name and the command are still lipsync."""
+    p = _project()
+    assert p["name"] == "portrait-lipsync"
+    assert p["scripts"] == {"lipsync": "lipsync.cli:main"}
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install lipsync" not in readme and "'lipsync[" not in readme and '"lipsync[' not in readme
 
 
 def test_core_dependencies_leave_out_gradio_and_coqui():
@@ -62,18 +101,20 @@ def wheel(tmp_path_factory) -> Path:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(d), str(ROOT)],
         check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    return next(d.glob("lipsync-*.whl"))
+    )
+    return next(d.glob("portrait_lipsync-*.whl"))
 
 
 def test_wheel_carries_its_run_time_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("lipsync/media/assets/player.html", "lipsync/media/assets/hls/hls.min.js",
               "lipsync/media/assets/hls/LICENSE", "lipsync/cli.py", "lipsync/py.typed",
-              "lipsync/runtime/int8_calibration.npz"):  # fmt: skip
+              "lipsync/runtime/int8_calibration.npz"):
         assert f in names
     meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "lipsync = lipsync.cli:main" in meta
+    info = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    assert "Name: portrait-lipsync" in info and "Requires-Dist: torch<3,>=2.4" in info
     assert not any(n.startswith(("tests/", "app.py", "benchmarks/")) for n in names)
 
 
@@ -93,12 +134,13 @@ def test_installed_package_runs_from_another_folder(wheel, tmp_path, checkpoint,
     work = tmp_path / "elsewhere"
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(LIPSYNC_OFFLINE="1", LIPSYNC_CHECKPOINT=str(checkpoint))
+    # fp32: int8's one-off calibration is test_int8.py's (LIPSYNC_PRECISION is read by add_engine_args)
+    env.update(LIPSYNC_OFFLINE="1", LIPSYNC_CHECKPOINT=str(checkpoint), LIPSYNC_PRECISION="fp32")
     out = subprocess.run(
         [str(venv / "bin" / "lipsync"), "generate", "--image", str(example_image), "--text", "Hello there.",
          "--voice", "espeak:en-us", "--out", "talk.mp4", "--hls-zip", "talk_hls.zip", "--json", "--max-side", "256"],
         cwd=work, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    )
     assert out.returncode == 0, out.stderr
     import json
 

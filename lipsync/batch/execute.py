@@ -7,6 +7,7 @@ puts the files in place (see :mod:`lipsync.batch.runner`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -73,7 +74,7 @@ def set_threads(n: int) -> None:
 def make_engine(settings: EngineSettings):
     from ..pipeline import LipSync
 
-    return LipSync(settings.checkpoint, device=settings.device, precision=settings.precision, s3fd=settings.s3fd)
+    return LipSync(**dataclasses.asdict(settings))
 
 
 def execute(engine, job: Job, workdir: Path, *, image: Path | None = None, audio: Path | None = None) -> Outcome:
@@ -95,18 +96,18 @@ def execute(engine, job: Job, workdir: Path, *, image: Path | None = None, audio
             hls_dir = workdir / "hls"
             zip_path = workdir / f"{job.id}_hls.zip"
             try:
-                package_hls(Path(result.video), hls_dir, zip_path=zip_path)
+                # a captioned job's package carries the subtitles rendition too
+                package_hls(Path(result.video), hls_dir, zip_path=zip_path, captions=result.captions)
             finally:
                 shutil.rmtree(hls_dir, ignore_errors=True)
             files["hls_zip"] = zip_path
-        captions = getattr(result, "captions", None)  # a WebVTT file, when the Result has one
-        if captions:
-            files["captions"] = Path(captions)
+        if result.captions:  # the WebVTT file, when the job asked for captions
+            files["captions"] = Path(result.captions)
         return Outcome(job.id, "ok", wall_s=time.perf_counter() - t0, result=jsonable(result), files=files,
-                       worker=worker_name())  # fmt: skip
+                       worker=worker_name())
     except LipSyncError as e:
         return Outcome(job.id, "error", error=str(e), wall_s=time.perf_counter() - t0, worker=worker_name())
     except Exception as e:  # noqa: BLE001 - one job's bug must not stop the others
         log.exception("job %s failed unexpectedly", job.id)
         return Outcome(job.id, "error", error=f"internal error: {type(e).__name__}: {e}",
-                       wall_s=time.perf_counter() - t0, worker=worker_name())  # fmt: skip
+                       wall_s=time.perf_counter() - t0, worker=worker_name())

@@ -86,7 +86,7 @@ class _Worker:
         self.proc = ctx.Process(
             target=_worker_main, args=(child, settings, threads, logging.getLogger("lipsync").getEffectiveLevel()),
             name=f"lipsync-batch-{number}", daemon=True,
-        )  # fmt: skip
+        )
         self.proc.start()
         child.close()
         self.ready = False
@@ -144,7 +144,7 @@ def run_local(
             deliver(job, Outcome(job.id, "error", error=(
                 f"The worker process stopped while making this video ({attempts[job.id]} times, exit code {code}); "
                 "the job may need more memory than this machine has (try a smaller max_side or shorter audio)."
-            )), attempts[job.id])  # fmt: skip
+            )), attempts[job.id])
 
     try:
         for _ in range(n):

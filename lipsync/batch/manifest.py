@@ -7,17 +7,16 @@ Columns (names are case-insensitive; ``-`` and spaces read as ``_``):
                           (up to 100, starting with a letter or digit): the output
                           file names are ``<id>.mp4``, ``<id>_hls.zip``, ``<id>.vtt``
 ``image``                 the portrait (a path relative to the jobs file, or absolute)
-``video``                 a driving video instead of ``image`` (not supported yet:
-                          such a row is reported as an error)
-``text`` + ``voice``      words to speak, and the voice id (empty = the default voice)
+``video``                 a driving video instead of ``image`` (MP4, MOV, WebM, MKV)
+``text``                  words to speak (with the option ``voice``; empty = the default voice)
 ``audio``                 a soundtrack instead of ``text`` (exactly one of the two)
-``length``                seconds; 0 or empty = the natural length
-``loop``                  yes/no: repeat the speech up to ``length``
-``max_chars``             the text length limit (default 1000)
-``hls``                   yes/no: also write ``<id>_hls.zip``
-any option                every :class:`~lipsync.options.GenerateOptions` field:
+``hls``                   yes/no: also write ``<id>_hls.zip`` (with the subtitles when
+                          the row asks for ``captions``)
+any option                every :class:`~lipsync.options.GenerateOptions` field, under
+                          its column name (:func:`lipsync.options.option_column`):
+                          ``voice``, ``length`` (seconds), ``loop``, ``max_chars``,
                           ``fps``, ``pads`` ("0 10 0 0"), ``box``, ``face_index``,
-                          ``max_side``, ``frame_step``, ``label``, ``crf``, ...
+                          ``max_side``, ``frame_step``, ``label``, ``captions``, ...
 ``_anything``             columns starting with ``_`` are notes, ignored
 ========================  ==========================================================
 
@@ -46,7 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError, LipSyncError
-from ..options import GenerateOptions, Request
+from ..options import GenerateOptions, Request, option_column
 
 __all__ = ["Job", "RowError", "Manifest", "load_manifest", "JOB_COLUMNS", "option_columns", "ID_PATTERN"]
 
@@ -54,18 +53,17 @@ __all__ = ["Job", "RowError", "Manifest", "load_manifest", "JOB_COLUMNS", "optio
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 #: the columns that are not GenerateOptions fields
-JOB_COLUMNS = ("id", "image", "video", "text", "voice", "audio", "length", "loop", "max_chars", "hls")
+JOB_COLUMNS = ("id", "image", "video", "text", "audio", "hls")
 
 _TRUE = {"1", "yes", "y", "true", "t", "on"}
 _FALSE = {"0", "no", "n", "false", "f", "off"}
 _MAX_MANIFEST_BYTES = 64_000_000
-_DEFAULT_MAX_CHARS = 1000
 
 
-def option_columns() -> dict[str, str]:
-    """``{field name: its type as written}`` for every :class:`GenerateOptions` field."""
-    own = set(JOB_COLUMNS) | {"length_s"}  # the job columns voice, length, loop, max_chars set these
-    return {f.name: str(f.type) for f in dataclasses.fields(GenerateOptions) if f.name not in own}
+def option_columns() -> dict[str, dataclasses.Field]:
+    """``{column name: field}`` for every :class:`GenerateOptions` field (the column is the
+    field's ``column`` metadata, else its name: ``length`` sets ``length_s``)."""
+    return {option_column(f): f for f in dataclasses.fields(GenerateOptions)}
 
 
 @dataclass(frozen=True)
@@ -357,7 +355,7 @@ class _Voices:
             raise InputError(self._seen[voice])
 
 
-def _job(base: Path, n: int, job_id: str, cells: dict, options: dict[str, str], hashes, voices) -> Job:
+def _job(base: Path, n: int, job_id: str, cells: dict, options: dict[str, dataclasses.Field], hashes, voices) -> Job:
     """One row (already known to have a good, unique id) -> Job; raises InputError."""
     get = {k: v for k, v in cells.items() if not _empty(v) and not k.startswith("_")}
     if ("video" in get) == ("image" in get):
@@ -368,34 +366,27 @@ def _job(base: Path, n: int, job_id: str, cells: dict, options: dict[str, str], 
     has_text, has_audio = "text" in get, "audio" in get
     if has_text == has_audio:
         raise InputError("Give either text (with an optional voice) or audio, exactly one of the two.")
-    text = voice = audio = None
+    text = audio = None
     if has_text:
         if not isinstance(get["text"], str):
             raise InputError("text must be text.")
         text = get["text"]
         if "voice" in get:
-            voice = str(get["voice"]).strip()
-            voices(voice)  # known and usable (cached per voice for the whole file)
+            voices(str(get["voice"]).strip())  # known and usable (cached per voice for the whole file)
     else:
         audio, audio_sha = _input_file(base, "audio", get["audio"], hashes)
         inputs["audio"] = audio_sha
     hls = _as_bool("hls", get["hls"]) if "hls" in get else False
-    kwargs = {name: _option_value(name, options[name], get[name]) for name in options if name in get}
-    kwargs.update(
-        voice=voice if has_text else get.get("voice"),
-        length_s=_as_float("length", get["length"]) if "length" in get else 0.0,
-        loop=_as_bool("loop", get["loop"]) if "loop" in get else False,
-        max_chars=_as_int("max_chars", get["max_chars"]) if "max_chars" in get else _DEFAULT_MAX_CHARS,
-    )
+    kwargs = {f.name: _option_value(col, str(f.type), get[col]) for col, f in options.items() if col in get}
     opts = GenerateOptions(**kwargs)  # raises InputError with the option's rule
     # the same checks as every other request (text cleaned and within max_chars, a voice only
-    # with text, the files there); the output name is the job's own
+    # with text, captions only with text, the files there); the output name is the job's own
     face = {"image": None, "video": image} if face_kind == "video" else {"image": image}
     req = Request(out=Path(f"{job_id}.mp4"), audio=audio, text=text, options=opts, **face)
     return Job(
         id=job_id, row=n, image=image, audio=audio, text=req.text, options=opts, hls=hls, inputs=inputs,
         is_video=face_kind == "video",
-    )  # fmt: skip
+    )
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -450,13 +441,13 @@ def load_manifest(path: str | Path) -> Manifest:
                 n, None,
                 f"The id {raw_id[:60]!r} cannot be a file name: use up to 100 letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit.", raw_id[:100],
-            ))  # fmt: skip
+            ))
             continue
         same = ids[raw_id.casefold()]
         if len(same) > 1:
             others = ", ".join(str(x) for x in same if x != n)
             errors.append(RowError(n, None, f"The id {raw_id} is used again on line(s) {others}; ids must be unique "
-                                   "(letter case does not count).", raw_id))  # fmt: skip
+                                   "(letter case does not count).", raw_id))
             continue
         try:
             jobs.append(_job(base, n, raw_id, cells, options, hashes, voices))

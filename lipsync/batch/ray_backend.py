@@ -268,14 +268,14 @@ def run_ray(
                 attempts[job.id] += 1
                 release(job.image), release(job.audio)
                 deliver(job, Outcome(job.id, "error", error=f"internal error on the Ray worker: {e}"),
-                        attempts[job.id])  # fmt: skip
+                        attempts[job.id])
                 idle.append(actor)
                 continue
             except (RayError, GetTimeoutError) as e:  # the actor died (or its node): try again elsewhere
                 attempts[job.id] += 1
                 last_error = _reason(e)
                 log.warning("the Ray worker running job %s stopped (%s); attempt %d of %d",
-                            job.id, type(e).__name__, attempts[job.id], MAX_ATTEMPTS)  # fmt: skip
+                            job.id, type(e).__name__, attempts[job.id], MAX_ATTEMPTS)
                 if attempts[job.id] < MAX_ATTEMPTS:
                     queue.appendleft(job)
                 else:
@@ -283,7 +283,7 @@ def run_ray(
                     deliver(job, Outcome(job.id, "error", error=(
                         f"The Ray worker stopped while making this video ({attempts[job.id]} times); the job may "
                         "need more memory than a worker has (try a smaller max_side or shorter audio)."
-                    )), attempts[job.id])  # fmt: skip
+                    )), attempts[job.id])
                 revive(actor)  # back in the pool once restarted
                 continue
             attempts[job.id] += 1

@@ -149,7 +149,7 @@ def _bad_row_record(err: RowError) -> dict:
     return {
         "id": err.id, "row": err.row, "status": "error", "error": err.message, "wall_s": 0.0,
         "job": None, "attempts": 0, "worker": None, "finished": _now(), "files": {}, "result": None,
-    }  # fmt: skip
+    }
 
 
 def run_batch(
@@ -238,13 +238,13 @@ def run_batch(
                     summary.failed_before += 1
                     summary.failed += 1
                     say(f"skipped {job.id} (row {job.row}), it failed before: {prev.get('error')} "
-                        "(--retry-failed runs it again)")  # fmt: skip
+                        "(--retry-failed runs it again)")
                 else:
                     to_run.append(job)
             log.info(
                 "%d row(s): %d finished before, %d failed before, %d bad, %d to run",
                 manifest.rows, summary.already_done, summary.failed_before, summary.bad_rows, len(to_run),
-            )  # fmt: skip
+            )
             if not to_run:
                 return summary
 
@@ -285,7 +285,7 @@ def run_batch(
                     from .ray_backend import run_ray
 
                     run_ray(to_run, deliver, settings=settings, address=ray_address, workers=workers,
-                            cpus_per_worker=cpus_per_worker, on_connected=guard.install)  # fmt: skip
+                            cpus_per_worker=cpus_per_worker, on_connected=guard.install)
                 else:
                     from .local import run_local
 
@@ -344,4 +344,4 @@ def _commit(out: Path, job: Job, outcome: Outcome, attempts: int) -> dict:
         "id": job.id, "row": job.row, "status": status, "error": error, "wall_s": round(outcome.wall_s, 3),
         "job": job.fingerprint(), "attempts": attempts, "worker": outcome.worker or None, "finished": _now(),
         "files": files, "result": result if status == "ok" else None,
-    }  # fmt: skip
+    }

@@ -31,7 +31,7 @@ __all__ = ["Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
 
 log = logging.getLogger("lipsync")
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+from ..options import PRECISIONS  # the one home of the names
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SILENT_MEL = -4.0  # the normalised mel floor: digital silence
 
