@@ -400,9 +400,8 @@ def _progress_reporter(progress):
 
 
 def _summary(result, hls, voice_label: str, used_audio: bool, total_s: float) -> str:
-    timings = dict(result.timings)
-    busy = timings.pop("inference_busy", None)
-    stages = " · ".join(f"{STAGE_NAMES.get(k, k)} {v:.1f} s" for k, v in timings.items())
+    busy = result.network_busy
+    stages = " · ".join(f"{STAGE_NAMES.get(k, k)} {v:.1f} s" for k, v in result.timings.items())
     source = "your audio file" if used_audio else voice_label
     lines = [
         f"**{result.duration_s:.1f} s** of video, {result.frames} frames at {result.fps:g} fps, "
@@ -412,7 +411,7 @@ def _summary(result, hls, voice_label: str, used_audio: bool, total_s: float) ->
         + (f" in {result.face_frames} of {result.frames} frames of your video" if result.source == "video" else "")
         + (f" · **head motion:** {result.motion:g}" if result.motion else "")
         + f" · **model ran on:** {result.device}",
-        f"**Time per stage:** {stages}" + (f" (network busy {busy:.1f} s)" if busy is not None else ""),
+        f"**Time per stage:** {stages}" + (f" (network busy {busy:.0%} of the lip-sync stage)" if busy is not None else ""),
         f"**Total:** {total_s:.1f} s",
     ]
     if isinstance(hls, str):

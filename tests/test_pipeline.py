@@ -79,7 +79,8 @@ class _Collect:
 
 def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
     from lipsync.media.images import load_image
-    from lipsync.pipeline import LipSync
+    from lipsync.pipeline.progress import Clock
+    from lipsync.pipeline.render import stream_frames
 
     rgb = load_image(example_image)
     box = FaceBox(60, 200, 160, 290)
@@ -89,8 +90,10 @@ def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
     blender = Blender(rgb, box)
     sequential = [blender.paste(p) for batch in gen.predict(crop, mels, batch_size=8) for p in batch]
     sink = _Collect()
-    LipSync._stream(gen.predict(crop, mels, batch_size=8), blender, sink, lambda *a: None, {}, len(mels))
+    clock = Clock()
+    stream_frames(gen.predict(crop, mels, batch_size=8), blender, sink, lambda *a: None, clock, len(mels))
     assert len(sink.frames) == len(sequential) == 40
+    assert set(clock.timings) == {"lipsync"} and 0 < clock.network_busy_s <= clock.timings["lipsync"]
     for a, b in zip(sink.frames, sequential):
         np.testing.assert_array_equal(a, b)
 
