@@ -187,7 +187,8 @@ def test_hls_package_has_a_valid_subtitles_rendition(tmp_path):
     for duration, uri in subs["entries"]:
         text = (r.subtitles.parent / uri).read_text("utf-8")
         assert re.search(r"^X-TIMESTAMP-MAP=MPEGTS:\d+,LOCAL:00:00:00\.000$", text, re.M)
-        assert ("--> 00:00:04.200 line:80.5%,end\n" in text) == (1.8 < t + duration and t < 4.2)  # the cue's place travels with it
+        placed = "--> 00:00:04.200 line:80.5%,end\n" in text  # the cue's place travels with it
+        assert placed == (1.8 < t + duration and t < 4.2)
         inside = read_vtt(text)
         assert all(c.start_s < t + duration and c.end_s > t for c in inside)
         seen.update(inside)

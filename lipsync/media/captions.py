@@ -196,7 +196,8 @@ def write_vtt(cues: Iterable[Cue], path: str | Path) -> Path:
 
 
 _TIMING = re.compile(
-    r"^(?P<a>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})[ \t]+-->[ \t]+(?P<b>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})(?:[ \t]+(?P<settings>.*))?$"
+    r"^(?P<a>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})[ \t]+-->[ \t]+(?P<b>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})"
+    r"(?:[ \t]+(?P<settings>.*))?$"
 )
 _TAG = re.compile(r"<[^>]*>")
 

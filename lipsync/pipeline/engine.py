@@ -82,7 +82,9 @@ class LipSync:
         self.s3fd = s3fd
         self.fast = fast
         # one lock per resource: the face preview never waits behind a model that is loading or calibrating
-        self._generator = Lazy(lambda: load_generator(self.checkpoint, self.device, self.precision, self.fast), generator)
+        self._generator = Lazy(
+            lambda: load_generator(self.checkpoint, self.device, self.precision, self.fast), generator
+        )
         self._detector = Lazy(lambda: load_detector(self.s3fd), detector)
         self._run_lock = threading.Lock()  # one request at a time on the network
         from ..runtime.generator import resolve_device, resolve_precision

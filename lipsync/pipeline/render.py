@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import LipSyncError
 from ..media.captions import CaptionBurner, Cue, cue_settings, cues_for, placed, to_vtt
 from ..media.encode import VideoWriter, keyframe_interval, write_wav
-from ..media.segments import Segment, SegmentOutput
+from ..media.segments import SegmentOutput
 from .prepare import Prepared
 from .progress import Clock, Progress, no_progress
 
