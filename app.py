@@ -39,6 +39,7 @@ from pathlib import Path
 import gradio as gr
 
 from lipsync import Cancelled, GenerateOptions, LipSync, LipSyncError, Request
+from lipsync.media.captions import write_vtt
 from lipsync.options import DEFAULT_MOTION
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
@@ -639,8 +640,9 @@ def make_generate_live(engine: LipSync | None = None):
                    "_Generating… the preview starts in a few seconds._")  # fmt: skip
             report = _progress_reporter(progress)
             eng = engine or get_engine()
-            stream = eng.stream(req, report, cancel=job.cancel, predict=None if engine else _predict())
-            vtt = req.out.with_suffix(".vtt")
+            vtt = Path(workdir) / "preview.vtt"  # the MP4's own .vtt is published only with it
+            stream = eng.stream(req, report, cancel=job.cancel, predict=None if engine else _predict(),
+                                on_captions=lambda cues: write_vtt(cues, vtt))  # fmt: skip
             for i, seg in enumerate(stream):
                 if i == 0 and vtt.is_file():  # captions are known before the first frame is drawn
                     yield gr.update(subtitles=str(vtt)), skip, skip, skip, skip

@@ -117,7 +117,12 @@ def streamed(engine, tmp_path_factory):
             events.append(("held",))
 
     first = threading.Event()  # the network waits, part-way, until the first segment has been delivered
-    stream = engine.stream(Request(EXAMPLE, d / "streamed.mp4", text=TEXT, options=OPTS), progress, folder=d / "segs")
+    def captions(cues):
+        with lock:
+            events.append(("captions", tuple(cues), (d / "streamed.vtt").exists()))
+
+    stream = engine.stream(Request(EXAMPLE, d / "streamed.mp4", text=TEXT, options=OPTS), progress,
+                           folder=d / "segs", on_captions=captions)  # fmt: skip
     segments = []
     with held_network(engine, first, held) as hold:
         for seg in stream:
@@ -200,6 +205,19 @@ def test_segments_arrive_while_frames_are_still_being_made(streamed):
     assert made and max(made) < result.frames
     later = [e[2] for e in events[first:] if e[0] == "progress" and e[1] == "lipsync"]
     assert later and max(later) == result.frames
+
+
+def test_captions_reach_the_stream_before_the_first_segment(streamed):
+    """A live preview gets the cues before any frame; the .vtt beside the MP4 appears only with the MP4."""
+    from lipsync.media.captions import read_vtt
+
+    result, _segments, events, _plain, _d = streamed
+    given = [e for e in events if e[0] == "captions"]
+    assert len(given) == 1
+    _, cues, published_early = given[0]
+    assert events.index(given[0]) < events.index(("segment", 0))
+    assert not published_early
+    assert list(cues) == read_vtt(result.captions) and len(cues) >= 2
 
 
 def test_cancel_stops_the_run_and_leaves_nothing(engine, own_tempdir, tmp_path):

@@ -154,6 +154,7 @@ class LipSync:
         predict: Callable[[Prepared], np.ndarray] | None = None,
         on_segment: Callable[[Segment], None] | None = None,
         cancel: threading.Event | None = None,
+        on_captions: Callable[[list[Cue]], None] | None = None,
     ) -> Result:
         """Make the video a checked :class:`Request` asks for. The recipe:
 
@@ -173,6 +174,9 @@ class LipSync:
                 made, and call this with each one (see :meth:`render`).
             cancel: set it (from any thread) to stop: :class:`Cancelled` is
                 raised at the next stage or batch, and no file is left behind.
+            on_captions: with ``captions=True``, called with the cues as soon as
+                they are known, before the first frame (the ``.vtt`` beside the MP4
+                is published only with the MP4), e.g. for a live preview.
         """
         report = cancellable(progress or no_progress, cancel)
         clock = Clock()
@@ -185,7 +189,7 @@ class LipSync:
                 report("lipsync", 0, len(parts.mels))
                 mouths = [predict(parts)]
                 clock.lap("network")
-            self.render(parts, report, clock, mouths=mouths, on_segment=on_segment)
+            self.render(parts, report, clock, mouths=mouths, on_segment=on_segment, on_captions=on_captions)
             return make_result(parts, clock, self.generator.description, _render.captions_path(parts))
 
     def stream(
@@ -196,6 +200,7 @@ class LipSync:
         cancel: threading.Event | None = None,
         folder: str | Path | None = None,
         predict: Callable[[Prepared], np.ndarray] | None = None,
+        on_captions: Callable[[list[Cue]], None] | None = None,
     ) -> SegmentStream:
         """Make the video on a worker thread, handing over playable segments as they are finished.
 
@@ -206,7 +211,7 @@ class LipSync:
         with the same frames. Leaving the loop early cancels the run.
 
         Args:
-            request, progress, predict: as for :meth:`run` (progress is called on the worker thread).
+            request, progress, predict, on_captions: as for :meth:`run` (called on the worker thread).
             cancel: an event that stops the run when set.
             folder: keep the segments here; by default they are in a temporary
                 folder removed when the stream is closed.
@@ -218,7 +223,8 @@ class LipSync:
             print(s.result.video)
         """
         return SegmentStream(
-            lambda on_segment, stop: self.run(request, progress, predict=predict, on_segment=on_segment, cancel=stop),
+            lambda on_segment, stop: self.run(request, progress, predict=predict, on_segment=on_segment, cancel=stop,
+                                              on_captions=on_captions),
             folder=folder, cancel=cancel,
         )  # fmt: skip
 
@@ -243,6 +249,7 @@ class LipSync:
         *,
         mouths: Iterable[np.ndarray] | None = None,
         on_segment: Callable[[Segment], None] | None = None,
+        on_captions: Callable[[list[Cue]], None] | None = None,
     ) -> Path:
         """Animate and encode: mouth crops pasted into the photo, streamed to the MP4, then published
         with its captions (see :func:`lipsync.pipeline.render.render`).
@@ -260,7 +267,7 @@ class LipSync:
         """
         if mouths is None:
             mouths = self._predict_batches(parts)
-        return _render.render(parts, mouths, progress, clock, on_segment=on_segment)
+        return _render.render(parts, mouths, progress, clock, on_segment=on_segment, on_captions=on_captions)
 
     def predict_mouths(self, parts: Prepared) -> np.ndarray:
         """All mouth crops of a clip at once: (N, 96, 96, 3) uint8 BGR.

@@ -53,6 +53,7 @@ def render(
     clock: Clock | None = None,
     *,
     on_segment=None,
+    on_captions=None,
 ) -> Path:
     """Encode ``parts``'s clip with these mouths and publish the MP4 (and its captions).
 
@@ -60,6 +61,9 @@ def render(
         mouths: mouth crops in frame order, batch by batch ((B, 96, 96, 3) BGR,
             uint8 or floats in [0, 1]); a generator is consumed on a worker thread.
         on_segment: also cut the encode into segments (see :class:`SegmentOutput`).
+        on_captions: with ``captions=True``, called with the cues before the first
+            frame is made (a live preview can show them from the first segment;
+            the WebVTT file itself is published only with the MP4).
 
     Returns the MP4's path. On any error nothing new is left at the MP4's or the
     captions' path, and no ffmpeg process remains.
@@ -72,6 +76,8 @@ def render(
     face, label = parts.keep_clear()
     all_cues = cues(parts) if opts.captions or opts.burn_captions else []
     vtt = captions_path(parts)
+    if vtt is not None and on_captions is not None:
+        on_captions(all_cues)
     work = Path(tempfile.mkdtemp(prefix="lipsync-"))
     try:
         wav_path = write_wav(work / "speech.wav", parts.speech.samples, parts.speech.sample_rate)
