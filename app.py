@@ -640,7 +640,7 @@ def make_generate_live(engine: LipSync | None = None):
                    "_Generating… the preview starts in a few seconds._")  # fmt: skip
             report = _progress_reporter(progress)
             eng = engine or get_engine()
-            vtt = Path(workdir) / "preview.vtt"  # the MP4's own .vtt is published only with it
+            vtt = Path(workdir) / "preview" / "lipsync.vtt"  # the MP4's own .vtt is published only with it
             stream = eng.stream(req, report, cancel=job.cancel, predict=None if engine else _predict(),
                                 on_captions=lambda cues: write_vtt(cues, vtt))  # fmt: skip
             for i, seg in enumerate(stream):
