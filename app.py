@@ -39,6 +39,7 @@ from pathlib import Path
 import gradio as gr
 
 from lipsync import Cancelled, GenerateOptions, LipSync, LipSyncError, Request
+from lipsync.media.captions import write_vtt
 from lipsync.options import DEFAULT_MOTION
 
 try:  # Hugging Face ZeroGPU: a GPU is attached only while a decorated function runs
@@ -400,9 +401,8 @@ def _progress_reporter(progress):
 
 
 def _summary(result, hls, voice_label: str, used_audio: bool, total_s: float) -> str:
-    timings = dict(result.timings)
-    busy = timings.pop("inference_busy", None)
-    stages = " · ".join(f"{STAGE_NAMES.get(k, k)} {v:.1f} s" for k, v in timings.items())
+    busy = result.network_busy
+    stages = " · ".join(f"{STAGE_NAMES.get(k, k)} {v:.1f} s" for k, v in result.timings.items())
     source = "your audio file" if used_audio else voice_label
     lines = [
         f"**{result.duration_s:.1f} s** of video, {result.frames} frames at {result.fps:g} fps, "
@@ -412,7 +412,7 @@ def _summary(result, hls, voice_label: str, used_audio: bool, total_s: float) ->
         + (f" in {result.face_frames} of {result.frames} frames of your video" if result.source == "video" else "")
         + (f" · **head motion:** {result.motion:g}" if result.motion else "")
         + f" · **model ran on:** {result.device}",
-        f"**Time per stage:** {stages}" + (f" (network busy {busy:.1f} s)" if busy is not None else ""),
+        f"**Time per stage:** {stages}" + (f" (network busy {busy:.0%} of the lip-sync stage)" if busy is not None else ""),
         f"**Total:** {total_s:.1f} s",
     ]
     if isinstance(hls, str):
@@ -640,8 +640,9 @@ def make_generate_live(engine: LipSync | None = None):
                    "_Generating… the preview starts in a few seconds._")  # fmt: skip
             report = _progress_reporter(progress)
             eng = engine or get_engine()
-            stream = eng.stream(req, report, cancel=job.cancel, predict=None if engine else _predict())
-            vtt = req.out.with_suffix(".vtt")
+            vtt = Path(workdir) / "preview" / "lipsync.vtt"  # the MP4's own .vtt is published only with it
+            stream = eng.stream(req, report, cancel=job.cancel, predict=None if engine else _predict(),
+                                on_captions=lambda cues: write_vtt(cues, vtt))  # fmt: skip
             for i, seg in enumerate(stream):
                 if i == 0 and vtt.is_file():  # captions are known before the first frame is drawn
                     yield gr.update(subtitles=str(vtt)), skip, skip, skip, skip

@@ -13,6 +13,9 @@ A source gives it:
   ``paste(pred, out)`` that turns each frame's mouth crop into the finished
   frame, in frame order (the photo: paste, then head motion; a video: the
   frame read back, the mouth pasted in its own box, the label drawn);
+* ``key_frame()``: the picture that stands for the clip and its face crop;
+  ``label_avoid()``: the region the label and burned captions keep clear of;
+  ``still_picture``: whether head motion may be added;
 * ``close()``: removes whatever the source keeps on disk.
 
 **A video** is decoded once (:func:`scan_video`): every frame at the output
@@ -196,6 +199,7 @@ class PhotoSource:
     """
 
     kind = "photo"
+    still_picture = True  #: a still: head motion may be added
 
     def __init__(self, image: np.ndarray, box: FaceBox, detector: str, *, plain: np.ndarray | None, n_frames: int):
         self.image = image
@@ -211,6 +215,14 @@ class PhotoSource:
 
     def face_at(self, i: int) -> np.ndarray:
         return self.still_face
+
+    def key_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The picture that stands for the clip (label drawn) and its 96x96 face crop."""
+        return self.image, self.still_face
+
+    def label_avoid(self) -> FaceBox:
+        """Where the visible label (and burned captions) may not go: the face."""
+        return self.box
 
     def compositor(self, parts):
         """The plain paste (the still output, exactly as without motion) or paste-then-move."""
@@ -257,6 +269,7 @@ class VideoSource:
 
     kind = "video"
     still_face = None
+    still_picture = False  #: the video moves by itself: no head motion is added
 
     def __init__(
         self,
@@ -308,6 +321,11 @@ class VideoSource:
     def face_at(self, i: int) -> np.ndarray | None:
         box = self.box_at(i)
         return None if box is None else face_crop(self.frame_at(i), box)
+
+    def key_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """The first frame with a face and its 96x96 face crop."""
+        image = self.spool.read(self.first_face_frame)
+        return image, face_crop(image, self.box)
 
     def weights(self, speech: np.ndarray | None) -> np.ndarray:
         """How strongly each output frame gets a mouth: speech x face presence (faded at its edges)."""

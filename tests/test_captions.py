@@ -154,8 +154,8 @@ def test_bad_webvtt_is_refused(bad, needle):
 
 def test_webvtt_with_identifiers_notes_and_settings():
     text = "WEBVTT - made elsewhere\nX-TIMESTAMP-MAP=MPEGTS:900000,LOCAL:00:00:00.000\n\nNOTE a comment\n\n" \
-           "cue-1\n00:01.000 --> 00:02.500 line:90%\n<b>bold</b> &amp; plain\n"  # fmt: skip
-    assert read_vtt(text) == [Cue(1.0, 2.5, "bold & plain")]
+           "cue-1\n00:01.000 --> 00:02.500 line:90%  align:start junk bad:x:y\n<b>bold</b> &amp; plain\n"  # fmt: skip
+    assert read_vtt(text) == [Cue(1.0, 2.5, "bold & plain", "line:90% align:start")]  # settings kept, junk dropped
 
 
 # ----------------------------------------------------------------------------- HLS subtitles
@@ -166,7 +166,7 @@ def test_hls_package_has_a_valid_subtitles_rendition(tmp_path):
     from test_hls import make_clip, parse_m3u8
 
     clip = make_clip(tmp_path / "src.mp4", "640x360", 5)
-    cues = [Cue(0.5, 1.5, "one"), Cue(1.8, 4.2, "two spans segments"), Cue(4.5, 4.9, "three")]
+    cues = [Cue(0.5, 1.5, "one"), Cue(1.8, 4.2, "two spans segments", "line:80.5%,end"), Cue(4.5, 4.9, "three")]
     r = package_hls(clip, tmp_path / "pkg", zip_path=tmp_path / "pkg.zip", captions=cues)
     master = parse_m3u8(r.master)
     media = master["tags"]["EXT-X-MEDIA"]
@@ -187,6 +187,8 @@ def test_hls_package_has_a_valid_subtitles_rendition(tmp_path):
     for duration, uri in subs["entries"]:
         text = (r.subtitles.parent / uri).read_text("utf-8")
         assert re.search(r"^X-TIMESTAMP-MAP=MPEGTS:\d+,LOCAL:00:00:00\.000$", text, re.M)
+        placed = "--> 00:00:04.200 line:80.5%,end\n" in text  # the cue's place travels with it
+        assert placed == (1.8 < t + duration and t < 4.2)
         inside = read_vtt(text)
         assert all(c.start_s < t + duration and c.end_s > t for c in inside)
         seen.update(inside)
@@ -206,6 +208,17 @@ def test_captions_language_is_checked(tmp_path):
     with pytest.raises(InputError, match="language"):
         package_hls(clip, tmp_path / "o", captions=[Cue(0, 1, "x")], captions_language='en",URI="x')
     assert not (tmp_path / "o").exists()
+
+
+def test_cue_settings_keep_the_lines_above_a_label_at_the_bottom():
+    from lipsync.media.captions import cue_settings, to_vtt
+
+    assert cue_settings((400, 600, 3), None) == ""
+    assert cue_settings((400, 600, 3), (8, 12, 120, 30)) == ""  # a label at the top: the bottom is clear
+    s = cue_settings((400, 600, 3), (8, 360, 120, 30))
+    m = re.fullmatch(r"line:([\d.]+)%,end", s)
+    assert m and float(m.group(1)) * 400 / 100 <= 360 - 2 and float(m.group(1)) > 80  # just above it
+    assert f"00:00:01.000 {s}\n" in to_vtt([Cue(0.5, 1.0, "x", s)])
 
 
 def test_hls_segment_timestamp_map():
@@ -359,3 +372,105 @@ def test_cli_hls_with_captions(tmp_path):
     assert (tmp_path / "out" / "subs" / "index.m3u8").is_file()
     r = _cli("hls", clip, tmp_path / "out2", "--captions", tmp_path / "missing.vtt")
     assert r.returncode == 2 and "cannot be read" in r.stderr
+
+
+# ----------------------------------------------------------------------------- publishing and placement
+
+
+@pytest.mark.parametrize("where", ["network", "encoder"])
+def test_a_failed_run_keeps_the_earlier_video_and_captions(engine, tmp_path, monkeypatch, where):
+    """OUT.mp4 and OUT.vtt from an earlier run survive a failed one byte for byte; no part file is left."""
+    import lipsync.proc as proc
+    from lipsync import LipSyncError
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "talk.mp4"
+    out.write_bytes(b"an earlier video \x00\x01\x02")
+    out.with_suffix(".vtt").write_text("WEBVTT\n\n00:00.000 --> 00:01.000\nearlier words\n", "utf-8")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    if where == "network":
+
+        def broken(*a, **k):
+            yield np.zeros((4, 96, 96, 3), np.float32)
+            raise LipSyncError("simulated failure")
+
+        monkeypatch.setattr(engine.generator, "predict", broken)
+    else:  # an encoder that takes every frame, then fails at the end
+        fake = tmp_path / "bin" / "ffmpeg"
+        fake.parent.mkdir()
+        fake.write_text("#!/bin/sh\ncat > /dev/null\necho 'simulated failure at the end' >&2\nexit 1\n")
+        fake.chmod(0o755)
+        monkeypatch.setenv("LIPSYNC_FFMPEG", str(fake))
+        proc.ffmpeg_exe.cache_clear()
+    try:
+        with pytest.raises(LipSyncError, match="simulated failure"):
+            engine.run(Request(EXAMPLE, out, audio=bursts([(0.1, 0.6), (0.8, 1.3)], 1.5),
+                               options=GenerateOptions(captions=True, frame_step=2)))  # fmt: skip
+    finally:
+        monkeypatch.undo()
+        proc.ffmpeg_exe.cache_clear()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_published_captions_keep_off_the_label(engine, tmp_path):
+    """The WebVTT written beside the MP4 places every cue above the label's rows (and says nothing without one)."""
+    speech = bursts([(0.1, 0.7), (0.9, 1.4)], 1.5)
+    opts = GenerateOptions(captions=True, frame_step=2, motion=0)
+    r = engine.run(Request(EXAMPLE, tmp_path / "a.mp4", audio=speech, options=opts))
+    plain = engine.run(Request(EXAMPLE, tmp_path / "b.mp4", audio=speech, options=opts.updated(label=False)))
+    from videos import decode_frames
+
+    a, b = decode_frames(r.video)[0].astype(int), decode_frames(plain.video)[0].astype(int)
+    rows = np.flatnonzero((np.abs(a - b).max(axis=2) > 60).any(axis=1))  # where the label is drawn
+    assert rows.size and rows.min() > r.height / 2  # the label sits low in this portrait
+    cues = read_vtt(r.captions)
+    assert [c.text for c in cues] == ["phrase 0", "phrase 1"]
+    for c in cues:
+        m = re.fullmatch(r"line:([\d.]+)%,end", c.settings)
+        assert m, c.settings
+        assert float(m.group(1)) / 100 * r.height < rows.min()  # the cue's bottom edge is above the label
+    assert all(c.settings == "" for c in read_vtt(plain.captions))
+
+
+def _moving_face_video(path: Path, n: int) -> tuple[Path, list[tuple[int, int, int, int]]]:
+    """A 300x300 video of the example face sliding down from y=79 to y=219; and its (x1, y1, x2, y2) per frame."""
+    import cv2
+    from videos import EXAMPLE_FACE, portrait, write_video
+
+    small = cv2.resize(portrait(), (300, 300), interpolation=cv2.INTER_AREA)
+    k = 300 / 512
+    frames, faces = [], []
+    for i in range(n):
+        dy = round(40 + 140 * i / (n - 1))
+        canvas = np.full((300, 300, 3), 110, np.uint8)
+        canvas[dy:] = small[: 300 - dy]
+        frames.append(canvas)
+        x1, y1, x2, y2 = EXAMPLE_FACE
+        faces.append((round(x1 * k), round(y1 * k) + dy, round(x2 * k), round(y2 * k) + dy))
+    return write_video(path, frames, 25), faces
+
+
+def test_burned_captions_keep_off_a_moving_face(engine, tmp_path):
+    """On a video, burned captions avoid every face box used (as the label does), not only the first frame's."""
+    from videos import decode_frames
+
+    video, faces = _moving_face_video(tmp_path / "moving.mp4", 40)
+    speech = bursts([(0.1, 1.5)], 1.6)
+    opts = GenerateOptions(burn_captions=True, frame_step=2)
+    burnt = engine.run(Request(None, tmp_path / "burnt.mp4", audio=speech, options=opts, video=video))
+    plain = engine.run(
+        Request(None, tmp_path / "plain.mp4", audio=speech, options=opts.updated(burn_captions=False), video=video)
+    )
+    assert burnt.source == "video" and burnt.frames == 40
+    a, b = decode_frames(burnt.video).astype(int), decode_frames(plain.video).astype(int)
+    shown = 0
+    for i in range(40):
+        ys, xs = np.nonzero(np.abs(a[i] - b[i]).max(axis=2) > 80)  # the caption's pixels
+        if len(ys) < 50:
+            continue
+        shown += 1
+        x1, y1, x2, y2 = faces[i]
+        inside = (ys >= y1) & (ys < y2) & (xs >= x1) & (xs < x2)
+        assert not inside.any(), f"frame {i}: the caption covers the face"
+    assert shown >= 30  # the cue runs from 0.1 to 1.5 s

@@ -103,3 +103,30 @@ def test_files_for_the_user_get_the_ordinary_mode(tmp_path, umask):
         os.umask(old)
     for f in (mp4, h.zip):
         assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
+def test_sidecars_are_published_with_the_mp4_and_never_without_it(tmp_path):
+    """A sidecar (the captions) replaces an earlier file only when the MP4 is published."""
+    out, vtt = tmp_path / "v.mp4", tmp_path / "v.vtt"
+    vtt.write_text("earlier captions")
+    frame = np.zeros((120, 160, 3), np.uint8)
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, 160, 120, 25.0, sidecars={vtt: "new captions"}) as w:
+            w.write(frame)
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.vtt"] and vtt.read_text() == "earlier captions"
+    with VideoWriter(out, 160, 120, 25.0, sidecars={vtt: "new captions"}) as w:
+        w.write(frame)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4", "v.vtt"] and vtt.read_text() == "new captions"
+
+
+def test_missing_ffmpeg_leaves_no_part_file(tmp_path, monkeypatch):
+    import lipsync.media.encode as enc
+
+    def missing():
+        raise EncodeError("ffmpeg was not found.")
+
+    monkeypatch.setattr(enc, "ffmpeg_exe", missing)
+    with pytest.raises(EncodeError, match="not found"):
+        VideoWriter(tmp_path / "v.mp4", 160, 120, 25.0)
+    assert list(tmp_path.iterdir()) == []

@@ -27,6 +27,8 @@ def test_generate_returns_a_full_result(engine, example_image, oracle_wav, tmp_p
     assert r.detector == "opencv-haar" and isinstance(r.box, FaceBox)
     assert (r.width, r.height) == (512, 512)
     assert {"image", "audio", "face", "mel", "lipsync", "encode"} <= set(r.timings)
+    assert set(r.timings) <= {"model", "image", "audio", "face", "mel", "lipsync", "encode"}  # stages only
+    assert 0 < r.network_busy <= 1 and r.to_dict()["network_busy"] == r.network_busy
     names = [s for s, _, _ in stages]
     assert names.index("model") < names.index("image") < names.index("face") < names.index("lipsync")
     assert ("lipsync", 181, 181) in stages
@@ -79,7 +81,8 @@ class _Collect:
 
 def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
     from lipsync.media.images import load_image
-    from lipsync.pipeline import LipSync
+    from lipsync.pipeline.progress import Clock
+    from lipsync.pipeline.render import stream_frames
 
     rgb = load_image(example_image)
     box = FaceBox(60, 200, 160, 290)
@@ -89,8 +92,10 @@ def test_pipelined_frames_equal_sequential(engine, oracle, example_image):
     blender = Blender(rgb, box)
     sequential = [blender.paste(p) for batch in gen.predict(crop, mels, batch_size=8) for p in batch]
     sink = _Collect()
-    LipSync._stream(gen.predict(crop, mels, batch_size=8), blender, sink, lambda *a: None, {}, len(mels))
+    clock = Clock()
+    stream_frames(gen.predict(crop, mels, batch_size=8), blender, sink, lambda *a: None, clock, len(mels))
     assert len(sink.frames) == len(sequential) == 40
+    assert set(clock.timings) == {"lipsync"} and 0 < clock.network_busy_s <= clock.timings["lipsync"]
     for a, b in zip(sink.frames, sequential):
         np.testing.assert_array_equal(a, b)
 
@@ -146,20 +151,134 @@ def test_split_run_equals_streamed_run(engine, example_image, speech, tmp_path):
 
 
 def test_output_is_marked_as_ai_generated(engine, example_image, tmp_path):
-    """The MP4 and the HLS init segments carry the tag; the frames carry a visible label."""
+    """The MP4 and the HLS init segments carry the tag; the frames carry a visible label, beside the face."""
+    from lipsync.blend import label_box
     from lipsync.media.hls import package_hls
+    from videos import decode_frames
 
     t = np.arange(16000) / 16000
     speech = Speech((0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000)
-    r = engine.generate(example_image, speech, tmp_path / "tagged.mp4")
+    r = engine.generate(example_image, speech, tmp_path / "tagged.mp4", motion=0)
     tags = ffprobe(r.video)["format"]["tags"]
     assert "AI-generated" in tags.get("comment", "")
     hls = package_hls(r.video, tmp_path / "hls")
     inits = list((tmp_path / "hls").glob("*/init.mp4"))
     assert inits and all(b"AI-generated" in p.read_bytes() for p in inits), hls
 
-    plain = engine.generate(example_image, speech, tmp_path / "plain.mp4", GenerateOptions(label=False))
+    plain = engine.generate(example_image, speech, tmp_path / "plain.mp4", GenerateOptions(label=False), motion=0)
     assert "AI-generated" in ffprobe(plain.video)["format"]["tags"].get("comment", "")
+
+    # the label is really in the frames: they differ from the unlabelled run in the label's box, and only there
+    labelled, unlabelled = decode_frames(r.video).astype(int), decode_frames(plain.video).astype(int)
+    assert len(labelled) == len(unlabelled) == r.frames
+    x, y, w, h = label_box((r.height, r.width), avoid=r.box)
+    face = r.box
+    for i in (0, r.frames // 2, r.frames - 1):
+        changed = np.abs(labelled[i] - unlabelled[i]).max(axis=2) > 40
+        ys, xs = np.nonzero(changed)
+        assert changed[y : y + h, x : x + w].mean() > 0.3, f"frame {i}: no label in its box"
+        near = (ys >= y - 4) & (ys < y + h + 4) & (xs >= x - 4) & (xs < x + w + 4)
+        assert near.all(), f"frame {i}: changed outside the label's box"
+        assert not changed[face.y1 : face.y2, face.x1 : face.x2].any(), f"frame {i}: the label covers the face"
+
+
+def _children():
+    import psutil
+
+    return [c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != "zombie"]
+
+
+@pytest.mark.parametrize("where", ["burner", "label", "compositor"])
+def test_a_failure_around_the_encoder_stops_it_and_leaves_nothing(engine, example_image, tmp_path, monkeypatch, where):
+    """An error in the caption burner, the label or the compositor: a clear error, no ffmpeg, no part file."""
+    import lipsync.pipeline.prepare as prepare
+    from lipsync import Request
+    from lipsync.media.audio import Phrase
+    from lipsync.media.captions import CaptionBurner
+    from lipsync.sources import PhotoSource
+
+    def fail(*a, **k):
+        raise LipSyncError(f"injected {where} failure")
+
+    target = {"burner": (CaptionBurner, "__init__"), "label": (prepare, "label_box"),
+              "compositor": (PhotoSource, "compositor")}[where]  # fmt: skip
+    t = np.arange(24000) / 16000
+    speech = Speech((0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, (Phrase("Hello there.", 0.1, 1.2),))
+    out = tmp_path / "out" / "v.mp4"
+    opts = GenerateOptions(captions=True, burn_captions=True, frame_step=2)
+    before = _tmp_dirs()
+    monkeypatch.setattr(*target, fail)
+    with pytest.raises(LipSyncError, match=f"injected {where} failure") as e:
+        engine.run(Request(example_image, out, audio=speech, options=opts))
+    assert _children() == [], [c.cmdline() for c in _children()]  # at once, while the error is still held
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []  # no MP4, no part file, no captions
+    assert _tmp_dirs() == before
+    del e
+
+
+def test_face_detection_does_not_wait_for_the_model(checkpoint, example_image, monkeypatch):
+    """The face preview answers in under a second while the model is still loading (or calibrating)."""
+    import threading
+    import time
+
+    import lipsync.models as models
+    from lipsync.face import HaarDetector
+    from lipsync.face.preview import list_faces
+    from lipsync.media.images import load_image
+    from lipsync.pipeline import LipSync
+
+    loading, release = threading.Event(), threading.Event()
+    real = models.load_wav2lip
+
+    def slow(*a, **k):  # the loader is blocked until the test lets it go
+        loading.set()
+        assert release.wait(60)
+        return real(*a, **k)
+
+    monkeypatch.setattr(models, "load_wav2lip", slow)
+    rgb = load_image(example_image)
+    for given in (HaarDetector(), None):  # a detector given to the engine, and one it builds lazily
+        engine = LipSync(checkpoint, device="cpu", detector=given)
+        loader = threading.Thread(target=engine.load, daemon=True)
+        loader.start()
+        try:
+            assert loading.wait(30)
+            answer: list = []
+            t0 = time.perf_counter()
+            def ask(engine=engine, answer=answer):
+                answer.append(list_faces(rgb, engine.detector))
+
+            preview = threading.Thread(target=ask, daemon=True)
+            preview.start()
+            preview.join(timeout=30)
+            took = time.perf_counter() - t0
+            assert answer and answer[0], "the face preview waited for the model"
+            if given is not None:
+                assert took < 1.0, f"the face preview took {took:.2f} s"
+            assert loader.is_alive()  # the model was still loading all along
+        finally:
+            release.set()
+            loader.join(timeout=60)
+        assert engine._generator.ready
+        loading.clear()
+        release.clear()
+
+
+def test_a_resource_that_fails_to_load_is_tried_again():
+    from lipsync.pipeline.resources import Lazy
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        if len(calls) == 1:
+            raise LipSyncError("not yet")
+        return "built"
+
+    lazy = Lazy(build)
+    with pytest.raises(LipSyncError):
+        lazy.get()
+    assert not lazy.ready and lazy.get() == "built" and lazy.get() == "built" and len(calls) == 2
 
 
 def test_visible_label_avoids_the_face():

@@ -4,12 +4,18 @@ One streamed request and the same request run plainly are made once for the
 module (a ~4 s espeak-ng narration, frame step 2); the tests compare them with
 ffmpeg/ffprobe: frames by their decoded MD5s, audio by its packets' timestamps
 and its decoded samples.
+
+Ordering is proven, not raced: :func:`held_network` stops the network part-way
+through a clip until an event is set (a segment delivered, a cancel), so
+"a segment arrives before the last frame is made" and "ffmpeg is still
+encoding when the consumer cancels" hold on any machine, however loaded.
 """
 
 from __future__ import annotations
 
 import subprocess
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +63,44 @@ def children() -> list[psutil.Process]:
     return [c for c in psutil.Process().children(recursive=True) if c.is_running() and c.status() != "zombie"]
 
 
+#: the network is held (after at least this many frames) at most this long; a test that needs longer has failed
+HOLD_TIMEOUT_S = 45.0
+
+
+@contextmanager
+def held_network(engine, until: threading.Event, on_hold=None):
+    """While inside, the engine's network stops before it hands over the clip's last batch, until ``until`` is set.
+
+    So the encoder cannot have the last frame before ``until``: whatever the
+    machine's speed, anything that happens first happened while the video was
+    still being made. Yields a dict: ``held_at`` (frames handed over when it
+    stopped, None if it never did) and ``timed_out`` (``until`` was not set
+    within :data:`HOLD_TIMEOUT_S`). ``on_hold()`` is called as it stops.
+    """
+    gen = engine.generator
+    real = gen.predict
+    state: dict = {"held_at": None, "timed_out": False}
+
+    def predict(*args, **kwargs):
+        it = iter(real(*args, **kwargs))
+        last = next(it, None)
+        made = 0
+        for batch in it:  # one batch in hand: the one left when the network is done is the last
+            yield last
+            made += len(last)
+            last = batch
+        if last is not None:
+            state["held_at"] = made
+            if on_hold is not None:
+                on_hold()
+            state["timed_out"] = not until.wait(HOLD_TIMEOUT_S)
+            yield last
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gen, "predict", predict)
+        yield state
+
+
 @pytest.fixture(scope="module")
 def streamed(engine, tmp_path_factory):
     """A streamed run (segments kept), its progress and the order of events, and a plain run of the same request."""
@@ -68,12 +112,25 @@ def streamed(engine, tmp_path_factory):
         with lock:
             events.append(("progress", stage, done, total))
 
-    stream = engine.stream(Request(EXAMPLE, d / "streamed.mp4", text=TEXT, options=OPTS), progress, folder=d / "segs")
-    segments = []
-    for seg in stream:
+    def held():
         with lock:
-            events.append(("segment", seg.index))
-        segments.append(seg)
+            events.append(("held",))
+
+    first = threading.Event()  # the network waits, part-way, until the first segment has been delivered
+    def captions(cues):
+        with lock:
+            events.append(("captions", tuple(cues), (d / "streamed.vtt").exists()))
+
+    stream = engine.stream(Request(EXAMPLE, d / "streamed.mp4", text=TEXT, options=OPTS), progress,
+                           folder=d / "segs", on_captions=captions)  # fmt: skip
+    segments = []
+    with held_network(engine, first, held) as hold:
+        for seg in stream:
+            with lock:
+                events.append(("segment", seg.index))
+            segments.append(seg)
+            first.set()
+    assert hold["held_at"] is not None and not hold["timed_out"], hold
     plain = engine.run(Request(EXAMPLE, d / "plain.mp4", text=TEXT, options=OPTS))
     return stream.result, segments, events, plain, d
 
@@ -135,13 +192,33 @@ def test_streamed_mp4_is_the_plain_runs(streamed):
 
 
 def test_segments_arrive_while_frames_are_still_being_made(streamed):
-    """The first segment is handed over before the network has made the last frame."""
+    """The first segment is handed over before the network has made the clip's last batch.
+
+    The network stops before its last batch and resumes only once a segment
+    has been delivered (the fixture fails if none comes within
+    ``HOLD_TIMEOUT_S``): so the segment came before the last frame was made,
+    on any machine, however loaded.
+    """
     result, _segments, events, _plain, _d = streamed
     first = events.index(("segment", 0))
+    assert ("held",) in events  # the network did stop before its last batch (and was let go by the segment)
     made = [e[2] for e in events[:first] if e[0] == "progress" and e[1] == "lipsync"]
     assert made and max(made) < result.frames
     later = [e[2] for e in events[first:] if e[0] == "progress" and e[1] == "lipsync"]
     assert later and max(later) == result.frames
+
+
+def test_captions_reach_the_stream_before_the_first_segment(streamed):
+    """A live preview gets the cues before any frame; the .vtt beside the MP4 appears only with the MP4."""
+    from lipsync.media.captions import read_vtt, to_vtt
+
+    result, _segments, events, _plain, _d = streamed
+    given = [e for e in events if e[0] == "captions"]
+    assert len(given) == 1
+    _, cues, published_early = given[0]
+    assert events.index(given[0]) < events.index(("segment", 0))
+    assert not published_early
+    assert read_vtt(to_vtt(cues)) == read_vtt(result.captions) and len(cues) >= 2  # the same, to the ms
 
 
 def test_cancel_stops_the_run_and_leaves_nothing(engine, own_tempdir, tmp_path):
@@ -150,12 +227,13 @@ def test_cancel_stops_the_run_and_leaves_nothing(engine, own_tempdir, tmp_path):
     cancel = threading.Event()
     seen = []
     stream = engine.stream(Request(EXAMPLE, out, text=TEXT, options=OPTS), cancel=cancel)
-    with pytest.raises(Cancelled):
-        for seg in stream:
-            seen.append(seg)
-            assert children(), "ffmpeg should still be encoding"
-            cancel.set()
-    assert len(seen) == 1
+    with held_network(engine, cancel) as hold:  # held until the cancel
+        with pytest.raises(Cancelled):
+            for seg in stream:
+                seen.append(seg)
+                assert children(), "ffmpeg should still be encoding"  # it cannot have had the last frame
+                cancel.set()
+    assert len(seen) == 1 and not hold["timed_out"]
     assert stream.done.is_set()
     assert not children(), [c.cmdline() for c in children()]
     assert temp_entries() == before  # work folder, segments and TTS files removed
@@ -168,9 +246,12 @@ def test_cancel_stops_the_run_and_leaves_nothing(engine, own_tempdir, tmp_path):
 
 def test_leaving_the_loop_cancels(engine, own_tempdir, tmp_path):
     before = temp_entries()
-    stream = engine.stream(Request(EXAMPLE, tmp_path / "left.mp4", text=TEXT, options=OPTS))
-    for _seg in stream:
-        break  # closing the generator cancels the run and waits for it
+    cancel = threading.Event()
+    stream = engine.stream(Request(EXAMPLE, tmp_path / "left.mp4", text=TEXT, options=OPTS), cancel=cancel)
+    with held_network(engine, cancel) as hold:  # the run cannot finish first
+        for _seg in stream:
+            break  # closing the generator cancels the run and waits for it
+    assert not hold["timed_out"]
     assert stream.done.is_set() and stream.cancel.is_set()
     assert not children()
     assert temp_entries() == before

@@ -24,7 +24,7 @@ import html
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -40,6 +40,8 @@ __all__ = [
     "write_vtt",
     "read_vtt",
     "vtt_time",
+    "cue_settings",
+    "placed",
     "hls_vtt_segment",
     "CaptionBurner",
     "bold_font",
@@ -51,14 +53,21 @@ MAX_CUE_CHARS = 84
 #: cues shorter than this after clipping to the video are dropped
 MIN_CUE_S = 0.1
 
+Rect = tuple[int, int, int, int]  # x, y, width, height
+
 
 @dataclass(frozen=True)
 class Cue:
-    """``text`` is shown from ``start_s`` to ``end_s`` (seconds from the start of the video)."""
+    """``text`` is shown from ``start_s`` to ``end_s`` (seconds from the start of the video).
+
+    ``settings``: WebVTT cue settings written after the timing (e.g. ``line:80%,end``,
+    see :func:`cue_settings`); empty: the player's default place, the bottom.
+    """
 
     start_s: float
     end_s: float
     text: str
+    settings: str = ""
 
 
 # ----------------------------------------------------------------------------- timing
@@ -125,9 +134,44 @@ def vtt_time(seconds: float) -> str:
 def _cue_block(cue: Cue) -> str:
     start = vtt_time(cue.start_s)
     end = vtt_time(max(cue.end_s, cue.start_s + 0.001))
+    settings = _clean_settings(cue.settings)
     # &, < and > are markup in cue text; escaping them also rules out a stray "-->"
     text = html.escape(cue.text, quote=False)
-    return f"{start} --> {end}\n{text}\n"
+    return f"{start} --> {end}{' ' + settings if settings else ''}\n{text}\n"
+
+
+_SETTING = re.compile(r"^(?:vertical|line|position|size|align|region):[^\s:]+$")
+
+
+def _clean_settings(settings: str) -> str:
+    """The well-formed WebVTT cue settings in ``settings`` (``name:value`` words), others dropped."""
+    return " ".join(w for w in str(settings).split() if _SETTING.match(w))
+
+
+def cue_settings(shape: tuple[int, ...], keep_clear: Rect | None) -> str:
+    """WebVTT cue settings that keep a player's captions off the rows of ``keep_clear``.
+
+    ``keep_clear`` is a rectangle (x, y, width, height) in a frame of ``shape``
+    (H, W, ...), the burned-in "AI-generated" label. A player draws cues at the
+    bottom by default; when the rectangle is in the lower half, the cue's bottom
+    edge is put just above it (``line:P%,end``: the cue grows upwards from P % of
+    the height), so no cue line shares a row with it. A rectangle in the upper
+    half is already clear of the bottom, and None needs nothing: both give "".
+    """
+    if keep_clear is None:
+        return ""
+    height = int(shape[0])
+    _x, y, _w, h = (int(v) for v in keep_clear)
+    if y + h / 2 < height / 2:
+        return ""
+    margin = max(2, round(height * 0.01))
+    top = max(0.0, 100.0 * (y - margin) / height)
+    return f"line:{math.floor(top * 100) / 100:g}%,end"
+
+
+def placed(cues: Iterable[Cue], settings: str) -> list[Cue]:
+    """The cues with these WebVTT ``settings`` (see :func:`cue_settings`)."""
+    return [replace(c, settings=settings) for c in cues]
 
 
 def to_vtt(cues: Iterable[Cue], header: str = "") -> str:
@@ -152,7 +196,8 @@ def write_vtt(cues: Iterable[Cue], path: str | Path) -> Path:
 
 
 _TIMING = re.compile(
-    r"^(?P<a>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})[ \t]+-->[ \t]+(?P<b>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})(?:[ \t].*)?$"
+    r"^(?P<a>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})[ \t]+-->[ \t]+(?P<b>(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3})"
+    r"(?:[ \t]+(?P<settings>.*))?$"
 )
 _TAG = re.compile(r"<[^>]*>")
 
@@ -168,9 +213,11 @@ def _seconds(stamp: str) -> float:
 def read_vtt(source: str | Path) -> list[Cue]:
     """Parse a WebVTT file (or its text) into cues, checking the syntax as a player would.
 
-    Cue settings, identifiers, ``NOTE``/``STYLE``/``REGION`` blocks and header
-    lines (``X-TIMESTAMP-MAP``) are accepted and ignored; tags are removed from
-    the text and character references decoded.
+    Cue settings are kept (well-formed ``name:value`` words only), so cues
+    written again (an HLS subtitles segment) stay where they were placed;
+    identifiers, ``NOTE``/``STYLE``/``REGION`` blocks and header lines
+    (``X-TIMESTAMP-MAP``) are accepted and ignored; tags are removed from the
+    text and character references decoded.
 
     Raises:
         InputError: not WebVTT, or a block whose timing line is malformed or runs backwards.
@@ -214,7 +261,7 @@ def read_vtt(source: str | Path) -> list[Cue]:
         if b < a:
             raise InputError(f"{name}, line {lineno + timing}: the cue ends before it starts.")
         body = "\n".join(block[timing + 1 :])
-        cues.append(Cue(a, b, html.unescape(_TAG.sub("", body))))
+        cues.append(Cue(a, b, html.unescape(_TAG.sub("", body)), _clean_settings(m.group("settings") or "")))
     return cues
 
 
@@ -267,9 +314,6 @@ def _wrap(text: str, font, width: float) -> list[str]:
     if current:
         lines.append(current)
     return lines
-
-
-Rect = tuple[int, int, int, int]  # x, y, width, height
 
 
 def _overlap(a: Rect, b: Rect | None) -> int:

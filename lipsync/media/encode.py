@@ -11,6 +11,12 @@ frames), in every MP4, so that the same encode can also be cut into segments
 that each start on a keyframe (``segments=``, see :mod:`lipsync.media.segments`):
 a streamed run and a plain run encode the same frames the same way and write
 the same MP4.
+
+The writer owns everything it will publish: the MP4's part file, ffmpeg's
+process group and the *sidecars* (e.g. the WebVTT captions beside the MP4).
+Used as a context manager, any exception inside the block kills ffmpeg and
+removes every part file; the user's earlier files of the same names are left
+as they were. Sidecars are written and renamed into place only once the MP4 is.
 """
 
 from __future__ import annotations
@@ -69,6 +75,12 @@ class VideoWriter:
         segments: also cut the same encode into MPEG-TS segments, reported as
             they are finished (see :class:`~lipsync.media.segments.SegmentOutput`,
             whose ``gop`` must be :func:`keyframe_interval` of ``fps``).
+        sidecars: files that belong with the MP4, ``{path: text or bytes}``:
+            written under part names and published right after the MP4, never
+            without it (a failed encode leaves any earlier file at ``path`` as it was).
+
+    Use it as a context manager: ``close()`` at the end of the block publishes,
+    an exception aborts (kills ffmpeg's process group, removes the part files).
     """
 
     def __init__(
@@ -86,6 +98,7 @@ class VideoWriter:
         metadata: dict[str, str] | None = None,
         timeout: float = 3600.0,
         segments: SegmentOutput | None = None,
+        sidecars: dict[str | Path, str | bytes] | None = None,
     ):
         if width % 2 or height % 2:
             raise EncodeError(f"Frame size {width}x{height} must be even for H.264 yuv420p.")
@@ -96,9 +109,10 @@ class VideoWriter:
         self.shape = (height, width, 3)
         self.frames = 0
         self.fps = fps
+        exe = ffmpeg_exe()  # before the part file: a missing ffmpeg leaves nothing behind
         self._tmp = part_file(self.path, ".part.mp4")
         args = [
-            ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
             "-framerate", f"{fps:g}", "-i", "pipe:0",
         ]  # fmt: skip
@@ -123,6 +137,8 @@ class VideoWriter:
             mp4 = "[f=mp4:movflags=+faststart+use_metadata_tags]" + str(self._tmp.resolve())
             args += ["-f", "tee", tee_quote(mp4) + "|" + tee_quote(segments.tee_slave())]
         self._segments = segments
+        self._sidecars = {Path(k): v for k, v in (sidecars or {}).items()}
+        self._sidecar_parts: list[tuple[Path, Path]] = []
         try:
             self._pipe = Pipe(args, what="ffmpeg (encode)", timeout=timeout)
         except BaseException:
@@ -144,7 +160,7 @@ class VideoWriter:
         self.frames += 1
 
     def close(self) -> Path:
-        """Finish the file; on failure nothing is left at ``path``."""
+        """Finish the MP4 and publish it, then its sidecars; on failure nothing new is left at any path."""
         if self._closed:
             return self.path
         self._closed = True
@@ -156,14 +172,35 @@ class VideoWriter:
             self._pipe.close()
             if self._segments is not None:
                 self._segments.finish(self.frames)
+            parts = self._write_sidecars()
             publish(self._tmp, self.path)
+            for tmp, dest in parts:
+                publish(tmp, dest)
         except BaseException:
             if self._segments is not None:
                 self._segments.stop()
             self._pipe.abort()
-            self._tmp.unlink(missing_ok=True)
+            self._remove_parts()
             raise
         return self.path
+
+    def _write_sidecars(self) -> list[tuple[Path, Path]]:
+        """Each sidecar written under a part name beside its path: [(part, path)]; on failure none is left."""
+        parts = self._sidecar_parts
+        for dest, content in self._sidecars.items():
+            try:
+                tmp = part_file(dest, ".part" + dest.suffix)
+                parts.append((tmp, dest))
+                data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+                tmp.write_bytes(data)
+            except OSError as e:
+                raise EncodeError(f"Could not write {dest.name} ({e.strerror or e}).") from None
+        return parts
+
+    def _remove_parts(self) -> None:
+        self._tmp.unlink(missing_ok=True)
+        for tmp, _dest in self._sidecar_parts:
+            tmp.unlink(missing_ok=True)
 
     def abort(self) -> None:
         if self._closed:
@@ -172,7 +209,7 @@ class VideoWriter:
         if self._segments is not None:
             self._segments.stop()
         self._pipe.abort()
-        self._tmp.unlink(missing_ok=True)
+        self._remove_parts()
 
     def __enter__(self) -> "VideoWriter":
         return self
