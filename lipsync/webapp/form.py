@@ -71,6 +71,7 @@ FIELDS: tuple[Field, ...] = (
         placeholder="Type what the person should say…", render=False)),
     Field("voice", str | None, REQUIRED, lambda ctx: gr.Dropdown(
         choices=ctx["voices"], value=ctx["default_voice"], label="Voice", elem_id="voice", scale=4,
+        allow_custom_value=True,  # an unknown id reaches the library, which says what to do
         info="Voices that cannot run here are listed as unavailable, with the reason.")),
     Field("length_s", float, 0.0, lambda ctx: gr.Slider(
         0, MAX_LENGTH_S, value=0, step=1, label="Video length (seconds)", elem_id="length",

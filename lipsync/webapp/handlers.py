@@ -7,6 +7,8 @@ why it could not) into what the page shows: plain messages, details in the log.
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import inspect
 import logging
 import shutil
@@ -14,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import anyio
 import gradio as gr
 
 from lipsync import Cancelled, LipSync, LipSyncError
@@ -133,7 +136,7 @@ def predictor():
 # ----------------------------------------------------------------------------- running
 
 
-def _run(engine, request, progress, workdir: Path):
+def _run(engine, request, progress, workdir: Path, cancel: threading.Event | None = None):
     """The library calls: speak, find the face, lip-sync and encode, then package the HLS.
 
     ``engine`` None means this process's engine. On a ZeroGPU Space only the
@@ -142,9 +145,9 @@ def _run(engine, request, progress, workdir: Path):
     """
     report = progress_reporter(progress)
     if engine is None:
-        result = state.get_engine().run(request, report, predict=predictor())
+        result = state.get_engine().run(request, report, predict=predictor(), cancel=cancel)
     else:
-        result = engine.run(request, report)
+        result = engine.run(request, report, cancel=cancel)
     return result, package(result, workdir, report)
 
 
@@ -176,36 +179,65 @@ def finished(result, hls, workdir: Path, voice, audio, started: float):
     return str(result.video), (str(zip_path) if zip_path else None), (str(captions) if captions else None), text
 
 
+def release_memory() -> None:
+    """Hand the heap's free pages back to the system after a request (glibc only; elsewhere nothing).
+
+    A request allocates and frees a few hundred MB of frames and buffers from
+    several threads; glibc keeps freed memory in per-thread arenas, so the
+    process's resident size creeps up request after request although nothing
+    is leaked. ``malloc_trim(0)`` returns it.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+_trim = []
+
+
+def _malloc_trim():
+    if not _trim:
+        try:
+            _trim.append(ctypes.CDLL("libc.so.6").malloc_trim)
+        except (OSError, AttributeError):
+            _trim.append(None)
+    return _trim[0]
+
+
 def _refused(e: LipSyncError) -> gr.Error:
     """A library error as the page shows it; the full text goes to the log."""
     log.info("request refused: %s", e)
     return gr.Error(plain_message(e), print_exception=False)
 
 
-_PROGRESS = inspect.Parameter("progress", inspect.Parameter.KEYWORD_ONLY, default=gr.Progress())
-_REQUEST = inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=gr.Request)
+# positional-or-keyword: Gradio injects its request and progress only into such parameters
+_PROGRESS = inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())
+_REQUEST = inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request)
 
 
 def make_generate(engine: LipSync | None = None):
-    """The API handler (no streaming); ``engine`` None means the process-wide lazily made one."""
+    """The API handler (no streaming); ``engine`` None means the process-wide lazily made one.
+
+    The work runs on a worker thread; when Gradio cancels the request (a
+    script's ``job.cancel()``), the run is stopped at its next check and the
+    handler waits for it to end, so a cancelled request never runs on beside
+    the next one.
+    """
     sig = form.signature(_PROGRESS)
 
-    def generate(*args, **kwargs):
-        """Make a lip-synced video of the portrait (or the uploaded video) saying the text (or the uploaded audio).
-
-        Returns the MP4, a zip of the HLS package, a Markdown summary and the
-        WebVTT captions (None for uploaded audio, which has no text).
-        """
-        values = form.bind(sig, args, kwargs)
-        progress = values.pop("progress")
+    def work(values: dict, progress, cancel: threading.Event):
         form.check_first(values)
         workdir = jobs.new_workdir()
         started = time.perf_counter()
         try:
             request = form.to_request(values, workdir)
-            result, hls = _run(engine, request, progress, workdir)
+            result, hls = _run(engine, request, progress, workdir, cancel)
             video, zip_path, captions, text = finished(result, hls, workdir, values["voice"], values["audio"], started)
             log.info("made %.1f s of video in %.1f s", result.duration_s, time.perf_counter() - started)
+        except Cancelled:
+            shutil.rmtree(workdir, ignore_errors=True)
+            log.info("request cancelled")
+            raise gr.Error("Cancelled. Nothing was saved.", title="Cancelled", print_exception=False) from None
         except LipSyncError as e:
             shutil.rmtree(workdir, ignore_errors=True)
             raise _refused(e) from None
@@ -216,8 +248,35 @@ def make_generate(engine: LipSync | None = None):
             shutil.rmtree(workdir, ignore_errors=True)
             log.exception("generation failed")
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
+        finally:
+            release_memory()
         jobs.keep_workdir(workdir)
         return video, zip_path, text, captions
+
+    async def generate(*args, **kwargs):
+        """Make a lip-synced video of the portrait (or the uploaded video) saying the text (or the uploaded audio).
+
+        Returns the MP4, a zip of the HLS package, a Markdown summary and the
+        WebVTT captions (None for uploaded audio, which has no text).
+        """
+        values = form.bind(sig, args, kwargs)
+        progress = values.pop("progress")
+        cancel = threading.Event()
+        ended = threading.Event()
+
+        def run():
+            try:
+                return work(values, progress, cancel)
+            finally:
+                ended.set()
+
+        try:
+            return await anyio.to_thread.run_sync(run, abandon_on_cancel=True)
+        except BaseException:
+            if not ended.is_set():  # cancelled by Gradio: stop the run, and wait until it has
+                cancel.set()
+                await asyncio.get_running_loop().run_in_executor(None, ended.wait, 120)
+            raise
 
     return form.with_signature(generate, sig)
 
@@ -302,5 +361,6 @@ def make_generate_live(engine: LipSync | None = None):
                 # Gradio has finished reading the segments it was given, on a thread of its own
                 job.cancel.set()
                 threading.Thread(target=job.end, args=(False,), name="lipsync-clean-up", daemon=True).start()
+            release_memory()
 
     return form.with_signature(generate_live, sig)

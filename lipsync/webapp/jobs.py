@@ -31,6 +31,8 @@ log = logging.getLogger("lipsync.app")
 
 #: keep a finished request's folder this long (Gradio copies the files into its cache meanwhile)
 KEEP_OUTPUTS_S = 600
+#: ...and at most this many of them (requests run one at a time: older ones were copied long ago)
+MAX_KEPT = 8
 #: the longest a stopped job waits for Gradio to finish with its files before removing them anyway
 RELEASE_TIMEOUT_S = 60.0
 
@@ -53,9 +55,13 @@ def new_workdir() -> Path:
 
 
 def keep_workdir(d: Path) -> None:
-    """Keep a finished request's folder for :data:`KEEP_OUTPUTS_S` seconds."""
+    """Keep a finished request's folder for :data:`KEEP_OUTPUTS_S` seconds (the last :data:`MAX_KEPT` at most)."""
     with _workdirs_lock:
         _workdirs.append((time.monotonic(), d))
+        old = _workdirs[:-MAX_KEPT]
+        del _workdirs[:-MAX_KEPT]
+    for _, folder in old:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_workdirs() -> None:
