@@ -99,10 +99,11 @@ def _clear(msg: str) -> bool:
     return len(msg) > 20 and "Traceback" not in msg and 'File "' not in msg and "/tmp/" not in msg
 
 
-def one(client, name: str, kwargs: dict, expect: str, timeout: float) -> dict:
+def one(client, name: str, kwargs: dict, expect: str, timeout: float, base: dict | None = None) -> dict:
     from gradio_client import handle_file
 
     args = dict(image=handle_file(str(IMAGE)), text="Hello.", voice="espeak:en-us", consent=True, max_side=480)
+    args.update(base or {})
     args.update(kwargs)
     t = time.perf_counter()
     row = {"name": name, "expect": expect}
@@ -143,8 +144,11 @@ def _settle(pid: int, tmpdir: Path | None, reference: dict, timeout: float = 20.
 
 
 def run_soak(url: str, pid: int, tmpdir: Path | None, *, requests: int = 200, warmup: int = 24,
-             max_growth: float = 0.05, timeout: float = 300.0, log=None) -> dict:  # fmt: skip
-    """Send ``requests`` sequential requests; return the figures and whether every check passed."""
+             max_growth: float = 0.05, timeout: float = 300.0, log=None, base: dict | None = None) -> dict:  # fmt: skip
+    """Send ``requests`` sequential requests; return the figures and whether every check passed.
+
+    ``base`` overrides the defaults of every request (e.g. ``{"max_side": 256, "frame_step": 2}`` for a quick run).
+    """
     if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         raise SystemExit("soak tests only target this machine (127.0.0.1 / localhost)")
     from gradio_client import Client
@@ -156,7 +160,7 @@ def run_soak(url: str, pid: int, tmpdir: Path | None, *, requests: int = 200, wa
         t0 = time.perf_counter()
         for i in range(requests):
             name, kwargs, expect = steps[i % len(steps)]
-            row = one(client, name, kwargs, expect, timeout)
+            row = one(client, name, kwargs, expect, timeout, base)
             rows.append(row)
             st = server_state(pid, tmpdir)
             samples.append(round(st["rss_mb"], 1))
@@ -201,13 +205,14 @@ def main(argv=None) -> int:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=24)
     ap.add_argument("--max-growth", type=float, default=0.05)
+    ap.add_argument("--small", action="store_true", help="480 px, every 2nd frame drawn: a quicker run")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
     if not 1 <= a.requests <= 1000 or not 0 <= a.warmup < a.requests:
         raise SystemExit("1-1000 requests, and a warm-up shorter than the run")
     sys.path.insert(0, str(ROOT))
     rep = run_soak(a.url, a.server_pid, a.tmpdir, requests=a.requests, warmup=a.warmup, max_growth=a.max_growth,
-                   log=None if a.quiet else lambda s: print(s, file=sys.stderr, flush=True))  # fmt: skip
+                   base={"max_side": 480, "frame_step": 2} if a.small else None, log=None if a.quiet else lambda s: print(s, file=sys.stderr, flush=True))  # fmt: skip
     print(json.dumps(rep, indent=1))
     return 0 if rep["passed"] else 1
 

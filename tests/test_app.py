@@ -211,6 +211,13 @@ def test_empty_text_without_audio_is_refused(client):
 # -- in-process: the handler alone (no server) ------------------------------------------------
 
 
+def _api(handler, *args, **kwargs):
+    """Call the /generate handler (a coroutine function: Gradio's cancel reaches it) as Gradio would."""
+    import asyncio
+
+    return asyncio.run(handler(*args, **kwargs))
+
+
 def test_missing_weights_say_how_to_provide_them(tmp_path, monkeypatch):
     import gradio as gr
 
@@ -220,7 +227,7 @@ def test_missing_weights_say_how_to_provide_them(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     handler = make_generate(LipSync(tmp_path / "missing.pth", device="cpu"))
     with pytest.raises(gr.Error) as e:
-        handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+        _api(handler, str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
     assert "missing.pth" in e.value.message
     assert "LIPSYNC_CHECKPOINT" in e.value.message and "--checkpoint" in e.value.message
     assert str(tmp_path) not in e.value.message  # the file's name, not where it is on the server
@@ -237,11 +244,55 @@ def test_unexpected_errors_are_generic_and_logged(caplog):
 
     handler = make_generate(Broken())
     with caplog.at_level("ERROR", logger="lipsync.app"), pytest.raises(gr.Error) as e:
-        handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+        _api(handler, str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
     assert e.value.message == GENERIC_ERROR
     assert "deadbeef" not in e.value.message
     logged = [r for r in caplog.records if r.exc_info]
     assert logged and "deadbeef" in str(logged[-1].exc_info[1])  # the server log keeps the detail
+
+
+def test_a_cancelled_api_request_stops_its_run_before_it_returns(engine, own_tempdir):
+    """Gradio cancels a script's request (``job.cancel()``) by cancelling the handler's task: the run
+    stops at its next check, and the handler returns only once it has (it never runs on beside the next)."""
+    import asyncio
+    import threading
+
+    from conftest import temp_entries
+    from lipsync.webapp import make_generate
+
+    started, ended = threading.Event(), threading.Event()
+
+    class Watched:
+        def run(self, request, progress=None, *, cancel=None, **k):
+            def report(stage, done, total):
+                if stage == "lipsync":
+                    started.set()
+                progress(stage, done, total)
+
+            try:
+                return engine.run(request, report, cancel=cancel)
+            finally:
+                ended.set()
+
+    before = temp_entries()
+
+    async def main():
+        task = asyncio.create_task(
+            make_generate(Watched())(str(EXAMPLE), "Hello there, astronaut. " * 4, "espeak:en-us", consent=True,
+                                     frame_step=2, max_side=480)
+        )
+        while not started.is_set():
+            assert not task.done(), task
+            await asyncio.sleep(0.02)
+        t = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ended.is_set()
+        print(f"cancel to stopped: {time.perf_counter() - t:.1f} s; load {os.getloadavg()}")
+
+    asyncio.run(main())
+    assert temp_entries() == before
 
 
 FFMPEG_STDERR = "[mp4 @ 0x55d5c0] /tmp/lipsync-app-x1y2/lipsync.part.mp4: No space left on device"
@@ -261,7 +312,8 @@ def test_encoder_failure_is_plain_on_the_page_and_detailed_in_the_log(caplog):
         def stream(self, *a, **k):
             raise EncodeError(f"ffmpeg failed (exit 1): {FFMPEG_STDERR}")
 
-    for handler in (make_generate(Broken()), lambda *a, **k: list(make_generate_live(Broken())(*a, **k))):
+    api = make_generate(Broken())
+    for handler in (lambda *a, **k: _api(api, *a, **k), lambda *a, **k: list(make_generate_live(Broken())(*a, **k))):
         caplog.clear()
         with caplog.at_level("INFO", logger="lipsync.app"), pytest.raises(gr.Error) as e:
             handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
@@ -403,7 +455,8 @@ def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
         raise EncodeError(f"ffmpeg failed (exit 1): {FFMPEG_STDERR}")
 
     monkeypatch.setattr(lipsync.media.hls, "package_hls", broken)
-    video, zip_file, summary, captions = make_generate(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+    video, zip_file, summary, captions = _api(make_generate(engine), str(EXAMPLE), SHORT_TEXT, "espeak:en-us",
+                                              consent=True)  # fmt: skip
     assert Path(video).is_file() and zip_file is None and Path(captions).is_file()
     assert "No HLS package:** The video could not be encoded on the server" in summary
     assert "/tmp" not in summary and "No space" not in summary
@@ -497,7 +550,7 @@ def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
     handlers = importlib.reload(handlers)
     try:
         state.set_engine(engine)
-        video, zip_file, _, _ = handlers.make_generate()(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+        video, zip_file, _, _ = _api(handlers.make_generate(), str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
         assert Path(video).is_file() and zip_file
         assert gpu["calls"] == 1 and gpu["sent"] > 10_000  # the prepared clip went through pickle
         assert seen["network"] == [True]

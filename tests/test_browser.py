@@ -128,7 +128,7 @@ def app_page(chromium, checkpoint, tmp_path_factory):
         page.goto(url)
         page.wait_for_selector("#generate", timeout=60_000)
         # the model loads in the background as the app starts, and the page says when it is ready
-        page.wait_for_function("() => document.querySelector('#model-status').innerText.includes('Model ready')",
+        page.wait_for_function("() => document.querySelector('#model-status').innerText.includes('Ready:')",
                                timeout=120_000)  # fmt: skip
         page.locator("#portrait input[type=file]").set_input_files(str(EXAMPLE))
         page.wait_for_selector("#portrait img", timeout=30_000)

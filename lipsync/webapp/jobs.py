@@ -37,6 +37,8 @@ MAX_KEPT = 8
 RELEASE_TIMEOUT_S = 60.0
 
 _workdirs: list[tuple[float, Path]] = []
+#: every request folder this process made that may still exist (removed at exit, in flight or not)
+_created: set[Path] = set()
 _workdirs_lock = threading.Lock()
 
 
@@ -51,7 +53,14 @@ def new_workdir() -> Path:
         _workdirs[:] = keep
     for _, d in old:  # no I/O under the lock
         shutil.rmtree(d, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix="lipsync-app-"))
+    with _workdirs_lock:
+        created = list(_created)
+    gone = {d for d in created if not d.exists()}
+    d = Path(tempfile.mkdtemp(prefix="lipsync-app-"))
+    with _workdirs_lock:
+        _created.difference_update(gone)
+        _created.add(d)
+    return d
 
 
 def keep_workdir(d: Path) -> None:
@@ -65,10 +74,11 @@ def keep_workdir(d: Path) -> None:
 
 
 def remove_workdirs() -> None:
-    """Remove every kept folder (at exit)."""
+    """Remove every request folder of this process, kept or in flight (at exit)."""
     with _workdirs_lock:
-        folders = [d for _, d in _workdirs]
+        folders = [d for _, d in _workdirs] + list(_created)
         _workdirs.clear()
+        _created.clear()
     for d in folders:
         shutil.rmtree(d, ignore_errors=True)
 
