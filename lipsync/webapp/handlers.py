@@ -194,6 +194,23 @@ def release_memory() -> None:
 
 _trim = []
 
+#: glibc's mallopt parameter for the number of malloc arenas
+M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(n: int = 2) -> None:
+    """Let glibc keep at most ``n`` malloc arenas (it makes up to 8 per core otherwise).
+
+    Each request's threads (inference, encoder feed, Gradio's workers) take
+    memory from arenas of their own; freed memory stays scattered across them,
+    and the resident size creeps. Fewer arenas keep it together, so
+    :func:`release_memory` can give it back. glibc only; elsewhere nothing.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)
+    except (OSError, AttributeError):
+        pass
+
 
 def _malloc_trim():
     if not _trim:

@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in OMP_ENV.items():
         os.environ.setdefault(key, value)
     args = parser().parse_args(argv)
+    handlers.limit_malloc_arenas()
     signal.signal(signal.SIGTERM, _stop)
     atexit.register(_remove_files)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
