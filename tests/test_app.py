@@ -211,44 +211,136 @@ def test_empty_text_without_audio_is_refused(client):
 # -- in-process: the handler alone (no server) ------------------------------------------------
 
 
+def _api(handler, *args, **kwargs):
+    """Call the /generate handler (a coroutine function: Gradio's cancel reaches it) as Gradio would."""
+    import asyncio
+
+    return asyncio.run(handler(*args, **kwargs))
+
+
 def test_missing_weights_say_how_to_provide_them(tmp_path, monkeypatch):
     import gradio as gr
 
-    import app
     from lipsync import LipSync
+    from lipsync.webapp import make_generate
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    handler = app.make_generate(LipSync(tmp_path / "missing.pth", device="cpu"))
+    handler = make_generate(LipSync(tmp_path / "missing.pth", device="cpu"))
     with pytest.raises(gr.Error) as e:
-        handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+        _api(handler, str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
     assert "missing.pth" in e.value.message
     assert "LIPSYNC_CHECKPOINT" in e.value.message and "--checkpoint" in e.value.message
+    assert str(tmp_path) not in e.value.message  # the file's name, not where it is on the server
 
 
 def test_unexpected_errors_are_generic_and_logged(caplog):
     import gradio as gr
 
-    import app
+    from lipsync.webapp import GENERIC_ERROR, make_generate
 
     class Broken:
         def run(self, *a, **k):
             raise RuntimeError("internal detail 0xdeadbeef")
 
-    handler = app.make_generate(Broken())
+    handler = make_generate(Broken())
     with caplog.at_level("ERROR", logger="lipsync.app"), pytest.raises(gr.Error) as e:
-        handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
-    assert e.value.message == app.GENERIC_ERROR
+        _api(handler, str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+    assert e.value.message == GENERIC_ERROR
     assert "deadbeef" not in e.value.message
     logged = [r for r in caplog.records if r.exc_info]
     assert logged and "deadbeef" in str(logged[-1].exc_info[1])  # the server log keeps the detail
 
 
+def test_a_cancelled_api_request_stops_its_run_before_it_returns(engine, own_tempdir):
+    """Gradio cancels a script's request (``job.cancel()``) by cancelling the handler's task: the run
+    stops at its next check, and the handler returns only once it has (it never runs on beside the next)."""
+    import asyncio
+    import threading
+
+    from conftest import temp_entries
+    from lipsync.webapp import make_generate
+
+    started, ended = threading.Event(), threading.Event()
+
+    class Watched:
+        def run(self, request, progress=None, *, cancel=None, **k):
+            def report(stage, done, total):
+                if stage == "lipsync":
+                    started.set()
+                progress(stage, done, total)
+
+            try:
+                return engine.run(request, report, cancel=cancel)
+            finally:
+                ended.set()
+
+    before = temp_entries()
+
+    async def main():
+        task = asyncio.create_task(
+            make_generate(Watched())(str(EXAMPLE), "Hello there, astronaut. " * 4, "espeak:en-us", consent=True,
+                                     frame_step=2, max_side=480)
+        )
+        while not started.is_set():
+            assert not task.done(), task
+            await asyncio.sleep(0.02)
+        t = time.perf_counter()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ended.is_set()
+        print(f"cancel to stopped: {time.perf_counter() - t:.1f} s; load {os.getloadavg()}")
+
+    asyncio.run(main())
+    assert temp_entries() == before
+
+
+FFMPEG_STDERR = "[mp4 @ 0x55d5c0] /tmp/lipsync-app-x1y2/lipsync.part.mp4: No space left on device"
+
+
+def test_encoder_failure_is_plain_on_the_page_and_detailed_in_the_log(caplog):
+    """An EncodeError carries ffmpeg's stderr (with a server path): the page gets plain words, the log the rest."""
+    import gradio as gr
+
+    from lipsync.errors import EncodeError
+    from lipsync.webapp import make_generate, make_generate_live
+
+    class Broken:
+        def run(self, *a, **k):
+            raise EncodeError(f"ffmpeg failed (exit 1): {FFMPEG_STDERR}")
+
+        def stream(self, *a, **k):
+            raise EncodeError(f"ffmpeg failed (exit 1): {FFMPEG_STDERR}")
+
+    api = make_generate(Broken())
+    for handler in (lambda *a, **k: _api(api, *a, **k), lambda *a, **k: list(make_generate_live(Broken())(*a, **k))):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="lipsync.app"), pytest.raises(gr.Error) as e:
+            handler(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+        msg = e.value.message
+        assert msg == ("The video could not be encoded on the server, and the details have been logged. "
+                       "Please try again; if it keeps happening, try a shorter text or a smaller output size.")
+        assert "/tmp" not in msg and "ffmpeg" not in msg
+        assert any(FFMPEG_STDERR in r.getMessage() for r in caplog.records)
+
+
+def test_messages_hide_server_paths_but_keep_file_names():
+    from lipsync.errors import ImageError, WeightsError
+    from lipsync.webapp.messages import plain_message
+
+    msg = plain_message(ImageError("Could not read /tmp/gradio/ab12/holiday photo.png: not an image."))
+    assert msg == "Could not read holiday photo.png: not an image."
+    msg = plain_message(WeightsError("No checkpoint at /srv/models/wav2lip.pth; see https://huggingface.co/a/b."))
+    assert msg == "No checkpoint at wav2lip.pth; see https://huggingface.co/a/b."
+    assert plain_message(ImageError("mouth max 6.4/255")) == "mouth max 6.4/255"
+
+
 def test_unavailable_voices_are_listed_not_hidden(monkeypatch):
-    import app
     from lipsync.speech import tts
+    from lipsync.webapp import voice_choices
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    choices, default = app.voice_choices()
+    choices, default = voice_choices()
     ids = [v for _, v in choices]
     assert {v.id for v in tts.list_voices()} == set(ids)
     assert "espeak:en-us" in ids and default in ids
@@ -256,28 +348,118 @@ def test_unavailable_voices_are_listed_not_hidden(monkeypatch):
     assert unavailable and all("unavailable:" in label for label in unavailable)
 
 
-def test_build_demo_and_library_stays_free_of_gradio():
-    import app
+def _dependencies(demo):
+    """The page's events, with their inputs and outputs as elem_ids (or component ids)."""
+    config = demo.config
+    names = {c["id"]: c.get("props", {}).get("elem_id") or c["id"] for c in config["components"]}
+    return [
+        {**d, "in": [names[i] for i in d["inputs"]], "out": [names[i] for i in d["outputs"]]}
+        for d in config["dependencies"]
+    ]
 
-    demo = app.build_demo()
-    assert demo.config is not None
+
+def test_page_has_a_generate_tab_and_takes_more_tabs(engine):
+    """A "Generate" tab, and further tabs built by the given callables, inside the same gr.Tabs."""
+    import gradio as gr
+
+    from lipsync.webapp import build_demo
+
+    built = []
+
+    def live_tab():
+        built.append(True)
+        gr.Markdown("live here", elem_id="live-marker")
+
+    demo = build_demo(engine, extra_tabs=[("Live", live_tab)])
+    tabs = [c for c in demo.config["components"] if c["type"] == "tabitem"]
+    assert [t["props"]["label"] for t in tabs] == ["Generate", "Live"]
+    assert built == [True]
+    assert "live-marker" in {c.get("props", {}).get("elem_id") for c in demo.config["components"]}
+    plain = build_demo(engine)
+    assert [c["props"]["label"] for c in plain.config["components"] if c["type"] == "tabitem"] == ["Generate"]
+
+
+def test_both_handlers_take_the_form_fields_once(engine):
+    """The page's Generate and the /generate API read the same widgets, in FIELDS' order, and show
+    one progress bar (on the summary), not one per output."""
+    import inspect
+
+    from lipsync.webapp import FIELDS, build_demo, make_generate, make_generate_live
+
+    names = [f.name for f in FIELDS]
+    assert names[:7] == ["image", "text", "voice", "length_s", "loop", "audio", "consent"]
+    assert list(inspect.signature(make_generate(engine)).parameters) == [*names, "progress"]
+    assert list(inspect.signature(make_generate_live(engine)).parameters) == [*names, "request", "progress"]
+    deps = _dependencies(build_demo(engine))
+    live = next(d for d in deps if d["out"][:1] == ["preview"])
+    api = next(d for d in deps if d["api_name"] == "generate")
+    elem = {"image": "portrait", "length_s": "length", "frame_step": "speed", "video": "video-source",
+            "face_index": "face-index", "burn_captions": "burn-captions", "max_side": "max-side"}  # fmt: skip
+    for n in ("text", "voice", "loop", "audio", "consent", "fps", "motion"):
+        elem.setdefault(n, n)
+    expected = [elem.get(n) for n in names]
+    assert [x if isinstance(x, str) else None for x in live["in"]] == expected
+    assert live["in"] == api["in"]
+    assert live["out"] == ["preview", "video", "hls-zip", "captions-file", "summary"]
+    for d in (live, api):
+        assert [deps_id for deps_id in d["show_progress_on"]] and len(d["show_progress_on"]) == 1
+
+
+def test_launch_installs_routes_before_serving(engine):
+    """`launch(demo, routes=[install])` calls install(fastapi_app, get_engine) before the first request."""
+    from fastapi.responses import PlainTextResponse
+
+    from lipsync.webapp import build_demo, get_engine, launch
+
+    calls = []
+
+    def install(app, get_engine_):
+        calls.append(get_engine_)
+        app.add_api_route("/live-test/ping", lambda: PlainTextResponse("pong"), methods=["GET"])
+
+    demo = build_demo(engine)
+    port = free_port()
+    launch(demo, routes=[install], server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        assert calls == [get_engine]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/live-test/ping", timeout=10) as r:
+            assert r.read() == b"pong"
+    finally:
+        demo.close()
+
+
+def test_build_demo_and_library_stays_free_of_gradio():
+    import gradio as gr
+
+    from lipsync.webapp import build_demo
+
+    demo = build_demo()
+    assert isinstance(demo, gr.Blocks)
+    assert [d["api_name"] for d in demo.config["dependencies"] if d.get("api_visibility") == "public"] == ["generate"]
     code = "import sys, lipsync, lipsync.speech.tts, lipsync.media.hls, lipsync.pipeline, lipsync.cli; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
 
+def test_app_py_is_a_thin_entry():
+    text = (ROOT / "app.py").read_text()
+    assert len(text.splitlines()) < 40 and "from lipsync.webapp import main" in text
+
+
 def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
-    import app
     import lipsync.media.hls
     from lipsync.errors import EncodeError
+    from lipsync.webapp import make_generate
 
     def broken(*a, **k):
-        raise EncodeError("ffmpeg could not write the HLS renditions.")
+        raise EncodeError(f"ffmpeg failed (exit 1): {FFMPEG_STDERR}")
 
     monkeypatch.setattr(lipsync.media.hls, "package_hls", broken)
-    video, zip_file, summary, captions = app.make_generate(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+    video, zip_file, summary, captions = _api(make_generate(engine), str(EXAMPLE), SHORT_TEXT, "espeak:en-us",
+                                              consent=True)  # fmt: skip
     assert Path(video).is_file() and zip_file is None and Path(captions).is_file()
-    assert "No HLS package" in summary and "could not write" in summary
+    assert "No HLS package:** The video could not be encoded on the server" in summary
+    assert "/tmp" not in summary and "No space" not in summary
 
 
 # ----------------------------------------------------------------------------- hostile images via the API
@@ -316,27 +498,35 @@ def test_image_corpus_through_the_api(client, tmp_path, name):
 
 def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
     """With the `spaces` package present, only the network runs inside `spaces.GPU`: speech,
-    face detection, encoding and HLS packaging run outside it, and the engine is the process's one."""
+    face detection, encoding and HLS packaging run outside it, and the engine is the process's one.
+    What goes to the GPU worker is pickled on the way (as ZeroGPU does), and the worker runs the
+    unpickled call."""
     import importlib
+    import pickle
     import types
 
     import lipsync.media.encode as encode
     import lipsync.media.hls as hls
     import lipsync.pipeline as pipeline
+    import lipsync.webapp.handlers as handlers
+    import lipsync.webapp.state as state
     from lipsync.speech import tts
 
-    state = {"gpu": False, "gpu_calls": 0}
+    gpu = {"on": False, "calls": 0, "sent": 0}
     seen: dict[str, list[bool]] = {}
 
     def GPU(duration=None):  # noqa: N802 - the real decorator's name
         def wrap(fn):
             def inner(*a, **k):
-                state["gpu"] = True
-                state["gpu_calls"] += 1
+                payload = pickle.dumps((fn, a, k))  # the worker gets the call through a pipe
+                gpu["sent"] = len(payload)
+                fn2, a2, k2 = pickle.loads(payload)
+                gpu["on"] = True
+                gpu["calls"] += 1
                 try:
-                    return fn(*a, **k)
+                    return fn2(*a2, **k2)
                 finally:
-                    state["gpu"] = False
+                    gpu["on"] = False
 
             return inner
 
@@ -346,7 +536,7 @@ def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
         real = getattr(owner, name)
 
         def wrapper(*a, **k):
-            seen.setdefault(key, []).append(state["gpu"])
+            seen.setdefault(key, []).append(gpu["on"])
             return real(*a, **k)
 
         monkeypatch.setattr(owner, name, wrapper)
@@ -357,20 +547,19 @@ def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
     spy(hls, "package_hls", "hls")
     spy(type(engine.generator), "predict", "network")
     monkeypatch.setitem(sys.modules, "spaces", types.SimpleNamespace(GPU=GPU))
-    import app
-
-    app = importlib.reload(app)
+    handlers = importlib.reload(handlers)
     try:
-        monkeypatch.setattr(app, "_engine", engine)
-        video, zip_file, _, _ = app.generate(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
+        state.set_engine(engine)
+        video, zip_file, _, _ = _api(handlers.make_generate(), str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True)
         assert Path(video).is_file() and zip_file
-        assert state["gpu_calls"] == 1
+        assert gpu["calls"] == 1 and gpu["sent"] > 10_000  # the prepared clip went through pickle
         assert seen["network"] == [True]
         for key in ("speech", "face", "encode", "hls"):
             assert seen[key] and not any(seen[key]), key
     finally:
+        state.set_engine(None)
         monkeypatch.delitem(sys.modules, "spaces")
-        importlib.reload(app)
+        importlib.reload(handlers)
 
 
 # ----------------------------------------------------------------------------- the page's helpers, in-process
@@ -384,10 +573,10 @@ def _drain(gen):
 def test_live_handler_streams_segments_then_the_results(engine):
     """The page's handler: first a cleared page, then the captions on the preview, then MPEG-TS
     segments while the video is made, then the MP4 with its captions, then the HLS zip."""
-    import app
+    from lipsync.webapp import make_generate_live
 
-    out = _drain(app.make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
-                                                "espeak:en-us", consent=True, frame_step=2))  # fmt: skip
+    out = _drain(make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
+                                            "espeak:en-us", consent=True, frame_step=2))  # fmt: skip
     assert all(len(o) == 5 for o in out)
     previews = [o[0] for o in out]
     first = previews[0]
@@ -403,57 +592,99 @@ def test_live_handler_streams_segments_then_the_results(engine):
     assert max(i for i, o in enumerate(out) if isinstance(o[0], str)) < next(
         i for i, o in enumerate(out) if isinstance(o[1], dict) and o[1].get("value")
     )
+    # the preview's segments were served; the MP4 holds the same frames, so they are gone
+    assert not Path(chunks[0]).parent.exists()
 
 
-def test_live_handler_cancel_leaves_nothing(engine, own_tempdir):
+def test_live_handler_cancel_is_a_neutral_notice_and_leaves_nothing(engine, own_tempdir, monkeypatch):
+    """Cancel is the user's choice: no error, a plain notice, and no file or job left behind."""
     import threading
 
     import gradio as gr
 
-    import app
     from conftest import temp_entries
+    from lipsync.webapp import cancel_generation, make_generate_live
 
+    infos = []
+    monkeypatch.setattr(gr, "Info", lambda message, *a, **k: infos.append(message))
     before = temp_entries()
     request = type("Req", (), {"session_hash": "test-session"})()
-    gen = app.make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. " * 6, "espeak:en-us",
-                                         consent=True, frame_step=2, request=request)  # fmt: skip
-    got = []
-    with pytest.raises(gr.Error, match="Cancelled"):
-        for o in gen:
-            got.append(o)
-            if isinstance(o[0], str):  # the first segment: press Cancel (as the button does, from another thread)
-                answer = {}
-                t = threading.Thread(target=lambda: answer.update(msg=app.cancel_generation(request)))
-                t.start()
+    gen = make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. " * 6, "espeak:en-us",
+                                     consent=True, frame_step=2, request=request)  # fmt: skip
+    got, answer, t = [], {}, None
+    for o in gen:  # no gr.Error: it ends normally
+        got.append(o)
+        if t is None and isinstance(o[0], str):  # the first segment: press Cancel (from another thread)
+            t = threading.Thread(target=lambda: answer.update(msg=cancel_generation(request)))
+            t.start()
     t.join(timeout=60)
-    assert "Cancelled" in answer["msg"]
+    assert "Cancelled" in answer["msg"] and "Error" not in answer["msg"]
+    assert infos == ["Cancelled. Nothing was saved."]
+    last = got[-1]
+    assert last[0]["value"] is None and last[1]["value"] is None and last[2] is None and last[3] is None
+    assert last[4].startswith("**Cancelled.**")
     assert temp_entries() == before
-    assert app.cancel_generation(request) == "Nothing is being generated."
+    assert cancel_generation(request) == "Nothing is being generated."
+
+
+def test_cancelled_job_keeps_its_files_while_gradio_reads_them(tmp_path):
+    """A stopped job's folder goes only once no file in it is being served (the preview's segments)."""
+    import threading
+
+    from lipsync.webapp import jobs
+
+    workdir = tmp_path / "job"
+    (workdir / "preview").mkdir(parents=True)
+    seg = workdir / "preview" / "seg_00001.ts"
+    seg.write_bytes(b"x" * 188)
+    job = jobs.start_job(type("Req", (), {"session_hash": "s-in-use"})(), workdir)
+    release = threading.Event()
+    holding = threading.Event()
+
+    def gradio_reads():
+        with jobs.in_use.hold(seg):
+            holding.set()
+            release.wait(30)
+            assert seg.read_bytes() == b"x" * 188
+
+    reader = threading.Thread(target=gradio_reads)
+    reader.start()
+    holding.wait(10)
+    ender = threading.Thread(target=job.end, args=(False,))
+    ender.start()
+    assert not job.finished.wait(0.5) and seg.is_file()  # still served: kept
+    release.set()
+    reader.join(10)
+    assert job.finished.wait(10) and not workdir.exists()
+    ender.join(10)
 
 
 def test_page_has_the_helpers(engine):
     """Length up to the library's limit, a streaming autoplaying preview, Cancel, face and voice previews."""
-    import app
     from lipsync import GenerateOptions
+    from lipsync.webapp import build_demo
 
-    demo = app.build_demo(engine)
+    demo = build_demo(engine)
     config = demo.config
     by_id = {c.get("props", {}).get("elem_id"): c for c in config["components"]}
     assert by_id["length"]["props"]["maximum"] == GenerateOptions().max_audio_s == 120
     preview = by_id["preview"]["props"]
     assert preview["streaming"] is True and preview["autoplay"] is True
+    assert by_id["preview"]["type"] == "video"  # the subclass is served by Gradio's own video component
     for elem in ("cancel", "faces", "face-choice", "voice-sample-button", "voice-sample", "model-status",
                  "captions-file", "burn-captions"):  # fmt: skip
         assert elem in by_id, elem
+    cancel = next(d for d in _dependencies(demo) if by_id["cancel"]["id"] in [t[0] for t in d["targets"]])
+    assert cancel["cancels"] == []  # stopped by its job, not by Gradio (which marks the outputs as errors)
 
 
 def test_face_preview_numbers_faces_and_one_click_picks_one(engine, tmp_path):
     """Two faces side by side: both boxed and numbered (largest first); choosing face 1 sets face_index."""
     from PIL import Image
 
-    import app
     from lipsync.face.preview import draw_faces, face_at, list_faces
     from lipsync.media.images import load_image
+    from lipsync.webapp.page import face_view, faces
 
     import cv2
 
@@ -463,7 +694,7 @@ def test_face_preview_numbers_faces_and_one_click_picks_one(engine, tmp_path):
     pair = np.concatenate([small, portrait], axis=1)  # the larger face on the right: it is face 0
     path = tmp_path / "two.png"
     Image.fromarray(pair).save(path)
-    rgb, boxes = app._faces(str(path), 0, 10, 0, 0, 0, engine)
+    rgb, boxes = faces(str(path), 0, 10, 0, 0, 0, engine)
     assert len([b for b in boxes if b]) == len(boxes) == 2
     assert boxes[0].x1 >= 512 > boxes[1].x2  # numbered largest first
     assert boxes == list_faces(rgb, engine.detector, pads=(0, 10, 0, 0))
@@ -472,35 +703,103 @@ def test_face_preview_numbers_faces_and_one_click_picks_one(engine, tmp_path):
 
     for k, b in enumerate(boxes):
         assert find_face(rgb, engine.detector, face_index=k, pads=(0, 10, 0, 0)) == b
-    picture, radio, note = app._face_view({"rgb": rgb, "boxes": boxes}, 1)
+    picture, radio, note = face_view({"rgb": rgb, "boxes": boxes}, 1)
     assert picture.shape == rgb.shape and not np.array_equal(picture, rgb)
     assert radio.value == 1 and [c[1] for c in radio.choices] == list(range(len(boxes)))
     assert "Face 1" in note
     chosen = draw_faces(rgb, boxes, 1)
-    b = boxes[1]
+    b, other = boxes[1], boxes[0]
     assert tuple(chosen[b.y1 + 5, b.x1]) == (46, 204, 64)  # the chosen face's box is green
+    assert tuple(chosen[other.y1 + 5, other.x1]) == (255, 220, 0)  # the other one yellow
     assert face_at(boxes, (b.x1 + b.x2) / 2, (b.y1 + b.y2) / 2) == 1
     assert face_at(boxes, 1, 1) is None
 
 
 def test_voice_sample_is_a_short_wav():
-    import app
     from lipsync.media.audio import load_audio
+    from lipsync.webapp import voice_sample
 
-    path = app.voice_sample("espeak:en-us")
+    path = voice_sample("espeak:en-us")
     samples, rate = load_audio(path, sample_rate=None)
     assert 1.0 < len(samples) / rate < 8.0
-    assert app.voice_sample("espeak:en-us") == path  # made once per voice
+    assert voice_sample("espeak:en-us") == path  # made once per voice
 
 
-def test_model_status_follows_the_background_load(monkeypatch, checkpoint):
-    import app
+def test_a_slow_voice_sample_does_not_block_generate(engine, monkeypatch):
+    """A voice sample that takes long (a voice being downloaded) holds only its own lock: a
+    Generate meanwhile starts at once, and so does another voice's sample."""
+    import threading
+
+    import lipsync
+    from lipsync.webapp import make_generate_live, voice_sample
+
+    real = lipsync.synthesize
+    entered, release = threading.Event(), threading.Event()
+
+    def slow(text, voice_id=None, **k):
+        if voice_id == "espeak:en-gb":
+            entered.set()
+            release.wait(30)
+        return real(text, voice_id, **k)
+
+    monkeypatch.setattr(lipsync, "synthesize", slow)
+    sampler = threading.Thread(target=lambda: voice_sample("espeak:en-gb"))
+    sampler.start()
+    try:
+        assert entered.wait(30)
+        first = {}
+        gen = make_generate_live(engine)(str(EXAMPLE), SHORT_TEXT, "espeak:en-us", consent=True, frame_step=2)
+        t = threading.Thread(target=lambda: first.update(out=next(gen)))
+        t.start()
+        t.join(5)
+        assert "out" in first, "Generate waited for another voice's sample"
+        gen.close()
+        other = {}
+        t = threading.Thread(target=lambda: other.update(path=voice_sample("espeak:en-us")))
+        t.start()
+        t.join(20)
+        assert other.get("path"), "a sample waited for another voice's sample"
+    finally:
+        release.set()
+        sampler.join(30)
+
+
+def test_model_status_is_plain_and_follows_the_background_load(monkeypatch, checkpoint, caplog):
+    """"Ready: fast CPU mode" (no OpenVINO check figures); a failure in plain words, the details logged."""
+    import types
+
+    import torch
+
     from lipsync import LipSync
     from lipsync.face import HaarDetector
+    from lipsync.webapp import model_status, set_engine, start_model_loading
+    from lipsync.webapp.state import plain_mode
 
-    monkeypatch.setattr(app, "_engine", LipSync(checkpoint, device="cpu", detector=HaarDetector()))
-    app.start_model_loading().join(timeout=120)
-    assert "Model ready" in app.model_status()
-    monkeypatch.setattr(app, "_engine", LipSync(Path("/nonexistent/wav2lip.pth"), device="cpu"))
-    app.start_model_loading().join(timeout=120)
-    assert "could not be loaded" in app.model_status() and "wav2lip.pth" in app.model_status()
+    cpu, cuda = torch.device("cpu"), types.SimpleNamespace(type="cuda")
+    assert plain_mode(types.SimpleNamespace(device=cpu, precision="int8")) == "fast CPU mode"
+    assert plain_mode(types.SimpleNamespace(device=cpu, precision="fp32")) == "CPU mode"
+    assert plain_mode(types.SimpleNamespace(device=cuda, precision="fp16")) == "GPU"
+    try:
+        engine = LipSync(checkpoint, device="cpu", detector=HaarDetector())
+        set_engine(engine)
+        start_model_loading().join(timeout=120)
+        assert model_status() == f"✅ **Ready:** {plain_mode(engine.generator)}"
+        assert "OpenVINO" not in model_status() and "/255" not in model_status()
+
+        class Exploding(LipSync):
+            def load(self):
+                raise RuntimeError("internal detail at /srv/secret/cache.bin")
+
+        set_engine(Exploding(checkpoint, device="cpu"))
+        with caplog.at_level("ERROR", logger="lipsync.app"):
+            start_model_loading().join(timeout=120)
+        status = model_status()
+        assert status.startswith("⚠️ **The model could not be loaded.**")
+        assert "RuntimeError" not in status and "/srv" not in status and "secret" not in status
+        assert any("secret" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+        set_engine(LipSync(Path("/nonexistent/wav2lip.pth"), device="cpu"))
+        start_model_loading().join(timeout=120)
+        status = model_status()
+        assert "could not be loaded" in status and "wav2lip.pth" in status and "/nonexistent" not in status
+    finally:
+        set_engine(None)

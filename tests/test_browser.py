@@ -128,7 +128,7 @@ def app_page(chromium, checkpoint, tmp_path_factory):
         page.goto(url)
         page.wait_for_selector("#generate", timeout=60_000)
         # the model loads in the background as the app starts, and the page says when it is ready
-        page.wait_for_function("() => document.querySelector('#model-status').innerText.includes('Model ready')",
+        page.wait_for_function("() => document.querySelector('#model-status').innerText.includes('Ready:')",
                                timeout=120_000)  # fmt: skip
         page.locator("#portrait input[type=file]").set_input_files(str(EXAMPLE))
         page.wait_for_selector("#portrait img", timeout=30_000)
@@ -278,3 +278,91 @@ def test_cancel_stops_cleans_up_and_the_next_request_works(app_page):
     assert 1 < duration < 6
     log = log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[log.find("Traceback") - 300 :][:4000]
+
+
+def test_cancel_while_a_segment_is_being_served_keeps_it_until_served(chromium, engine, monkeypatch):
+    """Cancel lands while Gradio is turning a preview segment into a stream chunk, with the encoder
+    still running (both held by events, not raced): the segment is still there for Gradio to read,
+    the page shows a neutral notice (no Error toast, no Error badges), and the request's folder
+    goes once the segment has been served."""
+    import threading
+
+    import anyio
+    import gradio as gr
+
+    import lipsync.media.encode as encode
+    from lipsync.webapp import build_demo, jobs, launch
+    from lipsync.webapp.page import PAGE_JS
+
+    serving, release = threading.Event(), threading.Event()
+    served: list[tuple[str, str | None]] = []
+    real_stream_output = gr.Video.stream_output
+
+    async def held_stream_output(self, value, output_id, first_chunk):
+        if isinstance(value, str) and value.endswith("seg_00001.ts") and not serving.is_set():
+            serving.set()  # the second segment is being served: hold it here until the test says
+            await anyio.to_thread.run_sync(release.wait, 120)
+        try:
+            out = await real_stream_output(self, value, output_id, first_chunk)
+        except BaseException as e:
+            served.append((str(value), repr(e)))
+            raise
+        served.append((str(value), None))
+        return out
+
+    real_write = encode.VideoWriter.write
+
+    def held_write(self, frame):
+        if serving.is_set():
+            release.wait(120)  # the encoder is still at work when Cancel is pressed
+        return real_write(self, frame)
+
+    monkeypatch.setattr(gr.Video, "stream_output", held_stream_output)
+    monkeypatch.setattr(encode.VideoWriter, "write", held_write)
+
+    def ffmpegs():
+        return [c for c in psutil.Process().children(recursive=True) if "ffmpeg" in c.name() and c.status() != "zombie"]
+
+    demo = build_demo(engine)
+    port = free_port()
+    launch(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, js=PAGE_JS)
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_selector("#generate", timeout=60_000)
+        page.locator("#portrait input[type=file]").set_input_files(str(EXAMPLE))
+        page.wait_for_selector("#faces img", timeout=60_000)
+        page.locator("#consent input[type=checkbox]").check()
+        page.locator("#text textarea").fill(TEXT)
+        page.locator("#generate").click()
+        assert serving.wait(GENERATE_TIMEOUT_MS / 1000), "no second segment was served"
+        (job,) = jobs.running_jobs()
+        segment = job.workdir / "preview" / "seg_00001.ts"
+        assert segment.is_file() and ffmpegs(), "the encoder should still be running"
+        reqs = []
+        page.on("request", lambda r: reqs.append(r.url))
+        page.locator("#cancel").click()
+        deadline = time.monotonic() + 30
+        while not job.cancel.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert job.cancel.is_set(), reqs
+        time.sleep(0.5)  # let a clean-up that does not wait for Gradio run (the defect: it removed the folder)
+        assert segment.is_file(), "the segment went while Gradio was still serving it"
+        release.set()
+        page.wait_for_function("() => document.querySelector('#summary').innerText.includes('Cancelled')",
+                               timeout=60_000)  # fmt: skip
+        assert job.finished.wait(30) and not job.workdir.exists()
+        assert (str(segment), None) in served, served
+        assert all(err is None for _, err in served), served
+        toasts = " | ".join(page.locator(".toast-body, [data-testid='toast-body']").all_inner_texts())
+        assert "Cancelled" in toasts and "Error" not in toasts, toasts
+        for elem in ("preview", "video", "hls-zip", "captions-file", "summary"):
+            assert "Error" not in page.locator(f"#{elem}").inner_text(), elem
+        deadline = time.monotonic() + 10
+        while ffmpegs() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not ffmpegs()
+    finally:
+        release.set()
+        page.close()
+        demo.close()

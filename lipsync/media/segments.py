@@ -189,7 +189,10 @@ class SegmentStream:
 
     Args:
         job: makes the video; called as ``job(on_segment, cancel)``.
-        folder: keep the segments here (created if needed).
+        folder: keep the segments here (created if needed). The caller then owns
+            the folder and removes it once whoever reads the segments is done
+            with them (a web server may still be serving the last one after the
+            iteration has ended); without it, the segments go when the stream closes.
         cancel: an event the caller may also set to stop the job.
     """
 

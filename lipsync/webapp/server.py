@@ -1,0 +1,129 @@
+"""The command line and the launch: the engine's flags, the optional tabs and routes, then serve.
+
+Routes (``install(fastapi_app, get_engine)`` callables) are installed on
+Gradio's FastAPI app in its lifespan start-up, before the server accepts a
+request, so they work the same with ``--share`` and behind a Space's proxy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import warnings
+from collections.abc import Callable, Sequence
+
+import gradio as gr
+
+from lipsync.cli import add_engine_args, engine_settings
+
+from . import handlers, jobs, state, voices
+from .page import CSS, PAGE_JS, build_demo
+
+__all__ = ["main", "launch", "parser", "default_tabs", "default_routes", "OMP_ENV"]
+
+log = logging.getLogger("lipsync.app")
+
+#: OpenMP threads that wait by sleeping rather than spinning. The network's threads share the
+#: CPU with the encoder, Gradio's handling of each preview segment (and, on a small machine, the
+#: browser); spinning threads then burn the cores the others need. Measured on 2 cores with the
+#: page open in Chromium: the lip-sync stage of a 10.8 s clip took 5.5-5.7 s spinning and 3.7-3.8 s
+#: sleeping, with less CPU time in all (see README, Speed). Set before torch loads; an explicit
+#: OMP_WAIT_POLICY in the environment wins.
+OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Talking-portrait web app (lipsync + Gradio).")
+    p.add_argument("--host", default=None, help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
+    add_engine_args(p)
+    return p
+
+
+def _optional(module: str, name: str):
+    """``module.name`` where that module is part of this install, else None (the Live tab comes later)."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            return None
+        raise
+    return getattr(mod, name, None)
+
+
+def default_tabs() -> list[tuple[str, Callable[[], object]]]:
+    """The tabs after "Generate": "Live" where :mod:`lipsync.live.web` is installed."""
+    build_tab = _optional("lipsync.live.web", "build_tab")
+    return [("Live", lambda: build_tab(state.get_engine))] if build_tab else []
+
+
+def default_routes() -> list[Callable]:
+    """The HTTP routes to install before serving: the Live tab's signalling where it is installed."""
+    install = _optional("lipsync.live.web", "install")
+    return [install] if install else []
+
+
+def _lifespan(routes: Sequence[Callable]):
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        for install in routes:
+            install(app, state.get_engine)
+        yield
+
+    return lifespan
+
+
+def launch(demo: gr.Blocks, *, routes: Sequence[Callable] = (), share: bool = False, **kwargs):
+    """Serve ``demo``; each of ``routes`` is called as ``install(fastapi_app, get_engine)`` before serving.
+
+    ``share`` asks Gradio for a public link too, and serves locally only when none can be made.
+    Other keyword arguments go to :meth:`gradio.Blocks.launch`.
+    """
+    kwargs.setdefault("app_kwargs", {})["lifespan"] = _lifespan(routes)
+    if share:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return demo.launch(share=True, **kwargs)
+        except Exception as e:  # noqa: BLE001 - no network: serve locally instead
+            log.warning("could not create a share link (%s); serving locally only", e)
+            demo.close()
+            kwargs["app_kwargs"]["lifespan"] = _lifespan(routes)
+    return demo.launch(share=False, **kwargs)
+
+
+def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise KeyboardInterrupt  # Gradio closes the server on it; then atexit removes request folders
+
+
+def _remove_files() -> None:
+    jobs.remove_workdirs()
+    voices.remove_process_dir()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python app.py [--host H] [--port P] [--share] [--checkpoint C] [--device D] [--precision P]``."""
+    for key, value in OMP_ENV.items():
+        os.environ.setdefault(key, value)
+    args = parser().parse_args(argv)
+    handlers.limit_malloc_arenas()
+    signal.signal(signal.SIGTERM, _stop)
+    atexit.register(_remove_files)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    state.ENGINE_CONFIG.update(engine_settings(args))
+    if handlers.spaces is not None:  # ZeroGPU forks a worker per GPU call: it inherits the model loaded here, once
+        state.start_model_loading().join()
+    else:  # in the background: the page comes up at once and shows the loading state
+        state.start_model_loading()
+    demo = build_demo(extra_tabs=default_tabs())
+    launch(
+        demo, routes=default_routes(), share=args.share, server_name=args.host, server_port=args.port,
+        max_file_size="20mb", show_error=False, js=PAGE_JS, css=CSS or None,
+    )  # fmt: skip
