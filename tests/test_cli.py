@@ -259,6 +259,11 @@ def test_generate_and_batch_share_the_engine_flags(monkeypatch):
         return {f: (acts[f].dest, acts[f].choices) for f in ("--checkpoint", "--s3fd", "--device", "--precision")}
 
     assert engine_flags("generate") == engine_flags("batch")
+    pytest.importorskip("gradio")
+    from lipsync.webapp.server import parser as app_parser
+
+    app_acts = app_parser()._option_string_actions  # the web app takes the same engine flags
+    assert {f: (app_acts[f].dest, app_acts[f].choices) for f in engine_flags("batch")} == engine_flags("batch")
     assert tuple(engine_flags("batch")["--precision"][1]) == PRECISIONS and "int8" in PRECISIONS
     a = _parser().parse_args(["batch", "jobs.csv", "--out-dir", "out", "--precision", "int8", "--device", "cpu"])
     assert engine_settings(a) == {"checkpoint": None, "s3fd": None, "device": "cpu", "precision": "int8"}
