@@ -17,7 +17,9 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS", "VIDEO_LOOPS", "DEFAULT_MOTION"]
+__all__ = [
+    "GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS", "VIDEO_LOOPS", "DEFAULT_MOTION", "ENHANCE_MODES",
+]  # fmt: skip
 
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -26,6 +28,7 @@ MAX_CHARS = 1000  #: default text length limit
 MIN_LENGTH_S = 0.2  #: shortest requested length (one 16-column mel window)
 VIDEO_LOOPS = ("pingpong", "loop")  #: how a driving video shorter than the speech is extended
 DEFAULT_MOTION = 0.5  #: head motion for a photo, 0 (still) to 1
+ENHANCE_MODES = ("off", "fast")  #: how the mouth is restored (see :mod:`lipsync.enhance`)
 
 
 def _whole(name: str, value: Any, lo: int, hi: int, hint: str = "") -> int:
@@ -116,6 +119,11 @@ class GenerateOptions:
         max_video_bytes: largest driving video file accepted.
         timeout_s: longest the encoder may run before it is stopped.
         metadata: extra MP4 metadata tags.
+        enhance: the mouth's restoration (see :mod:`lipsync.enhance`): ``fast`` adds the
+            photo's own fine detail back where the skin did not change (a few ms per frame),
+            ``off`` is the plain stretched crop.
+        blink: natural eye blinks on a photo (see :mod:`lipsync.blink`); needs the offline
+            eyelid landmark model, and is left out (the result says why) without it.
     """
 
     fps: float = 25.0
@@ -144,6 +152,8 @@ class GenerateOptions:
     max_video_bytes: int = 200_000_000
     timeout_s: float = 1800.0
     metadata: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    enhance: str = "fast"
+    blink: bool = True
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -205,6 +215,13 @@ class GenerateOptions:
                                       "max_video_bytes must be between 1 byte and 4 GB."))  # fmt: skip
         put("timeout_s", _number("timeout_s", self.timeout_s, 1e-3, 1e7,
                                  "timeout_s must be a positive number of seconds."))  # fmt: skip
+        enhance = str(self.enhance).strip().lower()
+        if enhance == "face":
+            raise InputError("enhance=face (a face restorer) is not in this version yet; use fast or off.")
+        if enhance not in ENHANCE_MODES:
+            raise InputError(f"enhance must be one of {', '.join(ENHANCE_MODES)}, got {self.enhance!r}.")
+        put("enhance", enhance)
+        put("blink", _flag("blink", self.blink))
 
     def updated(self, **changes: Any) -> "GenerateOptions":
         """A copy with ``changes`` (None values are ignored), validated again."""

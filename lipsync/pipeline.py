@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +44,8 @@ from .media.captions import CaptionBurner, Cue, cues_for, write_vtt
 from .media.encode import VideoWriter, keyframe_interval, write_wav
 from .media.segments import Segment, SegmentOutput, SegmentStream
 from .media.images import load_image
+from .blink import plan_blinks
+from .enhance import describe as describe_enhance
 from .motion import MotionTrack, head_motion
 from .sources import PhotoSource, VideoSource
 from .speech.activity import speech_weights
@@ -79,6 +82,8 @@ class Result:
     motion: float = 0.0  #: head motion applied (0 for a still photo and for a video)
     face_frames: int = 0  #: output frames that show a face (all of them for a photo)
     captions: Path | None = None  #: the WebVTT captions beside the MP4 (with ``captions=True``)
+    enhance: str = ""  #: the mouth's restoration that ran (see :mod:`lipsync.enhance`)
+    blink: str = ""  #: the blinks made, or why there were none (see :mod:`lipsync.blink`)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values: absolute paths as strings, the face box as [y1, y2, x1, x2]."""
@@ -152,6 +157,8 @@ class Prepared:
     voice: str | None  #: the voice that spoke the text
     source: PhotoSource | VideoSource | None = None  #: where the face comes from (None: the photo above)
     motion: MotionTrack | None = None  #: head pose per frame for a photo (None: still)
+    blinks: Any = None  #: :class:`lipsync.blink.Blinks` for a photo (None: no blinks)
+    blink_note: str = ""  #: what the blinks are, or why there are none
 
     def __post_init__(self) -> None:
         if self.source is None:
@@ -414,6 +421,7 @@ class LipSync:
                 motion = head_motion(
                     speech.samples, speech.sample_rate, n_frames, opts.fps, source.box.height, opts.motion
                 )
+            blinks, blink_note = plan_blinks(source, speech, n_frames, opts)
             clock.lap("mel")
             if source.kind == "photo":
                 image, crop = source.image, source.still_face
@@ -424,8 +432,9 @@ class LipSync:
             source.close()
             raise
         return Prepared(
-            request, image, source.box, source.detector, crop, speech, mels, weights, voice_id, source, motion
-        )
+            request, image, source.box, source.detector, crop, speech, mels, weights, voice_id, source, motion,
+            blinks, blink_note,
+        )  # fmt: skip
 
     def render(
         self,
@@ -515,6 +524,8 @@ class LipSync:
             source=parts.source.kind,
             motion=float(opts.motion) if parts.motion is not None and not parts.motion.still else 0.0,
             face_frames=parts.source.face_frames,
+            enhance=describe_enhance(opts.enhance),
+            blink=parts.blink_note,
         )
 
     # -- the steps ------------------------------------------------------------------
