@@ -18,7 +18,7 @@ slowly. The frame nearest the middle of each blink is fully shut.
 
 **Drawing** (:class:`Blinks`): per column of each eye, between the corners,
 the upper lid's edge ``U`` moves to ``U + c (L - U)`` (``L`` the lower lid, ``c``
-the closure). The band of lid skin above the eye (from ``B = U - (L - U) - 1``
+the closure). The band of lid skin above the eye (from ``B = U - 0.6 (L - U) - 1``
 down to ``U``: as deep as the eye is open there, so nothing moves at the
 corners and glasses' rims above the lid stay put) is stretched over the band from ``B`` to the new edge; below the new
 edge the eye shows as it was (the lid covers it, nothing is squeezed). So
@@ -43,7 +43,7 @@ OPEN_S = 0.13  #: and opens in this long (about 0.25 s in all)
 MIN_GAP_S, MAX_GAP_S = 2.0, 6.0  #: time between the starts of two blinks
 FIRST_S = (1.0, 3.0)  #: the first blink starts in this range
 NOD_LIMIT = 0.35  #: a blink's middle never falls where the nod curve is above this
-SKIN = 1.0  #: the lid skin band above the eye, as a share of the eye's opening in that column
+SKIN = 0.6  #: the lid skin band above the eye, as a share of the eye's opening in that column
 SEED = 20240611
 
 

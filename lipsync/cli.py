@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"head motion for a photo: 0 = still, 1 = the most (default {DEFAULT_MOTION:g})")  # fmt: skip
     g.add_argument("--video-loop", default="pingpong", choices=("pingpong", "loop"),
                    help="a video shorter than the speech plays back and forth (default) or loops")  # fmt: skip
+    g.add_argument("--enhance", default="fast", choices=("off", "fast"),
+                   help="the mouth's sharpness: fast adds the photo's own detail back (default), off the plain crop")  # fmt: skip
+    g.add_argument("--blink", default="on", choices=("on", "off"), help="eye blinks on a photo (default on)")
     g.add_argument("--max-audio-seconds", type=float, default=120.0, metavar="S",
                    help="longest soundtrack or --length accepted (default 120)")  # fmt: skip
     g.add_argument("--captions", action="store_true",
@@ -154,6 +157,8 @@ def _generate(a: argparse.Namespace) -> int:
         video_loop=a.video_loop,
         captions=a.captions,
         burn_captions=a.burn_captions,
+        enhance=a.enhance,
+        blink=a.blink,
     )
     request = Request(
         image=a.image, out=a.out, audio=a.audio, text=a.text, options=opts, video=a.video
@@ -166,6 +171,7 @@ def _generate(a: argparse.Namespace) -> int:
         f"{'video' if r.source == 'video' else 'photo'}, face {r.box.as_tuple()} by {r.detector} in {r.face_frames} "
         f"frames; motion {r.motion:g}; {r.device}; {stages})"
         + (f"; voice {r.voice}" if r.voice else "")
+        + f"; enhance {r.enhance}; blinks {r.blink}"
     )
     if r.captions:
         _say(f"wrote {r.captions} (captions)")
