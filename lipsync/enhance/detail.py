@@ -59,6 +59,12 @@ def round_trip(region: np.ndarray, interpolation: int | None = None) -> np.ndarr
     return cv2.resize(small, (w, h), interpolation=_interpolation(h, w, interpolation)).astype(np.float32)
 
 
+def _keep_table(strength: float) -> np.ndarray:
+    """(1, 256) float32: the transfer's weight for each (blurred) grey-level difference."""
+    d = np.arange(256, dtype=np.float32)
+    return (np.clip((HI - d) / (HI - LO), 0.0, 1.0) * np.float32(strength)).astype(np.float32)[None, :]
+
+
 class _Reference:
     """The photo region's detail and grey low band (rows from TOP down)."""
 
@@ -71,7 +77,8 @@ class _Reference:
         full = region.astype(np.float32)
         low = round_trip(region, interpolation)
         self.detail = np.ascontiguousarray(full[self.top :] - low[self.top :])
-        self.grey = cv2.cvtColor(np.ascontiguousarray(low[self.top :]), cv2.COLOR_RGB2GRAY)
+        grey = cv2.cvtColor(np.ascontiguousarray(low[self.top :]), cv2.COLOR_RGB2GRAY)
+        self.grey = np.clip(grey + 0.5, 0, 255).astype(np.uint8)
         k = max(3, int(BLUR * region.shape[1]) | 1)
         self.ksize = (k, k)
 
@@ -125,11 +132,11 @@ class DetailTransfer:
             raise ValueError(f"mouth {mouth.shape} and region {region.shape} differ")
         ref = self.reference(region)
         top = ref.top
-        lower = mouth[top:]
-        grey = cv2.cvtColor(np.ascontiguousarray(lower), cv2.COLOR_RGB2GRAY).astype(np.float32)
-        diff = cv2.blur(cv2.absdiff(grey, ref.grey), ref.ksize)
-        keep = np.clip((HI - diff) * np.float32(strength / (HI - LO)), 0.0, strength)
-        added = cv2.multiply(ref.detail, cv2.merge([keep, keep, keep]))
+        lower = np.ascontiguousarray(mouth[top:])
+        grey = cv2.cvtColor(lower, cv2.COLOR_RGB2GRAY)
+        diff = cv2.blur(cv2.absdiff(grey, ref.grey), ref.ksize)  # uint8 grey levels
+        keep = cv2.LUT(diff, _keep_table(strength))  # float32 in [0, strength]
+        added = cv2.multiply(ref.detail, cv2.cvtColor(keep, cv2.COLOR_GRAY2RGB))
         out = mouth.copy()
-        out[top:] = np.clip(lower.astype(np.float32) + added + 0.5, 0, 255).astype(np.uint8)
+        out[top:] = cv2.add(lower, added, dtype=cv2.CV_8U)  # rounded and saturated
         return out
