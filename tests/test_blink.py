@@ -195,3 +195,36 @@ def test_blink_option():
     assert GenerateOptions(blink="off").blink is False
     with pytest.raises(InputError, match="blink must be yes or no"):
         GenerateOptions(blink="sometimes")
+
+
+# ----------------------------------------------------------------------------- in the pipeline
+
+
+@needs_model
+def test_pipeline_blinks_and_records_what_ran(engine, tmp_path):
+    """A photo clip: the compositor closes the eyes at each blink's middle, leaves them open elsewhere;
+    the Result says what ran (enhance, blinks), and with blink off nothing near the eyes changes."""
+    from lipsync import Request
+    from videos import speechlike
+
+    p = hopper()
+    speech = Speech(speechlike(2.0), 16000)  # 50 frames; the first blink's middle is frame 37
+    box = find_face(p.rgb, offline_detector())
+    opts = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0)
+    with engine.prepare(Request(p.rgb, tmp_path / "b.mp4", audio=speech, options=opts)) as parts:
+        assert parts.blinks is not None and len(parts.blinks) >= 1, parts.blink_note
+        comp = parts.source.compositor(parts)
+        mouths = engine.predict_mouths(parts)
+        frames = [comp.paste(m).copy() for m in mouths]
+        result = engine.result(parts)
+    assert result.enhance.startswith("fast") and result.blink.startswith("on:")
+    mid = int(parts.blinks.mids[0])
+    eyes = np.zeros(p.rgb.shape[:2], bool)
+    eyes[170:200, 190:340] = True  # both eyes, above the mouth's paste
+    assert np.abs(frames[mid][eyes].astype(int) - p.rgb[eyes]).mean() > 3
+    assert np.array_equal(frames[mid - 6][eyes], p.rgb[eyes])  # before the blink: the photo's eyes
+    off = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0, blink=False, enhance="off")
+    with engine.prepare(Request(p.rgb, tmp_path / "c.mp4", audio=speech, options=off)) as parts:
+        assert parts.blinks is None
+        result = engine.result(parts)
+    assert result.blink == "off (asked for)" and result.enhance.startswith("off")
