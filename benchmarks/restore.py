@@ -30,7 +30,6 @@ and ratios against bilinear measured in the same process.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import tempfile

@@ -35,7 +35,7 @@ import numpy as np
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["Blinks", "blink_schedule", "blink_profile", "plan_blinks", "SEED", "CLOSE_S", "HOLD_S", "OPEN_S"]
+__all__ = ["CLOSE_S", "HOLD_S", "OPEN_S", "SEED", "Blinks", "blink_profile", "blink_schedule", "plan_blinks"]
 
 CLOSE_S = 0.09  #: the lid closes in this long
 HOLD_S = 0.04  #: and stays shut this long

@@ -21,7 +21,7 @@ import numpy as np
 from ..options import ENHANCE_MODES
 from .detail import DetailTransfer
 
-__all__ = ["DetailTransfer", "make_enhancer", "describe", "ENHANCE_MODES"]
+__all__ = ["ENHANCE_MODES", "DetailTransfer", "describe", "make_enhancer"]
 
 
 def make_enhancer(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DetailTransfer", "round_trip", "stretch", "LO", "HI", "TOP", "MODEL_SIZE"]
+__all__ = ["HI", "LO", "MODEL_SIZE", "TOP", "DetailTransfer", "round_trip", "stretch"]
 
 MODEL_SIZE = 96  #: the model's face crop side, pixels
 LO, HI = 8.0, 24.0  #: grey-level differences: full transfer below LO, none above HI

@@ -28,7 +28,7 @@ from .detect import FaceBox
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["EyeLandmarks", "Eye", "FaceMesh", "model_path", "LandmarksUnavailable", "eye_aspect_ratio"]
+__all__ = ["Eye", "EyeLandmarks", "FaceMesh", "LandmarksUnavailable", "eye_aspect_ratio", "model_path"]
 
 INPUT = 192  #: the model's input side, pixels
 CROP_SCALE = 1.5  #: the square crop's side over the face box's larger side
