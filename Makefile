@@ -29,8 +29,9 @@ apt-dev:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.deps: requirements.txt | $(VENV)/bin/python
+$(VENV)/.deps: requirements.txt requirements-landmarks.txt | $(VENV)/bin/python
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-landmarks.txt
 	touch $@
 
 $(VENV)/.test-deps: requirements-dev.txt $(VENV)/.deps

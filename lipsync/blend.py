@@ -46,10 +46,15 @@ def feather_mask(height: int, width: int) -> np.ndarray:
 
 
 class Blender:
-    """Pastes 96x96 BGR predictions into copies of one RGB portrait."""
+    """Pastes 96x96 BGR predictions into copies of one RGB portrait.
 
-    def __init__(self, image_rgb: np.ndarray, box: FaceBox):
+    ``enhance``: optional ``(pred_rgb (96, 96, 3) uint8, region) -> (h, w, 3) uint8`` that
+    stretches the crop to the box in place of the plain resize (see :mod:`lipsync.enhance`).
+    """
+
+    def __init__(self, image_rgb: np.ndarray, box: FaceBox, enhance=None):
         self.image = image_rgb
+        self.enhance = enhance
         self.box = box
         self._mask = feather_mask(box.height, box.width)
         self._region = image_rgb[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32)
@@ -61,7 +66,10 @@ class Blender:
         b = self.box
         if pred_bgr.dtype != np.uint8:
             pred_bgr = np.clip(pred_bgr * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        mouth = cv2.resize(pred_bgr[:, :, ::-1], (b.width, b.height), interpolation=cv2.INTER_LINEAR)
+        if self.enhance is not None:
+            mouth = self.enhance(pred_bgr[:, :, ::-1], self._region)
+        else:
+            mouth = cv2.resize(pred_bgr[:, :, ::-1], (b.width, b.height), interpolation=cv2.INTER_LINEAR)
         if out is None:
             out = self.image.copy()
         else:
@@ -71,12 +79,15 @@ class Blender:
         return out
 
 
-def paste_mouth(frame_rgb: np.ndarray, box: FaceBox, pred_bgr: np.ndarray, strength: float = 1.0) -> np.ndarray:
+def paste_mouth(
+    frame_rgb: np.ndarray, box: FaceBox, pred_bgr: np.ndarray, strength: float = 1.0, enhance=None
+) -> np.ndarray:
     """Paste one mouth crop into ``frame_rgb`` in place (a driving video: a new frame and box each time).
 
     The same feathered mask as :class:`Blender`, scaled by ``strength`` in [0, 1]
     (0 leaves the frame untouched: a pause keeps the video's own mouth).
-    Pixels outside ``box`` are never written. Returns ``frame_rgb``.
+    Pixels outside ``box`` are never written. ``enhance``: as for :class:`Blender`.
+    Returns ``frame_rgb``.
     """
     import cv2
 
@@ -84,11 +95,14 @@ def paste_mouth(frame_rgb: np.ndarray, box: FaceBox, pred_bgr: np.ndarray, stren
         return frame_rgb
     if pred_bgr.dtype != np.uint8:
         pred_bgr = np.clip(pred_bgr * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    mouth = cv2.resize(pred_bgr[:, :, ::-1], (box.width, box.height), interpolation=cv2.INTER_LINEAR)
+    region = frame_rgb[box.y1 : box.y2, box.x1 : box.x2]
+    if enhance is not None:
+        mouth = enhance(pred_bgr[:, :, ::-1], region)
+    else:
+        mouth = cv2.resize(pred_bgr[:, :, ::-1], (box.width, box.height), interpolation=cv2.INTER_LINEAR)
     mask = feather_mask(box.height, box.width)
     if strength < 1:
         mask = mask * np.float32(strength)
-    region = frame_rgb[box.y1 : box.y2, box.x1 : box.x2]
     r = region.astype(np.float32)
     region[:] = np.clip(r + mask * (mouth.astype(np.float32) - r) + 0.5, 0, 255).astype(np.uint8)
     return frame_rgb

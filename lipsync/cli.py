@@ -242,6 +242,7 @@ def _generate(a: argparse.Namespace) -> int:
         f"{'video' if r.source == 'video' else 'photo'}, face {r.box.as_tuple()} by {r.detector} in {r.face_frames} "
         f"frames; motion {r.motion:g}; {r.device}; {stages})"
         + (f"; voice {r.voice}" if r.voice else "")
+        + f"; enhance {r.enhance}; blinks {r.blink}"
     )
     if r.captions:
         _say(f"wrote {r.captions} (captions)")

@@ -35,8 +35,9 @@ are copied bit for bit), and in between the displacement fades smoothly,
 which stretches the background by a fraction of a pixel per pixel instead of
 cross-fading two images (no ghosting).
 
-Blinks and breathing are not synthesised: closing eyelids needs a model of
-the eye, and breathing shows in the shoulders and chest, which stay still here.
+Blinks are made by :mod:`lipsync.blink` (they avoid the middle of a nod, see
+:func:`nod_curve`). Breathing is not synthesised: it shows in the shoulders and
+chest, which stay still here.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ import numpy as np
 from .face import FaceBox
 from .speech.activity import activity_envelope
 
-__all__ = ["MotionTrack", "head_motion", "HeadWarp", "head_mask", "MAX_ANGLE_DEG", "MAX_SHIFT", "SEED"]
+__all__ = ["MotionTrack", "head_motion", "nod_curve", "HeadWarp", "head_mask", "MAX_ANGLE_DEG", "MAX_SHIFT", "SEED"]
 
 MAX_ANGLE_DEG = 4.0  #: largest roll at amount 1, degrees
 MAX_SHIFT = 0.05  #: largest shift at amount 1 (each of dx, dy), as a share of the face box height
@@ -147,6 +148,16 @@ def _nods(loud: np.ndarray, fps: float) -> np.ndarray:
         end = min(n, i + length + 1)
         out[i:end] += strength * bump[: end - i]
     return np.tanh(out)
+
+
+def nod_curve(samples: np.ndarray, sample_rate: int, n_frames: int, fps: float) -> np.ndarray:
+    """(n_frames,) float in [0, 1): the nods' depth per frame (before ``amount``), as :func:`head_motion` uses it.
+
+    For planning around the nods (blinks avoid their middle).
+    """
+    if n_frames == 0:
+        return np.zeros(0)
+    return _nods(activity_envelope(samples, sample_rate, n_frames, fps).astype(np.float64), fps)
 
 
 def head_motion(

@@ -19,7 +19,7 @@ from .errors import InputError
 
 __all__ = [
     "GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS", "VIDEO_LOOPS", "LOOP_MODES", "DEFAULT_MOTION",
-    "DEVICES", "PRECISIONS", "OPTION_GROUPS", "option_flag", "option_column",
+    "DEVICES", "PRECISIONS", "OPTION_GROUPS", "option_flag", "option_column", "ENHANCE_MODES",
 ]
 
 X264_PRESETS = (
@@ -32,6 +32,7 @@ LOOP_MODES = VIDEO_LOOPS  #: the name :mod:`lipsync.sources` uses for them
 DEVICES = ("auto", "cpu", "cuda")  #: where the network runs (``--device``)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  #: how it computes (``--precision``; see :mod:`lipsync.runtime`)
 DEFAULT_MOTION = 0.5  #: head motion for a photo, 0 (still) to 1
+ENHANCE_MODES = ("off", "fast")  #: how the mouth is restored (see :mod:`lipsync.enhance`)
 
 
 #: the sections of ``lipsync generate --help``, in order, and what each holds
@@ -169,6 +170,11 @@ class GenerateOptions:
         max_video_bytes: largest driving video file accepted.
         timeout_s: longest the encoder may run before it is stopped.
         metadata: extra MP4 metadata tags.
+        enhance: the mouth's restoration (see :mod:`lipsync.enhance`): ``fast`` adds the
+            photo's own fine detail back where the skin did not change (a few ms per frame),
+            ``off`` is the plain stretched crop.
+        blink: natural eye blinks on a photo (see :mod:`lipsync.blink`); needs the offline
+            eyelid landmark model, and is left out (the result says why) without it.
     """
 
     fps: float = _opt(25.0, "frame rate (1-60; the model was trained at 25)", group="video")
@@ -218,6 +224,9 @@ class GenerateOptions:
         dict, "an MP4 metadata tag (repeat for more)", group="video", flag="--meta", metavar="KEY=VALUE",
         hash=False, compare=False,
     )
+    enhance: str = _opt("fast", "the mouth's sharpness: fast adds the photo's own detail back, off the plain crop",
+                        group="face", choices=ENHANCE_MODES)
+    blink: bool = _opt(True, "natural eye blinks on a photo (needs the offline eyelid landmark model)", group="face")
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -279,6 +288,13 @@ class GenerateOptions:
                                       "max_video_bytes must be between 1 byte and 4 GB."))
         put("timeout_s", _number("timeout_s", self.timeout_s, 1e-3, 1e7,
                                  "timeout_s must be a positive number of seconds."))
+        enhance = str(self.enhance).strip().lower()
+        if enhance == "face":
+            raise InputError("enhance=face (a face restorer) is not in this version yet; use fast or off.")
+        if enhance not in ENHANCE_MODES:
+            raise InputError(f"enhance must be one of {', '.join(ENHANCE_MODES)}, got {self.enhance!r}.")
+        put("enhance", enhance)
+        put("blink", _flag("blink", self.blink))
 
     def updated(self, **changes: Any) -> "GenerateOptions":
         """A copy with ``changes`` (None values are ignored), validated again."""

@@ -226,32 +226,42 @@ class PhotoSource:
 
     def compositor(self, parts):
         """The plain paste (the still output, exactly as without motion) or paste-then-move."""
-        blender = Blender(parts.image, parts.box)
+        from .enhance import make_enhancer
+
+        enhance, _ = make_enhancer(parts.request.options.enhance, parts.weights)
+        blender = Blender(parts.image, parts.box, enhance=enhance)
         track = parts.motion
-        if track is None or track.still:
+        blinks = getattr(parts, "blinks", None)  # lipsync.blink.Blinks: eyelids per frame (None: no blinks)
+        moving = track is not None and not track.still
+        if not moving and blinks is None:
             return blender
         from .motion import HeadWarp
 
         keep = None if self.plain is None else np.any(self.image != self.plain, axis=2)
-        return _MovingHead(blender, HeadWarp(self.image.shape, self.box, keep=keep), track)
+        warp = HeadWarp(self.image.shape, self.box, keep=keep) if moving else None
+        return _MovingHead(blender, warp, track, blinks)
 
     def close(self) -> None:
         pass
 
 
 class _MovingHead:
-    """Paste the mouth, then move the head (so the mouth moves with it)."""
+    """Paste the mouth, close the eyelids (blinks), then move the head (so mouth and eyes move with it)."""
 
-    def __init__(self, blender: Blender, warp, track):
+    def __init__(self, blender: Blender, warp, track, blinks=None):
         self.blender = blender
         self.image = blender.image
         self.warp = warp
         self.track = track
+        self.blinks = blinks
         self._t = 0
 
     def paste(self, pred: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         frame = self.blender.paste(pred, out=out)
-        self.warp.apply(frame, *self.track.pose(self._t))
+        if self.blinks is not None:
+            self.blinks.apply(frame, self._t)
+        if self.warp is not None:
+            self.warp.apply(frame, *self.track.pose(self._t))
         self._t += 1
         return frame
 
@@ -333,7 +343,11 @@ class VideoSource:
         return w if speech is None else (w * np.asarray(speech, np.float32)).astype(np.float32)
 
     def compositor(self, parts) -> "_VideoFrames":
-        return _VideoFrames(self, parts.weights, self.label)
+        from .enhance import make_enhancer
+
+        request = getattr(parts, "request", None)  # (tests hand in bare parts)
+        enhance, _ = make_enhancer(request.options.enhance if request is not None else "off", still=False)
+        return _VideoFrames(self, parts.weights, self.label, enhance)
 
     def label_avoid(self) -> FaceBox | None:
         """The union of the face boxes of the frames used: where the visible label may not go."""
@@ -355,8 +369,9 @@ def _remove(spool: FrameSpool, workdir: Path) -> None:
 class _VideoFrames:
     """The compositor of a video: each output frame read back, its mouth pasted, the label drawn."""
 
-    def __init__(self, source: VideoSource, strength: np.ndarray | None, label: bool):
+    def __init__(self, source: VideoSource, strength: np.ndarray | None, label: bool, enhance=None):
         self.source = source
+        self.enhance = enhance
         n = len(source.index)
         self.strength = np.ones(n, np.float32) if strength is None else np.asarray(strength, np.float32)
         self.image = np.zeros((source.height, source.width, 3), np.uint8)
@@ -373,7 +388,7 @@ class _VideoFrames:
         s = int(src.index[t])
         frame = src.spool.read(s, out=out)
         if self.strength[t] > 0 and src.found[s]:
-            paste_mouth(frame, FaceBox(*(int(v) for v in src.boxes[s])), pred, float(self.strength[t]))
+            paste_mouth(frame, FaceBox(*(int(v) for v in src.boxes[s])), pred, float(self.strength[t]), self.enhance)
         if self._label:
             frame = draw_label(frame, avoid=self._avoid)
         return frame

@@ -173,7 +173,7 @@ def test_label_pixels_stay_still():
 
 def _prepared(engine, tmp_path, motion: float, seconds: float = 2.0, label: bool = False, pauses=()):
     speech = Speech(speechlike(seconds, pauses=pauses), 16000)
-    opts = GenerateOptions(motion=motion, label=label, box=BOX.as_tuple())
+    opts = GenerateOptions(motion=motion, label=label, box=BOX.as_tuple(), enhance="off", blink=False)
     return engine.prepare(Request(portrait(), tmp_path / f"m{motion}.mp4", audio=speech, options=opts))
 
 

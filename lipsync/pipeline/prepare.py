@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from .. import features
+from ..blink import plan_blinks
 from ..blend import draw_label, label_box
 from ..errors import InputError
 from ..face import FaceBox, find_face, pad_box
@@ -46,6 +48,8 @@ class Prepared:
     voice: str | None  #: the voice that spoke the text
     source: PhotoSource | VideoSource | None = None  #: where the face comes from (None: the photo above)
     motion: MotionTrack | None = None  #: head pose per frame for a photo (None: still)
+    blinks: Any = None  #: :class:`lipsync.blink.Blinks` for a photo (None: no blinks)
+    blink_note: str = ""  #: what the blinks are, or why there are none
 
     def __post_init__(self) -> None:
         if self.source is None:
@@ -124,12 +128,16 @@ def prepare(request: Request, detector: Callable[[], object], report: Progress |
         motion = None
         if source.still_picture and opts.motion > 0:
             motion = head_motion(speech.samples, speech.sample_rate, n_frames, opts.fps, source.box.height, opts.motion)
+        blinks, blink_note = plan_blinks(source, speech, n_frames, opts)
         clock.lap("mel")
         image, crop = source.key_frame()
     except BaseException:
         source.close()
         raise
-    return Prepared(request, image, source.box, source.detector, crop, speech, mels, weights, voice_id, source, motion)
+    return Prepared(
+        request, image, source.box, source.detector, crop, speech, mels, weights, voice_id, source, motion,
+        blinks, blink_note,
+    )
 
 
 def _speech(request: Request, report: Progress, clock: Clock) -> tuple[Speech, str | None]:

