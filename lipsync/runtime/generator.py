@@ -116,10 +116,14 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+#: how torch words running out of memory: CUDA, and the CPU allocator (Linux, Windows)
+_OOM_WORDS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
 def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, torch.OutOfMemoryError):
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in str(e).lower() for w in _OOM_WORDS)
 
 
 @dataclass
