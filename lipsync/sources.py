@@ -398,7 +398,9 @@ def scan_video(
         shrink = min(1.0, ANALYSIS_SIDE / max(w, h))
         small_size = (max(2, round(w * shrink)), max(2, round(h * shrink)))
         if opts.box is None:
-            tracker = FaceTracker(detector, fps=opts.fps, face_index=opts.face_index, scale=w / small_size[0])
+            tracker = FaceTracker(
+                detector, fps=opts.fps, face_index=opts.face_index, scale=w / small_size[0], follow=True
+            )
         expected = info.expected_frames(opts.fps) or 0
         with VideoDecoder(info, opts.fps, (w, h), max_seconds=opts.max_video_s, timeout=opts.timeout_s) as frames:
             for i, rgb in enumerate(frames):
