@@ -20,7 +20,8 @@ is followed frame by frame by template matching (normalised cross-correlation
 of the face as last detected, on a small grey copy, searched near where it was),
 which costs about a millisecond. The detector then runs only every
 :data:`FOLLOW_DETECT_EVERY_S` (to correct the size and any drift), where the
-match is lost or poor, and at a cut (a sudden change of the whole picture);
+match is lost or poor, and at a cut (a sudden change of the whole picture, after
+which the face is chosen afresh by ``face_index``);
 while no face is followed it runs every ``every`` frames as above. Between two
 agreeing detections the followed centres are corrected linearly towards the
 second detection and the size is interpolated. The detector is also given a
@@ -88,12 +89,14 @@ def _centred_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def smooth_runs(boxes: np.ndarray, found: np.ndarray, centre_window: int, size_window: int) -> np.ndarray:
-    """Smooth (x1, y1, x2, y2) boxes over time within each run of found frames."""
+    """Smooth (x1, y1, x2, y2) boxes over time within each run of found frames (a jump, such as
+    a cut, ends a run)."""
     out = boxes.copy()
     idx = np.flatnonzero(found)
     if idx.size == 0:
         return out
-    breaks = np.flatnonzero(np.diff(idx) > 1)
+    jumps = [not agree(boxes[a], boxes[b]) for a, b in zip(idx[:-1], idx[1:])]  # a cut, or another face
+    breaks = np.flatnonzero((np.diff(idx) > 1) | np.array(jumps, bool))
     for run in np.split(idx, breaks + 1):
         b = boxes[run]
         cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
@@ -211,6 +214,8 @@ class FaceTracker:
             due = i not in self._tracked or i - last >= self.follow_every
         else:
             due = i - last >= self.every
+        if cut:  # a new shot: where the face was says nothing about where it is
+            self._near = None
         if due:
             self._key(i, frame)
         else:
