@@ -2,8 +2,10 @@
 
 What runs in int8 is the per-frame part of the fast path,
 :class:`~lipsync.models.still.StillFaceGraph` (audio encoder and decoder, with the
-still face's contributions as inputs); the face encoder stays in float32 and runs
-once per clip, as on the torch fast path.
+face's contributions as inputs); the face encoder stays in float32 and runs once
+per clip for a photo, as on the torch fast path, and once per frame for a video,
+whose frames each bring their own face maps (the maps' batch is 1, broadcast over
+the frames, or one per frame).
 
 For each checkpoint, on first use (:func:`load`):
 
