@@ -120,6 +120,8 @@ class FaceTracker:
             ``follow``, this applies while no face is followed.
         follow: follow the face between detections by template matching, and detect
             every :data:`FOLLOW_DETECT_EVERY_S`, at cuts and where the match is lost.
+        detect_side: the detector gets frames scaled down to at most this long side
+            (None: as given); a followed face, further down to about :data:`DETECT_FACE_PX`.
     """
 
     def __init__(
@@ -131,6 +133,7 @@ class FaceTracker:
         scale: float = 1.0,
         every: int | None = None,
         follow: bool = False,
+        detect_side: int | None = None,
     ):
         self.detector = detector
         self.fps = float(fps)
@@ -143,6 +146,7 @@ class FaceTracker:
         self._near: tuple[int, np.ndarray] | None = None  # (index, box) of the face followed
         self.detections = 0
         self.follow = bool(follow)
+        self.detect_side = detect_side
         self.follow_every = max(self.every, int(round(FOLLOW_DETECT_EVERY_S * self.fps)))
         self._template: _Template | None = None  # the face as last detected (follow)
         self._tracked: dict[int, np.ndarray] = {}  # frame -> followed centre (x, y), given-frame pixels
@@ -151,18 +155,18 @@ class FaceTracker:
     # -- detection -------------------------------------------------------------------
     def _faces(self, frame: np.ndarray) -> list[np.ndarray]:
         self.detections += 1
-        k = 1.0
+        h, w = frame.shape[:2]
+        k = min(1.0, self.detect_side / max(h, w)) if self.detect_side else 1.0
         if self.follow and self._near is not None:  # only the followed face is looked for: no need for detail
             size = (self._near[1][3] - self._near[1][1]) / self.scale  # its height in this frame's pixels
-            k = DETECT_FACE_PX / max(size, 1.0)
-            if k < 0.75 and min(frame.shape[:2]) * k >= 64:
-                import cv2
+            k = min(k, DETECT_FACE_PX / max(size, 1.0))
+        if k < 0.9 and min(h, w) * k >= 64:
+            import cv2
 
-                h, w = frame.shape[:2]
-                frame = cv2.resize(frame, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
-                k = frame.shape[1] / w
-            else:
-                k = 1.0
+            frame = cv2.resize(frame, (max(2, round(w * k)), max(2, round(h * k))), interpolation=cv2.INTER_AREA)
+            k = frame.shape[1] / w
+        else:
+            k = 1.0
         faces = [np.asarray(f[:4], np.float64) * (self.scale / k) for f in self.detector.detect(frame)]
         return sorted(faces, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
@@ -198,9 +202,10 @@ class FaceTracker:
         """Follow mode: match the template; detect on schedule, at a cut, or where the match fails."""
         import cv2
 
-        thumb = cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (32, 24), interpolation=cv2.INTER_AREA)
-        cut = self._thumb is not None and float(np.abs(thumb.astype(np.float32) - self._thumb).mean()) > CUT_DIFF
-        self._thumb = thumb.astype(np.float32)
+        step = max(1, min(frame.shape[:2]) // 96)  # a sparse sample is enough for a thumbnail
+        thumb = cv2.resize(frame[::step, ::step], (32, 24), interpolation=cv2.INTER_AREA).astype(np.float32).mean(axis=2)
+        cut = self._thumb is not None and float(np.abs(thumb - self._thumb).mean()) > CUT_DIFF
+        self._thumb = thumb
         last = self._last_key[0] if self._last_key is not None else None
         if self._template is not None and not cut:
             centre = self._template.find(frame, self._centre(i - 1))
