@@ -321,8 +321,6 @@ class _Template:
     """
 
     def __init__(self, frame: np.ndarray, box: np.ndarray):
-        import cv2
-
         h, w = frame.shape[:2]
         self.k = min(1.0, TEMPLATE_PX / max(1.0, box[2] - box[0]))
         x1, y1, x2, y2 = (int(round(v)) for v in box)
