@@ -314,6 +314,7 @@ def test_a_video_runs_the_int8_network_with_a_face_per_frame(calibrated, checkpo
     """A driving video on int8 runs the int8 network (what the description says), with each
     frame's own face maps, within the same bound against float32 as a photo."""
     gen = calibrated["gen"]
+    assert "int8 (OpenVINO; checked" in gen.description
     rng = np.random.default_rng(5)
     base = oracle["face_crop_bgr"].astype(np.int16)
     faces = [np.clip(base + rng.integers(-40, 40, (1, 1, 3)) + k, 0, 255).astype(np.uint8) for k in range(12)]
@@ -331,7 +332,6 @@ def test_a_video_runs_the_int8_network_with_a_face_per_frame(calibrated, checkpo
     assert mouth.max() <= int8.BOUND_MAX and mouth.mean() <= int8.BOUND_MEAN
     # per frame and still agree for the same face (not bit for bit: OpenVINO's kernels depend on the batch)
     assert np.abs(out[3] - predict_all(gen, faces[3], mels)[3]).max() <= 2 / 255
-    assert "int8 (OpenVINO; checked" in gen.description
 
 
 # -- choosing int8 ----------------------------------------------------------------------------
