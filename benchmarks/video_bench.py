@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"info": info, "results": rows}))
         return 0
     print(f"device: {info['device']} on {info['cpus']} CPUs; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"speech {a.seconds:g} s, driving clip {a.clip:g} s (512x512), output 512x512 at 25 fps\n")
+    if not a.film:
+        print(f"speech {a.seconds:g} s, driving clip {a.clip:g} s (512x512), output 512x512 at 25 fps")
+    print(f"film: {film_s:.1f} s of speech over the film-like clip (720x528), output at 25 fps\n")
     print(f"{'case':18s} {'frames':>6s} {'spoken':>6s} {'faces':>6s} {'wall s':>7s} {'fps':>6s} {'RTF':>5s} {'RSS MB':>7s} "
           f"{'face/lipsync':>12s}  stages (s)")  # fmt: skip
     for r in rows:
