@@ -45,49 +45,22 @@ def feather_mask(height: int, width: int) -> np.ndarray:
     return m[:, :, None]
 
 
-class Blender:
-    """Pastes 96x96 BGR predictions into copies of one RGB portrait.
-
-    ``enhance``: optional ``(pred_rgb (96, 96, 3) uint8, region) -> (h, w, 3) uint8`` that
-    stretches the crop to the box in place of the plain resize (see :mod:`lipsync.enhance`).
-    """
-
-    def __init__(self, image_rgb: np.ndarray, box: FaceBox, enhance=None):
-        self.image = image_rgb
-        self.enhance = enhance
-        self.box = box
-        self._mask = feather_mask(box.height, box.width)
-        self._region = image_rgb[box.y1 : box.y2, box.x1 : box.x2].astype(np.float32)
-
-    def paste(self, pred_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """One frame: (96, 96, 3) uint8 or [0,1] float BGR -> (H, W, 3) uint8 RGB."""
-        import cv2
-
-        b = self.box
-        if pred_bgr.dtype != np.uint8:
-            pred_bgr = np.clip(pred_bgr * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        if self.enhance is not None:
-            mouth = self.enhance(pred_bgr[:, :, ::-1], self._region)
-        else:
-            mouth = cv2.resize(pred_bgr[:, :, ::-1], (b.width, b.height), interpolation=cv2.INTER_LINEAR)
-        if out is None:
-            out = self.image.copy()
-        else:
-            np.copyto(out, self.image)
-        mixed = self._region + self._mask * (mouth.astype(np.float32) - self._region)
-        out[b.y1 : b.y2, b.x1 : b.x2] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
-        return out
-
-
 def paste_mouth(
     frame_rgb: np.ndarray, box: FaceBox, pred_bgr: np.ndarray, strength: float = 1.0, enhance=None
 ) -> np.ndarray:
-    """Paste one mouth crop into ``frame_rgb`` in place (a driving video: a new frame and box each time).
+    """Paste one mouth crop into ``frame_rgb`` in place: the one paste, for a photo and a video.
 
-    The same feathered mask as :class:`Blender`, scaled by ``strength`` in [0, 1]
-    (0 leaves the frame untouched: a pause keeps the video's own mouth).
-    Pixels outside ``box`` are never written. ``enhance``: as for :class:`Blender`.
-    Returns ``frame_rgb``.
+    Args:
+        frame_rgb: (H, W, 3) uint8 RGB frame, written in place.
+        box: where the face is in this frame.
+        pred_bgr: (96, 96, 3) uint8 or [0, 1] float BGR mouth crop.
+        strength: scales the feathered mask, in [0, 1] (0 leaves the frame untouched:
+            a pause in a video keeps its own mouth).
+        enhance: optional ``(pred_rgb (96, 96, 3) uint8, region (h, w, 3)) -> (h, w, 3) uint8``
+            that stretches the crop to the box in place of the plain resize, given the
+            frame's own pixels there (see :mod:`lipsync.enhance`).
+
+    Pixels outside ``box`` are never written. Returns ``frame_rgb``.
     """
     import cv2
 
@@ -106,6 +79,26 @@ def paste_mouth(
     r = region.astype(np.float32)
     region[:] = np.clip(r + mask * (mouth.astype(np.float32) - r) + 0.5, 0, 255).astype(np.uint8)
     return frame_rgb
+
+
+class Blender:
+    """Pastes 96x96 BGR predictions into copies of one RGB portrait (with :func:`paste_mouth`).
+
+    ``enhance``: as for :func:`paste_mouth` (given the portrait's own pixels in the box).
+    """
+
+    def __init__(self, image_rgb: np.ndarray, box: FaceBox, enhance=None):
+        self.image = image_rgb
+        self.box = box
+        self.enhance = enhance
+
+    def paste(self, pred_bgr: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """One frame: (96, 96, 3) uint8 or [0,1] float BGR -> (H, W, 3) uint8 RGB (into ``out`` when given)."""
+        if out is None:
+            out = self.image.copy()
+        else:
+            np.copyto(out, self.image)
+        return paste_mouth(out, self.box, pred_bgr, enhance=self.enhance)
 
 
 def _label_position(h: int, w: int, bw: int, bh: int, margin: int, avoid: FaceBox | None) -> tuple[int, int] | None:

@@ -416,8 +416,6 @@ def scan_video(
         NoFaceError: fewer than :data:`MIN_FACE_SHARE` of the frames used show a face
             (only for videos of more than one frame: a one-frame video is a photo).
     """
-    import cv2
-
     from .face.track import FaceTracker
     from .media.video import VideoDecoder, working_size
 
@@ -428,17 +426,16 @@ def scan_video(
     try:
         spool = FrameSpool(workdir / "frames.jpgs")
         tracker = None
-        shrink = min(1.0, ANALYSIS_SIDE / max(w, h))
-        small_size = (max(2, round(w * shrink)), max(2, round(h * shrink)))
-        if opts.box is None:
-            tracker = FaceTracker(detector, fps=opts.fps, face_index=opts.face_index, scale=w / small_size[0])
+        if opts.box is None:  # the tracker scales frames down for the detector itself, only when it runs
+            tracker = FaceTracker(
+                detector, fps=opts.fps, face_index=opts.face_index, follow=True, detect_side=ANALYSIS_SIDE
+            )
         expected = info.expected_frames(opts.fps) or 0
         with VideoDecoder(info, opts.fps, (w, h), max_seconds=opts.max_video_s, timeout=opts.timeout_s) as frames:
             for i, rgb in enumerate(frames):
                 spool.append(rgb)
                 if tracker is not None:
-                    small = rgb if shrink == 1.0 else cv2.resize(rgb, small_size, interpolation=cv2.INTER_AREA)
-                    tracker.add(small)
+                    tracker.add(rgb)
                 report("face", i + 1, max(expected, i + 1))
         length = len(spool)
         boxes = np.zeros((length, 4), np.int32)

@@ -1,4 +1,4 @@
-"""Mouth crops for a moving face (Generator.predict_frames): a new face per frame."""
+"""Mouth crops for a moving face (Generator.predict over face_at): a new face per frame."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def plain_module(checkpoint):
 def test_each_frame_gets_its_own_face(checkpoint, oracle, plain_module):
     faces, mels = _inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="fp32", fast=True)
-    out = _all(gen.predict_frames(lambda i: faces[i], mels, np.ones(len(mels), bool), batch_size=5))
+    out = _all(gen.predict(lambda i: faces[i], mels, batch_size=5))
     with torch.inference_mode():
         want = plain_module(torch.from_numpy(mels[:, None]), torch.from_numpy(np.concatenate([model_input(f) for f in faces])))
     want = want.permute(0, 2, 3, 1).numpy()
@@ -56,10 +56,10 @@ def test_inactive_frames_skip_the_network(checkpoint, oracle):
         asked.append(i)
         return faces[i]
 
-    out = _all(gen.predict_frames(face_at, mels, active, batch_size=4))
+    out = _all(gen.predict(face_at, mels, weights=active, batch_size=4))
     assert asked == list(np.flatnonzero(active))
     assert out.shape[0] == 12 and not out[~active].any()
-    full = _all(gen.predict_frames(lambda i: faces[i], mels, np.ones(12, bool)))
+    full = _all(gen.predict(lambda i: faces[i], mels))
     np.testing.assert_allclose(out[active], full[active], atol=1e-5)
 
 
@@ -70,9 +70,9 @@ def test_frame_step_blends_between_keys_within_each_run(checkpoint, oracle):
     keys = key_frames(active, 2)
     assert keys.tolist() == [0, 2, 4, 5, 7, 9, 11]  # every 2nd of each run, and each run's last
     asked = []
-    out = _all(gen.predict_frames(lambda i: asked.append(i) or faces[i], mels, active, step=2, batch_size=3))
+    out = _all(gen.predict(lambda i: asked.append(i) or faces[i], mels, weights=active, step=2, batch_size=3))
     assert asked == keys.tolist()
-    full = _all(gen.predict_frames(lambda i: faces[i], mels, np.ones(12, bool)))
+    full = _all(gen.predict(lambda i: faces[i], mels))
     np.testing.assert_allclose(out[keys], full[keys], atol=1e-5)
     for f, (a, b) in {1: (0, 2), 3: (2, 4), 8: (7, 9), 10: (9, 11)}.items():
         np.testing.assert_allclose(out[f], 0.5 * (out[a] + out[b]), atol=1e-6)
@@ -86,5 +86,5 @@ def test_long_pauses_come_in_small_blocks(checkpoint, oracle):
     active = np.zeros(len(many), bool)
     active[[3, 200]] = True
     gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="fp32", fast=True)
-    sizes = [len(b) for b in gen.predict_frames(lambda i: faces[i % 12], many, active)]
+    sizes = [len(b) for b in gen.predict(lambda i: faces[i % 12], many, weights=active)]
     assert sum(sizes) == 240 and max(sizes) <= 32

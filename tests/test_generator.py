@@ -180,3 +180,37 @@ def test_still_face_decoder_equals_the_full_forward(checkpoint, oracle):
     assert (full - still).abs().max().item() <= 1e-5
     with pytest.raises(ValueError, match="fold batch norm"):
         StillFaceDecoder(load_wav2lip(checkpoint), model.encode_face(faces))
+
+
+CPU_OOM = "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes. Error code 12 (Cannot allocate memory)"
+
+
+@pytest.mark.parametrize(
+    "device, error, says",
+    [
+        ("cpu", RuntimeError(CPU_OOM), "The computer ran out of memory (cpu)"),
+        ("cpu", MemoryError(), "The computer ran out of memory (cpu)"),
+        ("cuda:0", torch.OutOfMemoryError("CUDA out of memory"), "The GPU (cuda:0) ran out of memory"),
+    ],
+)
+def test_the_out_of_memory_message_names_the_device_that_ran_out(checkpoint, oracle, monkeypatch, device, error, says):
+    face, mels = reference_inputs(oracle)
+    gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="fp32", batch_size=4)
+    sizes = []
+
+    def always(prep, m):
+        sizes.append(len(m))
+        raise error
+
+    monkeypatch.setattr(gen, "_forward", always)
+    monkeypatch.setattr(gen, "_prepare", lambda crops, still: None, raising=False)  # nothing moves to the device
+    monkeypatch.setattr(gen, "device", torch.device(device))  # the message, not the run, is under test
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    with pytest.raises(ResourceError) as got:
+        predict_all(gen, face, mels)
+    msg = str(got.value)
+    assert msg.startswith(says) and sizes == [4, 2, 1]  # the back-off ran first, down to one frame
+    if device == "cpu":
+        assert "GPU" not in msg and "--device cpu" not in msg
+    else:
+        assert "--device cpu" in msg

@@ -7,6 +7,7 @@ tests replay it through the real cache code instead of calibrating again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -250,6 +251,87 @@ def test_concurrent_first_loads_calibrate_once_and_leave_one_whole_entry(replay,
     assert all(net is not None and check.passed for net, check in results)
     names = sorted(p.name for p in (tmp_path / "int8").iterdir())
     assert [n for n in names if not n.endswith(".lock")] == [_entry(tmp_path).name]  # no temporary leftovers
+
+
+@contextlib.contextmanager
+def _read_only(path):
+    """``path`` made really read-only: a read-only bind mount where this process may mount
+    (root, who ignores permission bits), else its permission bits."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        dirs = [path, *(p for p in path.rglob("*") if p.is_dir())]
+        for d in dirs:
+            d.chmod(0o555)
+        try:
+            yield path
+        finally:
+            for d in dirs:
+                d.chmod(0o755)
+        return
+    ro = path.with_name(path.name + "-ro")
+    ro.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+        ["mount", "--bind", "-o", "ro", str(path), str(ro)], capture_output=True, timeout=30
+    ).returncode != 0:
+        pytest.skip("running as root where a read-only bind mount is not allowed")
+    try:
+        yield ro
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True, timeout=30)
+
+
+@needs_int8
+def test_an_unwritable_cache_makes_auto_fall_back_and_say_so(replay, checkpoint, example_image, tmp_path, monkeypatch):
+    """An existing cache on a read-only mount (an image layer, a full disk) without this checkpoint's
+    entry: auto runs the torch fast path and says why, explicit int8 calibrates without caching."""
+    from lipsync import LipSync, Speech
+    from lipsync.options import GenerateOptions
+    from lipsync.runtime import generator
+
+    cache = tmp_path / "cache"
+    (cache / "int8" / "0123-another-checkpoint").mkdir(parents=True)  # the cache exists, for other weights
+    monkeypatch.setattr(generator, "cpu_runs_int8", lambda: True)
+    with _read_only(cache) as ro:
+        monkeypatch.setenv("LIPSYNC_CACHE", str(ro))
+        engine = LipSync(checkpoint, device="cpu", precision="auto")
+        t = np.arange(16000) / 16000
+        r = engine.generate(
+            example_image, Speech((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000),
+            tmp_path / "a.mp4", GenerateOptions(box=(60, 200, 160, 290)),
+        )  # fmt: skip
+        assert r.video.is_file() and engine.generator.precision == _torch_auto(CPU)
+        assert "int8 not used: the int8 cache" in r.device and "not writable" in r.device
+        assert replay.calls == 0  # auto does not calibrate in every process
+        explicit = Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")
+        assert explicit.precision == "int8" and replay.calls == 1  # asked for: calibrated, not cached
+    assert sorted(p.name for p in (cache / "int8").iterdir()) == ["0123-another-checkpoint"]
+
+
+@needs_int8
+def test_a_video_runs_the_int8_network_with_a_face_per_frame(calibrated, checkpoint, oracle, monkeypatch):
+    """A driving video on int8 runs the int8 network (what the description says), with each
+    frame's own face maps, within the same bound against float32 as a photo."""
+    gen = calibrated["gen"]
+    assert "int8 (OpenVINO; checked" in gen.description
+    rng = np.random.default_rng(5)
+    base = oracle["face_crop_bgr"].astype(np.int16)
+    faces = [np.clip(base + rng.integers(-40, 40, (1, 1, 3)) + k, 0, 255).astype(np.uint8) for k in range(12)]
+    mels = np.stack([oracle["mel"][:, s : s + 16] for s in oracle["chunk_starts"][:12]]).astype(np.float32)
+    ran, net = [], gen._int8
+    monkeypatch.setattr(gen, "_int8", lambda m, maps: (ran.append((len(m), len(maps[0]))), net(m, maps))[1])
+    out = np.concatenate(list(gen.predict(lambda i: faces[i], mels, batch_size=5)))
+    assert [r[0] for r in ran] == [5, 5, 2] and all(b == f for b, f in ran)  # a face per frame, in int8
+    from lipsync.face import model_input
+
+    plain = load_wav2lip(checkpoint).eval()
+    with torch.inference_mode():
+        want = plain(torch.from_numpy(mels[:, None]), torch.from_numpy(np.concatenate([model_input(f) for f in faces])))
+    mouth = np.abs(out - want.permute(0, 2, 3, 1).numpy())[:, int8.CHECK_ROWS]
+    assert mouth.max() <= int8.BOUND_MAX and mouth.mean() <= int8.BOUND_MEAN
+    # per frame and still agree for the same face (not bit for bit: OpenVINO's kernels depend on the batch)
+    assert np.abs(out[3] - predict_all(gen, faces[3], mels)[3]).max() <= 2 / 255
 
 
 # -- choosing int8 ----------------------------------------------------------------------------

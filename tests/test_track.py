@@ -115,3 +115,84 @@ def test_agree():
     a = np.array([0, 0, 100, 100.0])
     assert agree(a, a + 30) and not agree(a, a + 60)
     assert not agree(a, np.array([0, 0, 160, 160.0]))  # far larger
+
+
+# -- following between detections (real pixels) -----------------------------------------------
+
+
+def _textured(shape, seed: int, blur: int) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.integers(0, 256, shape).astype(np.float32), (0, 0), blur)
+    img = (img - img.min()) / (np.ptp(img) + 1e-6) * 200 + 20
+    return np.repeat(img[..., None], 3, axis=2).astype(np.uint8)
+
+
+class Film:
+    """Frames 240x320 with a 60x60 textured "face" on a textured background: it sways (not a
+    straight line, so interpolating between detections would miss it), the shot cuts at frame
+    60 (new background, the face elsewhere), and the face leaves at frame 90. The frame number
+    is written into the top-left pixel; the detector answers the true box from it."""
+
+    CUT, GONE, N, SIZE = 60, 90, 110, 60
+
+    def __init__(self):
+        self.face = _textured((self.SIZE, self.SIZE), 1, 2.0)
+        self.backgrounds = [_textured((240, 320), 2, 6.0), _textured((240, 320), 3, 6.0)]
+
+    def truth(self, i: int):
+        if i >= self.GONE:
+            return None
+        if i < self.CUT:
+            x, y = 60 + 30 * np.sin(2 * np.pi * i / 50), 50 + 12 * np.cos(2 * np.pi * i / 40)
+        else:
+            x, y = 200 - 1.5 * (i - self.CUT), 120 + 10 * np.sin(2 * np.pi * i / 30)
+        x, y = int(round(x)), int(round(y))
+        return (x, y, x + self.SIZE, y + self.SIZE)
+
+    def frame(self, i: int) -> np.ndarray:
+        f = self.backgrounds[int(i >= self.CUT)].copy()
+        t = self.truth(i)
+        if t is not None:
+            f[t[1] : t[3], t[0] : t[2]] = self.face
+        f[0, 0, 0], f[0, 0, 1] = i % 256, i // 256
+        return f
+
+
+def test_following_detects_rarely_and_stays_on_the_face():
+    film = Film()
+    det = Scripted(lambda i: [film.truth(i)] if film.truth(i) else [])
+    tracker = FaceTracker(det, fps=25, follow=True)
+    for i in range(film.N):
+        tracker.add(film.frame(i))
+    track = tracker.finish()
+    # a detection each second while followed, one at the cut, then every 0.2 s once the face is gone
+    assert {0, 25, 50, film.CUT, film.GONE} <= set(det.calls)
+    followed = [c for c in det.calls if c < film.GONE]
+    assert len(followed) <= 6, det.calls  # the old tracker: every 5th frame, 18 calls
+    assert track.found[: film.GONE].all() and not track.found[film.GONE :].any()
+    for i in range(film.GONE):
+        t = np.array(film.truth(i), float)
+        centre = (track.boxes[i, :2] + track.boxes[i, 2:]) / 2
+        assert np.hypot(*(centre - (t[:2] + t[2:]) / 2)) <= 2.0, (i, track.boxes[i], t)
+        np.testing.assert_allclose(track.boxes[i, 2:] - track.boxes[i, :2], film.SIZE, atol=1.0)
+
+
+def test_following_checks_a_lost_match_with_the_detector():
+    """Where the template no longer matches (here: the face is covered), the detector is asked at once."""
+    film = Film()
+    cover = 33
+    det = Scripted(lambda i: [film.truth(i)] if film.truth(i) and i != cover else [])
+    tracker = FaceTracker(det, fps=25, follow=True)
+    for i in range(50):
+        f = film.frame(i)
+        if i == cover:
+            t = film.truth(i)
+            f[t[1] : t[3], t[0] : t[2]] = 128
+        tracker.add(f)
+    track = tracker.finish()
+    assert det.calls[:3] == [0, 25, cover]  # asked at once, not at the next scheduled detection
+    assert track.found.all()  # the one missed frame is bridged, as a missed detection is
+    t = np.array(film.truth(cover), float)
+    np.testing.assert_allclose((track.boxes[cover, :2] + track.boxes[cover, 2:]) / 2, (t[:2] + t[2:]) / 2, atol=2.0)

@@ -318,7 +318,7 @@ def test_failure_midway_leaves_nothing(engine, pan, tmp_path, monkeypatch):
         yield np.zeros((4, 96, 96, 3), np.float32)
         raise LipSyncError("simulated failure")
 
-    monkeypatch.setattr(gen, "predict_frames", broken)
+    monkeypatch.setattr(gen, "predict", broken)
     before = _temp_entries()
     out = tmp_path / "broken.mp4"
     with pytest.raises(LipSyncError, match="simulated"):

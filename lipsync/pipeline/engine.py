@@ -288,13 +288,8 @@ class LipSync:
         """The network's mouth crops, batch by batch, one request at a time on the model."""
         opts = parts.request.options
         source = parts.source
+        face = parts.crop if source.still_face is not None else source.face_at  # one crop, or one per frame
         with self._run_lock:  # concurrent forwards would only compete for the same cores / GPU memory
-            if source.still_face is not None:  # a photo: the face encoder once per clip
-                yield from self.generator.predict(
-                    parts.crop, parts.mels, weights=parts.weights, step=opts.frame_step, batch_size=opts.batch_size
-                )
-            else:  # a video: a new face on every frame
-                active = np.ones(len(parts.mels), bool) if parts.weights is None else parts.weights > 0
-                yield from self.generator.predict_frames(
-                    source.face_at, parts.mels, active, step=opts.frame_step, batch_size=opts.batch_size
-                )
+            yield from self.generator.predict(
+                face, parts.mels, weights=parts.weights, step=opts.frame_step, batch_size=opts.batch_size
+            )

@@ -6,11 +6,17 @@ skips the network on silent frames. ``fast=False`` is the reference path: the
 plain float32 module, one full forward per frame, as the original inference.
 
 ``precision="int8"`` (and ``auto`` on a CPU where the backend is installed) runs
-the per-frame part of the fast path in int8 with OpenVINO
-(:mod:`lipsync.runtime.int8`); the face encoder still runs once per clip in
-float32 and everything around the network is the same. A checkpoint whose int8
-network fails its check against float32 runs on the torch fast path instead,
-and :attr:`Generator.description` says why.
+the audio encoder and the decoder in int8 with OpenVINO
+(:mod:`lipsync.runtime.int8`), for a photo and for a video alike: the face
+encoder runs in float32, once per clip for a photo and once per frame for a
+video, and its features enter the int8 network as inputs. A checkpoint whose
+int8 network fails its check against float32 runs on the torch fast path
+instead, and :attr:`Generator.description` says why; so does ``auto`` when the
+int8 cache has no entry for the checkpoint and cannot be written.
+
+:meth:`Generator.predict` is the one entry point, over a *face source*: a still
+face (one crop) or a face per frame (``face_at(i)``); which frames the network
+runs on is planned by :mod:`lipsync.runtime.frames`.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -26,8 +33,9 @@ from ..errors import BackendError, ResourceError
 from ..face import model_input
 from ..models import Wav2Lip
 from ..models.still import StillFaceDecoder, StillFaceGraph
+from .frames import KeyFrames
 
-__all__ = ["Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
+__all__ = ["FaceSource", "Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
 
 log = logging.getLogger("lipsync")
 
@@ -108,22 +116,33 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+#: how torch words running out of memory: CUDA, and the CPU allocator (Linux, Windows)
+_OOM_WORDS = ("out of memory", "can't allocate memory", "not enough memory")
+
+
 def _is_oom(e: BaseException) -> bool:
-    if isinstance(e, torch.OutOfMemoryError):
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    return isinstance(e, RuntimeError) and any(w in str(e).lower() for w in _OOM_WORDS)
 
 
 @dataclass
 class _Prepared:
-    faces: torch.Tensor  # (1, 6, 96, 96)
-    decoder: StillFaceDecoder | None  # the decoder specialised to this face (fast path)
-    maps: list[np.ndarray] | None = None  # this face's inputs to the int8 network
+    """The face side of a forward: one still face (broadcast over the batch) or one face per frame."""
+
+    faces: torch.Tensor  # (1 or B, 6, 96, 96)
+    decoder: StillFaceDecoder | None  # the decoder specialised to this face (torch fast path, a still face)
+    maps: list[np.ndarray] | None = None  # this face's (or these faces') inputs to the int8 network
 
 
 @dataclass
 class _Batch:
     size: int  # frames per forward for one predict() call
+
+
+#: A face source for :meth:`Generator.predict`: one still face crop, or ``face_at(i)``
+#: giving frame ``i``'s crop (a driving video).
+FaceSource = Union[np.ndarray, Callable[[int], Optional[np.ndarray]]]
 
 
 class Generator:
@@ -188,7 +207,10 @@ class Generator:
         graph = StillFaceGraph(model).eval()
         fallback = "fp32" if explicit else _torch_auto(self.device)
         try:
-            net, check = int8.load(model, digest, graph)
+            net, check = int8.load(model, digest, graph, uncached=explicit)
+        except int8.CacheUnwritable as e:  # auto only: no calibration in every process
+            log.warning("int8 is not used (%s); using %s", e, fallback)
+            net, self.note = None, f"int8 not used: {e}"
         except BackendError as e:
             if explicit:
                 raise
@@ -224,18 +246,23 @@ class Generator:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return torch.autocast(device_type=self.device.type, enabled=False)
 
-    def prepare(self, face_bgr: np.ndarray) -> _Prepared:
-        """Face input for a clip; with ``fast`` the face encoder runs here, once."""
-        faces = self._tensor(model_input(face_bgr))
-        decoder = None
+
+    def _prepare(self, crops: np.ndarray, *, still: bool) -> _Prepared:
+        """(1 or B, 6, 96, 96) model inputs -> the face side of a forward.
+
+        The face encoder runs here: once per clip for a still face (``still``), once per
+        batch for a face per frame. For int8 its features become the int8 network's face
+        maps (the face encoder itself runs in float, as for a photo).
+        """
+        faces = self._tensor(crops)
         if self._int8 is not None:
             with torch.inference_mode():
                 maps = self._graph.face_maps(self.model.encode_face(faces))
             return _Prepared(faces, None, [m.numpy() for m in maps])
-        if self.fast:
+        if self.fast and still:
             with torch.inference_mode(), self._autocast():
-                decoder = StillFaceDecoder(self.model, self.model.encode_face(faces))
-        return _Prepared(faces, decoder)
+                return _Prepared(faces, StillFaceDecoder(self.model, self.model.encode_face(faces)))
+        return _Prepared(faces, None)
 
     def _forward(self, prep: _Prepared, mel: np.ndarray) -> torch.Tensor:
         """(B, 80, 16) mel windows -> (B, 3, 96, 96) float32 on the CPU."""
@@ -246,13 +273,14 @@ class Generator:
             if prep.decoder is not None:
                 out = prep.decoder(self.model.encode_audio(m))
             else:
-                out = self.model(m, prep.faces.expand(m.shape[0], -1, -1, -1))
+                faces = prep.faces if prep.faces.shape[0] == m.shape[0] else prep.faces.expand(m.shape[0], -1, -1, -1)
+                out = self.model(m, faces)
         return out.float().cpu()
 
     # -- public ------------------------------------------------------------------
     def predict(
         self,
-        face_bgr: np.ndarray,
+        face: FaceSource,
         mels: np.ndarray,
         *,
         weights: np.ndarray | None = None,
@@ -260,98 +288,60 @@ class Generator:
         batch_size: int | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> Iterator[np.ndarray]:
-        """Mouth crops for every frame, batch by batch.
+        """Mouth crops for every frame, block by block, in frame order.
 
         Args:
-            face_bgr: (96, 96, 3) uint8 BGR crop of the still face.
+            face: the face source. A (96, 96, 3) uint8 BGR crop is a *still face* (a photo):
+                the face encoder runs once for the clip. A callable ``face_at(i)`` gives
+                frame ``i``'s crop (a driving video): the face encoder runs on every frame
+                the network runs on; it is called only for those frames, in increasing order.
             mels: (N, 80, 16) float32 mel windows, one per frame.
-            weights: optional (N,) speech weight per frame in [0, 1]. 0 skips the
-                network and shows the face at rest (the prediction for silence);
-                between 0 and 1 mixes the two (a cross-fade at pause edges).
-            step: run the network on every ``step``-th frame (and the last) only and
-                blend the frames between linearly: ``step`` times less work, softer
-                fast mouth movements. 1 (every frame) is exact.
+            weights: optional (N,) speech weight per frame in [0, 1].
+                For a still face, 0 skips the network and shows the face at rest (the
+                prediction for silence) and values between mix the two (a cross-fade at
+                pause edges). For a face per frame, 0 skips the frame (no face, or a
+                pause: the compositor keeps the video's own mouth; its entry is zeros)
+                and any other weight gets the network's mouth (the compositor fades it).
+            step: run the network on every ``step``-th frame (of each run of frames that
+                get a mouth, and the run's last) only and blend the frames between
+                linearly: ``step`` times less work, softer fast mouth movements. 1 is exact.
             batch_size: frames per forward for this call (default: the generator's);
                 halved for the rest of the call if memory runs out. The generator's
                 own setting never changes, so one request cannot slow the next.
             progress: called with (frames done, total).
 
         Yields:
-            (B, 96, 96, 3) float32 BGR in [0, 1], in frame order.
+            (B, 96, 96, 3) float32 BGR in [0, 1], B <= 32, covering frames 0..N-1 in order.
 
         Raises:
             ResourceError: out of memory even at batch size 1.
+            ValueError: ``weights`` of the wrong length, or ``face_at`` gave no crop for a
+                frame that gets a mouth.
         """
         n = len(mels)
-        step = max(1, int(step))
+        if weights is not None:
+            weights = np.asarray(weights, np.float32)
+            if weights.shape != (n,):
+                raise ValueError(f"weights must have one entry per mel window ({n}), got {weights.shape}")
         batch = _Batch(int(batch_size or self.batch_size))
-        prep = self.prepare(face_bgr)
-        rest = None
-        if weights is not None and np.any(weights < 1.0):
-            rest = self._run(prep, np.full((1, *mels.shape[1:]), SILENT_MEL, np.float32), batch)[0]
-        keys = np.unique(np.r_[np.arange(0, n, step), n - 1])
-        prev_i, prev_out = None, None
+        if callable(face):
+            active = np.ones(n, bool) if weights is None else weights > 0
+            run = _PerFrame(self, face, mels)
+        else:
+            active = np.ones(n, bool)
+            run = _Still(self, face, mels, weights, batch)
+        plan = KeyFrames(active, step)
+        keys = plan.keys
         j = 0
         while j < len(keys):
             idx = keys[j : j + batch.size]  # the batch size may shrink on OOM
             j += len(idx)
-            key_out = self._frames(prep, mels, idx, weights, rest, batch)
-            if prev_i is None:
-                anchors_i, anchors = idx, key_out
-            else:
-                anchors_i = np.r_[prev_i, idx]
-                anchors = np.concatenate([prev_out[None], key_out])
-            first = anchors_i[0] if prev_i is None else prev_i + 1
-            out = np.empty((idx[-1] - first + 1, 96, 96, 3), np.float32)
-            for a in range(len(anchors_i)):
-                if a > 0 and anchors_i[a] - anchors_i[a - 1] > 1:  # blend the frames in between
-                    i0, i1 = anchors_i[a - 1], anchors_i[a]
-                    t = ((np.arange(i0 + 1, i1) - i0) / (i1 - i0)).astype(np.float32)[:, None, None, None]
-                    out[i0 + 1 - first : i1 - first] = (1.0 - t) * anchors[a - 1] + t * anchors[a]
-                if anchors_i[a] >= first:
-                    out[anchors_i[a] - first] = anchors[a]
-            prev_i, prev_out = idx[-1], key_out[-1]
+            yield from plan.add(idx, run(idx, batch))
             if progress:
                 progress(int(idx[-1]) + 1, n)
-            yield out
-
-    def predict_frames(
-        self,
-        face_at: Callable[[int], np.ndarray | None],
-        mels: np.ndarray,
-        active: np.ndarray,
-        *,
-        step: int = 1,
-        batch_size: int | None = None,
-    ) -> Iterator[np.ndarray]:
-        """Mouth crops for a moving face (a driving video): a new face crop per frame.
-
-        See :func:`lipsync.runtime.frames.predict_frames`; the face encoder runs on
-        every frame the network runs on, and inactive frames (no face, or a pause)
-        skip it.
-        """
-        from .frames import predict_frames
-
-        return predict_frames(self, face_at, mels, active, step=step, batch_size=batch_size)
-
-    def _frames(self, prep, mels, idx, weights, rest, batch: "_Batch") -> np.ndarray:
-        """Outputs for frames ``idx``: the network where they speak, the rest face in pauses."""
-        w = None if weights is None else np.asarray(weights[idx], np.float32)
-        out = np.empty((len(idx), 96, 96, 3), np.float32)
-        need = np.arange(len(idx)) if w is None else np.flatnonzero(w > 0)
-        if len(need):
-            out[need] = self._run(prep, mels[idx[need]], batch)
-        if w is not None:
-            out[w <= 0] = rest
-            part = (w > 0) & (w < 1)
-            if np.any(part):
-                k = w[part][:, None, None, None]
-                out[part] = k * out[part] + (1.0 - k) * rest
-        return out
-
-    def _run(self, prep: _Prepared, mels: np.ndarray, batch: "_Batch") -> np.ndarray:
-        """Forward ``mels`` in chunks of the call's batch size, halving it on OOM."""
-        return self.chunked(len(mels), lambda i, b: self._forward(prep, mels[i : i + b]), batch)
+        yield from plan.rest()
+        if progress and (not len(keys) or keys[-1] < n - 1):
+            progress(n, n)
 
     def chunked(self, n: int, forward: Callable[[int, int], torch.Tensor], batch: "_Batch") -> np.ndarray:
         """``forward(start, count)`` over ``n`` frames in chunks of ``batch.size``, halving it on OOM.
@@ -374,13 +364,74 @@ class Generator:
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if b <= 1:
-                    raise ResourceError(
-                        "The GPU ran out of memory even one frame at a time. Close other programs "
-                        "using it, or run on the CPU with --device cpu."
-                    ) from None
+                    raise ResourceError(_oom_message(self.device)) from None
                 batch.size = max(1, b // 2)
-                log.warning("out of memory at batch %d; retrying with %d", b, batch.size)
+                log.warning("out of memory on %s at batch %d; retrying with %d", self.device, b, batch.size)
                 continue
             outs.append(y.permute(0, 2, 3, 1).numpy())
             i += b
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def _oom_message(device: torch.device) -> str:
+    """What to do when even one frame does not fit, for the device that ran out."""
+    if device.type == "cuda":
+        return (
+            f"The GPU ({device}) ran out of memory even one frame at a time. Close other programs "
+            "using it, or run on the CPU with --device cpu."
+        )
+    return (
+        f"The computer ran out of memory ({device.type}) even one frame at a time. Close other "
+        "programs, or use a smaller picture or video (--max-side)."
+    )
+
+
+class _Still:
+    """A still face: the face encoder once per clip; pauses show the face at rest."""
+
+    def __init__(self, gen: Generator, face_bgr: np.ndarray, mels, weights, batch: _Batch):
+        self.gen, self.mels, self.weights = gen, mels, weights
+        self.prep = gen._prepare(model_input(face_bgr), still=True)
+        self.rest = None
+        if weights is not None and np.any(weights < 1.0):
+            silent = np.full((1, *mels.shape[1:]), SILENT_MEL, np.float32)
+            self.rest = self._forward(silent, batch)[0]
+
+    def _forward(self, mels: np.ndarray, batch: _Batch) -> np.ndarray:
+        return self.gen.chunked(len(mels), lambda i, b: self.gen._forward(self.prep, mels[i : i + b]), batch)
+
+    def __call__(self, idx: np.ndarray, batch: _Batch) -> np.ndarray:
+        """Outputs for frames ``idx``: the network where they speak, the rest face in pauses."""
+        w = None if self.weights is None else self.weights[idx]
+        out = np.empty((len(idx), 96, 96, 3), np.float32)
+        need = np.arange(len(idx)) if w is None else np.flatnonzero(w > 0)
+        if len(need):
+            out[need] = self._forward(self.mels[idx[need]], batch)
+        if w is not None:
+            out[w <= 0] = self.rest
+            part = (w > 0) & (w < 1)
+            if np.any(part):
+                k = w[part][:, None, None, None]
+                out[part] = k * out[part] + (1.0 - k) * self.rest
+        return out
+
+
+class _PerFrame:
+    """A face per frame: each forward takes a batch of different crops with their mel windows."""
+
+    def __init__(self, gen: Generator, face_at: Callable[[int], np.ndarray | None], mels):
+        self.gen, self.face_at, self.mels = gen, face_at, mels
+
+    def __call__(self, idx: np.ndarray, batch: _Batch) -> np.ndarray:
+        crops = []
+        for i in idx:
+            face = self.face_at(int(i))
+            if face is None:
+                raise ValueError(f"frame {i} gets a mouth but has no face crop")
+            crops.append(model_input(face))
+        faces, mels, gen = np.concatenate(crops), self.mels[idx], self.gen
+
+        def forward(i: int, b: int) -> torch.Tensor:
+            return gen._forward(gen._prepare(faces[i : i + b], still=False), mels[i : i + b])
+
+        return gen.chunked(len(idx), forward, batch)

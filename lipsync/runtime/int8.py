@@ -2,8 +2,10 @@
 
 What runs in int8 is the per-frame part of the fast path,
 :class:`~lipsync.models.still.StillFaceGraph` (audio encoder and decoder, with the
-still face's contributions as inputs); the face encoder stays in float32 and runs
-once per clip, as on the torch fast path.
+face's contributions as inputs); the face encoder stays in float32 and runs once
+per clip for a photo, as on the torch fast path, and once per frame for a video,
+whose frames each bring their own face maps (the maps' batch is 1, broadcast over
+the frames, or one per frame).
 
 For each checkpoint, on first use (:func:`load`):
 
@@ -62,6 +64,7 @@ __all__ = [
     "BOUND_MEAN",
     "CHECK_ROWS",
     "RECIPE",
+    "CacheUnwritable",
     "Check",
     "Int8Network",
     "cache_root",
@@ -74,7 +77,7 @@ log = logging.getLogger("lipsync")
 
 #: Names the cache entries: change it when the graph, the calibration data or the
 #: quantization settings change, and old entries are no longer read.
-RECIPE = "ov-nncf-1"
+RECIPE = "ov-nncf-2"  # 2: the face maps take a batch (a face per frame)
 #: Rows of the 96x96 output that reach the video: the blender's feather mask is
 #: zero above 0.42 of the face box's height (row 40), i.e. the mouth and chin.
 CHECK_ROWS = slice(40, 96)
@@ -262,7 +265,8 @@ def _quantize(model, graph):
     t0 = time.perf_counter()
     calib = _inputs(model, graph, calibration_batches())
     held = _inputs(model, graph, heldout_batches())
-    shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape(list(m.shape)) for m in calib[0][1:]]
+    # the maps' batch is free too: 1 for a still face (broadcast over the frames), B for a face per frame
+    shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape([-1, *m.shape[1:]]) for m in calib[0][1:]]
     with _quiet(), torch.inference_mode():
         example = tuple(torch.from_numpy(x) for x in calib[0])
         ov_model = ov.convert_model(graph, example_input=example, input=shapes)
@@ -384,19 +388,30 @@ def _write(entry: Path, digest: str, quantized, check: Check, seconds: float) ->
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load(model: torch.nn.Module, digest: str, graph=None) -> tuple[Int8Network | None, Check]:
+class CacheUnwritable(BackendError):
+    """The int8 cache holds no entry for these weights and none can be written."""
+
+
+def load(
+    model: torch.nn.Module, digest: str, graph=None, *, uncached: bool = True
+) -> tuple[Int8Network | None, Check]:
     """The int8 network for a folded float32 Wav2Lip, from the cache or calibrated now.
 
     Args:
         model: the :class:`~lipsync.models.Wav2Lip` with batch norm folded, float32 on the CPU.
         digest: :func:`weights_sha256` of the checkpoint's weights (the cache key).
         graph: its :class:`~lipsync.models.still.StillFaceGraph` (made if not given).
+        uncached: when the cache has no entry and cannot be written (a read-only mount,
+            a full disk), calibrate anyway without caching; False raises
+            :class:`CacheUnwritable` instead (``auto`` falls back to float then, rather
+            than pay a calibration in every process).
 
     Returns:
         (the network, or None where the checkpoint failed its check; the check).
 
     Raises:
         BackendError: OpenVINO or NNCF is missing, or quantization itself failed.
+        CacheUnwritable: (a BackendError) no usable entry, none can be written, and not ``uncached``.
     """
     reason = unavailable_reason()
     if reason:
@@ -414,13 +429,17 @@ def load(model: torch.nn.Module, digest: str, graph=None) -> tuple[Int8Network |
             return got
     except _Corrupt as e:
         log.warning("the int8 cache entry %s is not usable (%s); it will be rebuilt", entry, e)
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        lock = _locked(root / f"{entry.name}.lock")
-    except OSError as e:
-        log.warning("the int8 cache %s is not writable (%s); calibrating without caching", root, e)
-        lock = contextlib.nullcontext()
-    with lock:
+    with contextlib.ExitStack() as stack:
+        try:  # the lock file is opened here, so an unwritable cache is seen here
+            root.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_locked(root / f"{entry.name}.lock"))
+        except OSError as e:
+            if not uncached:
+                raise CacheUnwritable(
+                    f"the int8 cache {root} is not writable ({e.strerror or e}), so int8 would be "
+                    "calibrated again in every process"
+                ) from None
+            log.warning("the int8 cache %s is not writable (%s); calibrating without caching", root, e)
         try:  # another process may have built it while this one waited for the lock
             got = _read(entry, digest)
             if got is not None:
