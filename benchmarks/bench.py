@@ -160,7 +160,6 @@ def other_backends(ckpt: Path, face) -> dict:
     """OpenVINO fp32 and ONNX Runtime fp32/int8 on the same graph and calibration data."""
     import io
 
-    import numpy as np
     import torch
 
     from lipsync.face import model_input

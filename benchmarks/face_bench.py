@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,7 +102,7 @@ def main(argv=None) -> int:
         base = None
         line = label.ljust(14)
         for d in detectors:
-            best, median = _ms(lambda: d.detect(img), a.repeat, clock)
+            best, median = _ms(lambda d=d, img=img: d.detect(img), a.repeat, clock)
             base = base or best
             line += f"{best:6.1f} / {median:6.1f} (x{best / base:4.1f})".rjust(28)
         print(line)

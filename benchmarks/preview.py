@@ -232,9 +232,9 @@ def app_server(checkpoint: Path, tmp: Path):
             try:
                 urllib.request.urlopen(url, timeout=2).close()
                 break
-            except OSError:
+            except OSError as e:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("app.py did not start:\n" + (tmp / "app.log").read_text(errors="replace")[-3000:])
+                    raise SystemExit("app.py did not start:\n" + (tmp / "app.log").read_text(errors="replace")[-3000:]) from e
                 time.sleep(0.3)
         yield url
     finally:
