@@ -110,6 +110,12 @@ FIELDS: tuple[Field, ...] = (
     Field("motion", float, DEFAULT_MOTION, lambda ctx: gr.Slider(
         0, 1, value=DEFAULT_MOTION, step=0.05, elem_id="motion",
         label="Head motion for a photo (0 = a still head; a video moves by itself)")),
+    Field("enhance", str, "fast", lambda ctx: gr.Radio(
+        choices=[("Sharp: the photo's own detail added back around the mouth", "fast"),
+                 ("Plain: the network's mouth, stretched", "off")],
+        value="fast", label="Mouth", elem_id="enhance")),
+    Field("blink", bool, True, lambda ctx: gr.Checkbox(
+        True, label="Eyes blink (a photo)", elem_id="blink")),
 )  # fmt: skip
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
@@ -166,6 +172,8 @@ def to_request(values: dict[str, Any], workdir: Path) -> Request:
         captions=uses_text,
         burn_captions=bool(v["burn_captions"]) and uses_text,
         motion=DEFAULT_MOTION if v["motion"] is None else v["motion"],
+        enhance=v["enhance"] or "fast",
+        blink=True if v["blink"] is None else bool(v["blink"]),
     )
     return Request(
         image=None if v["video"] else v["image"], out=workdir / "lipsync.mp4", audio=v["audio"] or None,

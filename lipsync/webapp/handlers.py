@@ -88,6 +88,8 @@ def summary(result, hls, voice_label: str, used_audio: bool, total_s: float) -> 
         f"**Face found by:** {result.detector}"
         + (f" in {result.face_frames} of {result.frames} frames of your video" if result.source == "video" else "")
         + (f" · **head motion:** {result.motion:g}" if result.motion else "")
+        + (f" · **mouth:** {result.enhance.split(':')[0]}" if result.enhance else "")
+        + (f" · **blinks:** {result.blink}" if result.blink else "")
         + f" · **model ran on:** {result.device}",
         f"**Time per stage:** {stages}" + (f" (network busy {busy:.0%} of the lip-sync stage)" if busy is not None else ""),
         f"**Total:** {total_s:.1f} s",

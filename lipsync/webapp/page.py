@@ -270,6 +270,9 @@ def _generate_tab(demo: gr.Blocks, engine: LipSync | None) -> None:
                     put("fps")
                     put("max_side")
                 put("motion")
+                with gr.Row():
+                    put("enhance")
+                    put("blink")
                 put("frame_step")
                 put("burn_captions")
             put("consent")
