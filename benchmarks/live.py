@@ -15,7 +15,7 @@ For each precision, one engine is loaded, then:
   mouth (it follows the speech). p50 and p95 are printed.
 * **sustained**: ``--sustained`` seconds of speech pushed at real-time pace.
   Frames on time (handed out within one slot of their time), the latest frame in
-  slots, underruns (speech ran dry while it was still being pushed), and the A/V
+  slots, frames that repeated the last picture to catch up after a stall, underruns (speech ran dry while it was still being pushed), and the A/V
   offset measured from timestamps: each frame's audio start (samples handed out
   before it / rate) minus its picture's pts.
 * **memory**: ``--cycles`` open/push/close cycles; RSS, open file descriptors,
@@ -150,6 +150,7 @@ def sustained(engine, image, seconds: float, max_side: int) -> dict:
         "speaking_frames": speaking_frames,
         "on_time_pct": round(100 * float(np.mean(lates <= slot)), 2),
         "latest_slots": round(float(lates.max() / slot), 2),
+        "repeated_pct": round(100 * stats.repeated_frames / max(1, stats.frames), 2),
         "underruns": stats.underruns,
         "utterances": stats.utterances,
         "av_offset_ms": round(1000 * float(np.max(np.abs(offsets))), 2),

@@ -25,7 +25,10 @@ nor the sound pops.
 **Speed.** During the first second every frame runs the network (on silence when
 idle) and the cost is measured. If it does not fit the frame budget the session
 runs the network on every second frame; if that still does not fit, it works at a
-smaller picture size. :attr:`LiveSession.mode` says what runs.
+smaller picture size (once). :attr:`LiveSession.mode` says what runs. A frame more
+than :data:`CATCH_UP_SLOTS` slots late (a stall: a loaded machine, a slow consumer)
+repeats the last picture, with its own slot's sound, until the session is back on
+time, so a stream stays live instead of drifting behind.
 
 The session owns no thread: the frames are made on the iterating thread, and
 ``push``, ``interrupt`` and ``close`` may come from any other.
@@ -61,6 +64,7 @@ FADE_SAMPLES = 80  #: 5 ms fades at the edges of each utterance
 MAX_CHUNK_S = 60.0  #: the longest chunk one push() takes
 MAX_QUEUE_S = 120.0  #: the most speech queued at once
 MIN_RATE, MAX_RATE = 8_000, 192_000
+CATCH_UP_SLOTS = 2  #: further behind than this, frames repeat the last picture until caught up
 MEASURE_FRAMES = 25  #: frames per speed measurement (one second at 25 fps)
 BUDGET_SHARE = 0.75  #: a frame must cost at most this share of its slot
 SMALLER = 0.6  #: the working size's scale when frame step 2 is not enough
@@ -100,6 +104,7 @@ class LiveStats:
     utterances: int = 0
     underruns: int = 0  #: speech ran dry while the pusher was still sending
     frame_ms: float = 0.0  #: mean cost of making a frame (network, paste, head motion)
+    repeated_frames: int = 0  #: frames that repeated the last picture to catch up after a stall
     first_speech: dict = field(default_factory=dict)  #: {"push": t, "frame": t, "pts": s} of the first utterance
 
 
@@ -331,8 +336,10 @@ class LiveSession:
         self._n = 0
         self._t0: float | None = None
         self._cost: list[float] = []
+        self._image: np.ndarray | None = None  # the last picture made
+        self._shrunk = False
         self._lead = 0.5 / self.fps
-        self._measure_until = MEASURE_FRAMES if adapt else 0  # the first second runs the network to measure it
+        self._measure_until = MEASURE_FRAMES if adapt else -1  # the first second runs the network to measure it
 
     # -- input -------------------------------------------------------------------------
     def push(self, samples, sample_rate: int) -> None:
@@ -417,9 +424,13 @@ class LiveSession:
         self._sleep_until(due - self._lead)
         if self._closed.is_set():
             raise StopIteration
+        # more than two slots behind (the machine stalled): repeat the last picture until caught up;
+        # the sound stays exact, and the stream stays live instead of falling further behind
+        repeat = self._image is not None and time.monotonic() - due > CATCH_UP_SLOTS / self.fps
         t = time.perf_counter()
-        frame = self._make(n)
-        self._note_cost(time.perf_counter() - t)
+        frame = self._make(n, repeat=repeat)
+        if not repeat:
+            self._note_cost(time.perf_counter() - t)
         self._sleep_until(due)
         if self._closed.is_set():
             raise StopIteration
@@ -444,7 +455,7 @@ class LiveSession:
     def _slot(self, n: int) -> tuple[int, int]:
         return round(n * RATE / self.fps), round((n + 1) * RATE / self.fps)
 
-    def _make(self, n: int) -> LiveFrame:
+    def _make(self, n: int, repeat: bool = False) -> LiveFrame:
         a, b = self._slot(n)
         size = b - a
         now = time.monotonic()
@@ -487,6 +498,9 @@ class LiveSession:
         target = 1.0 if speaking else 0.0
         self._weight += float(np.clip(target - self._weight, -1.0 / EASE_FRAMES, 1.0 / EASE_FRAMES))
         w = self._weight
+        if repeat:
+            self.stats.repeated_frames += 1
+            return LiveFrame(n / self.fps, self._image, _to_int16(audio), RATE, speaking)
         measuring = n < self._measure_until
         if w > 0 or measuring:
             if self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is self._face.rest:
@@ -496,7 +510,7 @@ class LiveSession:
         else:
             self._mouth = mouth = self._face.rest
         loud = float(np.sqrt(np.mean(audio * audio))) * 8.0 if speaking else 0.0
-        image = self._face.render(mouth, self._pose(n, loud))
+        image = self._image = self._face.render(mouth, self._pose(n, loud))
         return LiveFrame(n / self.fps, image, _to_int16(audio), RATE, speaking)
 
     # -- speed -------------------------------------------------------------------------
@@ -506,20 +520,23 @@ class LiveSession:
         mean = float(np.mean(self._cost[-MEASURE_FRAMES:]))
         self.stats.frame_ms = 1000.0 * mean
         self._lead = min(slot, 1.5 * float(np.max(self._cost[-8:])) + 0.003)
-        if self._n + 1 != self._measure_until:
+        if self._measure_until < 0 or self._n + 1 < self._measure_until or len(self._cost) < MEASURE_FRAMES:
             return
         cost = float(np.mean(self._cost[-MEASURE_FRAMES:]))
         if not self.adapt or cost <= BUDGET_SHARE * slot:
+            self._measure_until = -1  # it fits: measured once and for all
             return
         m = self.mode
         if m.step == 1:
             reason = f"a frame took {1000 * cost:.0f} ms of a {1000 * slot:.0f} ms slot: the network runs on every second frame"
             self.mode = LiveMode(m.device, 2, m.width, m.height, reason)
-        elif m.width > 160:
+        elif not self._shrunk:
             self._shrink()
+            self._shrunk = True
             reason = f"{m.reason}; still {1000 * cost:.0f} ms a frame: working at {self._face.width}x{self._face.height}"
             self.mode = LiveMode(m.device, 2, self._face.width, self._face.height, reason)
         else:
+            self._measure_until = -1  # nothing smaller to try
             return
         log.warning("live: %s", reason)
         self._cost.clear()
