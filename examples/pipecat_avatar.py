@@ -13,9 +13,8 @@ picture and sound; talking over the bot interrupts it.
 Pipeline: transport.input() -> EchoBot -> LipSyncAvatar -> transport.output().
 """
 
-from __future__ import annotations
 
-import argparse
+import argparse  # no `from __future__ import annotations`: FastAPI reads the routes' annotations at run time
 import asyncio
 import sys
 from pathlib import Path
@@ -55,7 +54,12 @@ def speak(text: str) -> tuple[np.ndarray, int]:
 
 
 def make_echo_bot():
-    from pipecat.frames.frames import InputAudioRawFrame, InterruptionFrame, StartFrame, TTSAudioRawFrame
+    from pipecat.frames.frames import (
+        InputAudioRawFrame,
+        InterruptionFrame,
+        StartFrame,
+        TTSAudioRawFrame,
+    )
     from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
     class EchoBot(FrameProcessor):

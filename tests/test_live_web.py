@@ -219,10 +219,8 @@ def test_the_tab_mounts_in_a_gradio_app(fp32_engine):
 
     app = FastAPI()
     install(app, lambda: fp32_engine)
-    with gr.Blocks() as demo:
-        with gr.Tabs():
-            with gr.Tab("Live"):
-                html = build_tab(lambda: fp32_engine)
+    with gr.Blocks() as demo, gr.Tabs(), gr.Tab("Live"):
+        html = build_tab(lambda: fp32_engine)
     assert "getUserMedia" in html.js_on_load and 'prefix = "/live"' in html.js_on_load
     assert "espeak:" in html.value  # the voice picker lists the installed voices
     app = gr.mount_gradio_app(app, demo, path="/")

@@ -24,4 +24,4 @@ from .session import (
     open_session,
 )
 
-__all__ = ["LiveSession", "LiveFrame", "LiveMode", "LiveStats", "open_session", "LOOKAHEAD_S", "MAX_CHUNK_S"]
+__all__ = ["LOOKAHEAD_S", "MAX_CHUNK_S", "LiveFrame", "LiveMode", "LiveSession", "LiveStats", "open_session"]

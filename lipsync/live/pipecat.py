@@ -114,7 +114,7 @@ class LipSyncAvatar(FrameProcessor):
                     send(image, audio)
             except RuntimeError:  # the loop closed under us
                 pass
-            except Exception:  # noqa: BLE001 - logged; the pipeline goes on without a face
+            except Exception:
                 log.exception("lipsync avatar: the live session stopped")
 
         self._driver = threading.Thread(target=drive, name="lipsync-pipecat-avatar", daemon=True)

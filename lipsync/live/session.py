@@ -49,8 +49,15 @@ from .. import features
 from ..errors import AudioError, InputError, LipSyncError
 
 __all__ = [
-    "LiveSession", "LiveFrame", "LiveMode", "LiveStats", "open_session",
-    "LOOKAHEAD_S", "MAX_CHUNK_S", "EASE_FRAMES", "FADE_SAMPLES",
+    "EASE_FRAMES",
+    "FADE_SAMPLES",
+    "LOOKAHEAD_S",
+    "MAX_CHUNK_S",
+    "LiveFrame",
+    "LiveMode",
+    "LiveSession",
+    "LiveStats",
+    "open_session",
 ]  # fmt: skip
 
 log = logging.getLogger("lipsync")
@@ -404,14 +411,14 @@ class LiveSession:
     def closed(self) -> bool:
         return self._closed.is_set()
 
-    def __enter__(self) -> "LiveSession":
+    def __enter__(self) -> LiveSession:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     # -- output ----------------------------------------------------------------------------
-    def __iter__(self) -> "LiveSession":
+    def __iter__(self) -> LiveSession:
         return self
 
     def __next__(self) -> LiveFrame:

@@ -42,11 +42,13 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from starlette.requests import Request  # FastAPI reads the routes' annotations from this module
+from starlette.requests import (
+    Request,  # FastAPI reads the routes' annotations from this module
+)
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["install", "build_tab", "LiveServer", "ice_servers", "KEEPALIVE_S"]
+__all__ = ["KEEPALIVE_S", "LiveServer", "build_tab", "ice_servers", "install"]
 
 KEEPALIVE_S = 3.5  #: a peer with no ping and no microphone packet for this long is closed
 CONNECT_S = 20.0  #: an answered offer must connect within this
@@ -304,7 +306,7 @@ class LiveServer:
                     sent += len(f.audio)
                     hand(audio, af)
                     hand(video, vf)
-            except Exception:  # noqa: BLE001 - logged; the peer is closed below
+            except Exception:
                 log.exception("live: the session stopped")
             finally:
                 hand(audio, None)
@@ -329,7 +331,7 @@ class LiveServer:
                 gate.feed(peer.session, mono.astype(np.int16), frame.sample_rate)
         except (MediaStreamError, asyncio.CancelledError):
             pass
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("live: microphone input stopped")
 
     def peer(self, peer_id: str) -> _Peer:
