@@ -517,6 +517,7 @@ async function start(mode) {
     const answer = await r.json();
     if (!r.ok) { say(answer.error || `Could not start (${r.status}).`); await stop(); return; }
     id = answer.id;
+    window.lipsyncLive = {pc, mic, id};  // for the page's own checks (the browser test measures the delay from here)
     await pc.setRemoteDescription({sdp: answer.sdp, type: answer.type});
     $(".lipsync-live-stop").disabled = false; $(".lipsync-live-say").disabled = mode !== "text";
     const m = answer.mode;
