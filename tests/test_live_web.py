@@ -132,6 +132,8 @@ def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
             assert await wait_for(lambda: peer.session.stats.utterances >= 1, 30), "the microphone was not heard"
             r = await client.post(f"/live/{answer['id']}/interrupt")
             assert r.status_code == 200
+            r = await client.get(f"/live/{answer['id']}")
+            assert r.status_code == 200 and r.json()["frames"] > 0 and r.json()["mode"]["width"] == 160
             # one visitor at a time on a CPU: a second one is told it is busy
             pc2 = __import__("aiortc").RTCPeerConnection()
             pc2.addTransceiver("video", direction="recvonly")
@@ -196,7 +198,8 @@ def test_bad_offers_get_4xx_and_leave_nothing(fp32_engine, body):
             assert not server.peers and server._reserved == 0
             r = await client.post("/live/offer", content=b"{not json", headers={"content-type": "application/json"})
             assert r.status_code == 400
-            for call in (client.delete("/live/nope"), client.post("/live/nope/say", json={"text": "hi"})):
+            for call in (client.delete("/live/nope"), client.post("/live/nope/say", json={"text": "hi"}),
+                         client.get("/live/nope"), client.post("/live/nope/interrupt")):
                 r = await call
                 assert r.status_code == 404 and "No such live session" in r.json()["error"]
 

@@ -7,6 +7,7 @@ Routes (``prefix`` defaults to ``/live``), all JSON:
   -> ``{"id", "sdp", "type": "answer", "mode": {...what runs...}}``; 400 for a malformed
   offer or portrait, 429 "busy" when the live sessions are all taken;
 * ``POST /live/{id}/say`` ``{"text", "voice"?}``: typed text, spoken sentence by sentence;
+* ``GET /live/{id}``: what runs now (frame step, size, why) and counters;
 * ``POST /live/{id}/interrupt``; ``DELETE /live/{id}``; unknown ids get 404.
 
 Media: the server sends the avatar as one video and one audio track (the frames
@@ -158,6 +159,11 @@ class _Peer:
         self.closing = False
 
 
+def _mode(session) -> dict:
+    m = session.mode
+    return {"device": m.device, "step": m.step, "width": m.width, "height": m.height, "note": m.reason}
+
+
 class LiveServer:
     """The live sessions of one app: at most ``max_sessions`` peers, each with its own :class:`LiveSession`.
 
@@ -235,12 +241,24 @@ class LiveServer:
             if session is not None:
                 session.close()
         self._start_reaper()
-        m = peer.session.mode
         return {
             "id": peer.id,
             "sdp": peer.pc.localDescription.sdp,
             "type": peer.pc.localDescription.type,
-            "mode": {"device": m.device, "step": m.step, "width": m.width, "height": m.height, "note": m.reason},
+            "mode": _mode(peer.session),
+        }
+
+    async def status(self, peer_id: str) -> dict:
+        """What runs now (the speed policy may change it after the first second) and the session's counters."""
+        s = self.peer(peer_id).session
+        st = s.stats
+        return {
+            "mode": _mode(s),
+            "frames": st.frames,
+            "late_frames": st.late_frames,
+            "repeated_frames": st.repeated_frames,
+            "utterances": st.utterances,
+            "frame_ms": round(st.frame_ms, 1),
         }
 
     def _image(self, data):
@@ -437,6 +455,9 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
     async def interrupt(peer_id: str) -> JSONResponse:
         return await guarded(lambda: server.interrupt(peer_id))
 
+    async def status(peer_id: str) -> JSONResponse:
+        return await guarded(lambda: server.status(peer_id))
+
     async def delete(peer_id: str) -> JSONResponse:
         async def run():
             if not await server.close(peer_id):
@@ -449,6 +470,7 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
     app.add_api_route(f"{prefix}/offer", offer, methods=["POST"])
     app.add_api_route(f"{prefix}/{{peer_id}}/say", say, methods=["POST"])
     app.add_api_route(f"{prefix}/{{peer_id}}/interrupt", interrupt, methods=["POST"])
+    app.add_api_route(f"{prefix}/{{peer_id}}", status, methods=["GET"])
     app.add_api_route(f"{prefix}/{{peer_id}}", delete, methods=["DELETE"])
     app.state.lipsync_live = server
     return server
@@ -476,11 +498,12 @@ const root = element;
 const prefix = "__PREFIX__";
 const $ = (c) => root.querySelector(c);
 const video = $(".lipsync-live-video"), status = $(".lipsync-live-status");
-let pc = null, id = null, ping = null, mic = null;
+let pc = null, id = null, ping = null, mic = null, poll = null, intro = "";
 const say = (t) => { status.textContent = t; };
 async function stop() {
   if (ping) clearInterval(ping);
-  ping = null;
+  if (poll) clearInterval(poll);
+  ping = poll = null;
   if (id) { fetch(`${prefix}/${id}`, {method: "DELETE"}).catch(() => {}); }
   if (pc) pc.close();
   if (mic) mic.getTracks().forEach((t) => t.stop());
@@ -521,8 +544,15 @@ async function start(mode) {
     await pc.setRemoteDescription({sdp: answer.sdp, type: answer.type});
     $(".lipsync-live-stop").disabled = false; $(".lipsync-live-say").disabled = mode !== "text";
     const m = answer.mode;
-    say(`Live: ${m.device}; ${m.width}x${m.height}` + (m.note ? ` (${m.note})` : "") +
-        (mode === "mic" ? ". Speak: the avatar repeats what you say." : ". Type a sentence and press Say it."));
+    intro = mode === "mic" ? "Speak: the avatar repeats what you say." : "Type a sentence and press Say it.";
+    const show = (m) => say(`Live on ${m.device}, ${m.width}x${m.height}` +
+      (m.note ? `. This machine is slow for live video: ${m.note}` : "") + `. ${intro}`);
+    show(m);
+    poll = setInterval(async () => {  // the speed policy may change what runs after the first second
+      if (!id) return;
+      const r = await fetch(`${prefix}/${id}`).catch(() => null);
+      if (r && r.ok) show((await r.json()).mode);
+    }, 2000);
     pc.onconnectionstatechange = () => { if (["failed", "closed"].includes(pc && pc.connectionState)) { say("Disconnected."); stop(); } };
   } catch (err) { say(`Could not start: ${err.message || err}`); await stop(); }
 }
