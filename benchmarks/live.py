@@ -19,7 +19,9 @@ For each precision, one engine is loaded, then:
   offset measured from timestamps: each frame's audio start (samples handed out
   before it / rate) minus its picture's pts.
 * **memory**: ``--cycles`` open/push/close cycles; RSS, open file descriptors,
-  threads and child processes after the first cycle and after the last.
+  threads and child processes after the first cycle and after the last; then the
+  same over ``--web-cycles`` WebRTC connect/disconnect cycles (an in-process
+  aiortc client against the signalling routes, real RTP on loopback).
 
 The speech is a synthetic voiced signal (a 120-220 Hz glottal buzz with syllable
 envelopes), so no TTS or files are needed. Weights: ``--checkpoint``, else the
@@ -30,6 +32,7 @@ Timing on a shared machine is noisy: the load average is printed with each numbe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -193,6 +196,71 @@ def memory(engine, image, cycles: int, max_side: int) -> dict:
     }
 
 
+def web_cycles(engine, image, cycles: int) -> dict:
+    """Connect and disconnect a WebRTC client (aiortc, in process, real RTP on loopback) ``cycles`` times."""
+    import asyncio
+
+    import httpx
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from fastapi import FastAPI
+
+    from lipsync.live.web import install
+
+    app = FastAPI()
+    server = install(app, lambda: engine, image=image)
+
+    async def one(client) -> None:
+        pc = RTCPeerConnection()
+        frames = []
+
+        @pc.on("track")
+        def on_track(track):
+            async def pull():
+                from aiortc.mediastreams import MediaStreamError
+
+                with contextlib.suppress(MediaStreamError):  # the track ends when the peer closes
+                    while True:
+                        frames.append(await track.recv())
+
+            asyncio.ensure_future(pull())
+
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        r = await client.post("/live/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"})
+        answer = r.json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        for _ in range(200):
+            if len(frames) >= 10:
+                break
+            await asyncio.sleep(0.05)
+        await client.delete(f"/live/{answer['id']}")
+        await pc.close()
+
+    async def run() -> dict:
+        first = None
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://live") as client:
+            for k in range(cycles):
+                await one(client)
+                await asyncio.sleep(0.2)
+                if k == 0:
+                    first = resources()
+        await server.close_all()
+        await asyncio.sleep(0.5)
+        return first
+
+    first = asyncio.run(run())
+    last = resources()
+    return {
+        "cycles": cycles,
+        "after_first": {k: round(v, 1) for k, v in first.items()},
+        "after_last": {k: round(v, 1) for k, v in last.items()},
+        "rss_growth_pct": round(100 * (last["rss_mb"] / first["rss_mb"] - 1), 2),
+        "load": load(),
+    }
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path)
@@ -201,6 +269,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--sustained", type=float, default=60.0)
     ap.add_argument("--cycles", type=int, default=30)
+    ap.add_argument("--web-cycles", type=int, default=30, help="WebRTC connect/disconnect cycles (needs aiortc)")
     ap.add_argument("--max-side", type=int, default=512)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
@@ -231,6 +300,9 @@ def main(argv=None) -> int:
         if args.cycles:
             r["memory"] = memory(engine, args.image, args.cycles, args.max_side)
             print("memory   ", r["memory"], flush=True)
+        if args.web_cycles:
+            r["webrtc"] = web_cycles(engine, args.image, args.web_cycles)
+            print("webrtc   ", r["webrtc"], flush=True)
         results[precision] = r
     print(f"\nload average at the end: {load()} (the machine is shared; see the README's note)")
     if args.json:
