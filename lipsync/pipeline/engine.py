@@ -228,6 +228,12 @@ class LipSync:
             folder=folder, cancel=cancel,
         )  # fmt: skip
 
+    def live(self, image=None, *, video=None, fps: float = 25.0, **kw):
+        """A real-time session: speech pushed in chunks, paced frames out (see :class:`lipsync.live.LiveSession`)."""
+        from ..live import open_session
+
+        return open_session(self, image, video, fps=fps, **kw)
+
     def cues(self, parts: Prepared) -> list[Cue]:
         """The captions of a prepared request: its spoken phrases as cues, within the video's length."""
         return _render.cues(parts)

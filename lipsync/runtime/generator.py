@@ -278,6 +278,19 @@ class Generator:
         return out.float().cpu()
 
     # -- public ------------------------------------------------------------------
+    def prepare_face(self, face_bgr: np.ndarray) -> _Prepared:
+        """A still face, (96, 96, 3) uint8 BGR, made ready once for :meth:`forward` (a live session).
+
+        The face encoder runs here (with ``fast``, or into the int8 network's face maps).
+        """
+        return self._prepare(model_input(face_bgr), still=True)
+
+    def forward(self, face: _Prepared, mels: np.ndarray) -> np.ndarray:
+        """One batch on a face from :meth:`prepare_face`: (B, 80, 16) mel windows ->
+        (B, 96, 96, 3) float32 BGR mouth crops in [0, 1]. For callers that pace their own
+        batches (a live session); a clip goes through :meth:`predict`."""
+        return self._forward(face, mels).permute(0, 2, 3, 1).numpy()
+
     def predict(
         self,
         face: FaceSource,

@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Live sessions: latency, sustained real time, and memory over open/close cycles.
+
+    python benchmarks/live.py                                # int8, bf16 and fp32, full run
+    python benchmarks/live.py --precisions int8 --sessions 5 --sustained 10 --cycles 5
+    python benchmarks/live.py --checkpoint wav2lip_gan.pth --json out.json
+
+For each precision, one engine is loaded, then:
+
+* **latency**: ``--sessions`` sessions; each idles for 1.2 s (past the first-second
+  speed measurement), then a pusher thread feeds speech in 20 ms chunks at
+  real-time pace, as a microphone would. Latency = the wall time at which the
+  first frame whose slot carries speech is handed out, minus the time the first
+  chunk reached ``push``. That frame's mouth is checked to differ from the rest
+  mouth (it follows the speech). p50 and p95 are printed.
+* **sustained**: ``--sustained`` seconds of speech pushed at real-time pace.
+  Frames on time (handed out within one slot of their time), the latest frame in
+  slots, frames that repeated the last picture to catch up after a stall, underruns (speech ran dry while it was still being pushed), and the A/V
+  offset measured from timestamps: each frame's audio start (samples handed out
+  before it / rate) minus its picture's pts.
+* **memory**: ``--cycles`` open/push/close cycles; RSS, open file descriptors,
+  threads and child processes after the first cycle and after the last; then the
+  same over ``--web-cycles`` WebRTC connect/disconnect cycles (an in-process
+  aiortc client against the signalling routes, real RTP on loopback).
+
+The speech is a synthetic voiced signal (a 120-220 Hz glottal buzz with syllable
+envelopes), so no TTS or files are needed. Weights: ``--checkpoint``, else the
+deterministic scratch checkpoint (same network, same cost as the published one).
+Timing on a shared machine is noisy: the load average is printed with each number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+EXAMPLE = ROOT / "assets" / "astronaut.jpg"
+RATE = 16000
+CHUNK_S = 0.02
+
+
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def voiced(seconds: float, seed: int = 0) -> np.ndarray:
+    """Speech-like float32: a buzz whose pitch glides, in syllables of 0.15-0.3 s with short gaps."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    f0 = 170 + 50 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    buzz = sum(np.sin(k * phase) / k for k in range(1, 12))
+    env = np.zeros(n)
+    i = 0
+    while i < n:
+        length = int(rng.uniform(0.15, 0.3) * RATE)
+        seg = np.sin(np.linspace(0, np.pi, min(length, n - i))) ** 0.5
+        env[i : i + len(seg)] = seg
+        i += length + int(rng.uniform(0.02, 0.08) * RATE)
+    return (0.25 * buzz * env / np.max(np.abs(buzz))).astype(np.float32)
+
+
+def pusher(session, speech: np.ndarray, started: threading.Event) -> threading.Thread:
+    """Feed ``speech`` in 20 ms chunks at real-time pace on a thread."""
+
+    def run() -> None:
+        step = int(CHUNK_S * RATE)
+        t0 = time.monotonic()
+        for k, i in enumerate(range(0, len(speech), step)):
+            delay = t0 + k * CHUNK_S - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if session.closed:
+                return
+            session.push(speech[i : i + step], RATE)
+            started.set()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th
+
+
+def latency(engine, image, n_sessions: int, max_side: int) -> dict:
+    out = []
+    followed = 0
+    for k in range(n_sessions):
+        with engine.live(image=image, max_side=max_side, motion=0) as s:
+            rest = None
+            for f in s:  # idle past the first second's measurement
+                rest = f.image
+                if f.pts >= 1.2:
+                    break
+            started = threading.Event()
+            th = pusher(s, voiced(1.5, seed=k), started)
+            for f in s:
+                if f.speaking:
+                    out.append(s.stats.first_speech["frame"] - s.stats.first_speech["push"])
+                    followed += int(np.abs(f.image.astype(int) - rest.astype(int)).max() > 0)
+                    break
+            s.close()
+            th.join()
+    ms = 1000 * np.array(out)
+    return {
+        "sessions": len(out),
+        "p50_ms": round(float(np.percentile(ms, 50)), 1),
+        "p95_ms": round(float(np.percentile(ms, 95)), 1),
+        "max_ms": round(float(ms.max()), 1),
+        "mouth_moved": f"{followed}/{len(out)}",
+        "mode": s.mode.reason or f"step {s.mode.step}, {s.mode.width}x{s.mode.height}",
+        "load": load(),
+    }
+
+
+def sustained(engine, image, seconds: float, max_side: int) -> dict:
+    speech = voiced(seconds, seed=99)
+    lates, offsets = [], []
+    sent = 0
+    with engine.live(image=image, max_side=max_side) as s:
+        t_first = None
+        started = threading.Event()
+        th = None
+        speaking_frames = 0
+        for f in s:
+            now = time.monotonic()
+            if t_first is None:
+                t_first = now
+            lates.append(now - (t_first + f.pts))
+            offsets.append(sent / f.sample_rate - f.pts)
+            sent += len(f.audio)
+            speaking_frames += f.speaking
+            if th is None and f.pts >= 1.2:
+                th = pusher(s, speech, started)
+            if th is not None and not th.is_alive() and not f.speaking and s.queued_s == 0 and speaking_frames:
+                break
+        stats, mode = s.stats, s.mode
+    th.join()
+    slot = 1 / 25
+    lates = np.array(lates)
+    return {
+        "frames": len(lates),
+        "speaking_frames": speaking_frames,
+        "on_time_pct": round(100 * float(np.mean(lates <= slot)), 2),
+        "latest_slots": round(float(lates.max() / slot), 2),
+        "repeated_pct": round(100 * stats.repeated_frames / max(1, stats.frames), 2),
+        "underruns": stats.underruns,
+        "utterances": stats.utterances,
+        "av_offset_ms": round(1000 * float(np.max(np.abs(offsets))), 2),
+        "frame_ms": round(stats.frame_ms, 1),
+        "mode": mode.reason or f"step {mode.step}, {mode.width}x{mode.height}",
+        "load": load(),
+    }
+
+
+def resources() -> dict:
+    import psutil
+
+    p = psutil.Process()
+    return {
+        "rss_mb": p.memory_info().rss / 2**20,
+        "fds": p.num_fds(),
+        "threads": threading.active_count(),
+        "os_threads": p.num_threads(),
+        "children": len(p.children(recursive=True)),
+    }
+
+
+def memory(engine, image, cycles: int, max_side: int) -> dict:
+    first = None
+    for k in range(cycles):
+        with engine.live(image=image, max_side=max_side, motion=0.5) as s:
+            s.push(voiced(0.4, seed=k), RATE)
+            for f in s:
+                if f.pts >= 0.6:
+                    break
+        if k == 0:
+            first = resources()
+    last = resources()
+    return {
+        "cycles": cycles,
+        "after_first": {k: round(v, 1) for k, v in first.items()},
+        "after_last": {k: round(v, 1) for k, v in last.items()},
+        "rss_growth_pct": round(100 * (last["rss_mb"] / first["rss_mb"] - 1), 2),
+        "load": load(),
+    }
+
+
+def web_cycles(engine, image, cycles: int) -> dict:
+    """Connect and disconnect a WebRTC client (aiortc, in process, real RTP on loopback) ``cycles`` times."""
+    import asyncio
+
+    import httpx
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from fastapi import FastAPI
+
+    from lipsync.live.web import install
+
+    app = FastAPI()
+    server = install(app, lambda: engine, image=image)
+
+    async def one(client) -> None:
+        pc = RTCPeerConnection()
+        frames = []
+
+        @pc.on("track")
+        def on_track(track):
+            async def pull():
+                from aiortc.mediastreams import MediaStreamError
+
+                with contextlib.suppress(MediaStreamError):  # the track ends when the peer closes
+                    while True:
+                        frames.append(await track.recv())
+
+            asyncio.ensure_future(pull())
+
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        r = await client.post("/live/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"})
+        answer = r.json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+        for _ in range(200):
+            if len(frames) >= 10:
+                break
+            await asyncio.sleep(0.05)
+        await client.delete(f"/live/{answer['id']}")
+        await pc.close()
+
+    async def run() -> dict:
+        first = None
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://live") as client:
+            for k in range(cycles):
+                await one(client)
+                await asyncio.sleep(0.2)
+                if k == 0:
+                    first = resources()
+        await server.close_all()
+        await asyncio.sleep(0.5)
+        return first
+
+    first = asyncio.run(run())
+    last = resources()
+    return {
+        "cycles": cycles,
+        "after_first": {k: round(v, 1) for k, v in first.items()},
+        "after_last": {k: round(v, 1) for k, v in last.items()},
+        "rss_growth_pct": round(100 * (last["rss_mb"] / first["rss_mb"] - 1), 2),
+        "load": load(),
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", type=Path)
+    ap.add_argument("--image", type=Path, default=EXAMPLE)
+    ap.add_argument("--precisions", default="int8,bf16,fp32")
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--sustained", type=float, default=60.0)
+    ap.add_argument("--cycles", type=int, default=30)
+    ap.add_argument("--web-cycles", type=int, default=30, help="WebRTC connect/disconnect cycles (needs aiortc)")
+    ap.add_argument("--max-side", type=int, default=512)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+
+    from lipsync import LipSync
+    from lipsync.face import HaarDetector
+
+    ckpt = args.checkpoint
+    tmp = None
+    if ckpt is None:
+        from lipsync.models.scratch import write_scratch_checkpoint
+
+        tmp = tempfile.TemporaryDirectory(prefix="lipsync-bench-")
+        ckpt = write_scratch_checkpoint(Path(tmp.name) / "scratch.pth", 1234)
+    print(f"cpus: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}); load {load()}", flush=True)
+    results = {}
+    for precision in args.precisions.split(","):
+        t = time.monotonic()
+        engine = LipSync(ckpt, device="cpu", precision=precision, detector=HaarDetector()).load()
+        r = {"device": engine.generator.description, "load_s": round(time.monotonic() - t, 1)}
+        print(f"\n== {precision}: {r['device']} (loaded in {r['load_s']} s; load {load()})", flush=True)
+        if args.sessions:
+            r["latency"] = latency(engine, args.image, args.sessions, args.max_side)
+            print("latency  ", r["latency"], flush=True)
+        if args.sustained:
+            r["sustained"] = sustained(engine, args.image, args.sustained, args.max_side)
+            print("sustained", r["sustained"], flush=True)
+        if args.cycles:
+            r["memory"] = memory(engine, args.image, args.cycles, args.max_side)
+            print("memory   ", r["memory"], flush=True)
+        if args.web_cycles:
+            r["webrtc"] = web_cycles(engine, args.image, args.web_cycles)
+            print("webrtc   ", r["webrtc"], flush=True)
+        results[precision] = r
+    print(f"\nload average at the end: {load()} (the machine is shared; see the README's note)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

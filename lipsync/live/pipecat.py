@@ -1,0 +1,136 @@
+"""A Pipecat frame processor that gives a voice agent a lip-synced face.
+
+Put it after the TTS service in a pipeline::
+
+    from lipsync.live.pipecat import LipSyncAvatar
+
+    avatar = LipSyncAvatar(engine, image="portrait.jpg")
+    pipeline = Pipeline([transport.input(), stt, llm, tts, avatar, transport.output()])
+
+It takes the bot's ``TTSAudioRawFrame`` s (any rate, int16; stereo is mixed down)
+out of the stream, pushes them into a :class:`~lipsync.live.LiveSession`, and
+sends the session's paced frames downstream as ``OutputImageRawFrame`` (RGB) and
+``OutputAudioRawFrame`` (16 kHz mono, exactly the sound of that picture), so
+picture and sound leave together. When no one speaks it keeps sending idle
+frames. An ``InterruptionFrame`` (the user talks over the bot) drops the queued
+speech: the face is at rest within a few frames. ``EndFrame``/``CancelFrame``
+close the session.
+
+Needs ``pip install lipsync-avatar[pipecat]`` (pipecat-ai and aiortc; not the
+``pipecat-ai[webrtc]`` extra, which would pull opencv-python-headless over this
+package's opencv-python: both install the module ``cv2``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+import numpy as np
+
+try:
+    from pipecat.frames.frames import (
+        CancelFrame,
+        EndFrame,
+        Frame,
+        InterruptionFrame,
+        OutputAudioRawFrame,
+        OutputImageRawFrame,
+        StartFrame,
+        TTSAudioRawFrame,
+    )
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "The Pipecat avatar needs pipecat-ai: pip install 'lipsync-avatar[pipecat]' "
+        f"(without pipecat-ai's [webrtc] extra; see lipsync/live/pipecat.py). ({e})"
+    ) from None
+
+__all__ = ["LipSyncAvatar"]
+
+log = logging.getLogger("lipsync")
+
+
+class LipSyncAvatar(FrameProcessor):
+    """Bot speech in, avatar video and its audio out (see the module's docstring).
+
+    Args:
+        engine: a loaded :class:`~lipsync.LipSync`.
+        image: the portrait.
+        fps: frames per second.
+        **session: more :class:`~lipsync.live.LiveSession` options (motion, max_side, label...).
+    """
+
+    def __init__(self, engine, image, *, fps: float = 25.0, **session):
+        super().__init__()
+        self._engine = engine
+        self._image = image
+        self._fps = fps
+        self._options = session
+        self.session = None
+        self._driver: threading.Thread | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame):
+            await self.push_frame(frame, direction)
+            await self._start()
+        elif isinstance(frame, TTSAudioRawFrame):
+            if self.session is not None:
+                pcm = np.frombuffer(frame.audio, dtype=np.int16)
+                if frame.num_channels > 1:
+                    pcm = pcm.reshape(-1, frame.num_channels).mean(axis=1).astype(np.int16)
+                if pcm.size:
+                    self.session.push(pcm, frame.sample_rate)
+        elif isinstance(frame, InterruptionFrame):
+            if self.session is not None:
+                self.session.interrupt()
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, (EndFrame, CancelFrame)):
+            await self._stop()
+            await self.push_frame(frame, direction)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _start(self) -> None:
+        if self.session is not None:
+            return
+        self.session = await asyncio.to_thread(
+            self._engine.live, image=self._image, fps=self._fps, **self._options
+        )
+        loop = asyncio.get_running_loop()
+        session = self.session
+
+        def send(image, audio) -> None:
+            asyncio.run_coroutine_threadsafe(self._emit(image, audio), loop)
+
+        def drive() -> None:
+            try:
+                for f in session:
+                    h, w = f.image.shape[:2]
+                    image = OutputImageRawFrame(image=f.image.tobytes(), size=(w, h), format="RGB")
+                    audio = OutputAudioRawFrame(audio=f.audio.tobytes(), sample_rate=f.sample_rate, num_channels=1)
+                    send(image, audio)
+            except RuntimeError:  # the loop closed under us
+                pass
+            except Exception:
+                log.exception("lipsync avatar: the live session stopped")
+
+        self._driver = threading.Thread(target=drive, name="lipsync-pipecat-avatar", daemon=True)
+        self._driver.start()
+
+    async def _emit(self, image, audio) -> None:
+        await self.push_frame(image)
+        await self.push_frame(audio)
+
+    async def _stop(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        if self._driver is not None:
+            await asyncio.to_thread(self._driver.join, 5.0)
+        self.session, self._driver = None, None
+
+    async def cleanup(self) -> None:
+        await self._stop()
+        await super().cleanup()

@@ -1,0 +1,239 @@
+"""The WebRTC routes: an in-process aiortc client against the server (real RTP over loopback, no browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(checkpoint):
+    from lipsync import LipSync
+    from lipsync.face import HaarDetector
+
+    return LipSync(checkpoint, device="cpu", precision="fp32", detector=HaarDetector()).load()
+
+
+def make_app(engine, **kw):
+    from fastapi import FastAPI
+
+    from lipsync.live.web import install
+
+    app = FastAPI()
+    server = install(app, lambda: engine, **kw)
+    server.max_side = 160
+    return app, server
+
+
+def http(app):
+    import httpx
+
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://live.test")
+
+
+def tone_track(seconds_silent=0.3):
+    """A microphone: silence, then a 220 Hz voice-level tone, 20 ms frames at 48 kHz."""
+    import av
+    from aiortc import MediaStreamTrack
+
+    class Mic(MediaStreamTrack):
+        kind = "audio"
+
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+            self.t0 = None
+
+        async def recv(self):
+            if self.t0 is None:
+                self.t0 = time.monotonic()
+            due = self.t0 + self.n * 960 / 48000
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            t = (self.n * 960 + np.arange(960)) / 48000
+            level = 0.0 if t[0] < seconds_silent else 0.3
+            pcm = (level * 32767 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+            frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
+            frame.sample_rate = 48000
+            frame.pts, frame.time_base = self.n * 960, fractions.Fraction(1, 48000)
+            self.n += 1
+            return frame
+
+    return Mic()
+
+
+async def connect(client, mode="text", keepalive=True, mic=None):
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection()
+    got = {"video": [], "audio": []}
+
+    @pc.on("track")
+    def on_track(track):
+        async def pull():
+            from aiortc.mediastreams import MediaStreamError
+
+            try:
+                while True:
+                    got[track.kind].append(await track.recv())
+            except MediaStreamError:
+                pass
+
+        asyncio.ensure_future(pull())
+
+    channel = pc.createDataChannel("keepalive")
+    pinging = {"on": keepalive}
+
+    async def ping():
+        while True:
+            await asyncio.sleep(0.5)
+            if pinging["on"] and channel.readyState == "open":
+                channel.send("ping")
+
+    pinger = asyncio.ensure_future(ping())
+    if mic is not None:
+        pc.addTransceiver(mic, direction="sendrecv")
+    else:
+        pc.addTransceiver("audio", direction="recvonly")
+    pc.addTransceiver("video", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    r = await client.post("/live/offer", json={"sdp": pc.localDescription.sdp, "type": "offer", "mode": mode})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+    return pc, answer, got, pinging, pinger
+
+
+async def wait_for(cond, timeout):
+    t = time.monotonic()
+    while not cond():
+        if time.monotonic() - t > timeout:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
+    async def main():
+        app, server = make_app(fp32_engine)
+        async with http(app) as client:
+            pc, answer, got, _, pinger = await connect(client, mode="mic", mic=tone_track())
+            assert answer["mode"]["device"].startswith("cpu")
+            assert await wait_for(lambda: len(got["video"]) >= 5 and len(got["audio"]) >= 5, 40), "no media arrived"
+            frame = got["video"][-1].to_ndarray(format="rgb24")
+            assert max(frame.shape[:2]) == 160
+            peer = server.peers[answer["id"]]
+            # the tone reached the session through the microphone track and made it speak
+            assert await wait_for(lambda: peer.session.stats.utterances >= 1, 30), "the microphone was not heard"
+            r = await client.post(f"/live/{answer['id']}/interrupt")
+            assert r.status_code == 200
+            r = await client.get(f"/live/{answer['id']}")
+            assert r.status_code == 200 and r.json()["frames"] > 0 and r.json()["mode"]["width"] == 160
+            # one visitor at a time on a CPU: a second one is told it is busy
+            pc2 = __import__("aiortc").RTCPeerConnection()
+            pc2.addTransceiver("video", direction="recvonly")
+            await pc2.setLocalDescription(await pc2.createOffer())
+            r = await client.post("/live/offer", json={"sdp": pc2.localDescription.sdp, "type": "offer"})
+            assert r.status_code == 429 and "busy" in r.json()["error"]
+            await pc2.close()
+            r = await client.delete(f"/live/{answer['id']}")
+            assert r.status_code == 200 and not server.peers
+            assert not peer.driver.is_alive() and peer.session.closed
+            r = await client.delete(f"/live/{answer['id']}")
+            assert r.status_code == 404
+            pinger.cancel()
+            await pc.close()
+
+    asyncio.run(main())
+
+
+def test_a_vanished_client_is_freed_within_5_s(fp32_engine):
+    async def main():
+        app, server = make_app(fp32_engine)
+        async with http(app) as client:
+            pc, answer, got, pinging, pinger = await connect(client, mode="text")
+            peer = server.peers[answer["id"]]
+            assert await wait_for(lambda: peer.connected and len(got["video"]) >= 2, 40)
+            # typed text: spoken sentence by sentence with the chosen voice, pushed as each is ready
+            r = await client.post(f"/live/{answer['id']}/say", json={"text": "Hello there. How are you?",
+                                                                     "voice": "espeak:en-us"})  # fmt: skip
+            assert r.status_code == 200 and r.json()["sentences"] == 2, r.text
+            assert peer.session.queued_s > 0.5 or peer.session.stats.utterances >= 1
+            r = await client.post(f"/live/{answer['id']}/say", json={"text": "   ", "voice": "espeak:en-us"})
+            assert r.status_code == 400 and "no words" in r.json()["error"]
+            pinging["on"] = False  # the tab is gone: no more pings, nothing closed politely
+            t = time.monotonic()
+            assert await wait_for(lambda: not server.peers, 10)
+            assert time.monotonic() - t <= 5.0
+            assert peer.session.closed
+            await wait_for(lambda: not peer.driver.is_alive(), 5)
+            assert not peer.driver.is_alive()
+            pinger.cancel()
+            await pc.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "offer", "sdp": "hello"},
+        {"type": "answer", "sdp": "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"},
+        {"type": "offer", "sdp": "v=0\r\no=- 0 0 IN IP4 0.0.0.0\r\nm=video 0 nonsense\r\n"},
+        {"type": "offer"},
+        "not an object",
+    ],
+)
+def test_bad_offers_get_4xx_and_leave_nothing(fp32_engine, body):
+    async def main():
+        app, server = make_app(fp32_engine)
+        async with http(app) as client:
+            r = await client.post("/live/offer", json=body)
+            assert 400 <= r.status_code < 500 and r.json()["error"]
+            assert not server.peers and server._reserved == 0
+            r = await client.post("/live/offer", content=b"{not json", headers={"content-type": "application/json"})
+            assert r.status_code == 400
+            for call in (client.delete("/live/nope"), client.post("/live/nope/say", json={"text": "hi"}),
+                         client.get("/live/nope"), client.post("/live/nope/interrupt")):
+                r = await call
+                assert r.status_code == 404 and "No such live session" in r.json()["error"]
+
+    asyncio.run(main())
+
+
+def test_turn_settings_come_from_the_environment(monkeypatch):
+    from lipsync.live.web import ice_servers
+
+    monkeypatch.delenv("LIPSYNC_STUN_URLS", raising=False)
+    monkeypatch.delenv("LIPSYNC_TURN_URLS", raising=False)
+    assert ice_servers() == []
+    monkeypatch.setenv("LIPSYNC_TURN_URLS", "turn:turn.example.org:3478, turns:turn.example.org:5349")
+    monkeypatch.setenv("LIPSYNC_TURN_USERNAME", "u")
+    monkeypatch.setenv("LIPSYNC_TURN_CREDENTIAL", "p")
+    assert ice_servers() == [
+        {"urls": ["turn:turn.example.org:3478", "turns:turn.example.org:5349"], "username": "u", "credential": "p"}
+    ]
+
+
+def test_the_tab_mounts_in_a_gradio_app(fp32_engine):
+    import gradio as gr
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from lipsync.live.web import build_tab, install
+
+    app = FastAPI()
+    install(app, lambda: fp32_engine)
+    with gr.Blocks() as demo, gr.Tabs(), gr.Tab("Live"):
+        html = build_tab(lambda: fp32_engine)
+    assert "getUserMedia" in html.js_on_load and 'prefix = "/live"' in html.js_on_load
+    assert "espeak:" in html.value  # the voice picker lists the installed voices
+    app = gr.mount_gradio_app(app, demo, path="/")
+    with TestClient(app) as c:
+        assert c.get("/live/config").json()["keepalive_s"] > 0
+        assert c.get("/").status_code == 200
