@@ -237,3 +237,13 @@ def test_the_tab_mounts_in_a_gradio_app(fp32_engine):
     with TestClient(app) as c:
         assert c.get("/live/config").json()["keepalive_s"] > 0
         assert c.get("/").status_code == 200
+
+
+def test_the_web_app_carries_the_live_tab_and_its_routes():
+    """The real page (lipsync.webapp) gets the Live tab and installs its signalling routes."""
+    pytest.importorskip("gradio")
+    from lipsync.live import web
+    from lipsync.webapp import server
+
+    assert [name for name, _ in server.default_tabs()] == ["Live"]
+    assert server.default_routes() == [web.install]
