@@ -165,7 +165,7 @@ def test_api_exposes_generate_with_named_parameters(client):
     endpoint = info["named_endpoints"]["/generate"]
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:7] == ["image", "text", "voice", "length_s", "loop", "audio", "consent"]
-    assert names[-3:] == ["burn_captions", "video", "motion"]
+    assert names[-3:] == ["motion", "enhance", "blink"]
     assert len(endpoint["returns"]) == 4
     # the page's streaming handler and its helpers are not endpoints scripts can call
     assert set(info["named_endpoints"]) == {"/generate"}
@@ -395,7 +395,7 @@ def test_both_handlers_take_the_form_fields_once(engine):
     api = next(d for d in deps if d["api_name"] == "generate")
     elem = {"image": "portrait", "length_s": "length", "frame_step": "speed", "video": "video-source",
             "face_index": "face-index", "burn_captions": "burn-captions", "max_side": "max-side"}  # fmt: skip
-    for n in ("text", "voice", "loop", "audio", "consent", "fps", "motion"):
+    for n in ("text", "voice", "loop", "audio", "consent", "fps", "motion", "enhance", "blink"):
         elem.setdefault(n, n)
     expected = [elem.get(n) for n in names]
     assert [x if isinstance(x, str) else None for x in live["in"]] == expected
@@ -507,7 +507,7 @@ def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
 
     import lipsync.media.encode as encode
     import lipsync.media.hls as hls
-    import lipsync.pipeline as pipeline
+    import lipsync.pipeline.prepare as pipeline
     import lipsync.webapp.handlers as handlers
     import lipsync.webapp.state as state
     from lipsync.speech import tts
