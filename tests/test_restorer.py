@@ -106,8 +106,16 @@ def test_without_weights_face_falls_back_to_fast_and_says_why(no_restorer_weight
     enhancer, note = make_enhancer("face", np.ones(3, np.float32))
     assert isinstance(enhancer, DetailTransfer)
     assert note.startswith("fast (face asked for, but the restorer is not available:")
-    assert "LIPSYNC_GFPGAN" in note and "turned off" in note
+    assert "set LIPSYNC_GFPGAN=PATH" in note and "turned off" in note
+    assert "--" not in note  # no command-line flag is promised: there is none for this file
     assert describe("face") == note  # what Result.enhance records
+
+
+def test_the_weights_are_pinned():
+    from lipsync.weights import GFPGAN_V14
+
+    assert GFPGAN_V14.size == 348_632_874 and len(GFPGAN_V14.sha256) == 64
+    assert GFPGAN_V14.revision and len(GFPGAN_V14.revision) == 40  # a commit, not a moving branch
 
 
 def test_a_broken_local_file_falls_back_too(no_restorer_weights, monkeypatch, tmp_path):
