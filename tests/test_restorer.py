@@ -217,3 +217,45 @@ def test_the_paste_keeps_the_photo_outside_the_mouth_mask(tiny_reference):
     inside = np.zeros(img.shape[:2], bool)
     inside[box.y1 : box.y2, box.x1 : box.x2] = mask > 0
     assert changed.any() and not (changed & ~inside).any()  # the eyes and the background stay the photo's
+
+
+def test_in_the_pipeline_face_runs_or_falls_back_and_the_result_says_which(
+    engine, no_restorer_weights, monkeypatch, tmp_path, tiny_reference
+):
+    from face_corpus import hopper
+    from videos import speechlike
+
+    from lipsync import Request, Speech
+    from lipsync.face.detect import find_face, offline_detector
+    from lipsync.pipeline.result import make_result  # engine.result, without loading the network
+
+    p = hopper()
+    box = find_face(p.rgb, offline_detector())
+    opts = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0, blink=False, enhance="face")
+    speech = Speech(speechlike(1.0), 16000)
+
+    def run(name):
+        # the photo's own 96 px crop stands in for the network's mouths (the network is not what is tested here)
+        with engine.prepare(Request(p.rgb, tmp_path / name, audio=speech, options=opts)) as parts:
+            comp = parts.source.compositor(parts)
+            crop = parts.source.key_frame()[1]
+            frames = [comp.paste(crop.copy()).copy() for _ in range(25)]
+            return frames, make_result(parts, None, "cpu (the network is not loaded here)", None)
+
+    frames, result = run("a.mp4")  # offline, no weights: fast, and why
+    assert result.enhance.startswith("fast (face asked for") and len(frames) == 25
+
+    path = tmp_path / "GFPGANv1.4.pth"
+    torch.save({"params_ema": tiny_model(tiny_reference).state_dict()}, path)
+    monkeypatch.setenv("LIPSYNC_GFPGAN", str(path))
+    import lipsync.models.gfpgan as arch
+
+    monkeypatch.setattr(arch, "gfpgan_v14", lambda: GFPGAN(out_size=64, style_dim=16, multiplier=2, n_mlp=2,
+                                                           narrow=1 / 32))  # fmt: skip
+    face_mode.forget()
+    restored, result = run("b.mp4")
+    assert result.enhance.startswith("face: GFPGAN v1.4 on")
+    eyes = np.zeros(p.rgb.shape[:2], bool)
+    eyes[box.y1 : box.y1 + box.height // 3] = True
+    assert all(np.array_equal(f[eyes], p.rgb[eyes]) for f in restored)  # above the mouth: the photo's own
+    assert any(np.abs(a.astype(int) - b).mean() > 0.05 for a, b in zip(restored, frames))
