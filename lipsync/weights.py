@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import WeightsError
 
-__all__ = ["WeightsSpec", "WAV2LIP_GAN", "S3FD", "resolve_weights", "sha256_of", "offline_reason", "hub_url"]
+__all__ = ["WeightsSpec", "WAV2LIP_GAN", "S3FD", "GFPGAN_V14", "resolve_weights", "sha256_of", "offline_reason", "hub_url"]
 
 log = logging.getLogger("lipsync")
 
@@ -64,6 +64,22 @@ S3FD = WeightsSpec(
     page="https://huggingface.co/vinthony/SadTalker",
 )
 
+#: GFPGAN v1.4 face restorer (TencentARC, Apache-2.0), for ``enhance="face"``. The file
+#: is TencentARC's release asset; sha256 and size as listed by two independent Hub
+#: copies' LFS pointers (hacksider/deep-live-cam commit 880944c, power2/TestModal
+#: commit fd3bdb0), equal to what third-party manifests record for the GitHub release.
+GFPGAN_V14 = WeightsSpec(
+    label="GFPGAN v1.4 face restorer (GFPGANv1.4.pth)",
+    repo_id="hacksider/deep-live-cam",
+    filename="GFPGANv1.4.pth",
+    size=348_632_874,
+    sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+    env_var="LIPSYNC_GFPGAN",
+    flag="",
+    revision="880944c0aedaca509b1a36596c1902f6619ebf0b",
+    page="https://github.com/TencentARC/GFPGAN/releases/tag/v1.3.4",
+)
+
 
 def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -71,6 +87,10 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _local(spec: WeightsSpec) -> str:
+    return f"{spec.flag} / {spec.env_var}" if spec.flag else spec.env_var
 
 
 def _marker(path: Path) -> Path:
@@ -91,7 +111,7 @@ def verify(path: str | Path, spec: WeightsSpec) -> Path:
         raise WeightsError(
             f"The downloaded {spec.label} at {path} has {path.stat().st_size:,} bytes, "
             f"expected {spec.size:,}. It was not used: delete it and try again, or pass a "
-            f"local copy with {spec.flag} / {spec.env_var}."
+            f"local copy with {_local(spec)}."
         )
     marker = _marker(path)
     if marker.exists():
@@ -101,7 +121,7 @@ def verify(path: str | Path, spec: WeightsSpec) -> Path:
         raise WeightsError(
             f"The downloaded {spec.label} at {path} does not match its published checksum "
             f"(sha256 {digest[:16]}..., expected {spec.sha256[:16]}...). It was not used: "
-            f"delete it and try again, or pass a local copy with {spec.flag} / {spec.env_var}."
+            f"delete it and try again, or pass a local copy with {_local(spec)}."
         )
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +132,8 @@ def verify(path: str | Path, spec: WeightsSpec) -> Path:
 
 
 def _how_to(spec: WeightsSpec) -> str:
+    if not spec.flag:  # no command-line flag: the environment variable only
+        return f"Download {Path(spec.filename).name} from {spec.page} yourself and set {spec.env_var}=PATH."
     return (
         f"Download {Path(spec.filename).name} from {spec.page} yourself and pass it with "
         f"{spec.flag} PATH or set {spec.env_var}=PATH."
