@@ -330,7 +330,7 @@ def make_generate_live(engine: LipSync | None = None):
                    "_Generating… the preview starts in a few seconds._")  # fmt: skip
             report = progress_reporter(progress)
             eng = engine or state.get_engine()
-            vtt = workdir / "preview" / "lipsync.vtt"  # the MP4's own .vtt is published only with the MP4
+            vtt = workdir / "preview.vtt"  # the MP4's own .vtt is published only with the MP4; this one outlives the segments
             stream = eng.stream(
                 req, report, cancel=job.cancel, folder=workdir / "preview", predict=None if engine else predictor(),
                 on_captions=lambda cues: write_vtt(cues, vtt),
