@@ -321,7 +321,7 @@ def test_local_batch_writes_each_job_and_its_line(local_run):
         assert "captions" in subs.lower()
     assert by["nofile"]["status"] == "error" and "missing.jpg does not exist" in by["nofile"]["error"]
     assert by["nofile"]["job"] is None and by["nofile"]["attempts"] == 0  # refused before any work
-    assert by["corrupt"]["status"] == "error" and "corrupt.wav could not be decoded" in by["corrupt"]["error"]
+    assert by["corrupt"]["status"] == "error" and "corrupt.wav is not an audio file this tool can read" in by["corrupt"]["error"]
     assert by["corrupt"]["files"] == {} and by["corrupt"]["result"] is None
     no_temporaries(out)
 
