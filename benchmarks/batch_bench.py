@@ -77,7 +77,7 @@ def run(label: str, jobs: Path, out: Path, checkpoint: Path, **kw) -> dict:
     return {
         "run": label, "jobs": s.ran, "wall_s": round(wall, 1), "first_result_s": round(finished[0] - t0, 1),
         "jobs_per_min": round(60 * s.ran / wall, 1), "steady_jobs_per_min": round(steady, 1), "load": load(),
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
@@ -106,16 +106,16 @@ def main() -> None:
             rows.append(run("Ray local, 2 actors x 1 CPU", jobs, work / "r2", checkpoint, ray=True, cpus_per_worker=1))
             if not a.quick:
                 rows.append(run("Ray local, 1 actor x 2 CPUs", jobs, work / "r1", checkpoint, ray=True,
-                                cpus_per_worker=2))  # fmt: skip
+                                cpus_per_worker=2))
         if a.json:
             print(json.dumps({"cpus": os.cpu_count(), "max_side": a.max_side, "runs": rows}, indent=2))
             return
         print(f"{a.jobs} jobs: 3 s of espeak-ng text each, example portrait at {a.max_side} px, 25 fps, "
-              f"{os.cpu_count()} CPUs")  # fmt: skip
+              f"{os.cpu_count()} CPUs")
         print(f"{'run':30} {'wall s':>7} {'1st job s':>9} {'jobs/min':>9} {'steady':>7}  load (1/5/15 min)")
         for r in rows:
             print(f"{r['run']:30} {r['wall_s']:7.1f} {r['first_result_s']:9.1f} {r['jobs_per_min']:9.1f} "
-                  f"{r['steady_jobs_per_min']:7.1f}  {r['load']}")  # fmt: skip
+                  f"{r['steady_jobs_per_min']:7.1f}  {r['load']}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -182,7 +182,7 @@ def other_backends(ckpt: Path, face) -> dict:
         shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape(list(m.shape)) for m in maps]
         with int8._quiet(), torch.inference_mode():
             compiled = ov.Core().compile_model(ov.convert_model(graph, example_input=example, input=shapes),
-                                               "CPU", int8._config())  # fmt: skip
+                                               "CPU", int8._config())
         out["openvino fp32"] = GraphPath(int8.Int8Network(compiled, None), maps)
     except ImportError:
         pass
@@ -195,7 +195,7 @@ def other_backends(ckpt: Path, face) -> dict:
     buf = io.BytesIO()
     with torch.inference_mode():
         torch.onnx.export(graph, example, buf, input_names=names, output_names=["out"],
-                          dynamic_axes={"mel": {0: "batch"}, "out": {0: "batch"}}, dynamo=False)  # fmt: skip
+                          dynamic_axes={"mel": {0: "batch"}, "out": {0: "batch"}}, dynamo=False)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
 
@@ -219,7 +219,7 @@ def other_backends(ckpt: Path, face) -> dict:
         t = time.perf_counter()
         quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        op_types_to_quantize=["Conv", "ConvTranspose"])  # fmt: skip
+                        op_types_to_quantize=["Conv", "ConvTranspose"])
         out["_onnxruntime_int8_calibration_s"] = time.perf_counter() - t
         out["onnxruntime int8"] = GraphPath(session(dst.read_bytes()), maps)
     return out
@@ -237,7 +237,7 @@ def calibrate_child(ckpt: str) -> dict:
     gen = Generator(model, device="cpu", precision="int8")
     first = time.perf_counter() - t
     return {"first_use_s": first, "read_checkpoint_s": t_model, "peak_rss_mb": peak_rss_mb(),
-            "description": gen.description}  # fmt: skip
+            "description": gen.description}
 
 
 def network_bench(args, ckpt: Path) -> dict:
@@ -276,14 +276,14 @@ def network_bench(args, ckpt: Path) -> dict:
         t = time.perf_counter()
         gens[name] = Generator(load_wav2lip(ckpt), device=device, **kw)
         res["paths"][name] = {"precision": gens[name].precision, "batch_size": gens[name].batch_size,
-                              "load_s": time.perf_counter() - t, "description": gens[name].description}  # fmt: skip
+                              "load_s": time.perf_counter() - t, "description": gens[name].description}
     if args.other_backends and device.type == "cpu":
         others = other_backends(ckpt, face)
         res["onnxruntime_int8_calibration_s"] = others.pop("_onnxruntime_int8_calibration_s", None)
         for name, path in others.items():
             gens[name] = path
             res["paths"][name] = {"precision": name.split()[-1], "batch_size": path.batch_size, "load_s": None,
-                                  "description": name}  # fmt: skip
+                                  "description": name}
 
     for name, gen in gens.items():  # accuracy on the reference inputs, and a warm-up
         pred = np.concatenate(list(gen.predict(face, sub)))
@@ -334,7 +334,7 @@ def e2e_child(seconds: float, ckpt: str, device: str, precision: str, frame_step
             r = engine.generate(
                 EXAMPLE, out=Path(tmp) / "clip.mp4", options=GenerateOptions(frame_step=frame_step),
                 text=TEXT, voice="espeak:en-us", length_s=seconds, loop=True,
-            )  # fmt: skip
+            )
         wall = time.perf_counter() - t
     return {
         "seconds": seconds,
@@ -365,7 +365,7 @@ def e2e_bench(args, ckpt: Path) -> list[dict]:
         runs += [(name, kw, s, args.frame_step) for name, kw in paths if name == default for s in args.clips]
     for name, kw, seconds, step in runs:
         cmd = [sys.executable, __file__, "--child-e2e", str(seconds), "--checkpoint", str(ckpt),
-               "--device", args.device, "--precision", kw["precision"], "--frame-step", str(step)]  # fmt: skip
+               "--device", args.device, "--precision", kw["precision"], "--frame-step", str(step)]
         if not kw.get("fast", True):
             cmd.append("--child-reference")
         env = dict(os.environ, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1"))
@@ -443,9 +443,9 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, help="network measurement rounds (default 12, --quick 4)")
     ap.add_argument("--clips", type=float, nargs="*", help="end-to-end clip lengths in seconds")
     ap.add_argument("--frame-step", type=int, default=2,
-                    help="also run the default path's clips with this --frame-step (1 = skip; default 2)")  # fmt: skip
+                    help="also run the default path's clips with this --frame-step (1 = skip; default 2)")
     ap.add_argument("--other-backends", action=argparse.BooleanOptionalAction, default=None,
-                    help="also measure OpenVINO fp32, ONNX Runtime fp32/int8 (default on; off with --quick)")  # fmt: skip
+                    help="also measure OpenVINO fp32, ONNX Runtime fp32/int8 (default on; off with --quick)")
     ap.add_argument("--child-e2e", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--child-reference", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-calibrate", action="store_true", help=argparse.SUPPRESS)
@@ -456,7 +456,7 @@ def main(argv=None) -> int:
         return 0
     if args.child_e2e is not None:
         row = e2e_child(args.child_e2e, args.checkpoint, args.device, args.precision, args.frame_step,
-                        fast=not args.child_reference)  # fmt: skip
+                        fast=not args.child_reference)
         print(json.dumps(row))
         return 0
     args.frames = args.frames or (24 if args.quick else 48)

@@ -59,7 +59,7 @@ def write_film(path: Path) -> Path:
 
     args = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
             "-framerate", "24000/1001", "-i", "-", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
-            "-pix_fmt", "yuv420p", str(path)]  # fmt: skip
+            "-pix_fmt", "yuv420p", str(path)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE)
     try:
         for f in film_frames():

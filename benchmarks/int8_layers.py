@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     with int8._quiet(), torch.inference_mode():
         ov_model = ov.convert_model(graph, example_input=tuple(torch.from_numpy(x) for x in calib[0]), input=shapes)
     convs = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
-             if op.get_type_name() in ("Convolution", "ConvolutionBackpropData")]  # fmt: skip
+             if op.get_type_name() in ("Convolution", "ConvolutionBackpropData")]
 
     def build(ignored: nncf.IgnoredScope | None):
         with int8._quiet():
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - t)
     base = statistics.median(times["recipe"])
     print("  speed relative to the recipe: "
-          + ", ".join(f"{k} {base / statistics.median(v):.2f}" for k, v in times.items()))  # fmt: skip
+          + ", ".join(f"{k} {base / statistics.median(v):.2f}" for k, v in times.items()))
     if args.per_layer:
         print("one convolution int8 at a time (everything else float):")
         for c in convs:

@@ -102,10 +102,10 @@ def keyframe_cost(mp4: Path, fps: float) -> tuple[int, int]:
     sizes = []
     with tempfile.TemporaryDirectory() as tmp:
         for extra in ([], ["-g", str(keyframe_interval(fps)), "-keyint_min", str(keyframe_interval(fps)),
-                           "-sc_threshold", "0"]):  # fmt: skip
+                           "-sc_threshold", "0"]):
             out = Path(tmp) / "v.mp4"
             subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(mp4), "-an", "-c:v", "libx264", "-preset",
-                            "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", *extra, str(out)], check=True)  # fmt: skip
+                            "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", *extra, str(out)], check=True)
             sizes.append(out.stat().st_size)
     return sizes[0], sizes[1]
 
@@ -183,7 +183,7 @@ def bench_library(checkpoint: Path, texts: list[float], steps: list[int], repeat
                         mp4_kb=round(r.video.stat().st_size / 1024),
                         video_kb_default_gop=round(default_kb / 1024), video_kb_1s_gop=round(now_kb / 1024),
                     )
-                )  # fmt: skip
+                )
     return rows
 
 
@@ -221,10 +221,10 @@ def free_port() -> int:
 def app_server(checkpoint: Path, tmp: Path):
     port = free_port()
     env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", LIPSYNC_DEVICE="cpu",
-               GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(tmp), PYTHONUNBUFFERED="1")  # fmt: skip
+               GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
     log = open(tmp / "app.log", "wb")
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 180
@@ -262,7 +262,7 @@ def analyse(samples: list[list[float]]) -> dict:
         last_ct = ct
     del stall
     return {"first_frame_s": None if first is None else first / 1000, "final_mp4_s": None if final is None else final / 1000,
-            "longest_stall_s": longest / 1000}  # fmt: skip
+            "longest_stall_s": longest / 1000}
 
 
 def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
@@ -272,12 +272,12 @@ def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="lipsync-bench-app-") as tmp, app_server(checkpoint, Path(tmp)) as url:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
-                                        args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+                                        args=["--no-sandbox", "--disable-gpu"])
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
             page.wait_for_selector("#generate", timeout=60_000)
             page.wait_for_function("() => document.querySelector('#model-status').innerText.includes('ready')",
-                                   timeout=120_000)  # fmt: skip
+                                   timeout=120_000)
             page.locator("#portrait input[type=file]").set_input_files(str(EXAMPLE))
             page.wait_for_selector("#faces img", timeout=60_000)
             page.locator("#voice input").click()
@@ -336,15 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     if "library" in out:
         print("\nlibrary: plain run vs streaming run of the same request (median of the repeats)")
         print("  text  video step  plain s  stream s  first segment s  wall stream/plain  CPU s plain  CPU s stream"
-              "  CPU stream/plain  MP4 kB  video kB, x264 default keyframes -> 1 s")  # fmt: skip
+              "  CPU stream/plain  MP4 kB  video kB, x264 default keyframes -> 1 s")
         for r in out["library"]:
             print(f"  {r['text_s']:>3g} s {r['video_s']:>6.2f} {r['step']:>4} {r['plain_s']:>8.2f} {r['stream_s']:>9.2f}"
                   f" {r['first_segment_s']:>16.2f} {r['ratio']:>18.3f} {r['cpu_plain_s']:>12.2f} {r['cpu_stream_s']:>13.2f}"
-                  f" {r['cpu_ratio']:>17.3f} {r['mp4_kb']:>7}  {r['video_kb_default_gop']:>6} -> {r['video_kb_1s_gop']}")  # fmt: skip
+                  f" {r['cpu_ratio']:>17.3f} {r['mp4_kb']:>7}  {r['video_kb_default_gop']:>6} -> {r['video_kb_1s_gop']}")
     if "writer" in out:
         w = out["writer"]
         print(f"\nwriter alone, {w['frames']} frames of 512x512: CPU {w['plain_cpu_s']:.3f} s for the MP4, "
-              f"{w['segments_cpu_s']:.3f} s for the MP4 + segments: ratio {w['ratio']:.3f}")  # fmt: skip
+              f"{w['segments_cpu_s']:.3f} s for the MP4 + segments: ratio {w['ratio']:.3f}")
     if "app" in out:
         print("\napp in Chromium: seconds after the click (model loaded, espeak-ng, example portrait)")
         print("  text  video step  first playing frame  longest preview stall  final MP4 playable")

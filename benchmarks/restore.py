@@ -325,7 +325,7 @@ def main(argv=None) -> int:
         print(f"{case:26s} " + " ".join(f"{c:>24s}" for c in cells))
     print(f"{'mean':26s} " + " ".join(
         f"{np.mean([r[1] for r in rows[n]]):6.2f} {np.mean([r[2] for r in rows[n]]):.3f} "
-        f"{np.mean([r[3] for r in rows[n]]):5.2f}".rjust(24) for n in cands))  # fmt: skip
+        f"{np.mean([r[3] for r in rows[n]]):5.2f}".rjust(24) for n in cands))
 
     hop = dict(photos())["hopper"]
     fl = flicker(cands, hop, rng)
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
     ms = timing({**cands, **timed_only}, region512, args.reps, slow=[n for n in (*cands, *timed_only) if "GFPGAN" in n])
     for n, v in ms.items():
         print(f"  {n:28s} {v:9.2f} ms   x{v / ms['bilinear (today)']:.1f} of bilinear   "
-              f"+{v - ms['bilinear (today)']:.2f} ms")  # fmt: skip
+              f"+{v - ms['bilinear (today)']:.2f} ms")
     print(f"load average {os.getloadavg()}")
     return 0
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     film = write_film(tmp / "film.mp4")
     film_s = FILM_N / FILM_FPS
     film_cases = [("film, every 0.2 s", dict(video=film, follow=False), film_s),
-                  ("film, following", dict(video=film, follow=True), film_s)]  # fmt: skip
+                  ("film, following", dict(video=film, follow=True), film_s)]
     cases = film_cases if a.film else cases + film_cases
     film_engine = engine
     if not a.haar:
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mb": round(rss.peak / 2**20), "timings": {k: round(v, 2) for k, v in r.timings.items()},
             "face_over_lipsync": round(r.timings.get("face", 0.0) / max(r.timings.get("lipsync", 1e-9), 1e-9), 3),
             "detector": r.detector,
-        })  # fmt: skip
+        })
 
     load = os.getloadavg()
     info = {
@@ -153,17 +153,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"speech {a.seconds:g} s, driving clip {a.clip:g} s (512x512), output 512x512 at 25 fps")
     print(f"film: {film_s:.1f} s of speech over the film-like clip (720x528), output at 25 fps\n")
     print(f"{'case':18s} {'frames':>6s} {'spoken':>6s} {'faces':>6s} {'wall s':>7s} {'fps':>6s} {'RTF':>5s} {'RSS MB':>7s} "
-          f"{'face/lipsync':>12s}  stages (s)")  # fmt: skip
+          f"{'face/lipsync':>12s}  stages (s)")
     for r in rows:
         stages = " ".join(f"{k}={v:.2f}" for k, v in r["timings"].items())
         print(f"{r['case']:18s} {r['frames']:6d} {r['spoken']:6d} {r['face_frames']:6d} {r['wall_s']:7.2f} "
-              f"{r['fps']:6.1f} {r['rtf']:5.2f} {r['peak_rss_mb']:7d} {r['face_over_lipsync']:12.2f}  {stages}")  # fmt: skip
+              f"{r['fps']:6.1f} {r['rtf']:5.2f} {r['peak_rss_mb']:7d} {r['face_over_lipsync']:12.2f}  {stages}")
     by = {r["case"]: r for r in rows}
     old, new = by.get("film, every 0.2 s"), by.get("film, following")
     if old and new:
         print(f"\nfilm ({new['detector']}): face stage {old['timings']['face']:.2f} s -> {new['timings']['face']:.2f} s "
               f"({old['timings']['face'] / max(new['timings']['face'], 1e-9):.1f}x less); face / lip-sync "
-              f"{old['face_over_lipsync']:.2f} -> {new['face_over_lipsync']:.2f} (target <= 0.30)")  # fmt: skip
+              f"{old['face_over_lipsync']:.2f} -> {new['face_over_lipsync']:.2f} (target <= 0.30)")
     return 0
 
 

@@ -143,7 +143,7 @@ def main() -> None:
                 audio_in_enabled=True, audio_out_enabled=True, audio_out_sample_rate=16000,
                 video_out_enabled=True, video_out_is_live=True, video_out_width=512, video_out_height=512,
             ),
-        )  # fmt: skip
+        )
         task = PipelineTask(Pipeline([transport.input(), make_echo_bot(), avatar, transport.output()]))
 
         @transport.event_handler("on_client_disconnected")

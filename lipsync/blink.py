@@ -143,7 +143,7 @@ class Blinks:
         self.closure = np.asarray(closure, np.float32)
         self.mids = np.asarray([] if mids is None else mids, int)
         self.eyes = [e for e in (_EyeWarp(right.upper, right.lower, shape), _EyeWarp(left.upper, left.lower, shape))
-                     if e.valid]  # fmt: skip
+                     if e.valid]
 
     def __len__(self) -> int:
         return len(self.mids)

@@ -18,7 +18,7 @@ from .errors import AudioError
 __all__ = [
     "SAMPLE_RATE", "N_FFT", "HOP", "MEL_BANDS", "MEL_STEP", "MEL_PER_SECOND",
     "melspectrogram", "window_starts", "mel_windows", "frame_count",
-]  # fmt: skip
+]
 
 SAMPLE_RATE = 16_000
 N_FFT = 800

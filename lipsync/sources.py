@@ -140,7 +140,7 @@ class FrameSpool:
         if self.shape is None:
             self.shape = rgb.shape
         params = [cv2.IMWRITE_JPEG_QUALITY, SPOOL_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]  # fmt: skip
+                  cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
         if not ok:  # pragma: no cover - cv2 encodes any uint8 image
             raise ResourceError("A video frame could not be compressed.")
@@ -465,7 +465,7 @@ def scan_video(
     log.info(
         "video %s: %d frames at %g fps, %dx%d, face in %d (%d detector calls), spool %.1f MB",
         info.path.name, length, opts.fps, w, h, int(found.sum()), source.detections, spool.nbytes / 1e6,
-    )  # fmt: skip
+    )
     if length > 1:
         try:
             _check_faces(source, n_frames)

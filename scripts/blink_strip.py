@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
             frame = blinks.apply(p.rgb.copy(), m + dt)
             cell = eye_band(frame, lm)
             cv2.putText(cell, f"{label} ({closure[m + dt]:.2f})", (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                        (255, 255, 255), 2, cv2.LINE_AA)  # fmt: skip
+                        (255, 255, 255), 2, cv2.LINE_AA)
             cells.append(cell)
         h = min(c.shape[0] for c in cells)
         columns.append(np.concatenate([c[:h] for c in cells], axis=0))

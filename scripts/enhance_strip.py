@@ -48,7 +48,7 @@ def main(argv: list[str]) -> int:
         for label, img in (("original", region), ("off (plain paste)", plain), ("fast", fast)):
             mouth = img[int(0.55 * h) : int(0.95 * h), int(0.2 * w) : int(0.8 * w)]
             cell = cv2.resize(mouth, (CELL, round(CELL * mouth.shape[0] / mouth.shape[1])),
-                              interpolation=cv2.INTER_NEAREST)  # fmt: skip
+                              interpolation=cv2.INTER_NEAREST)
             cv2.putText(cell, label, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 2, cv2.LINE_AA)
             cells.append(cell)
         rows.append(np.concatenate(cells, axis=1))

@@ -120,7 +120,7 @@ def main(argv=None) -> int:
     if not 1 <= a.requests <= 200 or not 1 <= a.concurrency <= 64:
         raise SystemExit("keep it small: 1-200 requests, 1-64 at once")
     rep = run_load(a.url, requests=a.requests, concurrency=a.concurrency, timeout=a.timeout,
-                   server_pid=a.server_pid, tmpdir=a.tmpdir)  # fmt: skip
+                   server_pid=a.server_pid, tmpdir=a.tmpdir)
     print(json.dumps(rep, indent=1))
     return 0 if rep["passed"] else 1
 

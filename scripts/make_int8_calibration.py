@@ -98,7 +98,7 @@ def main() -> int:
     face, box = face_region()
     np.savez_compressed(OUT, face=face, face_box=box, mel_calibration=calib, mel_heldout=held)
     print(f"{OUT}: face {face.shape}, calibration mel {calib.shape}, held-out mel {held.shape}, "
-          f"{OUT.stat().st_size / 1024:.0f} KiB")  # fmt: skip
+          f"{OUT.stat().st_size / 1024:.0f} KiB")
     return 0
 
 

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             t = cv2.addWeighted(guide, 0.6, t, 0.4, 0)
             pose = track.pose(int(i))
             cv2.putText(t, f"{pose[0]:+.1f}deg {pose[1]:+.1f},{pose[2]:+.1f}px", (3, tile_h - 5),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.33, (255, 255, 255), 1, cv2.LINE_AA)
             tiles.append(np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255))
         label = np.full((tile_h + 4, label_w, 3), 255, np.uint8)
         name = "still" if amount == 0 else ("default" if amount == 0.5 else "most")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(strip).quantize(colors=192, method=Image.Quantize.MEDIANCUT).save(out, optimize=True)
     print(f"wrote {out} ({strip.shape[1]}x{strip.shape[0]}, {out.stat().st_size / 1e3:.0f} kB); "
-          f"{len(speech.samples) / speech.sample_rate:.1f} s of speech, frames {frames.tolist()}")  # fmt: skip
+          f"{len(speech.samples) / speech.sample_rate:.1f} s of speech, frames {frames.tolist()}")
     return 0
 
 

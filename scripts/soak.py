@@ -66,7 +66,7 @@ def make_inputs(folder: Path) -> dict[str, Path]:
         [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-loop", "1", "-i", str(IMAGE), "-t", "1.2",
          "-vf", "scale=256:256", "-r", "25", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(folder / "face.mp4")],
         check=True, timeout=60,
-    )  # fmt: skip
+    )
     Image.fromarray(np.full((128, 128, 3), 128, np.uint8)).save(folder / "grey.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
     (folder / "noise.wav").write_bytes(b"RIFF" + b"\xff" * 60)
@@ -144,7 +144,7 @@ def _settle(pid: int, tmpdir: Path | None, reference: dict, timeout: float = 20.
 
 
 def run_soak(url: str, pid: int, tmpdir: Path | None, *, requests: int = 200, warmup: int = 24,
-             max_growth: float = 0.05, timeout: float = 300.0, log=None, base: dict | None = None) -> dict:  # fmt: skip
+             max_growth: float = 0.05, timeout: float = 300.0, log=None, base: dict | None = None) -> dict:
     """Send ``requests`` sequential requests; return the figures and whether every check passed.
 
     ``base`` sets ``max_side`` and ``frame_step`` for every request (``{"max_side": 480, "frame_step": 2}`` for
@@ -167,7 +167,7 @@ def run_soak(url: str, pid: int, tmpdir: Path | None, *, requests: int = 200, wa
             samples.append(round(st["rss_mb"], 1))
             if log is not None:
                 log(f"{i + 1:4d} {name:20s} {'ok' if row['ok'] else 'FAILED'} {row['seconds']:6.1f} s  "
-                    f"rss {st['rss_mb']:.0f} MB fds {st['fds']} threads {st['threads']} children {st['children']}")  # fmt: skip
+                    f"rss {st['rss_mb']:.0f} MB fds {st['fds']} threads {st['threads']} children {st['children']}")
             if i + 1 == warmup:
                 warm = _settle(pid, tmpdir, st)
         wall = time.perf_counter() - t0
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
         raise SystemExit("1-1000 requests, and a warm-up shorter than the run")
     sys.path.insert(0, str(ROOT))
     rep = run_soak(a.url, a.server_pid, a.tmpdir, requests=a.requests, warmup=a.warmup, max_growth=a.max_growth,
-                   base={"max_side": 480, "frame_step": 2} if a.small else None, log=None if a.quiet else lambda s: print(s, file=sys.stderr, flush=True))  # fmt: skip
+                   base={"max_side": 480, "frame_step": 2} if a.small else None, log=None if a.quiet else lambda s: print(s, file=sys.stderr, flush=True))
     print(json.dumps(rep, indent=1))
     return 0 if rep["passed"] else 1
 

@@ -64,7 +64,7 @@ def running_app(
             [sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env={**app_env(checkpoint, tmp), **(env_extra or {})}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
     if info is not None:
         info["pid"] = proc.pid
     try:
@@ -394,7 +394,7 @@ def test_both_handlers_take_the_form_fields_once(engine):
     live = next(d for d in deps if d["out"][:1] == ["preview"])
     api = next(d for d in deps if d["api_name"] == "generate")
     elem = {"image": "portrait", "length_s": "length", "frame_step": "speed", "video": "video-source",
-            "face_index": "face-index", "burn_captions": "burn-captions", "max_side": "max-side"}  # fmt: skip
+            "face_index": "face-index", "burn_captions": "burn-captions", "max_side": "max-side"}
     for n in ("text", "voice", "loop", "audio", "consent", "fps", "motion", "enhance", "blink"):
         elem.setdefault(n, n)
     expected = [elem.get(n) for n in names]
@@ -456,7 +456,7 @@ def test_video_is_kept_when_hls_packaging_fails(engine, monkeypatch):
 
     monkeypatch.setattr(lipsync.media.hls, "package_hls", broken)
     video, zip_file, summary, captions = _api(make_generate(engine), str(EXAMPLE), SHORT_TEXT, "espeak:en-us",
-                                              consent=True)  # fmt: skip
+                                              consent=True)
     assert Path(video).is_file() and zip_file is None and Path(captions).is_file()
     assert "No HLS package:** The video could not be encoded on the server" in summary
     assert "/tmp" not in summary and "No space" not in summary
@@ -576,7 +576,7 @@ def test_live_handler_streams_segments_then_the_results(engine):
     from lipsync.webapp import make_generate_live
 
     out = _drain(make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
-                                            "espeak:en-us", consent=True, frame_step=2))  # fmt: skip
+                                            "espeak:en-us", consent=True, frame_step=2))
     assert all(len(o) == 5 for o in out)
     previews = [o[0] for o in out]
     first = previews[0]
@@ -610,7 +610,7 @@ def test_live_handler_cancel_is_a_neutral_notice_and_leaves_nothing(engine, own_
     before = temp_entries()
     request = type("Req", (), {"session_hash": "test-session"})()
     gen = make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. " * 6, "espeak:en-us",
-                                     consent=True, frame_step=2, request=request)  # fmt: skip
+                                     consent=True, frame_step=2, request=request)
     got, answer, t = [], {}, None
     for o in gen:  # no gr.Error: it ends normally
         got.append(o)
@@ -672,7 +672,7 @@ def test_page_has_the_helpers(engine):
     assert preview["streaming"] is True and preview["autoplay"] is True
     assert by_id["preview"]["type"] == "video"  # the subclass is served by Gradio's own video component
     for elem in ("cancel", "faces", "face-choice", "voice-sample-button", "voice-sample", "model-status",
-                 "captions-file", "burn-captions"):  # fmt: skip
+                 "captions-file", "burn-captions"):
         assert elem in by_id, elem
     cancel = next(d for d in _dependencies(demo) if by_id["cancel"]["id"] in [t[0] for t in d["targets"]])
     assert cancel["cancels"] == []  # stopped by its job, not by Gradio (which marks the outputs as errors)

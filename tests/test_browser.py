@@ -35,7 +35,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
+]
 #: 30 words: about 10 seconds with espeak-ng at 160 words per minute and the pauses
 TEXT = (
     "Good morning from the space station. Today we tested a new camera, "
@@ -90,7 +90,7 @@ def static_server(folder: Path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 20
@@ -129,7 +129,7 @@ def app_page(chromium, checkpoint, tmp_path_factory):
         page.wait_for_selector("#generate", timeout=60_000)
         # the model loads in the background as the app starts, and the page says when it is ready
         page.wait_for_function("() => document.querySelector('#model-status').innerText.includes('Ready:')",
-                               timeout=120_000)  # fmt: skip
+                               timeout=120_000)
         page.locator("#portrait input[type=file]").set_input_files(str(EXAMPLE))
         page.wait_for_selector("#portrait img", timeout=30_000)
         # the face preview: the photo with the face boxed
@@ -253,7 +253,7 @@ def test_cancel_stops_cleans_up_and_the_next_request_works(app_page):
     # the page is cleared first (the previous preview goes), then the new preview plays
     page.wait_for_function("() => document.querySelector('#summary').innerText.includes('Generating')", timeout=60_000)
     page.wait_for_function("() => { const v = document.querySelector('#preview video'); return v && v.currentTime > 0.2; }",
-                           timeout=GENERATE_TIMEOUT_MS)  # fmt: skip
+                           timeout=GENERATE_TIMEOUT_MS)
     assert children(), "ffmpeg should be encoding"
     page.locator("#cancel").click()
     page.wait_for_function("() => document.querySelector('#summary').innerText.includes('Cancelled')", timeout=60_000)
@@ -350,7 +350,7 @@ def test_cancel_while_a_segment_is_being_served_keeps_it_until_served(chromium, 
         assert segment.is_file(), "the segment went while Gradio was still serving it"
         release.set()
         page.wait_for_function("() => document.querySelector('#summary').innerText.includes('Cancelled')",
-                               timeout=60_000)  # fmt: skip
+                               timeout=60_000)
         assert job.finished.wait(30) and not job.workdir.exists()
         assert (str(segment), None) in served, served
         assert all(err is None for _, err in served), served

@@ -134,7 +134,7 @@ def test_webvtt_round_trip_escaping_and_ffmpeg_reads_it(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.vtt"]  # no part file left
     # an independent parser: ffmpeg's WebVTT demuxer turns it into SubRip
     srt = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "srt", "-"], check=True,
-                         capture_output=True, text=True).stdout  # fmt: skip
+                         capture_output=True, text=True).stdout
     assert "00:00:00,130 --> 00:00:01,780" in srt and "01:02:05,250" in srt
 
 
@@ -154,7 +154,7 @@ def test_bad_webvtt_is_refused(bad, needle):
 
 def test_webvtt_with_identifiers_notes_and_settings():
     text = "WEBVTT - made elsewhere\nX-TIMESTAMP-MAP=MPEGTS:900000,LOCAL:00:00:00.000\n\nNOTE a comment\n\n" \
-           "cue-1\n00:01.000 --> 00:02.500 line:90%  align:start junk bad:x:y\n<b>bold</b> &amp; plain\n"  # fmt: skip
+           "cue-1\n00:01.000 --> 00:02.500 line:90%  align:start junk bad:x:y\n<b>bold</b> &amp; plain\n"
     assert read_vtt(text) == [Cue(1.0, 2.5, "bold & plain", "line:90% align:start")]  # settings kept, junk dropped
 
 
@@ -261,7 +261,7 @@ def test_burnt_captions_show_at_their_times_and_keep_off_the_face(face, where):
     label = (8, 360, 120, 30)  # x, y, w, h of a label to keep clear
     sink = _Sink()
     burner = CaptionBurner(sink, [Cue(0.2, 0.6, "Hello there, astronaut. How is the view today up there?")],
-                           10, frame.shape, avoid=face, keep_clear=[label])  # fmt: skip
+                           10, frame.shape, avoid=face, keep_clear=[label])
     for _ in range(10):
         burner.write(frame)
     assert burner.close() == "closed"
@@ -318,14 +318,14 @@ def test_failed_generation_removes_the_captions(engine, tmp_path, monkeypatch):
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "lipsync", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+                          text=True, timeout=300)
 
 
 @pytest.mark.slow
 def test_cli_captions_and_burnt_captions(checkpoint, tmp_path):
     out = tmp_path / "talk.mp4"
     base = ["generate", "--image", EXAMPLE, "--text", "Hello there, astronaut. How is the view?",
-            "--voice", "espeak:en-us", "--checkpoint", checkpoint, "--frame-step", "2"]  # fmt: skip
+            "--voice", "espeak:en-us", "--checkpoint", checkpoint, "--frame-step", "2"]
     r = _cli(*base, "--out", out, "--captions", "--hls-zip", tmp_path / "pkg.zip", "--json")
     assert r.returncode == 0, r.stderr
     import json
@@ -344,7 +344,7 @@ def test_cli_captions_and_burnt_captions(checkpoint, tmp_path):
 
     def frame(path: Path, t: float) -> np.ndarray:
         raw = subprocess.run(["ffmpeg", "-v", "error", "-ss", str(t), "-i", str(path), "-frames:v", "1",
-                              "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout  # fmt: skip
+                              "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
         return np.frombuffer(raw, np.uint8).reshape(512, 512, 3)
 
     cue = read_vtt(tmp_path / "talk.vtt")[0]
@@ -406,7 +406,7 @@ def test_a_failed_run_keeps_the_earlier_video_and_captions(engine, tmp_path, mon
     try:
         with pytest.raises(LipSyncError, match="simulated failure"):
             engine.run(Request(EXAMPLE, out, audio=bursts([(0.1, 0.6), (0.8, 1.3)], 1.5),
-                               options=GenerateOptions(captions=True, frame_step=2)))  # fmt: skip
+                               options=GenerateOptions(captions=True, frame_step=2)))
     finally:
         monkeypatch.undo()
         proc.ffmpeg_exe.cache_clear()

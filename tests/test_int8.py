@@ -160,7 +160,7 @@ def test_a_checkpoint_int8_cannot_carry_runs_in_float32_and_says_why(
         r = engine.generate(
             example_image, Speech((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000),
             tmp_path / "a.mp4", GenerateOptions(box=(60, 200, 160, 290)),
-        )  # fmt: skip
+        )
     assert r.device.startswith("cpu, fp32, fast path (int8 refused for this checkpoint")
     assert "max " in r.device and "/255" in r.device
     assert any("int8 refused" in m for m in caplog.messages)
@@ -300,7 +300,7 @@ def test_an_unwritable_cache_makes_auto_fall_back_and_say_so(replay, checkpoint,
         r = engine.generate(
             example_image, Speech((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000),
             tmp_path / "a.mp4", GenerateOptions(box=(60, 200, 160, 290)),
-        )  # fmt: skip
+        )
         assert r.video.is_file() and engine.generator.precision == _torch_auto(CPU)
         assert "int8 not used: the int8 cache" in r.device and "not writable" in r.device
         assert replay.calls == 0  # auto does not calibrate in every process
@@ -368,5 +368,5 @@ def test_the_command_line_offers_int8():
     from lipsync.cli import _parser
 
     args = _parser().parse_args(["generate", "--image", "a.jpg", "--text", "hi", "--out", "a.mp4",
-                                 "--precision", "int8"])  # fmt: skip
+                                 "--precision", "int8"])
     assert args.precision == "int8"

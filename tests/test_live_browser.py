@@ -120,7 +120,7 @@ def test_avatar_sound_starts_within_800_ms_of_the_microphone(loaded, tmp_path):
         "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}",
-    ]  # fmt: skip
+    ]
     with serve(app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
         try:

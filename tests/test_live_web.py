@@ -161,7 +161,7 @@ def test_a_vanished_client_is_freed_within_5_s(fp32_engine):
             assert await wait_for(lambda: peer.connected and len(got["video"]) >= 2, 40)
             # typed text: spoken sentence by sentence with the chosen voice, pushed as each is ready
             r = await client.post(f"/live/{answer['id']}/say", json={"text": "Hello there. How are you?",
-                                                                     "voice": "espeak:en-us"})  # fmt: skip
+                                                                     "voice": "espeak:en-us"})
             assert r.status_code == 200 and r.json()["sentences"] == 2, r.text
             assert peer.session.queued_s > 0.5 or peer.session.stats.utterances >= 1
             r = await client.post(f"/live/{answer['id']}/say", json={"text": "   ", "voice": "espeak:en-us"})

@@ -105,7 +105,7 @@ def _frame_hashes(mp4) -> list[str]:
     out = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(mp4), "-map", "0:v", "-f", "framemd5", "-"],
         check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    ).stdout
     return [line.rsplit(",", 1)[-1].strip() for line in out.splitlines() if line and not line.startswith("#")]
 
 
@@ -201,7 +201,7 @@ def test_a_failure_around_the_encoder_stops_it_and_leaves_nothing(engine, exampl
         raise LipSyncError(f"injected {where} failure")
 
     target = {"burner": (CaptionBurner, "__init__"), "label": (prepare, "label_box"),
-              "compositor": (PhotoSource, "compositor")}[where]  # fmt: skip
+              "compositor": (PhotoSource, "compositor")}[where]
     t = np.arange(24000) / 16000
     speech = Speech((0.2 * np.sin(2 * np.pi * 200 * t)).astype(np.float32), 16000, (Phrase("Hello there.", 0.1, 1.2),))
     out = tmp_path / "out" / "v.mp4"

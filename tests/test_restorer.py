@@ -144,7 +144,7 @@ def test_local_weights_load_and_run(no_restorer_weights, monkeypatch, tmp_path, 
     import lipsync.models.gfpgan as arch
 
     monkeypatch.setattr(arch, "gfpgan_v14", lambda: GFPGAN(out_size=64, style_dim=16, multiplier=2, n_mlp=2,
-                                                           narrow=1 / 32))  # fmt: skip
+                                                           narrow=1 / 32))
     enhancer, note = make_enhancer("face", device="cpu")
     assert isinstance(enhancer, face_mode.FaceRestorer)
     assert note == "face: GFPGAN v1.4 on cpu, on the mouth region of speaking frames"
@@ -185,7 +185,7 @@ def cv2_blur(x):
     import cv2
 
     return cv2.resize(cv2.resize(x, (64, 64), interpolation=cv2.INTER_AREA), (x.shape[1], x.shape[0]),
-                      interpolation=cv2.INTER_CUBIC)  # fmt: skip
+                      interpolation=cv2.INTER_CUBIC)
 
 
 def test_silent_frames_are_never_restored_and_speech_fades(tiny_reference):
@@ -251,7 +251,7 @@ def test_in_the_pipeline_face_runs_or_falls_back_and_the_result_says_which(
     import lipsync.models.gfpgan as arch
 
     monkeypatch.setattr(arch, "gfpgan_v14", lambda: GFPGAN(out_size=64, style_dim=16, multiplier=2, n_mlp=2,
-                                                           narrow=1 / 32))  # fmt: skip
+                                                           narrow=1 / 32))
     face_mode.forget()
     restored, result = run("b.mp4")
     assert result.enhance.startswith("face: GFPGAN v1.4 on")

@@ -33,7 +33,7 @@ def test_twenty_requests_leave_the_server_as_they_found_it(soak_server):
     t = time.perf_counter()
     report = soak.run_soak(url, pid, tmp, requests=20, warmup=12, base={"max_side": 480, "frame_step": 2})
     print(f"\nsoak: {time.perf_counter() - t:.0f} s, RSS {report['after_warmup']['rss_mb']:.0f} -> "
-          f"{report['end']['rss_mb']:.0f} MB ({report['rss_growth']:+.1%})")  # fmt: skip
+          f"{report['end']['rss_mb']:.0f} MB ({report['rss_growth']:+.1%})")
     assert not report["failed"], report["failed"]
     assert report["passed"], report["checks"]
     assert "Traceback" not in log_path.read_text(errors="replace")

@@ -45,7 +45,7 @@ def packets(path: Path, stream: str) -> list[tuple[float, float, str]]:
         ["ffprobe", "-v", "error", "-select_streams", stream, "-show_entries", "packet=pts_time,duration_time,flags",
          "-of", "csv=p=0", str(path)],
         check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
+    ).stdout
     rows = []
     for line in out.split():
         pts, dur, flags = line.split(",")[:3]
@@ -55,7 +55,7 @@ def packets(path: Path, stream: str) -> list[tuple[float, float, str]]:
 
 def pcm(source: str) -> np.ndarray:
     out = subprocess.run(["ffmpeg", "-v", "error", "-i", source, "-map", "0:a", "-f", "s16le", "-ac", "1", "-"],
-                         check=True, capture_output=True).stdout  # fmt: skip
+                         check=True, capture_output=True).stdout
     return np.frombuffer(out, np.int16)
 
 
@@ -122,7 +122,7 @@ def streamed(engine, tmp_path_factory):
             events.append(("captions", tuple(cues), (d / "streamed.vtt").exists()))
 
     stream = engine.stream(Request(EXAMPLE, d / "streamed.mp4", text=TEXT, options=OPTS), progress,
-                           folder=d / "segs", on_captions=captions)  # fmt: skip
+                           folder=d / "segs", on_captions=captions)
     segments = []
     with held_network(engine, first, held) as hold:
         for seg in stream:
@@ -148,7 +148,7 @@ def test_segments_are_independent_one_second_pieces(streamed):
         assert len(video) == seg.frames
         # it plays on its own: H.264 with its headers, and AAC, decoded without a complaint
         check = subprocess.run(["ffmpeg", "-v", "error", "-i", str(seg.path), "-f", "null", "-"],
-                               capture_output=True, text=True)  # fmt: skip
+                               capture_output=True, text=True)
         assert check.returncode == 0 and not check.stderr.strip(), check.stderr
         assert len(packets(seg.path, "a")) > 0
     assert [s.frames for s in segments[:-1]] == [gop] * (len(segments) - 1)

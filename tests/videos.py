@@ -21,7 +21,7 @@ def write_video(path: Path, frames, fps: float = 25, *, codec: list[str] | None 
     h, w = first.shape[:2]
     args = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
             "-framerate", f"{fps:g}", "-i", "-", *(extra or []),
-            *(codec or ["-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-pix_fmt", "yuv420p"]), str(path)]  # fmt: skip
+            *(codec or ["-c:v", "libx264", "-preset", "veryfast", "-crf", "12", "-pix_fmt", "yuv420p"]), str(path)]
     proc = subprocess.Popen(args, stdin=subprocess.PIPE)
     try:
         proc.stdin.write(np.ascontiguousarray(first).tobytes())
@@ -79,7 +79,7 @@ def decode_frames(path: Path) -> np.ndarray:
 
     info = json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "json",
-         str(path)], check=True, capture_output=True, text=True).stdout)["streams"][0]  # fmt: skip
+         str(path)], check=True, capture_output=True, text=True).stdout)["streams"][0]
     w, h = info["width"], info["height"]
     raw = subprocess.run(
         ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],

@@ -47,7 +47,7 @@ def stretch(pred_rgb: np.ndarray, height: int, width: int, interpolation: int | 
     import cv2
 
     return cv2.resize(np.ascontiguousarray(pred_rgb), (width, height),
-                      interpolation=_interpolation(height, width, interpolation))  # fmt: skip
+                      interpolation=_interpolation(height, width, interpolation))
 
 
 def round_trip(region: np.ndarray, interpolation: int | None = None) -> np.ndarray:

@@ -19,4 +19,4 @@ from .detect import (
 __all__ = [
     "DEFAULT_PADS", "FACE_SIZE", "FaceBox", "HaarDetector", "MTCNNDetector", "MultiHaarDetector",
     "S3FDDetector", "face_crop", "find_face", "make_detector", "model_input", "offline_detector", "pad_box",
-]  # fmt: skip
+]

@@ -125,7 +125,7 @@ class FaceMesh:
         s = INPUT / side
         m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float32)
         crop = cv2.warpAffine(rgb, m, (INPUT, INPUT), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+                              borderMode=cv2.BORDER_REPLICATE)
         blob = (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
         self.net.setInput(blob)
         outs = self.net.forward(self._names)
@@ -139,4 +139,4 @@ class FaceMesh:
             return Eye(pts[list(up), :2].copy(), pts[list(lo), :2].copy())
 
         return EyeLandmarks(eye(RIGHT_UPPER, RIGHT_LOWER), eye(LEFT_UPPER, LEFT_LOWER), pts,
-                            float(1.0 / (1.0 + np.exp(-float(score)))))  # fmt: skip
+                            float(1.0 / (1.0 + np.exp(-float(score)))))

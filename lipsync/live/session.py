@@ -58,7 +58,7 @@ __all__ = [
     "LiveSession",
     "LiveStats",
     "open_session",
-]  # fmt: skip
+]
 
 log = logging.getLogger("lipsync")
 

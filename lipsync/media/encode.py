@@ -115,7 +115,7 @@ class VideoWriter:
             exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}",
             "-framerate", f"{fps:g}", "-i", "pipe:0",
-        ]  # fmt: skip
+        ]
         if audio is not None:
             args += ["-i", str(Path(audio).resolve())]
         args += ["-map", "0:v:0"]
@@ -126,7 +126,7 @@ class VideoWriter:
             "-pix_fmt", "yuv420p", "-profile:v", "high", "-r", f"{fps:g}",
             "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
             "-force_key_frames", f"expr:eq(mod(n,{gop}),0)", "-flags", "+global_header",
-        ]  # fmt: skip
+        ]
         if audio is not None:
             args += ["-c:a", "aac", "-b:a", audio_bitrate]
         for k, v in (metadata or {}).items():

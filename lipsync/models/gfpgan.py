@@ -81,7 +81,7 @@ class ModulatedConv(nn.Module):
             x = _up(x)
         h, wd = x.shape[2:]
         y = F.conv2d(x.reshape(1, n * self.cin, h, wd), w.reshape(n * self.cout, self.cin, self.k, self.k),
-                     padding=self.k // 2, groups=n)  # fmt: skip
+                     padding=self.k // 2, groups=n)
         return y.view(n, self.cout, *y.shape[2:])
 
 
@@ -189,7 +189,7 @@ class GFPGAN(nn.Module):
     """
 
     def __init__(self, out_size: int = 512, style_dim: int = 512, multiplier: int = 2, n_mlp: int = 8,
-                 narrow: float = 1.0):  # fmt: skip
+                 narrow: float = 1.0):
         super().__init__()
         if out_size < 8 or out_size & (out_size - 1):
             raise ValueError(f"out_size must be a power of two >= 8, got {out_size}")
@@ -230,7 +230,7 @@ class GFPGAN(nn.Module):
         latent = self.final_linear(feat.flatten(1)).view(x.shape[0], self.n_latent, self.style_dim)
         conditions: list[torch.Tensor] = []
         for up, scale, shift, skip in zip(self.conv_body_up, self.condition_scale, self.condition_shift,
-                                          reversed(skips)):  # fmt: skip
+                                          reversed(skips)):
             feat = up(feat + skip)
             conditions += [scale(feat), shift(feat)]
         return self.stylegan_decoder(latent, conditions)

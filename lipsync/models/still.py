@@ -121,7 +121,7 @@ class StillFaceGraph(nn.Module):
             w_x, w_f = (w[:c_x], w[c_x:]) if transposed else (w[:, :c_x], w[:, c_x:])
             if transposed:
                 x_conv = nn.ConvTranspose2d(c_x, conv.out_channels, conv.kernel_size, conv.stride,
-                                            conv.padding, conv.output_padding, bias=False)  # fmt: skip
+                                            conv.padding, conv.output_padding, bias=False)
             else:
                 x_conv = nn.Conv2d(c_x, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, bias=False)
             x_conv.weight = nn.Parameter(w_x.contiguous(), requires_grad=False)

@@ -78,7 +78,7 @@ class Wav2Lip(nn.Module):
             ConvBN(64, 128, 3, 3, 1), _res(128), _res(128),
             ConvBN(128, 256, 3, (3, 2), 1), _res(256),
             ConvBN(256, 512, 3, 1, 0), ConvBN(512, 512, 1, 1, 0),
-        )  # fmt: skip
+        )
         self.face_decoder_blocks = nn.ModuleList(
             [
                 nn.Sequential(ConvBN(512, 512, 1, 1, 0)),  # 1

@@ -226,7 +226,7 @@ class LipSync:
             lambda on_segment, stop: self.run(request, progress, predict=predict, on_segment=on_segment, cancel=stop,
                                               on_captions=on_captions),
             folder=folder, cancel=cancel,
-        )  # fmt: skip
+        )
 
     def live(self, image=None, *, video=None, fps: float = 25.0, **kw):
         """A real-time session: speech pushed in chunks, paced frames out (see :class:`lipsync.live.LiveSession`)."""

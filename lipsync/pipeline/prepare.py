@@ -80,7 +80,7 @@ class Prepared:
 
 
 def prepare(request: Request, detector: Callable[[], object], report: Progress | None = None,
-            clock: Clock | None = None) -> Prepared:  # fmt: skip
+            clock: Clock | None = None) -> Prepared:
     """The photo or video, the soundtrack, the face and the mel windows of ``request``.
 
     Args:

@@ -89,11 +89,11 @@ def render(
             out, w, h, opts.fps, wav_path,
             crf=opts.crf, preset=opts.preset, threads=opts.encoder_threads, metadata=meta,
             timeout=opts.timeout_s, segments=segments, sidecars={vtt: to_vtt(all_cues)} if vtt else None,
-        ) as writer:  # fmt: skip
+        ) as writer:
             sink = writer
             if opts.burn_captions:
                 sink = CaptionBurner(writer, all_cues, opts.fps, (h, w, 3), avoid=face,
-                                     keep_clear=[label] if label else [])  # fmt: skip
+                                     keep_clear=[label] if label else [])
             stream_frames(mouths, parts.source.compositor(parts), sink, report, clock, len(parts.mels))
             clock.restart()
             report("encode", 0, 1)

@@ -39,4 +39,4 @@ from .voices import voice_choices, voice_sample
 __all__ = [
     "FIELDS", "GENERIC_ERROR", "build_demo", "cancel_generation", "get_engine", "launch", "main", "make_generate",
     "make_generate_live", "model_status", "set_engine", "start_model_loading", "voice_choices", "voice_sample",
-]  # fmt: skip
+]

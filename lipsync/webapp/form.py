@@ -22,7 +22,7 @@ from lipsync import GenerateOptions, Request
 from lipsync.options import DEFAULT_MOTION, MAX_CHARS
 
 __all__ = ["Field", "FIELDS", "FIELD_NAMES", "signature", "bind", "to_request", "check_first", "CONSENT_LABEL",
-           "MAX_LENGTH_S"]  # fmt: skip
+           "MAX_LENGTH_S"]
 
 #: the slider goes as far as the library allows
 MAX_LENGTH_S = int(GenerateOptions().max_audio_s)
@@ -57,7 +57,7 @@ def _portrait(ctx):
     return PortraitUpload(
         type="filepath", label="Portrait (one face, looking at the camera)", sources=["upload", "clipboard"],
         height=320, elem_id="portrait",
-    )  # fmt: skip
+    )
 
 
 def _pad(label, value, elem_id=None):
@@ -116,7 +116,7 @@ FIELDS: tuple[Field, ...] = (
         value="fast", label="Mouth", elem_id="enhance")),
     Field("blink", bool, True, lambda ctx: gr.Checkbox(
         True, label="Eyes blink (a photo)", elem_id="blink")),
-)  # fmt: skip
+)
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 
 
@@ -149,7 +149,7 @@ def check_first(values: dict[str, Any]) -> None:
         raise gr.Error(
             "Please tick the box confirming you have the right to use this person's likeness.",
             title="Consent needed", print_exception=False,
-        )  # fmt: skip
+        )
     if not values["image"] and not values["video"]:
         raise gr.Error("Please upload a portrait photo (or click the example portrait).", print_exception=False)
 
@@ -178,4 +178,4 @@ def to_request(values: dict[str, Any], workdir: Path) -> Request:
     return Request(
         image=None if v["video"] else v["image"], out=workdir / "lipsync.mp4", audio=v["audio"] or None,
         text=(v["text"] or "") if uses_text else None, options=options, video=v["video"] or None,
-    )  # fmt: skip
+    )

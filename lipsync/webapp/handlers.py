@@ -162,7 +162,7 @@ def package(result, workdir: Path, report):
         hls = package_hls(
             result.video, workdir / "hls", zip_path=workdir / "lipsync_hls.zip", progress=report,
             captions=result.captions,
-        )  # fmt: skip
+        )
     except LipSyncError as e:  # the MP4 is still worth having
         log.warning("HLS packaging failed: %s", e)
         hls = plain_message(e)
@@ -327,7 +327,7 @@ def make_generate_live(engine: LipSync | None = None):
             # a fresh page: no old preview, no old results
             none = voices.no_captions()
             yield (gr.update(value=None, subtitles=none), gr.update(value=None, subtitles=none), None, None,
-                   "_Generating… the preview starts in a few seconds._")  # fmt: skip
+                   "_Generating… the preview starts in a few seconds._")
             report = progress_reporter(progress)
             eng = engine or state.get_engine()
             vtt = workdir / "preview.vtt"  # the MP4's own .vtt is published only with the MP4; this one outlives the segments
@@ -361,7 +361,7 @@ def make_generate_live(engine: LipSync | None = None):
             gr.Info("Cancelled. Nothing was saved.", title="Cancelled")
             none = voices.no_captions()
             yield (gr.update(value=None, subtitles=none), gr.update(value=None, subtitles=none), None, None,
-                   CANCELLED)  # fmt: skip
+                   CANCELLED)
         except LipSyncError as e:
             raise _refused(e) from None
         except gr.Error:

@@ -25,7 +25,7 @@ from .messages import CANCELLED
 __all__ = [
     "KEEP_OUTPUTS_S", "new_workdir", "keep_workdir", "remove_workdirs", "Job", "start_job", "cancel_generation",
     "InUse", "in_use", "session_key", "running_jobs",
-]  # fmt: skip
+]
 
 log = logging.getLogger("lipsync.app")
 

@@ -155,7 +155,7 @@ def face_view(faces_state, chosen):
         note = "One face found: it will be animated (green box)."
     else:
         note = (f"{len(usable)} faces found, numbered from the largest. **Face {chosen}** (green) will be "
-                "animated: click another one to change.")  # fmt: skip
+                "animated: click another one to change.")
     return picture, gr.Radio(choices=labels, value=chosen, visible=len(usable) > 1), note
 
 
@@ -235,14 +235,14 @@ def _generate_tab(demo: gr.Blocks, engine: LipSync | None) -> None:
             gr.Examples(
                 examples=[[str(EXAMPLE_IMAGE), EXAMPLE_TEXT]] if EXAMPLE_IMAGE.is_file() else [],
                 inputs=[w["image"], w["text"]], cache_examples=False, label="Example portrait (click to use it)",
-            )  # fmt: skip
+            )
             with gr.Accordion("Or a short video of the person instead of the photo (optional)", open=False):
                 put("video")
             with gr.Group(elem_id="faces-group"):
                 faces_view = gr.Image(
                     label="Faces found (click a face to animate it)", interactive=False, type="numpy",
                     height=240, elem_id="faces", buttons=[],
-                )  # fmt: skip
+                )
                 face_choice = gr.Radio(choices=[], label="Face to animate", visible=False, elem_id="face-choice")
                 faces_note = gr.Markdown("", elem_id="faces-note")
             w["text"].render()
@@ -254,7 +254,7 @@ def _generate_tab(demo: gr.Blocks, engine: LipSync | None) -> None:
             voice_sample_audio = gr.Audio(
                 label="Voice sample", interactive=False, autoplay=True, type="filepath",
                 elem_id="voice-sample", visible=False,
-            )  # fmt: skip
+            )
             put("length_s")
             put("loop")
             with gr.Accordion("Use your own audio instead of text (optional)", open=False):
@@ -283,7 +283,7 @@ def _generate_tab(demo: gr.Blocks, engine: LipSync | None) -> None:
             preview = PreviewVideo(
                 label="Live preview: starts playing while the video is made", interactive=False,
                 streaming=True, autoplay=True, elem_id="preview",
-            )  # fmt: skip
+            )
             video = gr.Video(label="Your video (MP4, with captions)", interactive=False, elem_id="video")
             hls_zip = gr.File(label="HLS streaming package (.zip, with a player page)", elem_id="hls-zip")
             captions_file = gr.File(label="Captions (WebVTT)", elem_id="captions-file")
@@ -295,32 +295,32 @@ def _generate_tab(demo: gr.Blocks, engine: LipSync | None) -> None:
     inputs = [w[name] for name in form.FIELD_NAMES]
 
     demo.load(voices.refresh_voices, inputs=w["voice"], outputs=[w["voice"], voice_note], queue=False,
-              api_visibility="private")  # fmt: skip
+              api_visibility="private")
 
     photo_inputs = [w[n] for n in ("image", "pad_top", "pad_bottom", "pad_left", "pad_right", "max_side")]
     photo_outputs = [faces_state, faces_view, face_choice, faces_note, w["face_index"]]
     choice_outputs = [faces_view, face_choice, faces_note, w["face_index"]]
     w["image"].change(on_photo, inputs=photo_inputs, outputs=photo_outputs, api_visibility="private",
-                      concurrency_limit=4)  # fmt: skip
+                      concurrency_limit=4)
     face_choice.input(on_choice, inputs=[faces_state, face_choice], outputs=choice_outputs, queue=False,
-                      api_visibility="private")  # fmt: skip
+                      api_visibility="private")
     w["face_index"].input(on_choice, inputs=[faces_state, w["face_index"]], outputs=choice_outputs, queue=False,
-                          api_visibility="private")  # fmt: skip
+                          api_visibility="private")
     faces_view.select(on_click, inputs=faces_state, outputs=choice_outputs, queue=False, api_visibility="private")
 
     w["text"].change(None, inputs=w["text"], outputs=char_count, js=COUNTER_JS, queue=False)
     w["voice"].change(voices.voice_info, inputs=w["voice"], outputs=voice_note, queue=False,
-                      api_visibility="private")  # fmt: skip
+                      api_visibility="private")
     sample_button.click(
         lambda v: gr.Audio(value=voices.voice_sample(v), visible=True), inputs=w["voice"],
         outputs=voice_sample_audio, api_visibility="private", concurrency_limit=2,
-    )  # fmt: skip
+    )
 
     # one progress bar, on the summary (not one per output)
     button.click(
         make_generate_live(engine), inputs=inputs, outputs=[preview, video, hls_zip, captions_file, summary],
         show_progress_on=[summary], api_visibility="private", concurrency_limit=1, concurrency_id="model",
-    )  # fmt: skip
+    )
     # Cancel stops this page's generation through its job; the handler then ends with a neutral
     # notice (a Gradio-level cancel would mark every output with an error badge)
     def on_cancel(request: gr.Request):
@@ -331,4 +331,4 @@ def _generate_tab(demo: gr.Blocks, engine: LipSync | None) -> None:
         make_generate(engine), inputs=inputs, outputs=[video, hls_zip, summary, captions_file],
         show_progress_on=[summary], api_name="generate", api_visibility="public", concurrency_limit=1,
         concurrency_id="model",
-    )  # fmt: skip
+    )

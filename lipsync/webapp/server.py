@@ -126,4 +126,4 @@ def main(argv: list[str] | None = None) -> None:
     launch(
         demo, routes=default_routes(), share=args.share, server_name=args.host, server_port=args.port,
         max_file_size="20mb", show_error=False, js=PAGE_JS, css=CSS or None,
-    )  # fmt: skip
+    )

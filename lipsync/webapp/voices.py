@@ -25,7 +25,7 @@ from .messages import plain_message
 __all__ = [
     "VOICE_SAMPLE_TEXT", "voice_choices", "voice_info", "refresh_voices", "voice_sample", "voice_label",
     "process_dir", "no_captions", "remove_process_dir",
-]  # fmt: skip
+]
 
 log = logging.getLogger("lipsync.app")
 
