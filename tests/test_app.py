@@ -581,7 +581,7 @@ def test_live_handler_streams_segments_then_the_results(engine):
     previews = [o[0] for o in out]
     first = previews[0]
     assert first["__type__"] == "update" and first["value"] is None and first["subtitles"].endswith(".vtt")
-    assert previews[1]["__type__"] == "update" and previews[1]["subtitles"].endswith("lipsync.vtt")
+    assert previews[1]["__type__"] == "update" and previews[1]["subtitles"].endswith("preview.vtt")
     chunks = [p for p in previews if isinstance(p, str)]
     assert len(chunks) >= 2 and all(c.endswith(".ts") for c in chunks)
     final_video = next(o[1] for o in out if isinstance(o[1], dict) and o[1].get("value"))
