@@ -245,7 +245,9 @@ class LipSync:
         A video's decoded frames stay in a temporary folder until
         :meth:`Prepared.close` (``with engine.prepare(...) as parts:``).
         """
-        return prepare(request, lambda: self.detector, progress, clock)
+        parts = prepare(request, lambda: self.detector, progress, clock)
+        parts.device = str(self.device)  # the mouth's restorer runs (and auto chooses) by the engine's device
+        return parts
 
     def render(
         self,
