@@ -301,3 +301,21 @@ def test_the_restorer_runs_on_the_engine_device_and_auto_says_what_ran(
     assert isinstance(comp.enhance, DetailTransfer)
     assert result.enhance.startswith("fast: ") and result.enhance.endswith(
         "(auto: no CUDA GPU: the face restorer takes about a second per frame on a CPU)")
+
+
+def test_with_the_network_apart_the_paste_keeps_off_the_gpu(engine, no_restorer_weights, monkeypatch, tmp_path):
+    """run(predict=...) (a ZeroGPU Space: the GPU is held only while the network runs): auto runs fast."""
+    from face_corpus import hopper
+    from videos import speechlike
+
+    from lipsync import Request, Speech
+    from lipsync.face.detect import find_face, offline_detector
+
+    monkeypatch.setattr(face_mode, "default_device", lambda: "cuda")  # a GPU machine, as it were
+    p = hopper()
+    box = find_face(p.rgb, offline_detector())
+    opts = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0, blink=False)
+    monkeypatch.setattr(engine, "device", "auto")  # the shared engine, as on --device auto
+    result = engine.run(Request(p.rgb, tmp_path / "z.mp4", audio=Speech(speechlike(0.4), 16000), options=opts),
+                             predict=lambda parts: np.repeat(parts.crop[None], len(parts.mels), 0))
+    assert result.enhance.startswith("fast: ") and "(auto: no CUDA GPU" in result.enhance

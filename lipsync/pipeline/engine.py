@@ -186,6 +186,8 @@ class LipSync:
         with self.prepare(request, report, clock) as parts:
             mouths = None
             if predict is not None:
+                # the network runs apart (a ZeroGPU slot): the paste here has no GPU for the mouth's restorer
+                parts.device = "cpu"
                 report("lipsync", 0, len(parts.mels))
                 mouths = [predict(parts)]
                 clock.lap("network")
