@@ -262,7 +262,8 @@ class ArchiveMember:
 #: with this exact file was found, so the wheel itself comes from PyPI's file host; the wheel's
 #: sha256 and size are PyPI's (the JSON simple index), the member's were measured on the
 #: installed 0.10.14 package and on the downloaded wheel (equal to the checksum MediaPipe's own
-#: build pins for storage.googleapis.com/mediapipe-assets/face_landmark.tflite).
+#: build pins for storage.googleapis.com/mediapipe-assets/face_landmark.tflite). The wheel's
+#: platform tag does not matter: it is only unzipped, never installed.
 FACE_LANDMARK = ArchiveMember(
     label="MediaPipe face-mesh model (face_landmark.tflite, from the mediapipe 0.10.14 wheel)",
     url="https://files.pythonhosted.org/packages/2f/ee/2e9e730dc4d98c8a9541b57bad173bebddf0e4c78f179acc100248c58066/"
