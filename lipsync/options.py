@@ -32,7 +32,7 @@ LOOP_MODES = VIDEO_LOOPS  #: the name :mod:`lipsync.sources` uses for them
 DEVICES = ("auto", "cpu", "cuda")  #: where the network runs (``--device``)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")  #: how it computes (``--precision``; see :mod:`lipsync.runtime`)
 DEFAULT_MOTION = 0.5  #: head motion for a photo, 0 (still) to 1
-ENHANCE_MODES = ("off", "fast", "face")  #: how the mouth is restored (see :mod:`lipsync.enhance`)
+ENHANCE_MODES = ("auto", "off", "fast", "face")  #: how the mouth is restored (see :mod:`lipsync.enhance`)
 
 
 #: the sections of ``lipsync generate --help``, in order, and what each holds
@@ -170,7 +170,8 @@ class GenerateOptions:
         max_video_bytes: largest driving video file accepted.
         timeout_s: longest the encoder may run before it is stopped.
         metadata: extra MP4 metadata tags.
-        enhance: the mouth's restoration (see :mod:`lipsync.enhance`): ``fast`` adds the
+        enhance: the mouth's restoration (see :mod:`lipsync.enhance`): ``auto`` (default) is
+            ``face`` on a CUDA GPU with the restorer's weights, else ``fast``; ``fast`` adds the
             photo's own fine detail back where the skin did not change (a few ms per frame),
             ``face`` runs the GFPGAN v1.4 face restorer on the mouth (for a GPU; falls back to
             ``fast`` without its weights), ``off`` is the plain stretched crop.
@@ -225,8 +226,9 @@ class GenerateOptions:
         dict, "an MP4 metadata tag (repeat for more)", group="video", flag="--meta", metavar="KEY=VALUE",
         hash=False, compare=False,
     )
-    enhance: str = _opt("fast", "the mouth's sharpness: fast adds the photo's own detail back, face runs the "
-                                "GFPGAN restorer (for a GPU; downloads its weights), off the plain crop",
+    enhance: str = _opt("auto", "the mouth's sharpness: fast adds the photo's own detail back, face runs the "
+                                "GFPGAN restorer (for a GPU; downloads its weights), off the plain crop; auto is "
+                                "face on a CUDA GPU with the restorer's weights, else fast",
                         group="face", choices=ENHANCE_MODES)
     blink: bool = _opt(True, "natural eye blinks on a photo (needs the offline eyelid landmark model)", group="face")
 

@@ -228,7 +228,8 @@ class PhotoSource:
         """The plain paste (the still output, exactly as without motion) or paste-then-move."""
         from .enhance import make_enhancer
 
-        enhance, _ = make_enhancer(parts.request.options.enhance, parts.weights)
+        enhance, parts.enhance_note = make_enhancer(parts.request.options.enhance, parts.weights,
+                                                    device=getattr(parts, "device", None))
         blender = Blender(parts.image, parts.box, enhance=enhance)
         track = parts.motion
         blinks = getattr(parts, "blinks", None)  # lipsync.blink.Blinks: eyelids per frame (None: no blinks)
@@ -346,7 +347,10 @@ class VideoSource:
         from .enhance import make_enhancer
 
         request = getattr(parts, "request", None)  # (tests hand in bare parts)
-        enhance, _ = make_enhancer(request.options.enhance if request is not None else "off", still=False)
+        enhance, note = make_enhancer(request.options.enhance if request is not None else "off", still=False,
+                                      device=getattr(parts, "device", None))
+        if request is not None:
+            parts.enhance_note = note
         return _VideoFrames(self, parts.weights, self.label, enhance)
 
     def label_avoid(self) -> FaceBox | None:

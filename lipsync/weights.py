@@ -18,7 +18,10 @@ from pathlib import Path
 
 from .errors import WeightsError
 
-__all__ = ["WeightsSpec", "WAV2LIP_GAN", "S3FD", "GFPGAN_V14", "resolve_weights", "sha256_of", "offline_reason", "hub_url"]
+__all__ = [
+    "WeightsSpec", "WAV2LIP_GAN", "S3FD", "GFPGAN_V14", "resolve_weights", "sha256_of", "offline_reason", "hub_url",
+    "unavailable_reason", "ArchiveMember", "FACE_LANDMARK", "fetch_member",
+]
 
 log = logging.getLogger("lipsync")
 
@@ -220,3 +223,137 @@ def resolve_weights(spec: WeightsSpec, override: str | Path | None = None) -> Pa
                 f"({spec.repo_id}): {reason}. {_how_to(spec)}"
             ) from None
     return verify(path, spec)
+
+
+def unavailable_reason(spec: WeightsSpec) -> str | None:
+    """None when :func:`resolve_weights` could have ``spec``'s file now (a local file, the Hub
+    cache, or a download that could start), else why not. Downloads and checks nothing."""
+    local = os.environ.get(spec.env_var)
+    if local:
+        p = Path(local).expanduser()
+        return None if p.is_file() else f"{spec.env_var}={local} is not a file"
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - a hard dependency
+        return "huggingface_hub is not installed"
+    hit = try_to_load_from_cache(spec.repo_id, spec.filename, revision=spec.revision)
+    if isinstance(hit, str) and Path(hit).is_file():
+        return None
+    return offline_reason(hub_url())
+
+
+@dataclass(frozen=True)
+class ArchiveMember:
+    """One file inside a pinned zip archive (a wheel) on a web server: both the archive and the
+    file are recognised by sha256 and size, and only the file is kept."""
+
+    label: str
+    url: str
+    archive_sha256: str
+    archive_size: int
+    member: str
+    sha256: str
+    size: int
+    env_var: str
+
+
+#: MediaPipe's face-mesh model (468 points, Apache-2.0) as it ships in the mediapipe 0.10.14
+#: wheel, for the eyelid landmarks of :mod:`lipsync.face.landmarks`. No Hugging Face Hub copy
+#: with this exact file was found, so the wheel itself comes from PyPI's file host; the wheel's
+#: sha256 and size are PyPI's (the JSON simple index), the member's were measured on the
+#: installed 0.10.14 package and on the downloaded wheel (equal to the checksum MediaPipe's own
+#: build pins for storage.googleapis.com/mediapipe-assets/face_landmark.tflite). The wheel's
+#: platform tag does not matter: it is only unzipped, never installed.
+FACE_LANDMARK = ArchiveMember(
+    label="MediaPipe face-mesh model (face_landmark.tflite, from the mediapipe 0.10.14 wheel)",
+    url="https://files.pythonhosted.org/packages/2f/ee/2e9e730dc4d98c8a9541b57bad173bebddf0e4c78f179acc100248c58066/"
+        "mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+    archive_sha256="a807328339e7356fda0bb14df12fedbf1d33bdf81649c5f8666b0026b1cc30b4",
+    archive_size=35_664_771,
+    member="mediapipe/modules/face_landmark/face_landmark.tflite",
+    sha256="1055cb9d4a9ca8b8c688902a3a5194311138ba256bcc94e336d8373a5f30c814",
+    size=1_242_398,
+    env_var="LIPSYNC_FACE_LANDMARKS",
+)
+
+DOWNLOAD_TIMEOUT_S = 60.0  #: per network read while fetching an archive
+_fetch_lock = threading.Lock()
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("LIPSYNC_CACHE", Path.home() / ".cache" / "lipsync"))
+
+
+def _matches(path: Path, size: int, sha256: str) -> bool:
+    return path.is_file() and path.stat().st_size == size and sha256_of(path) == sha256
+
+
+def fetch_member(spec: ArchiveMember) -> Path:
+    """A local copy of ``spec``'s file: from the cache (``$LIPSYNC_CACHE/models``), else
+    downloaded (the archive, checked, then the one file taken out of it, checked, and
+    cached). Nothing unchecked is ever kept or returned; the archive is not kept.
+
+    Raises:
+        WeightsError: offline, the download failed, or the archive or file does not match.
+    """
+    import tempfile
+    import urllib.request
+    import zipfile
+
+    name = Path(spec.member).name
+    out = _cache_root() / "models" / f"{spec.sha256[:16]}-{name}"
+    how = f"Set {spec.env_var}=PATH to a copy of {name} (sha256 {spec.sha256[:16]}...)."
+    with _fetch_lock:
+        if out.is_file():
+            if _matches(out, spec.size, spec.sha256):
+                return out
+            out.unlink(missing_ok=True)  # a damaged copy: fetch it again
+        offline = offline_reason(spec.url)
+        if offline:
+            raise WeightsError(f"The {spec.label} is not on this machine and cannot be downloaded: {offline}. {how}")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise WeightsError(f"Cannot write the {spec.label} to {out.parent} ({e.strerror or e}). {how}") from None
+        work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=out.parent))
+        try:
+            archive = work / "archive.zip"
+            log.info("downloading %s from %s", name, spec.url)
+            digest = hashlib.sha256()
+            got = 0
+            try:
+                with urllib.request.urlopen(spec.url, timeout=DOWNLOAD_TIMEOUT_S) as r, open(archive, "wb") as f:
+                    while block := r.read(1 << 20):
+                        got += len(block)
+                        if got > spec.archive_size:
+                            break
+                        digest.update(block)
+                        f.write(block)
+            except OSError as e:  # URLError, timeouts, disk full
+                reason = str(getattr(e, "reason", None) or e).strip()[:160] or type(e).__name__
+                raise WeightsError(f"Could not download the {spec.label} ({reason}). {how}") from None
+            if got != spec.archive_size or digest.hexdigest() != spec.archive_sha256:
+                raise WeightsError(
+                    f"The downloaded archive for the {spec.label} does not match its published size and "
+                    f"checksum ({got:,} bytes, sha256 {digest.hexdigest()[:16]}...; expected "
+                    f"{spec.archive_size:,} bytes, {spec.archive_sha256[:16]}...). It was not used. {how}"
+                )
+            part = work / name
+            try:
+                with zipfile.ZipFile(archive) as z, z.open(spec.member) as src, open(part, "wb") as dst:
+                    while block := src.read(1 << 20):
+                        dst.write(block)
+            except (KeyError, zipfile.BadZipFile) as e:
+                raise WeightsError(f"The archive for the {spec.label} has no usable {spec.member} ({e}). {how}") \
+                    from None
+            if not _matches(part, spec.size, spec.sha256):
+                raise WeightsError(
+                    f"The {name} inside the downloaded archive does not match its pinned size and checksum "
+                    f"({spec.size:,} bytes, sha256 {spec.sha256[:16]}...). It was not used. {how}"
+                )
+            os.replace(part, out)
+        finally:
+            import shutil
+
+            shutil.rmtree(work, ignore_errors=True)
+    return out

@@ -166,6 +166,8 @@ def test_api_exposes_generate_with_named_parameters(client):
     names = [p["parameter_name"] for p in endpoint["parameters"]]
     assert names[:7] == ["image", "text", "voice", "length_s", "loop", "audio", "consent"]
     assert names[-3:] == ["motion", "enhance", "blink"]
+    enhance = endpoint["parameters"][names.index("enhance")]
+    assert enhance["parameter_default"] == "auto"  # face on a GPU with the restorer's weights, else fast
     assert len(endpoint["returns"]) == 4
     # the page's streaming handler and its helpers are not endpoints scripts can call
     assert set(info["named_endpoints"]) == {"/generate"}

@@ -181,13 +181,60 @@ def test_missing_model_means_no_blinks_and_a_reason(faces, monkeypatch, tmp_path
     monkeypatch.setenv("LIPSYNC_FACE_LANDMARKS", str(broken))
     blinks, note = plan_blinks(src, speech, 100, GenerateOptions())
     assert blinks is None and note.startswith("off:") and "broken.tflite" in note
-    # no package installed at all
+    # no package installed at all, and offline: no download either
     monkeypatch.delenv("LIPSYNC_FACE_LANDMARKS")
+    monkeypatch.setenv("LIPSYNC_OFFLINE", "1")
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
     import importlib.util
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     blinks, note = plan_blinks(src, speech, 100, GenerateOptions())
     assert blinks is None and "requirements-landmarks.txt" in note
+    assert "could not be downloaded" in note and "LIPSYNC_OFFLINE is set" in note
+
+
+@needs_model
+def test_without_the_package_the_model_is_downloaded(monkeypatch, tmp_path):
+    """A Space installs only requirements.txt (no mediapipe): the model comes through lipsync.weights,
+    checked against its pin, from the wheel on PyPI's file host (here a local stand-in with the real file)."""
+    import hashlib
+    import importlib.util
+    import threading
+    import zipfile
+    from dataclasses import replace
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    import lipsync.weights as w
+
+    real = model_path()  # the installed package's file (this test needs it: needs_model)
+    served = tmp_path / "served"
+    served.mkdir()
+    with zipfile.ZipFile(served / "mp.whl", "w") as z:
+        z.write(real, w.FACE_LANDMARK.member)
+    archive = (served / "mp.whl").read_bytes()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(w, "FACE_LANDMARK", replace(
+            w.FACE_LANDMARK, url=f"http://127.0.0.1:{server.server_address[1]}/mp.whl",
+            archive_sha256=hashlib.sha256(archive).hexdigest(), archive_size=len(archive)))
+        monkeypatch.delenv("LIPSYNC_FACE_LANDMARKS", raising=False)
+        for var in ("LIPSYNC_OFFLINE", "HF_HUB_OFFLINE"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+        got = model_path()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got.is_relative_to(tmp_path / "cache") and got.read_bytes() == real.read_bytes()
+    FaceMesh(got)  # and it loads
 
 
 def test_blink_option():

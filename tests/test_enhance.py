@@ -183,10 +183,11 @@ def test_timing_within_budget_against_the_plain_stretch():
 
 
 def test_enhance_option():
-    assert GenerateOptions().enhance == "fast"
+    assert GenerateOptions().enhance == "auto"  # face on a GPU with the restorer's weights, else fast
     assert GenerateOptions(enhance=" OFF ").enhance == "off"
     assert GenerateOptions(enhance="face").enhance == "face"  # the restorer: tests/test_restorer.py
-    with pytest.raises(InputError, match="enhance must be one of off, fast, face"):
+    assert GenerateOptions(enhance="Fast").enhance == "fast"
+    with pytest.raises(InputError, match="enhance must be one of auto, off, fast, face"):
         GenerateOptions(enhance="sharp")
     assert make_enhancer("off") == (None, describe("off"))
     assert "fast" in describe("fast")
@@ -199,3 +200,61 @@ def test_small_box_uses_bicubic():
     np.testing.assert_array_equal(out, cv2.resize(small, (40, 48), interpolation=cv2.INTER_CUBIC))
     big = stretch(small, 200, 180)
     np.testing.assert_array_equal(big, cv2.resize(small, (180, 200), interpolation=cv2.INTER_LINEAR))
+
+
+# ----------------------------------------------------------------------------- auto: face on a GPU, fast elsewhere
+
+
+@pytest.fixture
+def no_download(monkeypatch, tmp_path):
+    """Offline, an empty Hub cache, no local restorer file."""
+    monkeypatch.setenv("LIPSYNC_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("LIPSYNC_GFPGAN", raising=False)
+
+
+def test_auto_is_fast_on_a_cpu_and_says_why(no_download, monkeypatch, tmp_path):
+    from lipsync.enhance import choose
+
+    local = tmp_path / "GFPGANv1.4.pth"
+    local.write_bytes(b"weights")
+    monkeypatch.setenv("LIPSYNC_GFPGAN", str(local))  # even with the weights at hand: the CPU is too slow for face
+    for device in ("cpu", "CPU"):
+        assert choose(device) == ("fast", "no CUDA GPU: the face restorer takes about a second per frame on a CPU")
+        enh, note = make_enhancer("auto", np.ones(3, np.float32), device=device)
+        assert isinstance(enh, DetailTransfer)
+        assert note == describe("fast") + " (auto: no CUDA GPU: the face restorer takes about a second per frame on a CPU)"
+        assert describe("auto", device) == note  # what Result.enhance records
+
+
+def test_auto_is_face_on_a_gpu_with_the_weights(no_download, monkeypatch, tmp_path):
+    from lipsync.enhance import choose
+
+    mode, why = choose("cuda")  # offline, nothing cached: the weights cannot be had
+    assert mode == "fast" and "weights cannot be had" in why and "LIPSYNC_OFFLINE" in why
+    assert choose("cuda:1")[0] == "fast"
+    local = tmp_path / "GFPGANv1.4.pth"
+    local.write_bytes(b"weights")
+    monkeypatch.setenv("LIPSYNC_GFPGAN", str(local))  # a local file
+    assert choose("cuda") == ("face", "a CUDA GPU with the face restorer's weights")
+    assert choose("cuda:0")[0] == "face"
+    monkeypatch.setenv("LIPSYNC_GFPGAN", str(tmp_path / "missing.pth"))
+    assert choose("cuda")[0] == "fast" and "missing.pth is not a file" in choose("cuda")[1]
+    monkeypatch.delenv("LIPSYNC_GFPGAN")
+    monkeypatch.delenv("LIPSYNC_OFFLINE")  # the network answers: a download could start
+    import lipsync.weights as w
+
+    monkeypatch.setattr(w, "offline_reason", lambda url: None)
+    assert choose("cuda")[0] == "face"
+
+
+def test_auto_follows_the_engine_device_not_the_machine(no_download, monkeypatch):
+    """``device=auto`` (or none) means CUDA when there is one: the same rule as the engine's."""
+    import lipsync.enhance.face as face_mode
+    from lipsync.enhance import choose
+
+    monkeypatch.setattr(face_mode, "default_device", lambda: "cuda")
+    assert choose("auto")[0] == "fast" and "weights cannot be had" in choose("auto")[1]
+    assert choose(None)[1] == choose("auto")[1]
+    assert choose("cpu")[0] == "fast" and "no CUDA GPU" in choose("cpu")[1]  # --device cpu on a GPU machine

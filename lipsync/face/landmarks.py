@@ -5,7 +5,11 @@ inside the ``mediapipe==0.10.14`` wheel. Only that file is needed: the wheel is
 installed without its dependencies (``pip install --no-deps mediapipe==0.10.14``,
 see ``requirements-landmarks.txt``) and the file is read from the installed
 package's data, without importing mediapipe. ``LIPSYNC_FACE_LANDMARKS=PATH``
-points at a copy instead. OpenCV's ``readNetFromTFLite`` runs it (measured
+points at a copy instead. Where neither has it (a Hugging Face Space installs
+only ``requirements.txt``, which cannot say ``--no-deps``), the file is taken
+from that same wheel downloaded from PyPI's file host, with the wheel's and the
+file's sha256 and size pinned (:data:`lipsync.weights.FACE_LANDMARK`), and
+cached; offline there are no blinks, and the reason says so. OpenCV's ``readNetFromTFLite`` runs it (measured
 against ``ai-edge-litert``: the same points, 4.7 against 3.0 ms per face on
 2 loaded cores, and no extra package), once per photo.
 
@@ -47,10 +51,11 @@ class LandmarksUnavailable(RuntimeError):
 
 
 def model_path() -> Path:
-    """Where the face-mesh model is: ``$LIPSYNC_FACE_LANDMARKS`` or the installed mediapipe wheel's data.
+    """Where the face-mesh model is: ``$LIPSYNC_FACE_LANDMARKS``, the installed mediapipe wheel's
+    data, or a checked download (see :func:`lipsync.weights.fetch_member`).
 
     Raises:
-        LandmarksUnavailable: not found.
+        LandmarksUnavailable: not found and it cannot be downloaded (the message says why).
     """
     env = os.environ.get(ENV, "").strip()
     if env:
@@ -59,15 +64,23 @@ def model_path() -> Path:
             raise LandmarksUnavailable(f"{ENV}={env} is not a file.")
         return p
     spec = importlib.util.find_spec("mediapipe")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
+    if spec is not None and spec.submodule_search_locations:
+        p = Path(list(spec.submodule_search_locations)[0]).joinpath(*PACKAGE_FILE)
+        if p.is_file():
+            return p
+        missing = f"the installed mediapipe package has no {'/'.join(PACKAGE_FILE)}"
+    else:
+        missing = "the eyelid landmark model is not installed"
+    from ..errors import WeightsError
+    from ..weights import FACE_LANDMARK, fetch_member
+
+    try:
+        return fetch_member(FACE_LANDMARK)
+    except WeightsError as e:
         raise LandmarksUnavailable(
-            "the eyelid landmark model is not installed "
-            "(pip install --no-deps -r requirements-landmarks.txt, or set LIPSYNC_FACE_LANDMARKS)"
-        )
-    p = Path(list(spec.submodule_search_locations)[0]).joinpath(*PACKAGE_FILE)
-    if not p.is_file():
-        raise LandmarksUnavailable(f"the installed mediapipe package has no {'/'.join(PACKAGE_FILE)}")
-    return p
+            f"{missing} (pip install --no-deps -r requirements-landmarks.txt, or set {ENV}), "
+            f"and it could not be downloaded: {e}"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,8 @@ class LipSync:
         with self.prepare(request, report, clock) as parts:
             mouths = None
             if predict is not None:
+                # the network runs apart (a ZeroGPU slot): the paste here has no GPU for the mouth's restorer
+                parts.device = "cpu"
                 report("lipsync", 0, len(parts.mels))
                 mouths = [predict(parts)]
                 clock.lap("network")
@@ -245,7 +247,9 @@ class LipSync:
         A video's decoded frames stay in a temporary folder until
         :meth:`Prepared.close` (``with engine.prepare(...) as parts:``).
         """
-        return prepare(request, lambda: self.detector, progress, clock)
+        parts = prepare(request, lambda: self.detector, progress, clock)
+        parts.device = str(self.device)  # the mouth's restorer runs (and auto chooses) by the engine's device
+        return parts
 
     def render(
         self,

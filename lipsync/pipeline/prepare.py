@@ -50,6 +50,8 @@ class Prepared:
     motion: MotionTrack | None = None  #: head pose per frame for a photo (None: still)
     blinks: Any = None  #: :class:`lipsync.blink.Blinks` for a photo (None: no blinks)
     blink_note: str = ""  #: what the blinks are, or why there are none
+    device: str | None = None  #: the engine's device (``--device``): the mouth's ``face`` restorer follows it
+    enhance_note: str = ""  #: what the mouth's enhancement ran, and why (set when the frames are composed)
 
     def __post_init__(self) -> None:
         if self.source is None:

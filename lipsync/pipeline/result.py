@@ -87,6 +87,6 @@ def make_result(parts: Prepared, clock: Clock | None, device: str, captions: Pat
         face_frames=parts.source.face_frames,
         captions=captions,
         network_busy=busy,
-        enhance=describe_enhance(opts.enhance),
+        enhance=parts.enhance_note or describe_enhance(opts.enhance, parts.device),
         blink=parts.blink_note,
     )

@@ -110,10 +110,11 @@ FIELDS: tuple[Field, ...] = (
     Field("motion", float, DEFAULT_MOTION, lambda ctx: gr.Slider(
         0, 1, value=DEFAULT_MOTION, step=0.05, elem_id="motion",
         label="Head motion for a photo (0 = a still head; a video moves by itself)")),
-    Field("enhance", str, "fast", lambda ctx: gr.Radio(
-        choices=[("Sharp: the photo's own detail added back around the mouth", "fast"),
+    Field("enhance", str, "auto", lambda ctx: gr.Radio(
+        choices=[("Auto: the face restorer on a GPU, else sharp", "auto"),
+                 ("Sharp: the photo's own detail added back around the mouth", "fast"),
                  ("Plain: the network's mouth, stretched", "off")],
-        value="fast", label="Mouth", elem_id="enhance")),
+        value="auto", label="Mouth", elem_id="enhance")),
     Field("blink", bool, True, lambda ctx: gr.Checkbox(
         True, label="Eyes blink (a photo)", elem_id="blink")),
 )
@@ -172,7 +173,7 @@ def to_request(values: dict[str, Any], workdir: Path) -> Request:
         captions=uses_text,
         burn_captions=bool(v["burn_captions"]) and uses_text,
         motion=DEFAULT_MOTION if v["motion"] is None else v["motion"],
-        enhance=v["enhance"] or "fast",
+        enhance=v["enhance"] or "auto",
         blink=True if v["blink"] is None else bool(v["blink"]),
     )
     return Request(
