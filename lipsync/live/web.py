@@ -161,7 +161,8 @@ class _Peer:
 
 def _mode(session) -> dict:
     m = session.mode
-    return {"device": m.device, "step": m.step, "width": m.width, "height": m.height, "note": m.reason}
+    return {"device": m.device, "step": m.step, "width": m.width, "height": m.height, "note": m.reason,
+            "enhance": m.enhance, "blink": m.blink}
 
 
 class LiveServer:
@@ -546,6 +547,7 @@ async function start(mode) {
     const m = answer.mode;
     intro = mode === "mic" ? "Speak: the avatar repeats what you say." : "Type a sentence and press Say it.";
     const show = (m) => say(`Live on ${m.device}, ${m.width}x${m.height}` +
+      (m.enhance ? `; mouth: ${m.enhance.split(":")[0]}` : "") + (m.blink ? `; blinks: ${m.blink.split(":")[0]}` : "") +
       (m.note ? `. This machine is slow for live video: ${m.note}` : "") + `. ${intro}`);
     show(m);
     poll = setInterval(async () => {  // the speed policy may change what runs after the first second
