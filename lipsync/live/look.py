@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 
 import numpy as np
 
@@ -72,12 +73,28 @@ class BlinkClock:
         return float(blink_profile(t - self.start))
 
 
+_mesh_lock = threading.Lock()
+_mesh: dict = {}  # model path -> FaceMesh: loaded once per process, not once per visitor
+
+
+def _face_mesh():
+    from ..face.landmarks import FaceMesh, model_path
+
+    path = str(model_path())
+    mesh = _mesh.get(path)
+    if mesh is None:
+        _mesh.clear()
+        mesh = _mesh[path] = FaceMesh(path)
+    return mesh
+
+
 def load_eyes(plain: np.ndarray, box):
     """The photo's eyelids from the offline face mesh, or (None, why not); never raises for a missing model."""
-    from ..face.landmarks import FaceMesh, LandmarksUnavailable
+    from ..face.landmarks import LandmarksUnavailable
 
     try:
-        eyes = FaceMesh()(plain, box)
+        with _mesh_lock:  # one network, one caller at a time
+            eyes = _face_mesh()(plain, box)
     except LandmarksUnavailable as e:
         log.warning("live: no blinks: %s", e)
         return None, f"off: {e}"
