@@ -158,3 +158,16 @@ def test_face_enhance_is_cuda_only_in_live_mode():
 
     with pytest.raises(InputError, match="enhance must be one of"):
         live_enhancer("sharper")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_live_mel_window_is_the_offline_spectrogram_bit_for_bit(seed):
+    """The frame path computes only the 16 columns it uses; they equal the full spectrogram's."""
+    from lipsync import features
+
+    rng = np.random.default_rng(seed)
+    segment = (rng.normal(0, 0.1 * (seed + 1), live._SEGMENT)).astype(np.float32)
+    if seed == 2:
+        segment[:1500] = 0  # silence then speech
+    want = features.melspectrogram(segment)[:, 3 : 3 + features.MEL_STEP]
+    np.testing.assert_array_equal(live._mel_window(segment), want)
