@@ -191,7 +191,8 @@ def frame_cost(engine, image, n: int, max_side: int) -> dict:
         mel = _mel_window(segment)[None]
         mouth = _forward(face.generator, face.face, mel)[0]
         plain = Blender(face.blender.image, face.blender.box)
-        out = {"size": f"{face.width}x{face.height}", "mel_ms": med(lambda: _mel_window(segment))}
+        box = face.blender.box
+        out = {"size": f"{face.width}x{face.height}", "face": f"{box.width}x{box.height}", "mel_ms": med(lambda: _mel_window(segment))}
         out["network_ms"] = med(lambda: _forward(face.generator, face.face, mel))
         out["paste_ms"] = med(lambda: plain.paste(mouth))
         if face.enhance is not None:
