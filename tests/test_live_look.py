@@ -171,3 +171,23 @@ def test_the_live_mel_window_is_the_offline_spectrogram_bit_for_bit(seed):
         segment[:1500] = 0  # silence then speech
     want = features.melspectrogram(segment)[:, 3 : 3 + features.MEL_STEP]
     np.testing.assert_array_equal(live._mel_window(segment), want)
+
+
+@needs_model
+def test_blinks_and_enhancement_survive_the_smaller_working_size(open_live, monkeypatch):
+    """A slow machine's shrink rescales the eyelids and keeps the enhancer; blinks go on at the new size."""
+    monkeypatch.setattr(live, "MEASURE_FRAMES", 3)
+    monkeypatch.setattr(live, "BUDGET_SHARE", 1e-6)  # nothing fits: step 2, then the smaller size
+    monkeypatch.setattr(blink_mod, "FIRST_S", (0.5, 0.6))
+    s = open_live(adapt=True, blink=True, enhance="fast")
+    first = s.mode
+    s.push(noise_int16(1.0, seed=6, amp=9000), 16000)
+    frames = take(s, 40)
+    assert s.mode.width < first.width and frames[-1].image.shape[1] == s.mode.width
+    assert s.mode.blink == first.blink and s.mode.enhance == first.enhance
+    assert s._face.blinks is not None and s._face.enhance is s._enhance
+    assert s.stats.blinks >= 1 and s.stats.enhanced_frames >= 1
+    ratio = s.mode.width / first.width
+    for eye in (s._eyes.right, s._eyes.left):  # the eyelids moved with the picture
+        assert np.all(eye.upper <= [s.mode.width, s.mode.height]) and np.all(eye.upper >= 0)
+    assert ratio < 1
