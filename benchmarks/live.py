@@ -18,6 +18,9 @@ For each precision, one engine is loaded, then:
   slots, frames that repeated the last picture to catch up after a stall, underruns (speech ran dry while it was still being pushed), and the A/V
   offset measured from timestamps: each frame's audio start (samples handed out
   before it / rate) minus its picture's pts.
+* **frame cost**: one frame's parts, unpaced, median of ``--frame-cost`` runs: the mel
+  window, the network, the paste plain and with the ``fast`` enhancement (its extra
+  is what a speaking frame pays), a shut blink's eyelids, the head warp.
 * **memory**: ``--cycles`` open/push/close cycles; RSS, open file descriptors,
   threads and child processes after the first cycle and after the last; then the
   same over ``--web-cycles`` WebRTC connect/disconnect cycles (an in-process
@@ -163,6 +166,51 @@ def sustained(engine, image, seconds: float, max_side: int) -> dict:
     }
 
 
+def frame_cost(engine, image, n: int, max_side: int) -> dict:
+    """One frame's parts, unpaced, median ms over ``n`` runs: what the frame path spends where.
+
+    mel window, network, the plain paste, the paste with the ``fast`` enhancement, one
+    blink's eyelids (fully shut: the dearest case), the head warp; then the extra a
+    speaking frame pays for the enhancement and a blinking frame for the eyelids.
+    """
+    from lipsync.blend import Blender
+    from lipsync.live.session import _SEGMENT, _forward, _mel_window
+
+    def med(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        return round(1000 * float(np.median(ts)), 2)
+
+    with engine.live(image=image, max_side=max_side, motion=0.5) as s:
+        face = s._face
+        segment = voiced(_SEGMENT / RATE, seed=3)
+        mel = _mel_window(segment)[None]
+        mouth = _forward(face.generator, face.face, mel)[0]
+        plain = Blender(face.blender.image, face.blender.box)
+        box = face.blender.box
+        out = {"size": f"{face.width}x{face.height}", "face": f"{box.width}x{box.height}", "mel_ms": med(lambda: _mel_window(segment))}
+        out["network_ms"] = med(lambda: _forward(face.generator, face.face, mel))
+        out["paste_ms"] = med(lambda: plain.paste(mouth))
+        if face.enhance is not None:
+            face.enhance.strength = 1.0
+            out["paste_enhanced_ms"] = med(lambda: face.blender.paste(mouth))
+            out["enhance_extra_ms"] = round(out["paste_enhanced_ms"] - out["paste_ms"], 2)
+        frame = plain.paste(mouth)
+        if face.blinks is not None:
+            out["blink_shut_ms"] = med(lambda: face.blinks.close(frame.copy(), 1.0))
+            out["copy_ms"] = med(lambda: frame.copy())
+        if face.warp is not None:
+            out["warp_ms"] = med(lambda: face.warp.apply(frame.copy(), 1.0, 2.0, 2.0))
+        out["rest_frame_ms"] = med(lambda: face.render(face.rest, (1.0, 2.0, 2.0)))
+        out["enhance"], out["blink"] = s.mode.enhance, s.mode.blink
+    out["load"] = load()
+    return out
+
+
 def resources() -> dict:
     import psutil
 
@@ -237,6 +285,8 @@ def web_cycles(engine, image, cycles: int) -> dict:
         await client.delete(f"/live/{answer['id']}")
         await pc.close()
 
+    trace = []
+
     async def run() -> dict:
         first = None
         transport = httpx.ASGITransport(app=app)
@@ -246,6 +296,8 @@ def web_cycles(engine, image, cycles: int) -> dict:
                 await asyncio.sleep(0.2)
                 if k == 0:
                     first = resources()
+                if (k + 1) % 10 == 0:
+                    trace.append(round(resources()["rss_mb"], 1))
         await server.close_all()
         await asyncio.sleep(0.5)
         return first
@@ -257,6 +309,7 @@ def web_cycles(engine, image, cycles: int) -> dict:
         "after_first": {k: round(v, 1) for k, v in first.items()},
         "after_last": {k: round(v, 1) for k, v in last.items()},
         "rss_growth_pct": round(100 * (last["rss_mb"] / first["rss_mb"] - 1), 2),
+        "rss_mb_every_10": trace,
         "load": load(),
     }
 
@@ -271,8 +324,18 @@ def main(argv=None) -> int:
     ap.add_argument("--cycles", type=int, default=30)
     ap.add_argument("--web-cycles", type=int, default=30, help="WebRTC connect/disconnect cycles (needs aiortc)")
     ap.add_argument("--max-side", type=int, default=512)
+    ap.add_argument("--frame-cost", type=int, default=200, help="runs per part of one frame's cost (0: skip)")
+    ap.add_argument("--malloc-arenas", type=int, default=2,
+                    help="glibc malloc arenas, as the web app's server sets them (0: glibc's default)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
+    if args.malloc_arenas > 0:  # before any thread starts, as lipsync.webapp.server does
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").mallopt(-8, args.malloc_arenas)  # M_ARENA_MAX
+        except (OSError, AttributeError):
+            pass
 
     from lipsync import LipSync
     from lipsync.face import HaarDetector
@@ -291,6 +354,9 @@ def main(argv=None) -> int:
         engine = LipSync(ckpt, device="cpu", precision=precision, detector=HaarDetector()).load()
         r = {"device": engine.generator.description, "load_s": round(time.monotonic() - t, 1)}
         print(f"\n== {precision}: {r['device']} (loaded in {r['load_s']} s; load {load()})", flush=True)
+        if args.frame_cost:
+            r["frame_cost"] = frame_cost(engine, args.image, args.frame_cost, args.max_side)
+            print("frame    ", r["frame_cost"], flush=True)
         if args.sessions:
             r["latency"] = latency(engine, args.image, args.sessions, args.max_side)
             print("latency  ", r["latency"], flush=True)

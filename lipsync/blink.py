@@ -150,9 +150,13 @@ class Blinks:
 
     def apply(self, frame: np.ndarray, t: int) -> np.ndarray:
         """Close the eyelids in ``frame`` (in place) by frame ``t``'s closure; returns ``frame``."""
+        c = float(self.closure[t]) if 0 <= t < len(self.closure) else 0.0
+        return self.close(frame, c)
+
+    def close(self, frame: np.ndarray, c: float) -> np.ndarray:
+        """Close the eyelids in ``frame`` (in place) by closure ``c`` in [0, 1] (a live stream's own schedule)."""
         import cv2
 
-        c = float(self.closure[t]) if 0 <= t < len(self.closure) else 0.0
         if c <= 0.0:
             return frame
         for eye in self.eyes:

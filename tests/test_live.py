@@ -39,6 +39,8 @@ def open_live(fp32_engine, example_image):
     def make(**kw):
         kw.setdefault("max_side", SIDE)
         kw.setdefault("adapt", False)
+        kw.setdefault("enhance", "off")  # the exact-picture tests compare with the plain paste
+        kw.setdefault("blink", False)
         s = fp32_engine.live(image=example_image, **kw)
         sessions.append(s)
         return s

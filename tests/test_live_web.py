@@ -124,6 +124,7 @@ def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
         async with http(app) as client:
             pc, answer, got, _, pinger = await connect(client, mode="mic", mic=tone_track())
             assert answer["mode"]["device"].startswith("cpu")
+            assert answer["mode"]["enhance"].startswith("fast") and answer["mode"]["blink"]  # what runs, or why not
             assert await wait_for(lambda: len(got["video"]) >= 5 and len(got["audio"]) >= 5, 40), "no media arrived"
             frame = got["video"][-1].to_ndarray(format="rgb24")
             assert max(frame.shape[:2]) == 160
@@ -141,9 +142,12 @@ def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
             r = await client.post("/live/offer", json={"sdp": pc2.localDescription.sdp, "type": "offer"})
             assert r.status_code == 429 and "busy" in r.json()["error"]
             await pc2.close()
+            tracks = (peer.video, peer.audio)
             r = await client.delete(f"/live/{answer['id']}")
             assert r.status_code == 200 and not server.peers
             assert not peer.driver.is_alive() and peer.session.closed
+            # the server's tracks are stopped and hold no frames (their pictures are freed now)
+            assert all(t.readyState == "ended" and t.queue.empty() for t in tracks)
             r = await client.delete(f"/live/{answer['id']}")
             assert r.status_code == 404
             pinger.cancel()

@@ -37,6 +37,7 @@ The session owns no thread: the frames are made on the iterating thread, and
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import math
 import threading
@@ -99,6 +100,8 @@ class LiveMode:
     width: int
     height: int
     reason: str = ""  #: why the step or the size was changed ("" when not)
+    enhance: str = ""  #: the mouth's enhancement that runs (on speaking frames), or why none
+    blink: str = ""  #: the blinks, or why there are none
 
 
 @dataclass
@@ -113,6 +116,8 @@ class LiveStats:
     frame_ms: float = 0.0  #: mean cost of making a frame (network, paste, head motion)
     repeated_frames: int = 0  #: frames that repeated the last picture to catch up after a stall
     first_speech: dict = field(default_factory=dict)  #: {"push": t, "frame": t, "pts": s} of the first utterance
+    blinks: int = 0  #: blinks started
+    enhanced_frames: int = 0  #: frames the mouth's enhancer ran on
 
 
 class _Fifo:
@@ -199,9 +204,21 @@ def _mel_window(segment: np.ndarray) -> np.ndarray:
 
     The 200 samples ahead of the first STFT frame give pre-emphasis its history, so
     the window equals the offline spectrogram's columns for the same timeline.
+    Only the 16 columns used are computed: column ``3 + k`` of the segment's
+    spectrogram is centred on sample ``600 + 200 k`` and reaches 400 either side, so
+    none needs the edge padding, and the result is bit for bit
+    ``features.melspectrogram(segment)[:, 3:19]`` (tested) at a small share of its cost.
     """
-    mel = features.melspectrogram(segment)
-    return mel[:, 3 : 3 + features.MEL_STEP]
+    f = features
+    wav = np.asarray(segment, np.float64)
+    first = 3 * f.HOP - f.N_FFT // 2  # the first used STFT frame's first sample (200)
+    x = wav[first - 1 :]
+    emphasised = x[1:] - f.PREEMPHASIS * x[:-1]
+    frames = np.lib.stride_tricks.sliding_window_view(emphasised, f.N_FFT)[:: f.HOP][: f.MEL_STEP]
+    spec = np.abs(np.fft.rfft(frames * f._window(), n=f.N_FFT, axis=1)).T.astype(np.float32)
+    db = 20.0 * np.log10(np.maximum(1e-5, f._mel_basis() @ spec)) - f.REF_LEVEL_DB
+    norm = 2 * f.MAX_ABS * (db - f.MIN_LEVEL_DB) / (-f.MIN_LEVEL_DB) - f.MAX_ABS
+    return np.clip(norm, -f.MAX_ABS, f.MAX_ABS).astype(np.float32)
 
 
 _SEGMENT = 600 + LOOKAHEAD_SAMPLES  # 4000 samples
@@ -249,25 +266,45 @@ class _Pose:
 
 
 class _Face:
-    """The picture side at one working size: the face encoded once, the rest mouth, paste and head motion."""
+    """The picture side at one working size: the face encoded once, the rest mouth, paste, eyelids, head motion.
 
-    def __init__(self, generator, rgb: np.ndarray, plain: np.ndarray, box, motion: float):
+    ``enhance``: a :class:`~lipsync.live.look.MouthEnhance` (or None); ``eyes``: the photo's
+    eyelids (:class:`~lipsync.face.landmarks.EyeLandmarks`, or None: no blinks).
+    """
+
+    def __init__(self, generator, rgb: np.ndarray, plain: np.ndarray, box, motion: float, enhance=None, eyes=None):
         from ..blend import Blender
+        from ..blink import Blinks
         from ..face import face_crop
         from ..motion import HeadWarp
 
         self.generator = generator
         self.face = generator.prepare_face(face_crop(plain, box))
         self.rest = _forward(generator, self.face, np.full((1, 80, features.MEL_STEP), _SILENT, np.float32))[0]
-        self.blender = Blender(rgb, box)
+        self.enhance = enhance
+        self.blender = Blender(rgb, box, enhance=enhance)
+        self.rest_image = Blender(rgb, box).paste(self.rest)  # the rest picture, pasted once
+        self.blinks = None
+        if eyes is not None:
+            blinks = Blinks(eyes.right, eyes.left, np.zeros(0, np.float32), rgb.shape)
+            self.blinks = blinks if blinks.eyes else None
         self.warp = None
         if motion > 0:
             keep = np.any(rgb != plain, axis=2)
             self.warp = HeadWarp(rgb.shape, box, keep=keep if keep.any() else None)
         self.height, self.width = rgb.shape[:2]
 
-    def render(self, mouth: np.ndarray, pose: tuple[float, float, float]) -> np.ndarray:
-        frame = self.blender.paste(mouth)
+    def render(self, mouth: np.ndarray, pose: tuple[float, float, float], weight: float = 1.0,
+               closure: float = 0.0) -> np.ndarray:
+        """Paste ``mouth`` (enhanced by the speech ``weight``), close the eyelids by ``closure``, move the head."""
+        if mouth is self.rest:
+            frame = self.rest_image.copy()
+        else:
+            if self.enhance is not None:
+                self.enhance.strength = weight
+            frame = self.blender.paste(mouth)
+        if self.blinks is not None and closure > 0:
+            self.blinks.close(frame, closure)
         if self.warp is not None:
             self.warp.apply(frame, *pose)
         return frame
@@ -285,6 +322,10 @@ class LiveSession:
         max_side: the working picture's long side.
         box: the face box (y1, y2, x1, x2) instead of detecting it.
         adapt: allow frame step 2 and a smaller size when the machine is too slow.
+        enhance: the mouth's enhancement on speaking frames: ``fast`` (default; a few ms a
+            frame), ``face`` (only on CUDA; ``fast`` elsewhere) or ``off``.
+        blink: natural blinks (needs the offline eyelid landmark model; without it there
+            are none and ``mode.blink`` says why).
 
     Raises:
         LipSyncError: an unusable image, no face, missing weights (from the engine).
@@ -302,6 +343,8 @@ class LiveSession:
         box: tuple[int, int, int, int] | None = None,
         adapt: bool = True,
         seed: int = 0,
+        enhance: str = "fast",
+        blink: bool = True,
     ):
         from ..blend import draw_label
         from ..face import find_face, pad_box
@@ -325,9 +368,17 @@ class LiveSession:
             face_box = find_face(plain, engine.detector)
         self._plain, self._box, self._label = plain, face_box, label
         rgb = draw_label(plain, avoid=face_box) if label else plain
-        self._face = _Face(generator, rgb, plain, face_box, self.motion)
+        from .look import BlinkClock, live_enhancer, load_eyes
+
+        self._enhance, enhance_note = live_enhancer(enhance)
+        self._eyes, blink_note = load_eyes(plain, face_box) if blink else (None, "off (asked for)")
+        self._face = _Face(generator, rgb, plain, face_box, self.motion, self._enhance, self._eyes)
+        if self._eyes is not None and self._face.blinks is None:
+            self._eyes, blink_note = None, "off: no open eyes found in the photo"
+        self._blink_clock = BlinkClock(self.fps, seed=None if seed == 0 else seed) if self._eyes is not None else None
         self._pose = _Pose(self.fps, face_box.height, self.motion, seed)
-        self.mode = LiveMode(generator.description, 1, self._face.width, self._face.height)
+        self.mode = LiveMode(generator.description, 1, self._face.width, self._face.height,
+                             enhance=enhance_note, blink=blink_note)
         self.stats = LiveStats()
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -517,7 +568,15 @@ class LiveSession:
         else:
             self._mouth = mouth = self._face.rest
         loud = float(np.sqrt(np.mean(audio * audio))) * 8.0 if speaking else 0.0
-        image = self._image = self._face.render(mouth, self._pose(n, loud))
+        closure = 0.0
+        if self._blink_clock is not None:
+            started = len(self._blink_clock.mids)
+            closure = self._blink_clock(n)  # the live sway has no nods (see lipsync.live.look)
+            self.stats.blinks += len(self._blink_clock.mids) - started
+        enhanced = self._enhance.calls if self._enhance is not None else 0
+        image = self._image = self._face.render(mouth, self._pose(n, loud), w, closure)
+        if self._enhance is not None:
+            self.stats.enhanced_frames += self._enhance.calls - enhanced
         return LiveFrame(n / self.fps, image, _to_int16(audio), RATE, speaking)
 
     # -- speed -------------------------------------------------------------------------
@@ -536,12 +595,12 @@ class LiveSession:
         m = self.mode
         if m.step == 1:
             reason = f"a frame took {1000 * cost:.0f} ms of a {1000 * slot:.0f} ms slot: the network runs on every second frame"
-            self.mode = LiveMode(m.device, 2, m.width, m.height, reason)
+            self.mode = dataclasses.replace(m, step=2, reason=reason)
         elif not self._shrunk:
             self._shrink()
             self._shrunk = True
             reason = f"{m.reason}; still {1000 * cost:.0f} ms a frame: working at {self._face.width}x{self._face.height}"
-            self.mode = LiveMode(m.device, 2, self._face.width, self._face.height, reason)
+            self.mode = dataclasses.replace(m, step=2, width=self._face.width, height=self._face.height, reason=reason)
         else:
             self._measure_until = -1  # nothing smaller to try
             return
@@ -563,7 +622,11 @@ class LiveSession:
         box = FaceBox(int(b.y1 * sy), max(int(b.y2 * sy), int(b.y1 * sy) + 8), int(b.x1 * sx), max(int(b.x2 * sx), int(b.x1 * sx) + 8))
         rgb = draw_label(plain, avoid=box) if self._label else plain
         old = self._face
-        self._face = _Face(old.generator, rgb, plain, box, self.motion)
+        if self._eyes is not None:
+            from .look import scale_eyes
+
+            self._eyes = scale_eyes(self._eyes, sx, sy)
+        self._face = _Face(old.generator, rgb, plain, box, self.motion, self._enhance, self._eyes)
         self._pose = _Pose(self.fps, box.height, self.motion, 0)
         self._plain, self._box = plain, box
         self._mouth = self._face.rest
