@@ -123,3 +123,17 @@ def reference_inputs(oracle):
 def predict_all(gen, face, mels, **kw):
     """Every mouth crop a generator predicts, as one array."""
     return np.concatenate(list(gen.predict(face, mels, **kw)))
+
+
+@pytest.fixture(scope="module")
+def fp32_engine(checkpoint):
+    """The fp32 scratch network on one thread: one frame at a time, two threads only fight a loaded machine."""
+    import torch
+
+    from lipsync import LipSync
+    from lipsync.face import HaarDetector
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield LipSync(checkpoint, device="cpu", precision="fp32", detector=HaarDetector()).load()
+    torch.set_num_threads(threads)

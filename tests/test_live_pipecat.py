@@ -14,19 +14,6 @@ pytest.importorskip(
 )
 
 
-@pytest.fixture(scope="module")
-def fp32_engine(checkpoint):
-    import torch
-
-    from lipsync import LipSync
-    from lipsync.face import HaarDetector
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield LipSync(checkpoint, device="cpu", precision="fp32", detector=HaarDetector()).load()
-    torch.set_num_threads(threads)
-
-
 def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, example_image):
     from pipecat.frames.frames import (
         EndFrame,
