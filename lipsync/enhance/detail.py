@@ -26,6 +26,20 @@ from __future__ import annotations
 
 import numpy as np
 
+
+def next_strength(enhancer) -> float:
+    """The speech weight of the frame an enhancer is called for (1 without weights), counting the call.
+
+    ``enhancer`` has ``weights`` ((N,) float32 in [0, 1], in paste order, or None) and a
+    frame counter ``_t``; past the last weight the last one holds.
+    """
+    w = enhancer.weights
+    if w is None or not len(w):
+        return 1.0
+    strength = float(w[min(enhancer._t, len(w) - 1)])
+    enhancer._t += 1
+    return strength
+
 __all__ = ["HI", "LO", "MODEL_SIZE", "TOP", "DetailTransfer", "round_trip", "stretch"]
 
 MODEL_SIZE = 96  #: the model's face crop side, pixels
@@ -116,10 +130,7 @@ class DetailTransfer:
 
     def __call__(self, pred: np.ndarray, region: np.ndarray) -> np.ndarray:
         mouth = stretch(pred, region.shape[0], region.shape[1], self.interpolation)
-        strength = 1.0
-        if self.weights is not None and len(self.weights):
-            strength = float(self.weights[min(self._t, len(self.weights) - 1)])
-            self._t += 1
+        strength = next_strength(self)
         if strength <= 0.0:
             return mouth
         return self.apply(mouth, region, strength)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .detail import DetailTransfer, stretch
+from .detail import DetailTransfer, next_strength, stretch
 
 __all__ = ["FaceRestorer", "load_restorer", "read_gfpgan", "status", "forget"]
 
@@ -156,10 +156,7 @@ class FaceRestorer:
 
         h, w = region.shape[:2]
         mouth = stretch(pred, h, w)
-        strength = 1.0
-        if self.weights is not None and len(self.weights):
-            strength = float(self.weights[min(self._t, len(self.weights) - 1)])
-            self._t += 1
+        strength = next_strength(self)
         if strength <= 0.0:
             return mouth
         r = region.astype(np.float32)
