@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import AudioError
 from ..proc import ffmpeg_exe, run
 from .files import check_input_file
-from .sniff import PlaylistError, input_args, sniff
+from .sniff import input_args, sniff_as
 
 __all__ = ["Speech", "Phrase", "load_audio", "resample", "DECODE_TIMEOUT_S", "ALLOWED_DECODERS", "AUDIO_CONTAINERS"]
 
@@ -112,14 +112,9 @@ def load_audio(
     path = check_input_file(
         path, "audio", AudioError, max_bytes=max_bytes, too_large_hint="Use a shorter or more compressed recording."
     )
-    try:
-        container = sniff(path)
-    except PlaylistError:
-        raise AudioError(f"{path.name} is a playlist or a list of files, not audio. {_HELP}") from None
-    except OSError as e:
-        raise AudioError(f"The audio file {path.name} cannot be read ({e.strerror or e}).") from None
-    if container not in AUDIO_CONTAINERS:
-        raise AudioError(f"{path.name} is not an audio file this tool can read. {_HELP}")
+    container = sniff_as(
+        path, AUDIO_CONTAINERS, AudioError, kind="audio", what="audio", a_kind="an audio file", help=_HELP
+    )
     limit = float(max_seconds) if max_seconds else MAX_AUDIO_SECONDS
     out_rate = sample_rate or MAX_SAMPLE_RATE
     args = [

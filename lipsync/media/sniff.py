@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["sniff", "input_args", "DEMUXERS", "PlaylistError"]
+__all__ = ["sniff", "sniff_as", "input_args", "DEMUXERS", "PlaylistError"]
 
 #: container -> (ffmpeg demuxer to force, the format name ffprobe then reports)
 DEMUXERS: dict[str, tuple[str, str]] = {
@@ -115,6 +115,24 @@ def sniff(path: str | Path) -> str | None:
     if _looks_like_a_list(head):
         raise PlaylistError("a playlist or a list of files")
     return None
+
+
+def sniff_as(path: Path, allowed, error: type[Exception], *, kind: str, what: str, a_kind: str, help: str) -> str:
+    """The container of an untrusted input, one of ``allowed``; ``error`` with a plain message otherwise.
+
+    Messages name the input as ``kind`` ("video": "the video file x"), ``what`` ("a video":
+    "not a video") and ``a_kind`` ("a video": "is not a video this tool can read");
+    ``help`` says what would be accepted.
+    """
+    try:
+        container = sniff(path)
+    except PlaylistError:
+        raise error(f"{path.name} is a playlist or a list of files, not {what}. {help}") from None
+    except OSError as e:
+        raise error(f"The {kind} file {path.name} cannot be read ({e.strerror or e}).") from None
+    if container not in allowed:
+        raise error(f"{path.name} is not {a_kind} this tool can read. {help}")
+    return container
 
 
 def input_args(path: str | Path, container: str) -> list[str]:

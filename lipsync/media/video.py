@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import VideoError
 from ..proc import ffmpeg_exe, kill_group, run
 from .files import check_input_file
-from .sniff import DEMUXERS, PlaylistError, input_args, sniff
+from .sniff import DEMUXERS, input_args, sniff_as
 
 __all__ = [
     "VideoInfo",
@@ -108,15 +108,7 @@ def ffprobe_exe() -> str:
 
 def _sniff(path: Path) -> str:
     """The container from the file's first bytes (one of :data:`VIDEO_CONTAINERS`); VideoError otherwise."""
-    try:
-        container = sniff(path)
-    except PlaylistError:
-        raise VideoError(f"{path.name} is a playlist or a list of files, not a video. {_HELP}") from None
-    except OSError as e:
-        raise VideoError(f"The video file {path.name} cannot be read ({e.strerror or e}).") from None
-    if container not in VIDEO_CONTAINERS:
-        raise VideoError(f"{path.name} is not a video this tool can read. {_HELP}")
-    return container
+    return sniff_as(path, VIDEO_CONTAINERS, VideoError, kind="video", what="a video", a_kind="a video", help=_HELP)
 
 
 def _fraction(value) -> float | None:
