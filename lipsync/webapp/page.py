@@ -317,9 +317,12 @@ def _generate_tab(demo: gr.Blocks, engine: LipSync | None) -> None:
     )
 
     # one progress bar, on the summary (not one per output)
+    # always_last: a click while the previous run is still winding down (just after Cancel) runs
+    # once that run ends, instead of being dropped without a word (Gradio's default for buttons)
     button.click(
         make_generate_live(engine), inputs=inputs, outputs=[preview, video, hls_zip, captions_file, summary],
         show_progress_on=[summary], api_visibility="private", concurrency_limit=1, concurrency_id="model",
+        trigger_mode="always_last",
     )
     # Cancel stops this page's generation through its job; the handler then ends with a neutral
     # notice (a Gradio-level cancel would mark every output with an error badge)
