@@ -4,6 +4,7 @@
     python benchmarks/live.py                                # int8, bf16 and fp32, full run
     python benchmarks/live.py --precisions int8 --sessions 5 --sustained 10 --cycles 5
     python benchmarks/live.py --checkpoint wav2lip_gan.pth --json out.json
+    python benchmarks/live.py --precisions int8 --video film --sessions 5 --sustained 30 --cycles 5 --web-cycles 0
 
 For each precision, one engine is loaded, then:
 
@@ -21,6 +22,10 @@ For each precision, one engine is loaded, then:
 * **frame cost**: one frame's parts, unpaced, median of ``--frame-cost`` runs: the mel
   window, the network, the paste plain and with the ``fast`` enhancement (its extra
   is what a speaking frame pays), a shut blink's eyelids, the head warp.
+* **a driving video** (``--video PATH``, or ``film`` for the film-like clip of
+  ``benchmarks/film.py``): latency, sustained and memory run on it instead of the
+  photo. Each speaking frame then runs the face encoder on its own face as well;
+  the frame cost gives that per-frame network beside the photo's, in one process.
 * **memory**: ``--cycles`` open/push/close cycles; RSS, open file descriptors,
   threads and child processes after the first cycle and after the last; then the
   same over ``--web-cycles`` WebRTC connect/disconnect cycles (an in-process
@@ -95,11 +100,11 @@ def pusher(session, speech: np.ndarray, started: threading.Event) -> threading.T
     return th
 
 
-def latency(engine, image, n_sessions: int, max_side: int) -> dict:
+def latency(engine, src: dict, n_sessions: int, max_side: int) -> dict:
     out = []
     followed = 0
     for k in range(n_sessions):
-        with engine.live(image=image, max_side=max_side, motion=0) as s:
+        with engine.live(**src, max_side=max_side, motion=0) as s:
             rest = None
             for f in s:  # idle past the first second's measurement
                 rest = f.image
@@ -110,6 +115,8 @@ def latency(engine, image, n_sessions: int, max_side: int) -> dict:
             for f in s:
                 if f.speaking:
                     out.append(s.stats.first_speech["frame"] - s.stats.first_speech["push"])
+                    if "video" in src:  # the video moves by itself: compare with this frame's own picture
+                        rest = s._face.render(round(f.pts * s.fps), None)
                     followed += int(np.abs(f.image.astype(int) - rest.astype(int)).max() > 0)
                     break
             s.close()
@@ -126,11 +133,11 @@ def latency(engine, image, n_sessions: int, max_side: int) -> dict:
     }
 
 
-def sustained(engine, image, seconds: float, max_side: int) -> dict:
+def sustained(engine, src: dict, seconds: float, max_side: int) -> dict:
     speech = voiced(seconds, seed=99)
     lates, offsets = [], []
     sent = 0
-    with engine.live(image=image, max_side=max_side) as s:
+    with engine.live(**src, max_side=max_side) as s:
         t_first = None
         started = threading.Event()
         th = None
@@ -174,6 +181,7 @@ def frame_cost(engine, image, n: int, max_side: int) -> dict:
     speaking frame pays for the enhancement and a blinking frame for the eyelids.
     """
     from lipsync.blend import Blender
+    from lipsync.face import face_crop
     from lipsync.live.session import _SEGMENT, _forward, _mel_window
 
     def med(fn) -> float:
@@ -194,6 +202,9 @@ def frame_cost(engine, image, n: int, max_side: int) -> dict:
         box = face.blender.box
         out = {"size": f"{face.width}x{face.height}", "face": f"{box.width}x{box.height}", "mel_ms": med(lambda: _mel_window(segment))}
         out["network_ms"] = med(lambda: _forward(face.generator, face.face, mel))
+        crop = face_crop(face.blender.image, box)  # a video frame's face: encoded for its one forward
+        out["network_video_frame_ms"] = med(lambda: _forward(face.generator, face.generator.prepare_face(crop, still=False), mel))
+        out["video_frame_vs_photo"] = round(out["network_video_frame_ms"] / out["network_ms"], 2)
         out["paste_ms"] = med(lambda: plain.paste(mouth))
         if face.enhance is not None:
             face.enhance.strength = 1.0
@@ -205,7 +216,7 @@ def frame_cost(engine, image, n: int, max_side: int) -> dict:
             out["copy_ms"] = med(lambda: frame.copy())
         if face.warp is not None:
             out["warp_ms"] = med(lambda: face.warp.apply(frame.copy(), 1.0, 2.0, 2.0))
-        out["rest_frame_ms"] = med(lambda: face.render(face.rest, (1.0, 2.0, 2.0)))
+        out["rest_frame_ms"] = med(lambda: face.render(0, face.rest, (1.0, 2.0, 2.0)))
         out["enhance"], out["blink"] = s.mode.enhance, s.mode.blink
     out["load"] = load()
     return out
@@ -224,10 +235,10 @@ def resources() -> dict:
     }
 
 
-def memory(engine, image, cycles: int, max_side: int) -> dict:
+def memory(engine, src: dict, cycles: int, max_side: int) -> dict:
     first = None
     for k in range(cycles):
-        with engine.live(image=image, max_side=max_side, motion=0.5) as s:
+        with engine.live(**src, max_side=max_side, motion=0.5) as s:
             s.push(voiced(0.4, seed=k), RATE)
             for f in s:
                 if f.pts >= 0.6:
@@ -318,6 +329,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", type=Path)
     ap.add_argument("--image", type=Path, default=EXAMPLE)
+    ap.add_argument("--video", help="a driving video instead of the photo (a path, or 'film': benchmarks/film.py's clip)")
     ap.add_argument("--precisions", default="int8,bf16,fp32")
     ap.add_argument("--sessions", type=int, default=20)
     ap.add_argument("--sustained", type=float, default=60.0)
@@ -347,24 +359,39 @@ def main(argv=None) -> int:
 
         tmp = tempfile.TemporaryDirectory(prefix="lipsync-bench-")
         ckpt = write_scratch_checkpoint(Path(tmp.name) / "scratch.pth", 1234)
-    print(f"cpus: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}); load {load()}", flush=True)
+    src = {"image": args.image}
+    if args.video:
+        if tmp is None:
+            tmp = tempfile.TemporaryDirectory(prefix="lipsync-bench-")
+        if args.video == "film":
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from film import write_film
+
+            src = {"video": write_film(Path(tmp.name) / "film.mp4")}
+        else:
+            src = {"video": Path(args.video)}
+    print(f"cpus: {os.cpu_count()} (affinity {len(os.sched_getaffinity(0))}); load {load()}; "
+          f"face from {next(iter(src.values())).name}", flush=True)
     results = {}
     for precision in args.precisions.split(","):
         t = time.monotonic()
-        engine = LipSync(ckpt, device="cpu", precision=precision, detector=HaarDetector()).load()
+        # the photo: the Haar cascade (quick, enough for a clear portrait); a video: the library's own
+        # detector (S3FD where its weights are, else MTCNN), which follows a face through a dim clip
+        engine = LipSync(ckpt, device="cpu", precision=precision,
+                         detector=HaarDetector() if "image" in src else None).load()
         r = {"device": engine.generator.description, "load_s": round(time.monotonic() - t, 1)}
         print(f"\n== {precision}: {r['device']} (loaded in {r['load_s']} s; load {load()})", flush=True)
         if args.frame_cost:
             r["frame_cost"] = frame_cost(engine, args.image, args.frame_cost, args.max_side)
             print("frame    ", r["frame_cost"], flush=True)
         if args.sessions:
-            r["latency"] = latency(engine, args.image, args.sessions, args.max_side)
+            r["latency"] = latency(engine, src, args.sessions, args.max_side)
             print("latency  ", r["latency"], flush=True)
         if args.sustained:
-            r["sustained"] = sustained(engine, args.image, args.sustained, args.max_side)
+            r["sustained"] = sustained(engine, src, args.sustained, args.max_side)
             print("sustained", r["sustained"], flush=True)
         if args.cycles:
-            r["memory"] = memory(engine, args.image, args.cycles, args.max_side)
+            r["memory"] = memory(engine, src, args.cycles, args.max_side)
             print("memory   ", r["memory"], flush=True)
         if args.web_cycles:
             r["webrtc"] = web_cycles(engine, args.image, args.web_cycles)

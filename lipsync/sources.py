@@ -58,6 +58,7 @@ __all__ = [
     "FrameSpool",
     "scan_video",
     "loop_indices",
+    "loop_index",
     "edge_fade",
     "LOOP_MODES",
     "MIN_FACE_SHARE",
@@ -89,6 +90,20 @@ def loop_indices(n: int, length: int, mode: str = "pingpong") -> np.ndarray:
     t = np.arange(n)
     if n <= length or length == 1:
         return np.minimum(t, length - 1)
+    return _repeat(t, length, mode)
+
+
+def loop_index(t: int, length: int, mode: str = "pingpong") -> int:
+    """Which of ``length`` source frames output frame ``t`` shows when the source repeats
+    without end (a live session): ``pingpong`` or ``loop``, as :func:`loop_indices`."""
+    if length <= 0:
+        raise ValueError("length must be positive")
+    if mode not in LOOP_MODES:
+        raise ValueError(f"mode must be one of {LOOP_MODES}, got {mode!r}")
+    return 0 if length == 1 else int(_repeat(np.array([t]), length, mode)[0])
+
+
+def _repeat(t: np.ndarray, length: int, mode: str) -> np.ndarray:
     if mode == "loop":
         return t % length
     period = 2 * length - 2
@@ -401,7 +416,7 @@ class _VideoFrames:
 def scan_video(
     info,
     opts,
-    n_frames: int,
+    n_frames: int | None,
     detector=None,
     progress=None,
 ) -> VideoSource:
@@ -411,7 +426,8 @@ def scan_video(
         info: :class:`~lipsync.media.video.VideoInfo` from ``probe_video``.
         opts: :class:`~lipsync.options.GenerateOptions` (fps, max_side, pads, box,
             face_index, video_loop, label, max_video_s, timeout_s).
-        n_frames: frames in the output (the soundtrack's length).
+        n_frames: frames in the output (the soundtrack's length); None: each source
+            frame once (a live session, which repeats them itself).
         detector: a face detector (``detect(rgb)``); not needed when ``opts.box`` is given.
         progress: ``(stage, done, total)`` callback (stage "face").
 
@@ -459,6 +475,8 @@ def scan_video(
                     continue
                 boxes[i], found[i] = box.as_tuple(), True
             name, detections = detector.name, track.detections
+        if n_frames is None:
+            n_frames = length
         index = loop_indices(n_frames, length, opts.video_loop)
         source = VideoSource(spool, workdir, boxes, found, name, index, label=opts.label, detections=detections)
     except BaseException:

@@ -102,6 +102,7 @@ class LiveMode:
     reason: str = ""  #: why the step or the size was changed ("" when not)
     enhance: str = ""  #: the mouth's enhancement that runs (on speaking frames), or why none
     blink: str = ""  #: the blinks, or why there are none
+    source: str = "photo"  #: what the face comes from: ``photo``, or ``video: N frames, ...``
 
 
 @dataclass
@@ -294,12 +295,22 @@ class _Face:
             self.warp = HeadWarp(rgb.shape, box, keep=keep if keep.any() else None)
         self.height, self.width = rgb.shape[:2]
 
-    def render(self, mouth: np.ndarray, pose: tuple[float, float, float], weight: float = 1.0,
+    def face_for(self, n: int):
+        """The face the network draws frame ``n``'s mouth on: the photo's, encoded once."""
+        return self.face
+
+    def prefetch(self, n: int) -> None:
+        pass  # the photo's face is encoded once
+
+    def render(self, n: int, mouth: np.ndarray, pose: tuple[float, float, float], weight: float = 1.0,
                closure: float = 0.0) -> np.ndarray:
-        """Paste ``mouth`` (enhanced by the speech ``weight``), close the eyelids by ``closure``, move the head."""
+        """Paste ``mouth`` eased from rest by the speech ``weight`` (and enhanced by it), close the
+        eyelids by ``closure``, move the head."""
         if mouth is self.rest:
             frame = self.rest_image.copy()
         else:
+            if weight < 1:
+                mouth = self.rest + np.float32(weight) * (mouth - self.rest)
             if self.enhance is not None:
                 self.enhance.strength = weight
             frame = self.blender.paste(mouth)
@@ -309,6 +320,9 @@ class _Face:
             self.warp.apply(frame, *pose)
         return frame
 
+    def close(self) -> None:
+        pass
+
 
 class LiveSession:
     """Pushed speech in, paced :class:`LiveFrame` out. Made by :meth:`LipSync.live <lipsync.LipSync.live>`.
@@ -316,19 +330,24 @@ class LiveSession:
     Args:
         engine: a :class:`~lipsync.LipSync`; its loaded network and detector are shared.
         image: the portrait (path, bytes, PIL image or (H, W, 3) uint8 RGB array).
+        video: instead of ``image``, a driving video (path) of the person, played back and
+            forth for as long as the session runs; at rest it shows its own mouth, speaking
+            it gets the mouth in each frame (see :mod:`lipsync.live.video`).
+        loop: how the video repeats: ``pingpong`` (back and forth) or ``loop``.
         fps: frames per second (10 to 60).
-        motion: head motion, 0 (still) to 1; idle frames keep a faint sway.
+        motion: head motion, 0 (still) to 1; idle frames keep a faint sway (a photo only).
         label: draw the visible "AI-generated" label.
         max_side: the working picture's long side.
         box: the face box (y1, y2, x1, x2) instead of detecting it.
         adapt: allow frame step 2 and a smaller size when the machine is too slow.
         enhance: the mouth's enhancement on speaking frames: ``fast`` (default; a few ms a
             frame), ``face`` (only on CUDA; ``fast`` elsewhere) or ``off``.
-        blink: natural blinks (needs the offline eyelid landmark model; without it there
-            are none and ``mode.blink`` says why).
+        blink: natural blinks on a photo (needs the offline eyelid landmark model; without
+            it there are none and ``mode.blink`` says why).
+        max_video_s: the longest driving video accepted, in seconds.
 
     Raises:
-        LipSyncError: an unusable image, no face, missing weights (from the engine).
+        LipSyncError: an unusable image or video, no face, missing weights (from the engine).
     """
 
     def __init__(
@@ -336,6 +355,8 @@ class LiveSession:
         engine,
         image=None,
         *,
+        video=None,
+        loop: str = "pingpong",
         fps: float = 25.0,
         motion: float | None = None,
         label: bool = True,
@@ -345,14 +366,16 @@ class LiveSession:
         seed: int = 0,
         enhance: str = "fast",
         blink: bool = True,
+        max_video_s: float = 60.0,
     ):
         from ..blend import draw_label
         from ..face import find_face, pad_box
         from ..media.images import load_image
         from ..options import DEFAULT_MOTION
 
-        if image is None:
-            raise InputError("A live session needs a portrait: pass image=.")
+        if (image is None) == (video is None):
+            raise InputError("A live session needs a portrait: pass image= (a photo) or video= (a driving video), "
+                             "not both.")
         if not 10 <= float(fps) <= 60:
             raise InputError(f"fps must be between 10 and 60, not {fps}.")
         self.fps = float(fps)
@@ -360,27 +383,45 @@ class LiveSession:
         self.motion = DEFAULT_MOTION if motion is None else float(motion)
         self.adapt = adapt
         generator = engine.generator
-        plain = load_image(image, max_side=max_side)
-        if box is not None:
-            y1, y2, x1, x2 = box
-            face_box = pad_box((x1, y1, x2, y2), (0, 0, 0, 0), plain.shape)
-        else:
-            face_box = find_face(plain, engine.detector)
-        self._plain, self._box, self._label = plain, face_box, label
-        rgb = draw_label(plain, avoid=face_box) if label else plain
         from .look import BlinkClock, live_enhancer, load_eyes
 
         self._enhance, enhance_note = live_enhancer(enhance)
-        self._eyes, blink_note = load_eyes(plain, face_box) if blink else (None, "off (asked for)")
-        self._face = _Face(generator, rgb, plain, face_box, self.motion, self._enhance, self._eyes)
-        if self._eyes is not None and self._face.blinks is None:
-            self._eyes, blink_note = None, "off: no open eyes found in the photo"
-        self._blink_clock = BlinkClock(self.fps, seed=None if seed == 0 else seed) if self._eyes is not None else None
-        self._pose = _Pose(self.fps, face_box.height, self.motion, seed)
+        source = None
+        if video is not None:
+            source, image = _scan_video(engine, video, fps=self.fps, max_side=max_side, box=box, label=label,
+                                        loop=loop, max_video_s=max_video_s)
+        if source is not None:  # a video of more than one frame
+            from .video import VideoFace
+
+            self.motion, self._eyes, self._blink_clock = 0.0, None, None
+            self._plain = self._box = None
+            self._label = label
+            self._face = VideoFace(generator, source, loop=loop, label=label, enhance=self._enhance)
+            face_height = source.box.height
+            blink_note = "off: the video's own eyes blink"
+            about = f"video: {source.frames} frames, {'back and forth' if loop == 'pingpong' else 'looped'}"
+        else:  # a photo (or a video of one frame)
+            plain = load_image(image, max_side=max_side)
+            if box is not None:
+                y1, y2, x1, x2 = box
+                face_box = pad_box((x1, y1, x2, y2), (0, 0, 0, 0), plain.shape)
+            else:
+                face_box = find_face(plain, engine.detector)
+            self._plain, self._box, self._label = plain, face_box, label
+            rgb = draw_label(plain, avoid=face_box) if label else plain
+            self._eyes, blink_note = load_eyes(plain, face_box) if blink else (None, "off (asked for)")
+            self._face = _Face(generator, rgb, plain, face_box, self.motion, self._enhance, self._eyes)
+            if self._eyes is not None and self._face.blinks is None:
+                self._eyes, blink_note = None, "off: no open eyes found in the photo"
+            self._blink_clock = BlinkClock(self.fps, seed=None if seed == 0 else seed) if self._eyes is not None else None
+            face_height = face_box.height
+            about = "photo"
+        self._pose = _Pose(self.fps, face_height, self.motion, seed)
         self.mode = LiveMode(generator.description, 1, self._face.width, self._face.height,
-                             enhance=enhance_note, blink=blink_note)
+                             enhance=enhance_note, blink=blink_note, source=about)
         self.stats = LiveStats()
         self._lock = threading.Lock()
+        self._picture = threading.Lock()  # held while a frame is made; close() waits for it
         self._closed = threading.Event()
         self._pending = _Fifo()
         self._resampler = None
@@ -393,7 +434,9 @@ class LiveSession:
         self._mouth = self._face.rest
         self._n = 0
         self._t0: float | None = None
-        self._cost: list[float] = []
+        self._cost: collections.deque[float] = collections.deque(maxlen=MEASURE_FRAMES)  # frames that ran it
+        self._recent: collections.deque[float] = collections.deque(maxlen=8)  # any frames: how early to start one
+        self._faceless = False  # the frame just made skipped the network for want of a face
         self._image: np.ndarray | None = None  # the last picture made
         self._shrunk = False
         self._lead = 0.5 / self.fps
@@ -452,11 +495,14 @@ class LiveSession:
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
-        """End the session (from any thread): the iteration stops and the queue is dropped."""
+        """End the session (from any thread): the iteration stops, the queue is dropped and a
+        driving video's spool is removed (after the frame being made, if one is)."""
         self._closed.set()
         with self._lock:
             self._pending.clear()
             self._resampler = None
+        with self._picture:
+            self._face.close()
 
     @property
     def closed(self) -> bool:
@@ -486,7 +532,11 @@ class LiveSession:
         # the sound stays exact, and the stream stays live instead of falling further behind
         repeat = self._image is not None and time.monotonic() - due > CATCH_UP_SLOTS / self.fps
         t = time.perf_counter()
-        frame = self._make(n, repeat=repeat)
+        self._faceless = False
+        with self._picture:
+            if self._closed.is_set():
+                raise StopIteration
+            frame = self._make(n, repeat=repeat)
         if not repeat:
             self._note_cost(time.perf_counter() - t)
         self._sleep_until(due)
@@ -560,13 +610,18 @@ class LiveSession:
             self.stats.repeated_frames += 1
             return LiveFrame(n / self.fps, self._image, _to_int16(audio), RATE, speaking)
         measuring = n < self._measure_until
+        face = self._face
         if w > 0 or measuring:
-            if self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is self._face.rest:
-                mel = _mel_window(segment)[None]
-                self._mouth = _forward(self._face.generator, self._face.face, mel)[0]
-            mouth = self._face.rest + np.float32(w) * (self._mouth - self._face.rest) if w < 1 else self._mouth
+            if self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is face.rest:
+                prepared = face.face_for(n)  # None: a video frame without a face keeps the last mouth
+                if prepared is not None:
+                    self._mouth = _forward(face.generator, prepared, _mel_window(segment)[None])[0]
+                self._faceless = prepared is None
+            elif w > 0 and (n + 1) % self.mode.step == 0:
+                face.prefetch(n + 1)  # a video: the next network frame's face encoder runs on this one
+            mouth = self._mouth
         else:
-            self._mouth = mouth = self._face.rest
+            self._mouth = mouth = face.rest
         loud = float(np.sqrt(np.mean(audio * audio))) * 8.0 if speaking else 0.0
         closure = 0.0
         if self._blink_clock is not None:
@@ -574,7 +629,7 @@ class LiveSession:
             closure = self._blink_clock(n)  # the live sway has no nods (see lipsync.live.look)
             self.stats.blinks += len(self._blink_clock.mids) - started
         enhanced = self._enhance.calls if self._enhance is not None else 0
-        image = self._image = self._face.render(mouth, self._pose(n, loud), w, closure)
+        image = self._image = face.render(n, mouth, self._pose(n, loud), w, closure)
         if self._enhance is not None:
             self.stats.enhanced_frames += self._enhance.calls - enhanced
         return LiveFrame(n / self.fps, image, _to_int16(audio), RATE, speaking)
@@ -582,13 +637,17 @@ class LiveSession:
     # -- speed -------------------------------------------------------------------------
     def _note_cost(self, dt: float) -> None:
         slot = 1.0 / self.fps
+        self._recent.append(dt)
+        self._lead = min(slot, 1.5 * max(self._recent) + 0.003)
+        if self._faceless:  # a video frame without a face: the network did not run, so it says nothing of speed
+            if self._measure_until >= 0:
+                self._measure_until += 1  # measure on, until enough frames that ran it
+            return
         self._cost.append(dt)
-        mean = float(np.mean(self._cost[-MEASURE_FRAMES:]))
-        self.stats.frame_ms = 1000.0 * mean
-        self._lead = min(slot, 1.5 * float(np.max(self._cost[-8:])) + 0.003)
+        cost = float(np.mean(self._cost))
+        self.stats.frame_ms = 1000.0 * cost
         if self._measure_until < 0 or self._n + 1 < self._measure_until or len(self._cost) < MEASURE_FRAMES:
             return
-        cost = float(np.mean(self._cost[-MEASURE_FRAMES:]))
         if not self.adapt or cost <= BUDGET_SHARE * slot:
             self._measure_until = -1  # it fits: measured once and for all
             return
@@ -609,6 +668,10 @@ class LiveSession:
         self._measure_until = self._n + 1 + MEASURE_FRAMES
 
     def _shrink(self) -> None:
+        if self._plain is None:  # a video: the same spool, read at the smaller size
+            self._face = self._face.shrunk(SMALLER)
+            self._mouth = self._face.rest
+            return
         import cv2
 
         from ..blend import draw_label
@@ -632,8 +695,24 @@ class LiveSession:
         self._mouth = self._face.rest
 
 
+def _scan_video(engine, video, *, fps: float, max_side: int, box, label: bool, loop: str, max_video_s: float):
+    """(the scanned :class:`~lipsync.sources.VideoSource`, None), or (None, the frame) for a
+    video of one frame, which is used as a photo. Checked and decoded as a clip's video is."""
+    from ..media.video import probe_video
+    from ..options import GenerateOptions
+    from ..sources import scan_video
+
+    opts = GenerateOptions(fps=fps, max_side=max_side, box=box, label=label, video_loop=loop,
+                           max_video_s=max_video_s)
+    info = probe_video(video, max_seconds=opts.max_video_s, max_bytes=opts.max_video_bytes)
+    source = scan_video(info, opts, None, None if box is not None else engine.detector)
+    if source.frames > 1:
+        return source, None
+    frame = source.spool.read(0)
+    source.close()
+    return None, frame
+
+
 def open_session(engine, image=None, video=None, *, fps: float = 25.0, **kw) -> LiveSession:
     """``engine.live(...)``: see :class:`LiveSession`."""
-    if video is not None:
-        raise InputError("Live mode animates a portrait photo for now; pass a still of the person as image=.")
-    return LiveSession(engine, image, fps=fps, **kw)
+    return LiveSession(engine, image, video=video, fps=fps, **kw)

@@ -278,12 +278,14 @@ class Generator:
         return out.float().cpu()
 
     # -- public ------------------------------------------------------------------
-    def prepare_face(self, face_bgr: np.ndarray) -> _Prepared:
-        """A still face, (96, 96, 3) uint8 BGR, made ready once for :meth:`forward` (a live session).
+    def prepare_face(self, face_bgr: np.ndarray, *, still: bool = True) -> _Prepared:
+        """A face, (96, 96, 3) uint8 BGR, made ready for :meth:`forward` (a live session).
 
-        The face encoder runs here (with ``fast``, or into the int8 network's face maps).
+        The face encoder runs here (into the int8 network's face maps for int8). ``still``:
+        the face is used for many forwards (a photo), so ``fast`` also keeps its decoder
+        features; ``still=False``: one frame of a video, used once.
         """
-        return self._prepare(model_input(face_bgr), still=True)
+        return self._prepare(model_input(face_bgr), still=still)
 
     def forward(self, face: _Prepared, mels: np.ndarray) -> np.ndarray:
         """One batch on a face from :meth:`prepare_face`: (B, 80, 16) mel windows ->

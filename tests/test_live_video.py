@@ -1,0 +1,190 @@
+"""A live session driven by a video: the video plays back and forth at the session's pace, at rest
+it keeps its own mouth, speaking it gets the mouth in each frame's own face box; spool cleanup; bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from lipsync.errors import InputError, NoFaceError, VideoError
+from lipsync.live import session as live
+from lipsync.sources import loop_index
+from videos import SIZE, pan_frames, pan_truth, psnr, write_video
+
+N = 8  #: source frames in the test video (0.32 s at 25 fps)
+
+
+@pytest.fixture(scope="module")
+def pan8(tmp_path_factory):
+    """(path, frames as written): the example portrait panned over 8 frames, 256x256."""
+    frames = pan_frames(N)
+    return write_video(tmp_path_factory.mktemp("live_video") / "pan8.mp4", frames), frames
+
+
+@pytest.fixture
+def open_video(fp32_engine):
+    sessions = []
+
+    def make(video, **kw):
+        kw.setdefault("max_side", SIZE)
+        kw.setdefault("adapt", False)
+        kw.setdefault("enhance", "off")
+        s = fp32_engine.live(video=video, **kw)
+        sessions.append(s)
+        return s
+
+    yield make
+    for s in sessions:
+        s.close()
+
+
+@pytest.fixture
+def every_picture(monkeypatch):
+    monkeypatch.setattr(live, "CATCH_UP_SLOTS", 1e9)
+
+
+def take(session, n):
+    out = []
+    for f in session:
+        out.append(f)
+        if len(out) == n:
+            break
+    return out
+
+
+def nearest(frame, frames):
+    """Index of the source frame ``frame`` shows, and how closely (PSNR)."""
+    scores = [psnr(frame, f) for f in frames]
+    return int(np.argmax(scores)), max(scores)
+
+
+def test_at_rest_the_video_plays_back_and_forth_as_it_is(open_video, pan8, every_picture):
+    path, written = pan8
+    s = open_video(path, label=False)
+    assert s.mode.source == f"video: {N} frames, back and forth" and "video's own eyes" in s.mode.blink
+    frames = take(s, 2 * N + 3)  # past both turns
+    assert [f.pts for f in frames] == [pytest.approx(n / 25) for n in range(len(frames))]
+    shown = []
+    for f in frames:
+        assert f.image.shape == (SIZE, SIZE, 3) and not f.speaking
+        i, score = nearest(f.image, written)
+        assert score > 35, "an idle frame is the video's own picture (its mouth untouched)"
+        shown.append(i)
+    assert shown == [loop_index(n, N) for n in range(len(frames))]
+    assert shown[:N + 2] == [0, 1, 2, 3, 4, 5, 6, 7, 6, 5]  # no repeated frame at the turn
+
+
+def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_video, pan8, fp32_engine, every_picture):
+    """Each speaking frame = that video frame with the network's mouth for its own face and its own
+    mel window pasted in its own face box (the offline recipe for a video); nothing else changes."""
+    from lipsync import features
+    from lipsync.blend import paste_mouth
+    from lipsync.face import face_crop
+
+    path, _ = pan8
+    s = open_video(path, label=False)
+    take(s, 2)
+    rng = np.random.default_rng(4)
+    s.push(np.clip(rng.normal(0, 9000, 16000), -32768, 32767).astype(np.int16), 16000)
+    frames = take(s, 22)
+    timeline = np.concatenate([np.zeros(2 * 640, np.int16)] + [f.audio for f in frames]).astype(np.float32) / 32768
+    mel = features.melspectrogram(timeline)
+    mels = features.mel_windows(mel, 25, starts=features.window_starts(mel.shape[1], 25, 2 + len(frames)))
+    src, face, gen = s._face.source, s._face, fp32_engine.generator
+    talking = [k for k, f in enumerate(frames) if f.speaking]
+    full = set(talking[live.EASE_FRAMES : -live.EASE_FRAMES])  # mouth weight 1
+    assert len(full) >= 8
+    for k, f in enumerate(frames):
+        n = 2 + k
+        i = loop_index(n, N)
+        own = src.spool.read(i)
+        box = face.box(i)
+        truth = pan_truth(i, N)  # the box the session found is where the face is in that frame
+        assert truth[0] < (box.x1 + box.x2) / 2 < truth[2] and truth[1] < (box.y1 + box.y2) / 2 < truth[3]
+        outside = np.ones(own.shape[:2], bool)
+        outside[box.y1 : box.y2, box.x1 : box.x2] = False
+        assert np.array_equal(f.image[outside], own[outside]), f"frame {n}: pixels outside its face box changed"
+        if k in full:
+            mouth = np.concatenate(list(gen.predict(face_crop(own, box), mels[[n]])))[0]
+            want = paste_mouth(own.copy(), box, mouth)
+            assert np.abs(want.astype(int) - f.image.astype(int)).max() <= 2, f"frame {n}"
+            assert np.abs(want.astype(int) - own.astype(int)).max() > 20, f"frame {n} got no mouth"
+
+
+def test_frames_without_a_face_keep_their_own_pixels_while_speaking(open_video, tmp_path, every_picture):
+    written = [f if i not in (3, 4) else np.full_like(f, 128) for i, f in enumerate(pan_frames(N))]
+    path = write_video(tmp_path / "gap.mp4", written)
+    s = open_video(path, label=False)
+    s.push(np.clip(np.random.default_rng(1).normal(0, 9000, 16000), -32768, 32767).astype(np.int16), 16000)
+    frames = take(s, 20)
+    assert any(f.speaking for f in frames)
+    for n, f in enumerate(frames):
+        if loop_index(n, N) in (3, 4):
+            assert psnr(f.image, np.full_like(f.image, 128)) > 40, f"frame {n} shows no face and must stay as it is"
+
+
+def test_the_label_stays_clear_of_every_face_box(open_video, pan8):
+    s = open_video(pan8[0], label=True)
+    frames = take(s, 3)
+    avoid = s._face.source.label_avoid()
+    plain = [s._face.source.spool.read(loop_index(n, N)) for n in range(3)]
+    for f, own in zip(frames, plain):
+        changed = np.any(f.image != own, axis=2)
+        assert changed.any(), "no label drawn"
+        ys, xs = np.nonzero(changed)
+        inside = (ys >= avoid.y1) & (ys < avoid.y2) & (xs >= avoid.x1) & (xs < avoid.x2)
+        assert not inside.any(), "the label covers a face"
+
+
+def test_close_removes_the_spool_even_from_another_thread(open_video, pan8):
+    s = open_video(pan8[0])
+    workdir = s._face.source.workdir
+    assert workdir.exists()
+    take(s, 2)
+    closer = threading.Timer(0.2, s.close)
+    closer.start()
+    n = sum(1 for _ in s)  # ends when closed
+    closer.join()  # close() has returned
+    assert n < 25 and s.closed
+    assert not workdir.exists()
+
+
+def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_video, pan8, monkeypatch):
+    monkeypatch.setattr(live, "MEASURE_FRAMES", 3)
+    monkeypatch.setattr(live, "BUDGET_SHARE", 1e-6)
+    s = open_video(pan8[0], adapt=True)
+    calls = []
+    face = s._face
+    prefetch = face.prefetch
+    monkeypatch.setattr(face, "prefetch", lambda n: (calls.append(n), prefetch(n)))
+    s.push(np.clip(np.random.default_rng(2).normal(0, 9000, 16000 * 3), -32768, 32767).astype(np.int16), 16000)
+    first = s.mode
+    for f in s:
+        if s.mode.width < first.width and f.image.shape[1] == s.mode.width or f.pts > 12:
+            break
+    assert s.mode.step == 2 and "every second frame" in s.mode.reason and "working at" in s.mode.reason
+    assert calls and all(n % 2 == 0 for n in calls), "the next network frame's face is encoded between"
+
+
+def test_bad_video_input_says_what_to_do(fp32_engine, tmp_path, example_image, pan8):
+    with pytest.raises(InputError, match="not both"):
+        fp32_engine.live(image=example_image, video=pan8[0])
+    with pytest.raises(InputError, match="image= .* or video="):
+        fp32_engine.live()
+    fake = tmp_path / "notes.mp4"
+    fake.write_text("this is not a video")
+    with pytest.raises(VideoError):
+        fp32_engine.live(video=fake)
+    grey = write_video(tmp_path / "grey.mp4", [np.full((SIZE, SIZE, 3), 128, np.uint8)] * 6)
+    with pytest.raises(NoFaceError, match="No face was found"):
+        fp32_engine.live(video=grey)
+
+
+def test_a_one_frame_video_is_a_photo(fp32_engine, tmp_path, pan8):
+    one = write_video(tmp_path / "one.mp4", pan8[1][:1])
+    with fp32_engine.live(video=one, max_side=SIZE, adapt=False, enhance="off", blink=False) as s:
+        assert s.mode.source == "photo"
+        frames = take(s, 2)
+        assert frames[0].image.shape == (SIZE, SIZE, 3)
