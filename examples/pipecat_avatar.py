@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A Pipecat voice bot with a lip-synced face, over Pipecat's local WebRTC transport. No cloud keys.
 
-    pip install 'lipsync-avatar[pipecat]'      # pipecat-ai + aiortc (not pipecat-ai[webrtc]: see README)
+    pip install '.[pipecat]'      # from the project's folder; pipecat-ai + aiortc (not pipecat-ai[webrtc]: see README)
     python examples/pipecat_avatar.py --image portrait.jpg [--checkpoint wav2lip_gan.pth] [--port 7861]
+    python examples/pipecat_avatar.py --video me.mp4       # a driving video instead of a photo
     # open http://localhost:7861, press Start, allow the microphone, and talk
 
 The bot is an echo bot spoken by espeak-ng: it greets you, then repeats what you
@@ -102,30 +103,36 @@ def make_echo_bot():
     return EchoBot()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--image", type=Path, default=ROOT / "assets" / "astronaut.jpg")
-    ap.add_argument("--checkpoint", type=Path, default=None)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=7861)
-    args = ap.parse_args()
+def picture_size(image, video, side: int) -> tuple[int, int]:
+    """The avatar's (width, height): the transport sends frames of one size, set before the session opens."""
+    if video is not None:
+        from lipsync.media.video import probe_video, working_size
 
-    import uvicorn
+        return working_size(probe_video(video), side)
+    from lipsync.media.images import load_image
+
+    h, w = load_image(image, max_side=side).shape[:2]
+    return w, h
+
+
+def build_app(engine, image=None, video=None, side: int = 512):
+    """The example's web app: the page at ``/``, and ``/api/offer``, which starts one echo-bot
+    pipeline with the avatar per WebRTC visitor (``app.state.running``: their asyncio tasks, each
+    with its ``.worker``)."""
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse
     from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.pipeline.runner import PipelineRunner
-    from pipecat.pipeline.task import PipelineTask
+    from pipecat.pipeline.worker import PipelineWorker
     from pipecat.transports.base_transport import TransportParams
     from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
     from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+    from pipecat.workers.runner import WorkerRunner
 
-    from lipsync import LipSync
     from lipsync.live.pipecat import LipSyncAvatar
 
-    engine = LipSync(args.checkpoint).load()
+    width, height = picture_size(image, video, side)
     app = FastAPI()
-    running: set[asyncio.Task] = set()
+    app.state.running = running = set()
 
     @app.get("/")
     async def page() -> HTMLResponse:
@@ -136,25 +143,51 @@ def main() -> None:
         body = await request.json()
         connection = SmallWebRTCConnection()
         await connection.initialize(sdp=body["sdp"], type=body["type"])
-        avatar = LipSyncAvatar(engine, args.image, max_side=512)
+        avatar = LipSyncAvatar(engine, image, video=video, max_side=side)
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,
             params=TransportParams(
                 audio_in_enabled=True, audio_out_enabled=True, audio_out_sample_rate=16000,
-                video_out_enabled=True, video_out_is_live=True, video_out_width=512, video_out_height=512,
+                video_out_enabled=True, video_out_is_live=True, video_out_width=width, video_out_height=height,
             ),
         )
-        task = PipelineTask(Pipeline([transport.input(), make_echo_bot(), avatar, transport.output()]))
+        worker = PipelineWorker(Pipeline([transport.input(), make_echo_bot(), avatar, transport.output()]))
 
         @transport.event_handler("on_client_disconnected")
         async def gone(_transport, _client):
-            await task.cancel()
+            await worker.cancel()
 
-        job = asyncio.ensure_future(PipelineRunner(handle_sigint=False).run(task))
+        async def run() -> None:
+            runner = WorkerRunner(handle_sigint=False)
+            await runner.add_workers(worker)
+            await runner.run()
+
+        job = asyncio.ensure_future(run())
+        job.worker = worker
         running.add(job)
         job.add_done_callback(running.discard)
         return connection.get_answer()
 
+    return app
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    face = ap.add_mutually_exclusive_group()
+    face.add_argument("--image", type=Path, help="the portrait (default: the example astronaut)")
+    face.add_argument("--video", type=Path, help="a driving video of the person instead of a photo")
+    ap.add_argument("--checkpoint", type=Path, default=None)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=7861)
+    args = ap.parse_args()
+
+    import uvicorn
+
+    from lipsync import LipSync
+
+    engine = LipSync(args.checkpoint).load()
+    image = args.image or (None if args.video else ROOT / "assets" / "astronaut.jpg")
+    app = build_app(engine, image, args.video)
     print(f"open http://{args.host}:{args.port} (device: {engine.generator.description})")
     uvicorn.run(app, host=args.host, port=args.port)
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip(
     "pipecat",
-    reason="pipecat-ai is not installed here: it needs protobuf<7 and soxr~=1.0, which clash with this "
-    "environment's pins; install .[pipecat] into a virtualenv of its own to run this test",
+    reason="pipecat-ai is not installed: `make test` installs it (requirements-dev.txt); "
+    "elsewhere pip install '.[pipecat]'",
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, example_image):
@@ -23,9 +28,9 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
         TTSAudioRawFrame,
     )
     from pipecat.pipeline.pipeline import Pipeline
-    from pipecat.pipeline.runner import PipelineRunner
-    from pipecat.pipeline.task import PipelineTask
+    from pipecat.pipeline.worker import PipelineWorker
     from pipecat.processors.frame_processor import FrameProcessor
+    from pipecat.workers.runner import WorkerRunner
 
     from lipsync.live.pipecat import LipSyncAvatar
 
@@ -49,7 +54,7 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     stereo = np.repeat(speech[:, None], 2, axis=1)  # the processor mixes stereo down
     avatar = LipSyncAvatar(fp32_engine, example_image, max_side=160, motion=0, adapt=False)
     collect = Collect()
-    task = PipelineTask(Pipeline([avatar, collect]))
+    task = PipelineWorker(Pipeline([avatar, collect]))
 
     async def until(cond, timeout):
         for _ in range(int(timeout / 0.05)):
@@ -68,7 +73,9 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
         await task.queue_frame(EndFrame())
 
     async def main():
-        await asyncio.gather(PipelineRunner(handle_sigint=False).run(task), script())
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(task)
+        await asyncio.gather(runner.run(), script())
 
     asyncio.run(main())
     assert collect.tts == 0, "the bot's raw TTS audio must not reach the output beside the avatar's"
@@ -82,3 +89,80 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     assert np.count_nonzero(sound) < len(speech) - 16000
     assert not np.concatenate(collect.sounds[-3:]).any()
     assert avatar.session is None
+
+
+def test_pipecat_leaves_cv2_to_opencv_python():
+    """[pipecat] asks for pipecat-ai without its [webrtc] extra, whose opencv-python-headless would
+    install a second cv2 over opencv-python's (one without the Haar cascades' data folder here)."""
+    from importlib.metadata import PackageNotFoundError, distribution, requires
+
+    import cv2
+
+    with pytest.raises(PackageNotFoundError):
+        distribution("opencv-python-headless")
+    init = [f for f in distribution("opencv-python").files if str(f) == "cv2/__init__.py"]
+    assert init and Path(cv2.__file__).resolve() == Path(init[0].locate()).resolve()
+    assert Path(cv2.data.haarcascades, "haarcascade_frontalface_default.xml").is_file()
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["pipecat"]
+    assert all("[" not in r for r in extra if r.startswith("pipecat-ai")), "no pipecat-ai extra pulls headless OpenCV"
+    assert any("opencv-python-headless" in r for r in requires("pipecat-ai") if "webrtc" in r)  # the trap is real
+
+
+def test_the_example_bot_greets_with_a_talking_face_over_webrtc(fp32_engine, example_image):
+    """examples/pipecat_avatar.py as documented, in process: an aiortc visitor gets the avatar's
+    picture and hears the espeak-ng greeting over Pipecat's local WebRTC transport (real RTP on loopback)."""
+    import httpx
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    from test_live_web import tone_track, wait_for
+
+    spec = importlib.util.spec_from_file_location("pipecat_avatar", ROOT / "examples" / "pipecat_avatar.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    app = example.build_app(fp32_engine, example_image, side=160)
+    got = {"video": [], "audio": []}
+
+    async def main():
+        pc = RTCPeerConnection()
+
+        @pc.on("track")
+        def on_track(track):
+            async def pull():
+                from aiortc.mediastreams import MediaStreamError
+
+                try:
+                    while True:
+                        got[track.kind].append(await track.recv())
+                except MediaStreamError:
+                    pass
+
+            asyncio.ensure_future(pull())
+
+        pc.addTransceiver(tone_track(seconds_silent=60), direction="sendrecv")  # a quiet visitor
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bot.test") as client:
+            page = await client.get("/")
+            assert page.status_code == 200 and "RTCPeerConnection" in page.text
+            r = await client.post("/api/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"})
+            assert r.status_code == 200, r.text
+            answer = r.json()
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
+
+            def heard():
+                return sum(bool(np.abs(f.to_ndarray()).max() > 500) for f in got["audio"]) >= 10
+
+            assert await wait_for(heard, 60), "the greeting was not heard"
+            assert await wait_for(lambda: len(got["video"]) >= 10, 30), "no avatar picture"
+            (job,) = app.state.running
+            await pc.close()
+            await job.worker.cancel()
+            await asyncio.wait_for(job, 10)
+
+    t = time.monotonic()
+    asyncio.run(main())
+    assert time.monotonic() - t < 90
+    frame = got["video"][-1].to_ndarray(format="rgb24")
+    assert frame.shape == (160, 160, 3) and frame.std() > 10  # the portrait, at the size the example set

@@ -16,7 +16,7 @@ frames. An ``InterruptionFrame`` (the user talks over the bot) drops the queued
 speech: the face is at rest within a few frames. ``EndFrame``/``CancelFrame``
 close the session.
 
-Needs ``pip install lipsync-avatar[pipecat]`` (pipecat-ai and aiortc; not the
+Needs ``pip install '.[pipecat]'`` (from the project's folder) (pipecat-ai and aiortc; not the
 ``pipecat-ai[webrtc]`` extra, which would pull opencv-python-headless over this
 package's opencv-python: both install the module ``cv2``).
 """
@@ -43,7 +43,7 @@ try:
     from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "The Pipecat avatar needs pipecat-ai: pip install 'lipsync-avatar[pipecat]' "
+        "The Pipecat avatar needs pipecat-ai: pip install '.[pipecat]' from the project's folder "
         f"(without pipecat-ai's [webrtc] extra; see lipsync/live/pipecat.py). ({e})"
     ) from None
 
@@ -58,14 +58,16 @@ class LipSyncAvatar(FrameProcessor):
     Args:
         engine: a loaded :class:`~lipsync.LipSync`.
         image: the portrait.
+        video: instead of ``image``, a driving video of the person (played back and forth).
         fps: frames per second.
         **session: more :class:`~lipsync.live.LiveSession` options (motion, max_side, label...).
     """
 
-    def __init__(self, engine, image, *, fps: float = 25.0, **session):
+    def __init__(self, engine, image=None, *, video=None, fps: float = 25.0, **session):
         super().__init__()
         self._engine = engine
         self._image = image
+        self._video = video
         self._fps = fps
         self._options = session
         self.session = None
@@ -97,7 +99,7 @@ class LipSyncAvatar(FrameProcessor):
         if self.session is not None:
             return
         self.session = await asyncio.to_thread(
-            self._engine.live, image=self._image, fps=self._fps, **self._options
+            self._engine.live, image=self._image, video=self._video, fps=self._fps, **self._options
         )
         loop = asyncio.get_running_loop()
         session = self.session
