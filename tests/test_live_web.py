@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +68,7 @@ def tone_track(seconds_silent=0.3):
     return Mic()
 
 
-async def connect(client, mode="text", keepalive=True, mic=None):
+async def connect(client, mode="text", keepalive=True, mic=None, **face):
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
     pc = RTCPeerConnection()
@@ -102,7 +103,7 @@ async def connect(client, mode="text", keepalive=True, mic=None):
         pc.addTransceiver("audio", direction="recvonly")
     pc.addTransceiver("video", direction="recvonly")
     await pc.setLocalDescription(await pc.createOffer())
-    r = await client.post("/live/offer", json={"sdp": pc.localDescription.sdp, "type": "offer", "mode": mode})
+    r = await client.post("/live/offer", json={"sdp": pc.localDescription.sdp, "type": "offer", "mode": mode, **face})
     assert r.status_code == 200, r.text
     answer = r.json()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer["type"]))
@@ -208,6 +209,76 @@ def test_bad_offers_get_4xx_and_leave_nothing(fp32_engine, body):
                 assert r.status_code == 404 and "No such live session" in r.json()["error"]
 
     asyncio.run(main())
+
+
+def _data_url(path, kind="video/mp4"):
+    import base64
+
+    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_a_visitors_video_drives_the_face(fp32_engine, tmp_path, own_tempdir):
+    """A short video sent with the offer is the face (played back and forth); the upload is
+    removed once the session has read it, and the session's frames when it ends."""
+    import tempfile
+
+    from videos import pan_frames, write_video
+
+    clip = write_video(tmp_path / "me.mp4", pan_frames(6))
+
+    async def main():
+        app, server = make_app(fp32_engine)
+        async with http(app) as client:
+            pc, answer, got, _, pinger = await connect(client, mode="text", video=_data_url(clip))
+            assert answer["mode"]["source"] == "video: 6 frames, back and forth"
+            assert answer["mode"]["blink"].startswith("off") and "video" in answer["mode"]["blink"]
+            assert not list(Path(tempfile.gettempdir()).glob("lipsync-live-*")), "the upload is removed"
+            spool = server.peers[answer["id"]].session._face.source.workdir
+            assert spool.exists()
+            assert await wait_for(lambda: len(got["video"]) >= 5, 40), "no picture arrived"
+            assert max(got["video"][-1].to_ndarray(format="rgb24").shape[:2]) == 160
+            r = await client.post(f"/live/{answer['id']}/say", json={"text": "Hello.", "voice": "espeak:en-us"})
+            assert r.status_code == 200
+            assert (await client.delete(f"/live/{answer['id']}")).status_code == 200
+            assert not spool.exists()
+            pinger.cancel()
+            await pc.close()
+
+    asyncio.run(main())
+
+
+def test_a_bad_video_or_an_oversized_body_gets_4xx_and_leaves_nothing(fp32_engine, tmp_path, own_tempdir, example_image):
+    import tempfile
+
+    from aiortc import RTCPeerConnection
+
+    from lipsync.live import web
+
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("not a video at all")
+
+    async def main():
+        app, server = make_app(fp32_engine)
+        pc = RTCPeerConnection()
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        async with http(app) as client:
+            r = await client.post("/live/offer", json={**offer, "video": _data_url(notes)})
+            assert r.status_code == 400 and r.json()["error"].startswith("The uploaded file is not a video"), r.text
+            r = await client.post("/live/offer", json={**offer, "video": "data:video/mp4;base64,@@@"})
+            assert r.status_code == 400 and "base64" in r.json()["error"]
+            r = await client.post("/live/offer", json={**offer, "video": _data_url(notes),
+                                                      "image": _data_url(example_image, "image/jpeg")})
+            assert r.status_code == 400 and "not both" in r.json()["error"]
+            r = await client.post("/live/offer", content=b"{" + b" " * (web.MAX_BODY_BYTES + 1) + b"}",
+                                  headers={"content-type": "application/json"})
+            assert r.status_code == 413 and "larger" in r.json()["error"]
+            assert not server.peers and server._reserved == 0
+        await pc.close()
+
+    asyncio.run(main())
+    assert not list(Path(tempfile.gettempdir()).glob("lipsync-*")), "an upload or a spool was left behind"
 
 
 def test_turn_settings_come_from_the_environment(monkeypatch):

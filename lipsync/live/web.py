@@ -3,9 +3,12 @@
 Routes (``prefix`` defaults to ``/live``), all JSON:
 
 * ``GET  /live/config``: ICE servers for the browser and the session limit;
-* ``POST /live/offer`` ``{"sdp", "type": "offer", "mode": "mic"|"text", "image"?: data URL}``
-  -> ``{"id", "sdp", "type": "answer", "mode": {...what runs...}}``; 400 for a malformed
-  offer or portrait, 429 "busy" when the live sessions are all taken;
+* ``POST /live/offer`` ``{"sdp", "type": "offer", "mode": "mic"|"text", "image"?: data URL,
+  "video"?: data URL}`` -> ``{"id", "sdp", "type": "answer", "mode": {...what runs...}}``;
+  the face is the visitor's photo (``image``), a short video of them (``video``: up to
+  :data:`MAX_VIDEO_BYTES` and :data:`MAX_VIDEO_S`, played back and forth), or the app's
+  default portrait; 400 for a malformed offer, photo or video, 413 for a body over
+  :data:`MAX_BODY_BYTES`, 429 "busy" when the live sessions are all taken;
 * ``POST /live/{id}/say`` ``{"text", "voice"?}``: typed text, spoken sentence by sentence;
 * ``GET /live/{id}``: what runs now (frame step, size, why) and counters;
 * ``POST /live/{id}/interrupt``; ``DELETE /live/{id}``; unknown ids get 404.
@@ -26,7 +29,7 @@ NAT or a proxy that only forwards HTTP (a Space), set a TURN server:
 STUN servers. Both sides use them. ``LIPSYNC_LIVE_SESSIONS`` sets the limit
 (default: 1 on a CPU, 4 on a GPU).
 
-aiortc and av are imported only when a route is used (``pip install lipsync-avatar[live]``).
+aiortc and av are imported only when a route is used (``pip install '.[live]'``).
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ KEEPALIVE_S = 3.5  #: a peer with no ping and no microphone packet for this long
 CONNECT_S = 20.0  #: an answered offer must connect within this
 MAX_SDP = 64_000
 MAX_IMAGE_BYTES = 8 * 2**20
+MAX_VIDEO_BYTES = 20 * 2**20  #: a visitor's driving video (sent as a data URL)
+MAX_VIDEO_S = 30.0  #: ...and its longest duration: it loops, so a few seconds are enough
+MAX_BODY_BYTES = MAX_VIDEO_BYTES * 4 // 3 + MAX_SDP + 4096  #: the largest JSON body a route reads
 BUSY = "The live avatar is busy with another visitor right now; try again in a minute."
 GATE_DBFS = -42.0  #: the microphone is pushed while louder than this...
 GATE_HOLD_S = 0.4  #: ...and for this long after
@@ -190,7 +196,7 @@ class _Peer:
 def _mode(session) -> dict:
     m = session.mode
     return {"device": m.device, "step": m.step, "width": m.width, "height": m.height, "note": m.reason,
-            "enhance": m.enhance, "blink": m.blink}
+            "enhance": m.enhance, "blink": m.blink, "source": m.source}
 
 
 class LiveServer:
@@ -223,10 +229,6 @@ class LiveServer:
 
     # -- signalling -----------------------------------------------------------------------
     async def offer(self, body) -> dict:
-        from aiortc import RTCPeerConnection, RTCSessionDescription
-
-        from ..errors import LipSyncError
-
         if not isinstance(body, dict):
             raise HTTPProblem(400, "Send a JSON object with the SDP offer.")
         sdp, kind, mode = body.get("sdp"), body.get("type"), body.get("mode", "text")
@@ -236,7 +238,20 @@ class LiveServer:
             raise HTTPProblem(400, "The SDP offer is too long.")
         if mode not in ("mic", "text"):
             raise HTTPProblem(400, "mode must be 'mic' or 'text'.")
-        image = self._image(body.get("image"))
+        if body.get("image") is not None and body.get("video") is not None:
+            raise HTTPProblem(400, "Send a photo or a video for the face, not both.")
+        video = self._video(body["video"]) if body.get("video") is not None else None
+        try:
+            return await self._offer(sdp, mode, None if video else self._image(body.get("image")), video)
+        finally:
+            if video is not None:
+                video.unlink(missing_ok=True)  # the session keeps its own decoded frames
+
+    async def _offer(self, sdp: str, mode: str, image, video: Path | None) -> dict:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        from ..errors import LipSyncError
+
         engine = await asyncio.to_thread(self.get_engine)
         if engine is None:
             raise HTTPProblem(503, "The model is still loading; try again in a moment.")
@@ -247,9 +262,11 @@ class LiveServer:
         pc = session = None
         try:
             try:
-                session = await asyncio.to_thread(engine.live, image=image, max_side=self.max_side)
-            except LipSyncError as e:
-                raise HTTPProblem(400, str(e)) from None
+                face = {"video": video, "max_video_s": MAX_VIDEO_S} if video is not None else {"image": image}
+                session = await asyncio.to_thread(engine.live, **face, max_side=self.max_side)
+            except LipSyncError as e:  # the upload's temporary name means nothing to the visitor
+                message = str(e).replace(video.name, "The uploaded file") if video is not None else str(e)
+                raise HTTPProblem(400, message) from None
             pc = RTCPeerConnection(_rtc_configuration())
             peer = _Peer(pc, session, mode)
             try:
@@ -302,6 +319,24 @@ class LiveServer:
             return base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError):
             raise HTTPProblem(400, "The portrait's data URL is not valid base64.") from None
+
+    def _video(self, data) -> Path:
+        """A visitor's video data URL, checked for size, written to a private temporary file."""
+        import tempfile
+
+        if not isinstance(data, str) or "," not in data or not data.startswith("data:video/"):
+            raise HTTPProblem(400, "The video must be a video data URL (data:video/mp4;base64,...).")
+        b64 = data.split(",", 1)[1]
+        if len(b64) > MAX_VIDEO_BYTES * 4 // 3 + 4:
+            raise HTTPProblem(400, f"The video is larger than {MAX_VIDEO_BYTES // 2**20} MB; send a few seconds of it.")
+        try:
+            raw = base64.b64decode(b64, validate=True)
+        except (binascii.Error, ValueError):
+            raise HTTPProblem(400, "The video's data URL is not valid base64.") from None
+        fd, name = tempfile.mkstemp(prefix="lipsync-live-", suffix=".video")  # the format is sniffed, not named
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
+        return Path(name)
 
     def _wire(self, peer: _Peer) -> None:
         pc = peer.pc
@@ -468,9 +503,19 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
             return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
 
     async def body_of(request: Request):
+        import json
+
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise HTTPProblem(413, f"The request is larger than {MAX_BODY_BYTES // 2**20} MB.")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                raise HTTPProblem(413, f"The request is larger than {MAX_BODY_BYTES // 2**20} MB.")
         try:
-            return await request.json()
-        except Exception:  # noqa: BLE001 - any unparsable body
+            return json.loads(raw)
+        except ValueError:
             raise HTTPProblem(400, "The request body must be JSON.") from None
 
     async def config() -> JSONResponse:
@@ -515,6 +560,9 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
 _PAGE = """
 <div class="lipsync-live">
   <video class="lipsync-live-video" autoplay playsinline style="width:100%;max-width:512px;background:#111;border-radius:8px"></video>
+  <label style="display:block;margin:6px 0">Face (optional; the example portrait otherwise): a photo, or a few
+    seconds of video of the person, which plays back and forth while they talk
+    <input type="file" class="lipsync-live-face" accept="image/*,video/*"></label>
   <div style="margin:8px 0;display:flex;gap:8px;flex-wrap:wrap">
     <button class="lipsync-live-mic lg secondary">Start with my microphone</button>
     <button class="lipsync-live-text lg secondary">Start for typed text</button>
@@ -566,13 +614,24 @@ async function start(mode) {
     }
     pc.addTransceiver("video", {direction: "recvonly"});
     await pc.setLocalDescription(await pc.createOffer());
+    const file = $(".lipsync-live-face").files[0];
+    let face = {};
+    if (file) {  // sent as a data URL; the server sniffs the format itself
+      const isImage = file.type.startsWith("image/");
+      if (!isImage) say("Reading the video (a long one takes a few seconds)...");
+      const url = await new Promise((ok, bad) => {
+        const r = new FileReader(); r.onload = () => ok(r.result); r.onerror = () => bad(r.error); r.readAsDataURL(file);
+      });
+      const data = url.replace(/^data:[^;,]*/, isImage ? "data:image/any" : "data:video/any");
+      face = isImage ? {image: data} : {video: data};
+    }
     await new Promise((ok) => {
       if (pc.iceGatheringState === "complete") return ok();
       pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") ok(); });
       setTimeout(ok, 3000);
     });
     const r = await fetch(`${prefix}/offer`, {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer", mode})});
+      body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer", mode, ...face})});
     const answer = await r.json();
     if (!r.ok) { say(answer.error || `Could not start (${r.status}).`); await stop(); return; }
     id = answer.id;
@@ -582,6 +641,7 @@ async function start(mode) {
     const m = answer.mode;
     intro = mode === "mic" ? "Speak: the avatar repeats what you say." : "Type a sentence and press Say it.";
     const show = (m) => say(`Live on ${m.device}, ${m.width}x${m.height}` +
+      (m.source && m.source !== "photo" ? `; face from a ${m.source}` : "") +
       (m.enhance ? `; mouth: ${m.enhance.split(":")[0]}` : "") + (m.blink ? `; blinks: ${m.blink.split(":")[0]}` : "") +
       (m.note ? `. This machine is slow for live video: ${m.note}` : "") + `. ${intro}`);
     show(m);
@@ -622,6 +682,7 @@ def build_tab(get_engine=None, *, prefix: str = "/live"):
     options = "".join(f'<option value="{html.escape(v.id)}">{html.escape(v.id)}</option>' for v in voices)
     gr.Markdown(
         "Talk live: the avatar speaks as the sound arrives. Use your microphone (it says what you say) "
-        "or type sentences (the chosen voice speaks them one by one). One visitor at a time on a CPU."
+        "or type sentences (the chosen voice speaks them one by one). The face is the example portrait, "
+        "or a photo or short video you choose. One visitor at a time on a CPU."
     )
     return gr.HTML(_PAGE.replace("__VOICES__", options), js_on_load=_JS.replace("__PREFIX__", prefix))
