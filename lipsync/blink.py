@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 
 import numpy as np
 
@@ -166,6 +167,35 @@ class Blinks:
         return frame
 
 
+_mesh_lock = threading.Lock()
+_meshes: dict = {}  # model path -> FaceMesh: loaded once per process (per model file), not once per clip or visitor
+
+
+def find_eyes(rgb: np.ndarray, box):
+    """(eyelids of the face in ``box``, "") from the face-mesh model, or (None, "off: why not").
+
+    The model loads once per process and model file (a changed ``LIPSYNC_FACE_LANDMARKS`` loads
+    the new one); one caller runs it at a time. Never raises for a missing or broken model: a
+    clip or a live session goes on without blinks.
+    """
+    from .face.landmarks import FaceMesh, LandmarksUnavailable, model_path
+
+    try:
+        with _mesh_lock:
+            path = str(model_path())
+            mesh = _meshes.get(path)
+            if mesh is None:
+                _meshes.clear()
+                mesh = _meshes[path] = FaceMesh(path)
+            return mesh(rgb, box), ""
+    except LandmarksUnavailable as e:
+        log.warning("no blinks: %s", e)
+        return None, f"off: {e}"
+    except Exception as e:  # noqa: BLE001 - a broken model must not stop the video
+        log.warning("no blinks: the landmark model failed: %s", e)
+        return None, f"off: the landmark model failed ({type(e).__name__}: {e})"
+
+
 def plan_blinks(source, speech, n_frames: int, opts) -> tuple[Blinks | None, str]:
     """The blinks of a clip, or None and the reason there are none (never raises for a missing model).
 
@@ -179,17 +209,9 @@ def plan_blinks(source, speech, n_frames: int, opts) -> tuple[Blinks | None, str
         return None, "off (asked for)"
     if source.kind != "photo":
         return None, "off: a video's own eyes blink"
-    from .face.landmarks import FaceMesh, LandmarksUnavailable
-
-    try:
-        mesh = FaceMesh()
-        eyes = mesh(source.plain if source.plain is not None else source.image, source.box)
-    except LandmarksUnavailable as e:
-        log.warning("no blinks: %s", e)
-        return None, f"off: {e}"
-    except Exception as e:  # noqa: BLE001 - a broken model must not stop the video
-        log.warning("no blinks: the landmark model failed: %s", e)
-        return None, f"off: the landmark model failed ({type(e).__name__}: {e})"
+    eyes, why = find_eyes(source.plain if source.plain is not None else source.image, source.box)
+    if eyes is None:
+        return None, why
     nods = None
     if opts.motion > 0:
         from .motion import nod_curve

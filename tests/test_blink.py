@@ -275,3 +275,34 @@ def test_pipeline_blinks_and_records_what_ran(engine, tmp_path):
         assert parts.blinks is None
         result = engine.result(parts)
     assert result.blink == "off (asked for)" and result.enhance.startswith("off")
+
+
+@needs_model
+def test_the_face_mesh_loads_once_per_model_file(faces, monkeypatch):
+    """Clips and live visitors share one loaded face mesh; a different model file loads afresh."""
+    import lipsync.blink as blink_mod
+    from lipsync.face import landmarks
+
+    loads = []
+    real_init = landmarks.FaceMesh.__init__
+
+    def counting(self, path=None):
+        loads.append(str(path))
+        real_init(self, path)
+
+    monkeypatch.setattr(landmarks.FaceMesh, "__init__", counting)
+    monkeypatch.setattr(blink_mod, "_meshes", {})
+    p, box = faces["astronaut"]
+    src = PhotoSource(p.rgb, box, "given", plain=None, n_frames=100)
+    speech = Speech(np.zeros(64000, np.float32), 16000)
+    for _ in range(3):
+        blinks, note = plan_blinks(src, speech, 100, GenerateOptions())
+        assert blinks is not None, note
+    from lipsync.live.look import load_eyes
+
+    eyes, note = load_eyes(p.rgb, box)
+    assert eyes is not None and note.startswith("on:")
+    assert loads == [str(model_path())], "one load for three clips and a live session"
+    monkeypatch.setenv("LIPSYNC_FACE_LANDMARKS", str(model_path()) + "-missing")
+    blinks, note = plan_blinks(src, speech, 100, GenerateOptions())
+    assert blinks is None and "-missing is not a file" in note

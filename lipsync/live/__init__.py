@@ -2,7 +2,7 @@
 
 ::
 
-    with engine.live(image="portrait.jpg", fps=25) as session:
+    with engine.live(image="portrait.jpg", fps=25) as session:   # or video="me.mp4" (lipsync.live.video)
         session.push(samples, sample_rate)      # any rate, int16 or float32, mono; returns at once
         for frame in session:                   # LiveFrame(pts, image, audio, sample_rate, speaking)
             ...

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 
 import numpy as np
 
@@ -73,35 +72,12 @@ class BlinkClock:
         return float(blink_profile(t - self.start))
 
 
-_mesh_lock = threading.Lock()
-_mesh: dict = {}  # model path -> FaceMesh: loaded once per process, not once per visitor
-
-
-def _face_mesh():
-    from ..face.landmarks import FaceMesh, model_path
-
-    path = str(model_path())
-    mesh = _mesh.get(path)
-    if mesh is None:
-        _mesh.clear()
-        mesh = _mesh[path] = FaceMesh(path)
-    return mesh
-
-
 def load_eyes(plain: np.ndarray, box):
     """The photo's eyelids from the offline face mesh, or (None, why not); never raises for a missing model."""
-    from ..face.landmarks import LandmarksUnavailable
+    from ..blink import find_eyes
 
-    try:
-        with _mesh_lock:  # one network, one caller at a time
-            eyes = _face_mesh()(plain, box)
-    except LandmarksUnavailable as e:
-        log.warning("live: no blinks: %s", e)
-        return None, f"off: {e}"
-    except Exception as e:  # noqa: BLE001 - a broken model must not stop the session
-        log.warning("live: no blinks: the landmark model failed: %s", e)
-        return None, f"off: the landmark model failed ({type(e).__name__}: {e})"
-    return eyes, "on: about 16 blinks a minute, eyelids from the face mesh"
+    eyes, why = find_eyes(plain, box)
+    return (None, why) if eyes is None else (eyes, "on: about 16 blinks a minute, eyelids from the face mesh")
 
 
 def scale_eyes(eyes, sx: float, sy: float):

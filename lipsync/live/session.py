@@ -30,6 +30,10 @@ than :data:`CATCH_UP_SLOTS` slots late (a stall: a loaded machine, a slow consum
 repeats the last picture, with its own slot's sound, until the session is back on
 time, so a stream stays live instead of drifting behind.
 
+**The face** comes from a photo (encoded once) or a driving video
+(:mod:`lipsync.live.video`: played back and forth, each speaking frame's own
+face encoded; no added head motion or blinks).
+
 The session owns no thread: the frames are made on the iterating thread, and
 ``push``, ``interrupt`` and ``close`` may come from any other.
 """
