@@ -137,3 +137,50 @@ def fp32_engine(checkpoint):
     torch.set_num_threads(1)
     yield LipSync(checkpoint, device="cpu", precision="fp32", detector=HaarDetector()).load()
     torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- live sessions
+
+LIVE_SIDE = 256  #: the live tests' picture size: small, so each frame is cheap
+
+
+@pytest.fixture
+def open_live(fp32_engine, example_image):
+    sessions = []
+
+    def make(**kw):
+        kw.setdefault("max_side", LIVE_SIDE)
+        kw.setdefault("adapt", False)
+        kw.setdefault("enhance", "off")  # the exact-picture tests compare with the plain paste
+        kw.setdefault("blink", False)
+        if "video" not in kw:  # the photo, unless a test drives the face with a video
+            kw.setdefault("image", example_image)
+        s = fp32_engine.live(**kw)
+        sessions.append(s)
+        return s
+
+    yield make
+    for s in sessions:
+        s.close()
+
+
+@pytest.fixture
+def every_picture(monkeypatch):
+    """Make every frame's picture even when late (no catch-up), for the tests that read pictures in order."""
+    from lipsync.live import session as live
+
+    monkeypatch.setattr(live, "CATCH_UP_SLOTS", 1e9)
+
+
+def take(session, n):
+    out = []
+    for f in session:
+        out.append(f)
+        if len(out) == n:
+            break
+    return out
+
+
+def noise_int16(seconds, rate=16000, seed=0, amp=6000):
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.normal(0, amp, int(seconds * rate)), -32768, 32767).astype(np.int16)

@@ -15,45 +15,8 @@ import pytest
 from lipsync.errors import AudioError, LipSyncError
 from lipsync.live import session as live
 
-SIDE = 256
-
-
-@pytest.fixture
-def open_live(fp32_engine, example_image):
-    sessions = []
-
-    def make(**kw):
-        kw.setdefault("max_side", SIDE)
-        kw.setdefault("adapt", False)
-        kw.setdefault("enhance", "off")  # the exact-picture tests compare with the plain paste
-        kw.setdefault("blink", False)
-        s = fp32_engine.live(image=example_image, **kw)
-        sessions.append(s)
-        return s
-
-    yield make
-    for s in sessions:
-        s.close()
-
-
-@pytest.fixture
-def every_picture(monkeypatch):
-    """Make every frame's picture even when late (no catch-up), for the tests that read pictures in order."""
-    monkeypatch.setattr(live, "CATCH_UP_SLOTS", 1e9)
-
-
-def take(session, n):
-    out = []
-    for f in session:
-        out.append(f)
-        if len(out) == n:
-            break
-    return out
-
-
-def noise_int16(seconds, rate=16000, seed=0, amp=6000):
-    rng = np.random.default_rng(seed)
-    return np.clip(rng.normal(0, amp, int(seconds * rate)), -32768, 32767).astype(np.int16)
+from conftest import LIVE_SIDE as SIDE
+from conftest import noise_int16, take
 
 
 def test_frames_are_paced_and_stamped(open_live):

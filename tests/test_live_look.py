@@ -15,7 +15,7 @@ from lipsync.live import session as live
 from lipsync.live.look import BlinkClock, live_enhancer
 
 from test_blink import needs_model, visible_iris
-from test_live import noise_int16, take
+from conftest import noise_int16, take
 
 FPS = 25.0
 

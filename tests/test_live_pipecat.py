@@ -116,30 +116,17 @@ def test_the_example_bot_greets_with_a_talking_face_over_webrtc(fp32_engine, exa
     import httpx
     from aiortc import RTCPeerConnection, RTCSessionDescription
 
-    from test_live_web import tone_track, wait_for
+    from test_live_web import receive, tone_track, wait_for
 
     spec = importlib.util.spec_from_file_location("pipecat_avatar", ROOT / "examples" / "pipecat_avatar.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     app = example.build_app(fp32_engine, example_image, side=160)
-    got = {"video": [], "audio": []}
+    got = {}
 
     async def main():
         pc = RTCPeerConnection()
-
-        @pc.on("track")
-        def on_track(track):
-            async def pull():
-                from aiortc.mediastreams import MediaStreamError
-
-                try:
-                    while True:
-                        got[track.kind].append(await track.recv())
-                except MediaStreamError:
-                    pass
-
-            asyncio.ensure_future(pull())
-
+        got.update(receive(pc))
         pc.addTransceiver(tone_track(seconds_silent=60), direction="sendrecv")  # a quiet visitor
         pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())

@@ -11,6 +11,7 @@ import pytest
 from lipsync.errors import InputError, NoFaceError, VideoError
 from lipsync.live import session as live
 from lipsync.sources import loop_index
+from conftest import noise_int16, take
 from videos import SIZE, pan_frames, pan_truth, psnr, write_video
 
 N = 8  #: source frames in the test video (0.32 s at 25 fps)
@@ -23,46 +24,15 @@ def pan8(tmp_path_factory):
     return write_video(tmp_path_factory.mktemp("live_video") / "pan8.mp4", frames), frames
 
 
-@pytest.fixture
-def open_video(fp32_engine):
-    sessions = []
-
-    def make(video, **kw):
-        kw.setdefault("max_side", SIZE)
-        kw.setdefault("adapt", False)
-        kw.setdefault("enhance", "off")
-        s = fp32_engine.live(video=video, **kw)
-        sessions.append(s)
-        return s
-
-    yield make
-    for s in sessions:
-        s.close()
-
-
-@pytest.fixture
-def every_picture(monkeypatch):
-    monkeypatch.setattr(live, "CATCH_UP_SLOTS", 1e9)
-
-
-def take(session, n):
-    out = []
-    for f in session:
-        out.append(f)
-        if len(out) == n:
-            break
-    return out
-
-
 def nearest(frame, frames):
     """Index of the source frame ``frame`` shows, and how closely (PSNR)."""
     scores = [psnr(frame, f) for f in frames]
     return int(np.argmax(scores)), max(scores)
 
 
-def test_at_rest_the_video_plays_back_and_forth_as_it_is(open_video, pan8, every_picture):
+def test_at_rest_the_video_plays_back_and_forth_as_it_is(open_live, pan8, every_picture):
     path, written = pan8
-    s = open_video(path, label=False)
+    s = open_live(video=path, label=False)
     assert s.mode.source == f"video: {N} frames, back and forth" and "video's own eyes" in s.mode.blink
     frames = take(s, 2 * N + 3)  # past both turns
     assert [f.pts for f in frames] == [pytest.approx(n / 25) for n in range(len(frames))]
@@ -76,7 +46,7 @@ def test_at_rest_the_video_plays_back_and_forth_as_it_is(open_video, pan8, every
     assert shown[:N + 2] == [0, 1, 2, 3, 4, 5, 6, 7, 6, 5]  # no repeated frame at the turn
 
 
-def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_video, pan8, fp32_engine, every_picture):
+def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_live, pan8, fp32_engine, every_picture):
     """Each speaking frame = that video frame with the network's mouth for its own face and its own
     mel window pasted in its own face box (the offline recipe for a video); nothing else changes."""
     from lipsync import features
@@ -84,10 +54,9 @@ def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_video, pan8, f
     from lipsync.face import face_crop
 
     path, _ = pan8
-    s = open_video(path, label=False)
+    s = open_live(video=path, label=False)
     take(s, 2)
-    rng = np.random.default_rng(4)
-    s.push(np.clip(rng.normal(0, 9000, 16000), -32768, 32767).astype(np.int16), 16000)
+    s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
     frames = take(s, 22)
     timeline = np.concatenate([np.zeros(2 * 640, np.int16)] + [f.audio for f in frames]).astype(np.float32) / 32768
     mel = features.melspectrogram(timeline)
@@ -113,11 +82,11 @@ def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_video, pan8, f
             assert np.abs(want.astype(int) - own.astype(int)).max() > 20, f"frame {n} got no mouth"
 
 
-def test_frames_without_a_face_keep_their_own_pixels_while_speaking(open_video, tmp_path, every_picture):
+def test_frames_without_a_face_keep_their_own_pixels_while_speaking(open_live, tmp_path, every_picture):
     written = [f if i not in (3, 4) else np.full_like(f, 128) for i, f in enumerate(pan_frames(N))]
     path = write_video(tmp_path / "gap.mp4", written)
-    s = open_video(path, label=False)
-    s.push(np.clip(np.random.default_rng(1).normal(0, 9000, 16000), -32768, 32767).astype(np.int16), 16000)
+    s = open_live(video=path, label=False)
+    s.push(noise_int16(1.0, seed=1, amp=9000), 16000)
     frames = take(s, 20)
     assert any(f.speaking for f in frames)
     for n, f in enumerate(frames):
@@ -125,8 +94,8 @@ def test_frames_without_a_face_keep_their_own_pixels_while_speaking(open_video, 
             assert psnr(f.image, np.full_like(f.image, 128)) > 40, f"frame {n} shows no face and must stay as it is"
 
 
-def test_the_label_stays_clear_of_every_face_box(open_video, pan8):
-    s = open_video(pan8[0], label=True)
+def test_the_label_stays_clear_of_every_face_box(open_live, pan8):
+    s = open_live(video=pan8[0], label=True)
     frames = take(s, 3)
     avoid = s._face.source.label_avoid()
     plain = [s._face.source.spool.read(loop_index(n, N)) for n in range(3)]
@@ -138,8 +107,8 @@ def test_the_label_stays_clear_of_every_face_box(open_video, pan8):
         assert not inside.any(), "the label covers a face"
 
 
-def test_close_removes_the_spool_even_from_another_thread(open_video, pan8):
-    s = open_video(pan8[0])
+def test_close_removes_the_spool_even_from_another_thread(open_live, pan8):
+    s = open_live(video=pan8[0])
     workdir = s._face.source.workdir
     assert workdir.exists()
     take(s, 2)
@@ -151,15 +120,15 @@ def test_close_removes_the_spool_even_from_another_thread(open_video, pan8):
     assert not workdir.exists()
 
 
-def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_video, pan8, monkeypatch):
+def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_live, pan8, monkeypatch):
     monkeypatch.setattr(live, "MEASURE_FRAMES", 3)
     monkeypatch.setattr(live, "BUDGET_SHARE", 1e-6)
-    s = open_video(pan8[0], adapt=True)
+    s = open_live(video=pan8[0], adapt=True)
     calls = []
     face = s._face
     prefetch = face.prefetch
     monkeypatch.setattr(face, "prefetch", lambda n: (calls.append(n), prefetch(n)))
-    s.push(np.clip(np.random.default_rng(2).normal(0, 9000, 16000 * 3), -32768, 32767).astype(np.int16), 16000)
+    s.push(noise_int16(3.0, seed=2, amp=9000), 16000)
     first = s.mode
     for f in s:
         if s.mode.width < first.width and f.image.shape[1] == s.mode.width or f.pts > 12:

@@ -68,10 +68,8 @@ def tone_track(seconds_silent=0.3):
     return Mic()
 
 
-async def connect(client, mode="text", keepalive=True, mic=None, **face):
-    from aiortc import RTCPeerConnection, RTCSessionDescription
-
-    pc = RTCPeerConnection()
+def receive(pc) -> dict:
+    """{"video": [...], "audio": [...]}: every frame the peer's incoming tracks deliver, as they come."""
     got = {"video": [], "audio": []}
 
     @pc.on("track")
@@ -87,6 +85,14 @@ async def connect(client, mode="text", keepalive=True, mic=None, **face):
 
         asyncio.ensure_future(pull())
 
+    return got
+
+
+async def connect(client, mode="text", keepalive=True, mic=None, **face):
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection()
+    got = receive(pc)
     channel = pc.createDataChannel("keepalive")
     pinging = {"on": keepalive}
 

@@ -199,6 +199,20 @@ def _mode(session) -> dict:
             "enhance": m.enhance, "blink": m.blink, "source": m.source}
 
 
+def _from_data_url(data, kind: str, what: str, limit: int, example: str, advice: str = "") -> bytes:
+    """The bytes of a ``data:{kind}/...;base64,...`` URL a visitor sent; HTTPProblem 400 saying what is wrong."""
+    if not isinstance(data, str) or "," not in data or not data.startswith(f"data:{kind}/"):
+        raise HTTPProblem(400, f"{what} must be {'an' if kind[0] in 'aeiou' else 'a'} {kind} data URL "
+                               f"(data:{kind}/{example};base64,...).")
+    b64 = data.split(",", 1)[1]
+    if len(b64) > limit * 4 // 3 + 4:
+        raise HTTPProblem(400, f"{what} is larger than {limit // 2**20} MB{advice}.")
+    try:
+        return base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPProblem(400, f"{what}'s data URL is not valid base64.") from None
+
+
 class LiveServer:
     """The live sessions of one app: at most ``max_sessions`` peers, each with its own :class:`LiveSession`.
 
@@ -310,29 +324,13 @@ class LiveServer:
     def _image(self, data):
         if data is None:
             return self.image
-        if not isinstance(data, str) or "," not in data or not data.startswith("data:image/"):
-            raise HTTPProblem(400, "The portrait must be an image data URL (data:image/jpeg;base64,...).")
-        b64 = data.split(",", 1)[1]
-        if len(b64) > MAX_IMAGE_BYTES * 4 // 3 + 4:
-            raise HTTPProblem(400, f"The portrait is larger than {MAX_IMAGE_BYTES // 2**20} MB.")
-        try:
-            return base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise HTTPProblem(400, "The portrait's data URL is not valid base64.") from None
+        return _from_data_url(data, "image", "The portrait", MAX_IMAGE_BYTES, "jpeg")
 
     def _video(self, data) -> Path:
         """A visitor's video data URL, checked for size, written to a private temporary file."""
         import tempfile
 
-        if not isinstance(data, str) or "," not in data or not data.startswith("data:video/"):
-            raise HTTPProblem(400, "The video must be a video data URL (data:video/mp4;base64,...).")
-        b64 = data.split(",", 1)[1]
-        if len(b64) > MAX_VIDEO_BYTES * 4 // 3 + 4:
-            raise HTTPProblem(400, f"The video is larger than {MAX_VIDEO_BYTES // 2**20} MB; send a few seconds of it.")
-        try:
-            raw = base64.b64decode(b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise HTTPProblem(400, "The video's data URL is not valid base64.") from None
+        raw = _from_data_url(data, "video", "The video", MAX_VIDEO_BYTES, "mp4", "; send a few seconds of it")
         fd, name = tempfile.mkstemp(prefix="lipsync-live-", suffix=".video")  # the format is sniffed, not named
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
