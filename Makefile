@@ -29,13 +29,15 @@ apt-dev:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
+# --no-compile: Python compiles a module the first time it is imported; compiling every file of
+# torch, gradio and the rest at install time cost about a minute that nothing used
 $(VENV)/.deps: requirements.txt requirements-landmarks.txt | $(VENV)/bin/python
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q --no-deps -r requirements-landmarks.txt
+	$(PY) -m pip install -q --no-compile -r requirements.txt
+	$(PY) -m pip install -q --no-compile --no-deps -r requirements-landmarks.txt
 	touch $@
 
 $(VENV)/.test-deps: requirements-dev.txt $(VENV)/.deps
-	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-compile -r requirements-dev.txt
 	touch $@
 
 deps: $(VENV)/.deps
