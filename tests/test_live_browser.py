@@ -146,3 +146,51 @@ def test_avatar_sound_starts_within_800_ms_of_the_microphone(loaded, tmp_path):
         while server.peers and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not server.peers, "the session was not freed after Stop"
+
+
+def test_a_chosen_video_is_the_face_and_speaks_typed_text(loaded, tmp_path):
+    """The tab's face picker in Chromium: a short video chosen, typed text started, the status names the
+    video, a sentence is said, and the session that speaks it is driven by that video."""
+    engine = loaded
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    import gradio as gr
+    from fastapi import FastAPI
+    from playwright.sync_api import sync_playwright
+
+    from lipsync.live.web import build_tab, install
+    from videos import pan_frames, write_video
+
+    clip = write_video(tmp_path / "me.mp4", pan_frames(6))
+    app = FastAPI()
+    server = install(app, lambda: engine)
+    server.max_side = 256
+    with gr.Blocks() as demo, gr.Tab("Live"):
+        build_tab(lambda: engine)
+    app = gr.mount_gradio_app(app, demo, path="/")
+    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+    with serve(app) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            page.wait_for_selector(".lipsync-live-face", state="attached", timeout=60_000)
+            page.set_input_files(".lipsync-live-face", str(clip))
+            page.click(".lipsync-live-text")
+            page.wait_for_function(
+                "() => document.querySelector('.lipsync-live-status').textContent.includes('face from a video')",
+                timeout=30_000,
+            )
+            status = page.inner_text(".lipsync-live-status")
+            (peer,) = server.peers.values()
+            assert peer.session.mode.source == "video: 6 frames, back and forth"
+            page.fill(".lipsync-live-words", "Hello from my own video.")
+            page.click(".lipsync-live-say")
+            deadline = time.monotonic() + 30
+            while peer.session.stats.utterances < 1 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            page.click(".lipsync-live-stop")
+        finally:
+            browser.close()
+    assert "face from a video: 6 frames" in status, status
+    assert peer.session.stats.utterances >= 1, "the typed sentence was not spoken"
