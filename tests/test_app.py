@@ -160,6 +160,22 @@ def test_uploaded_audio_replaces_text_and_length_is_honoured(client, oracle_wav)
     assert captions is None and "No captions" in summary
 
 
+@pytest.mark.slow
+def test_app_takes_a_video_instead_of_the_photo(client, tmp_path):
+    """A driving video in place of the photo, through the same running app (test_video.py tests the rest)."""
+    from gradio_client import handle_file
+
+    from videos import SIZE, pan_frames, write_video
+
+    clip = write_video(tmp_path / "pan.mp4", pan_frames(25))
+    video, zip_file, summary, captions = _call(client, image=None, text="Hello there.", video=handle_file(str(clip)),
+                                               motion=0)
+    info = ffprobe(_video_path(video))
+    v = next(s for s in info["streams"] if s["codec_type"] == "video")
+    assert (v["width"], v["height"]) == (SIZE, SIZE)  # the video's frames, not the example photo's
+    assert "video" in summary.lower()
+
+
 def test_api_exposes_generate_with_named_parameters(client):
     info = client.view_api(print_info=False, return_format="dict")
     endpoint = info["named_endpoints"]["/generate"]

@@ -465,20 +465,3 @@ def test_command_line_video_end_to_end(tmp_path, pan, checkpoint):
     assert bad.returncode == 2 and "motion must be between 0" in bad.stderr
 
 
-@pytest.mark.slow
-def test_app_takes_a_video_instead_of_the_photo(checkpoint, tmp_path, pan):
-    from gradio_client import Client, handle_file
-
-    from test_app import _video_path, running_app
-
-    with running_app(checkpoint, tmp_path) as (url, log_path):
-        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
-        video, zip_file, summary, captions = client.predict(
-            image=None, text="Hello there.", voice="espeak:en-us", consent=True, video=handle_file(str(pan[0])),
-            motion=0, api_name="/generate",
-        )
-        info = ffprobe(_video_path(video))
-        v = next(s for s in info["streams"] if s["codec_type"] == "video")
-        assert (v["width"], v["height"]) == (SIZE, SIZE)  # the video's frames, not the example photo's
-        assert "video" in summary.lower()
-    assert "Traceback" not in log_path.read_text(errors="replace")

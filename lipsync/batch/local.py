@@ -78,6 +78,11 @@ def _worker_main(conn, settings: EngineSettings, threads: int, log_level: int) -
             conn.send(("done", execute(engine, job, Path(workdir))))
     except (BrokenPipeError, KeyboardInterrupt):
         return
+    finally:
+        # the work is over: a SIGTERM from here on (the driver stopping its workers while this one
+        # runs the interpreter's exit finalizers) just ends the process, instead of raising
+        # SystemExit inside a finalizer, which prints an "Exception ignored ... Traceback"
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class _Worker:
