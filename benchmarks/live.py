@@ -235,6 +235,18 @@ def resources() -> dict:
     }
 
 
+def growth(cycles: int, first: dict, last: dict, **extra) -> dict:
+    """The resources after the first cycle and after the last, and how much RSS grew between."""
+    return {
+        "cycles": cycles,
+        "after_first": {k: round(v, 1) for k, v in first.items()},
+        "after_last": {k: round(v, 1) for k, v in last.items()},
+        "rss_growth_pct": round(100 * (last["rss_mb"] / first["rss_mb"] - 1), 2),
+        **extra,
+        "load": load(),
+    }
+
+
 def memory(engine, src: dict, cycles: int, max_side: int) -> dict:
     first = None
     for k in range(cycles):
@@ -245,14 +257,7 @@ def memory(engine, src: dict, cycles: int, max_side: int) -> dict:
                     break
         if k == 0:
             first = resources()
-    last = resources()
-    return {
-        "cycles": cycles,
-        "after_first": {k: round(v, 1) for k, v in first.items()},
-        "after_last": {k: round(v, 1) for k, v in last.items()},
-        "rss_growth_pct": round(100 * (last["rss_mb"] / first["rss_mb"] - 1), 2),
-        "load": load(),
-    }
+    return growth(cycles, first, resources())
 
 
 def web_cycles(engine, image, cycles: int) -> dict:
@@ -314,15 +319,7 @@ def web_cycles(engine, image, cycles: int) -> dict:
         return first
 
     first = asyncio.run(run())
-    last = resources()
-    return {
-        "cycles": cycles,
-        "after_first": {k: round(v, 1) for k, v in first.items()},
-        "after_last": {k: round(v, 1) for k, v in last.items()},
-        "rss_growth_pct": round(100 * (last["rss_mb"] / first["rss_mb"] - 1), 2),
-        "rss_mb_every_10": trace,
-        "load": load(),
-    }
+    return growth(cycles, first, resources(), rss_mb_every_10=trace)
 
 
 def main(argv=None) -> int:

@@ -57,6 +57,7 @@ __all__ = [
     "VideoSource",
     "FrameSpool",
     "scan_video",
+    "scan_or_still",
     "loop_indices",
     "loop_index",
     "edge_fade",
@@ -495,6 +496,21 @@ def scan_video(
             source.close()
             raise
     return source
+
+
+def scan_or_still(info, opts, n_frames: int | None, detector=None, progress=None):
+    """(:func:`scan_video`'s source, None), or (None, the frame) for a video of one frame, which is
+    then used as a photo (a clip and a live session both do so).
+
+    ``detector``: a callable that returns the face detector, called only when ``opts.box`` is not given.
+    """
+    source = scan_video(info, opts, n_frames, None if opts.box is not None else detector(), progress)
+    if source.frames > 1:
+        return source, None
+    frame = source.spool.read(0)
+    source.close()
+    log.info("%s has a single frame: used as a photo", info.path.name)
+    return None, frame
 
 
 def _check_faces(source: VideoSource, n: int) -> None:

@@ -184,3 +184,17 @@ def take(session, n):
 def noise_int16(seconds, rate=16000, seed=0, amp=6000):
     rng = np.random.default_rng(seed)
     return np.clip(rng.normal(0, amp, int(seconds * rate)), -32768, 32767).astype(np.int16)
+
+
+@pytest.fixture
+def no_restorer_weights(monkeypatch, tmp_path):
+    """Offline, an empty Hub cache, no local file: the face restorer's weights cannot be had."""
+    from lipsync.enhance import face as face_mode
+
+    monkeypatch.setenv("LIPSYNC_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.delenv("LIPSYNC_GFPGAN", raising=False)
+    face_mode.forget()
+    yield
+    face_mode.forget()

@@ -205,16 +205,7 @@ def test_small_box_uses_bicubic():
 # ----------------------------------------------------------------------------- auto: face on a GPU, fast elsewhere
 
 
-@pytest.fixture
-def no_download(monkeypatch, tmp_path):
-    """Offline, an empty Hub cache, no local restorer file."""
-    monkeypatch.setenv("LIPSYNC_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("LIPSYNC_GFPGAN", raising=False)
-
-
-def test_auto_is_fast_on_a_cpu_and_says_why(no_download, monkeypatch, tmp_path):
+def test_auto_is_fast_on_a_cpu_and_says_why(no_restorer_weights, monkeypatch, tmp_path):
     from lipsync.enhance import choose
 
     local = tmp_path / "GFPGANv1.4.pth"
@@ -228,7 +219,7 @@ def test_auto_is_fast_on_a_cpu_and_says_why(no_download, monkeypatch, tmp_path):
         assert describe("auto", device) == note  # what Result.enhance records
 
 
-def test_auto_is_face_on_a_gpu_with_the_weights(no_download, monkeypatch, tmp_path):
+def test_auto_is_face_on_a_gpu_with_the_weights(no_restorer_weights, monkeypatch, tmp_path):
     from lipsync.enhance import choose
 
     mode, why = choose("cuda")  # offline, nothing cached: the weights cannot be had
@@ -249,7 +240,7 @@ def test_auto_is_face_on_a_gpu_with_the_weights(no_download, monkeypatch, tmp_pa
     assert choose("cuda")[0] == "face"
 
 
-def test_auto_follows_the_engine_device_not_the_machine(no_download, monkeypatch):
+def test_auto_follows_the_engine_device_not_the_machine(no_restorer_weights, monkeypatch):
     """``device=auto`` (or none) means CUDA when there is one: the same rule as the engine's."""
     import lipsync.enhance.face as face_mode
     from lipsync.enhance import choose

@@ -71,18 +71,6 @@ from lipsync.enhance.detail import DetailTransfer, stretch  # noqa: E402
 from lipsync.face import FaceBox  # noqa: E402
 
 
-@pytest.fixture
-def no_restorer_weights(monkeypatch, tmp_path):
-    """Offline, an empty Hub cache, no local file: the restorer's weights cannot be had."""
-    monkeypatch.setenv("LIPSYNC_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    monkeypatch.delenv("LIPSYNC_GFPGAN", raising=False)
-    face_mode.forget()
-    yield
-    face_mode.forget()
-
-
 def _portrait(seed=0, h=160, w=140):
     rng = np.random.default_rng(seed)
     img = np.full((240, 220, 3), 120, np.uint8)

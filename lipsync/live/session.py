@@ -704,17 +704,12 @@ def _scan_video(engine, video, *, fps: float, max_side: int, box, label: bool, l
     video of one frame, which is used as a photo. Checked and decoded as a clip's video is."""
     from ..media.video import probe_video
     from ..options import GenerateOptions
-    from ..sources import scan_video
+    from ..sources import scan_or_still
 
     opts = GenerateOptions(fps=fps, max_side=max_side, box=box, label=label, video_loop=loop,
                            max_video_s=max_video_s)
     info = probe_video(video, max_seconds=opts.max_video_s, max_bytes=opts.max_video_bytes)
-    source = scan_video(info, opts, None, None if box is not None else engine.detector)
-    if source.frames > 1:
-        return source, None
-    frame = source.spool.read(0)
-    source.close()
-    return None, frame
+    return scan_or_still(info, opts, None, lambda: engine.detector)
 
 
 def open_session(engine, image=None, video=None, *, fps: float = 25.0, **kw) -> LiveSession:

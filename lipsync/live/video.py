@@ -76,10 +76,6 @@ class VideoFace:
         self._frames: dict[int, np.ndarray] = {}  # the last two source frames read (this frame's, the next's)
         self._ready: tuple[int, object] | None = None  # (session frame, its face made ready) from prefetch()
 
-    @property
-    def frames(self) -> int:
-        return self.source.frames
-
     def index(self, n: int) -> int:
         """The source frame that session frame ``n`` shows."""
         return loop_index(n, self.source.frames, self.loop)

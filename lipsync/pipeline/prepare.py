@@ -23,7 +23,7 @@ from ..media.audio import Speech, load_audio, resample
 from ..media.images import load_image
 from ..motion import MotionTrack, head_motion
 from ..options import GenerateOptions, Request
-from ..sources import PhotoSource, VideoSource
+from ..sources import PhotoSource, VideoSource, scan_or_still
 from ..speech.activity import speech_weights
 from ..speech.post import fit_length
 from .progress import Clock, Progress, no_progress
@@ -113,7 +113,7 @@ def prepare(request: Request, detector: Callable[[], object], report: Progress |
     report("face", 0, 1)
     source = None
     if video is not None:
-        source, rgb = _video_source(video, opts, n_frames, detector, report)
+        source, rgb = scan_or_still(video, opts, n_frames, detector, report)
     if source is None:  # a photo (or a video of one frame)
         box, found_by = _face(rgb, opts, detector)
         plain = rgb
@@ -182,16 +182,3 @@ def _face(rgb: np.ndarray, opts: GenerateOptions, detector: Callable[[], object]
         return pad_box((x1, y1, x2, y2), (0, 0, 0, 0), rgb.shape), "given"
     det = detector()
     return find_face(rgb, det, face_index=opts.face_index, pads=opts.pads), det.name
-
-
-def _video_source(video, opts: GenerateOptions, n_frames: int, detector: Callable[[], object], report: Progress):
-    """(VideoSource, None), or (None, the frame) for a video of one frame, which is used as a photo."""
-    from ..sources import scan_video
-
-    source = scan_video(video, opts, n_frames, None if opts.box is not None else detector(), report)
-    if source.frames > 1:
-        return source, None
-    frame = source.spool.read(0)
-    source.close()
-    log.info("%s has a single frame: used as a photo", video.path.name)
-    return None, frame
