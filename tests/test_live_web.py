@@ -27,6 +27,7 @@ def make_app(engine, **kw):
     from lipsync.live.web import install
 
     app = FastAPI()
+    kw.setdefault("offer_interval_s", 0.0)  # one test client opens offers back to back
     server = install(app, lambda: engine, **kw)
     server.max_side = 160
     return app, server
@@ -206,7 +207,7 @@ def test_bad_offers_get_4xx_and_leave_nothing(fp32_engine, body):
         async with http(app) as client:
             r = await client.post("/live/offer", json=body)
             assert 400 <= r.status_code < 500 and r.json()["error"]
-            assert not server.peers and server._reserved == 0
+            assert not server.peers and not server.pending
             r = await client.post("/live/offer", content=b"{not json", headers={"content-type": "application/json"})
             assert r.status_code == 400
             for call in (client.delete("/live/nope"), client.post("/live/nope/say", json={"text": "hi"}),
@@ -235,7 +236,7 @@ def test_a_visitors_video_drives_the_face(fp32_engine, tmp_path, own_tempdir):
     async def main():
         app, server = make_app(fp32_engine)
         async with http(app) as client:
-            pc, answer, got, _, pinger = await connect(client, mode="text", video=_data_url(clip))
+            pc, answer, got, _, pinger = await connect(client, mode="text", video=_data_url(clip), consent=True)
             assert answer["mode"]["source"] == "video: 6 frames, back and forth"
             assert answer["mode"]["blink"].startswith("off") and "video" in answer["mode"]["blink"]
             assert not list(Path(tempfile.gettempdir()).glob("lipsync-live-*")), "the upload is removed"
@@ -268,7 +269,7 @@ def test_a_bad_video_or_an_oversized_body_gets_4xx_and_leaves_nothing(fp32_engin
         pc = RTCPeerConnection()
         pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
-        offer = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        offer = {"sdp": pc.localDescription.sdp, "type": "offer", "consent": True}
         async with http(app) as client:
             r = await client.post("/live/offer", json={**offer, "video": _data_url(notes)})
             assert r.status_code == 400 and r.json()["error"].startswith("The uploaded file is not a video"), r.text
@@ -280,7 +281,7 @@ def test_a_bad_video_or_an_oversized_body_gets_4xx_and_leaves_nothing(fp32_engin
             r = await client.post("/live/offer", content=b"{" + b" " * (web.MAX_BODY_BYTES + 1) + b"}",
                                   headers={"content-type": "application/json"})
             assert r.status_code == 413 and "larger" in r.json()["error"]
-            assert not server.peers and server._reserved == 0
+            assert not server.peers and not server.pending
         await pc.close()
 
     asyncio.run(main())
@@ -312,12 +313,16 @@ def test_the_tab_mounts_in_a_gradio_app(fp32_engine):
     install(app, lambda: fp32_engine)
     with gr.Blocks() as demo, gr.Tabs(), gr.Tab("Live"):
         html = build_tab(lambda: fp32_engine)
-    assert "getUserMedia" in html.js_on_load and 'prefix = "/live"' in html.js_on_load
+    assert '"/live/static/live.js"' in html.js_on_load and 'mount(element, "/live")' in html.js_on_load
     assert "espeak:" in html.value  # the voice picker lists the installed voices
+    assert 'class="lipsync-live-consent"' in html.value and "right to use this person" in html.value
     app = gr.mount_gradio_app(app, demo, path="/")
     with TestClient(app) as c:
         assert c.get("/live/config").json()["keepalive_s"] > 0
         assert c.get("/").status_code == 200
+        script = c.get("/live/static/live.js")  # the page's script is a file of its own, served as is
+        assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+        assert "export function mount" in script.text and "getUserMedia" in script.text
 
 
 def test_the_web_app_carries_the_live_tab_and_its_routes():

@@ -102,6 +102,16 @@ class LipSync:
         """The face detector (loaded on first use, independently of the network)."""
         return self._detector.get()
 
+    @property
+    def loaded(self) -> bool:
+        """The network and the face detector are loaded (using them does not wait)."""
+        return self._generator.ready and self._detector.ready
+
+    @property
+    def loading(self) -> bool:
+        """Some thread is loading the network or the detector right now."""
+        return self._generator.building or self._detector.building
+
     def load(self) -> "LipSync":
         """Load the model and detector now (else the first request does)."""
         _ = self.generator, self.detector

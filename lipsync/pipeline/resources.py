@@ -38,6 +38,11 @@ class Lazy(Generic[T]):
         """Built already (asking for it returns at once)."""
         return self._value is not None
 
+    @property
+    def building(self) -> bool:
+        """Being built right now by some thread (asking for it would wait)."""
+        return self._value is None and self._lock.locked()
+
     def get(self) -> T:
         value = self._value
         if value is not None:

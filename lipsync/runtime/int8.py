@@ -73,6 +73,8 @@ __all__ = [
     "weights_sha256",
 ]
 
+from ..memory import release_memory
+
 log = logging.getLogger("lipsync")
 
 #: Names the cache entries: change it when the graph, the calibration data or the
@@ -238,23 +240,6 @@ def _quiet():
             log.debug("nncf: %s", buf.getvalue().strip()[-2000:])
 
 
-def _release_memory() -> None:
-    """Hand freed memory back to the system between the steps of a calibration.
-
-    Tracing and converting the graph frees a few hundred MB that glibc's allocator
-    would otherwise keep, raising the process's peak for the rest of its life
-    (measured: peak 1394 MB without, 1244 MB with, for a first use).
-    """
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass
-
-
 def _quantize(model, graph):
     """(quantized openvino.Model, compiled model, Check, seconds) for a folded float32 model."""
     import nncf
@@ -271,7 +256,7 @@ def _quantize(model, graph):
         example = tuple(torch.from_numpy(x) for x in calib[0])
         ov_model = ov.convert_model(graph, example_input=example, input=shapes)
         del example
-        _release_memory()
+        release_memory()
         quantized = nncf.quantize(
             ov_model,
             nncf.Dataset(calib),
@@ -279,7 +264,7 @@ def _quantize(model, graph):
             ignored_scope=nncf.IgnoredScope(types=["Add"]),
         )
     del ov_model, calib
-    _release_memory()
+    release_memory()
     compiled = ov.Core().compile_model(quantized, "CPU", _config())
     net = Int8Network(compiled, Check(False, 0, 0, 0))
     diffs = []

@@ -27,16 +27,27 @@ A second tab and its HTTP routes (the Live tab)::
 
 from __future__ import annotations
 
-from .form import FIELDS
-from .handlers import make_generate, make_generate_live
-from .jobs import cancel_generation
-from .messages import GENERIC_ERROR
-from .page import build_demo
-from .server import launch, main
-from .state import get_engine, model_status, set_engine, start_model_loading
-from .voices import voice_choices, voice_sample
+import importlib
 
-__all__ = [
-    "FIELDS", "GENERIC_ERROR", "build_demo", "cancel_generation", "get_engine", "launch", "main", "make_generate",
-    "make_generate_live", "model_status", "set_engine", "start_model_loading", "voice_choices", "voice_sample",
-]
+#: where each public name lives; the modules load on first use, so :mod:`lipsync.webapp.messages`
+#: (the one message policy, which the Live tab's routes use too) imports without Gradio
+_WHERE = {
+    "FIELDS": "form", "GENERIC_ERROR": "messages", "build_demo": "page", "cancel_generation": "jobs",
+    "get_engine": "state", "launch": "server", "main": "server", "make_generate": "handlers",
+    "make_generate_live": "handlers", "model_status": "state", "set_engine": "state",
+    "start_model_loading": "state", "voice_choices": "voices", "voice_sample": "voices",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

@@ -8,7 +8,6 @@ why it could not) into what the page shows: plain messages, details in the log.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import inspect
 import logging
 import shutil
@@ -21,6 +20,7 @@ import gradio as gr
 
 from lipsync import Cancelled, LipSync, LipSyncError
 from lipsync.media.captions import write_vtt
+from lipsync.memory import release_memory
 
 from . import form, jobs, state, voices
 from .messages import CANCELLED, GENERIC_ERROR, plain_message
@@ -179,48 +179,6 @@ def finished(result, hls, workdir: Path, voice, audio, started: float):
     text = summary(result, hls, voices.voice_label(spoke), bool(audio), total)
     captions = result.captions
     return str(result.video), (str(zip_path) if zip_path else None), (str(captions) if captions else None), text
-
-
-def release_memory() -> None:
-    """Hand the heap's free pages back to the system after a request (glibc only; elsewhere nothing).
-
-    A request allocates and frees a few hundred MB of frames and buffers from
-    several threads; glibc keeps freed memory in per-thread arenas, so the
-    process's resident size creeps up request after request although nothing
-    is leaked. ``malloc_trim(0)`` returns it.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-_trim = []
-
-#: glibc's mallopt parameter for the number of malloc arenas
-M_ARENA_MAX = -8
-
-
-def limit_malloc_arenas(n: int = 2) -> None:
-    """Let glibc keep at most ``n`` malloc arenas (it makes up to 8 per core otherwise).
-
-    Each request's threads (inference, encoder feed, Gradio's workers) take
-    memory from arenas of their own; freed memory stays scattered across them,
-    and the resident size creeps. Fewer arenas keep it together, so
-    :func:`release_memory` can give it back. glibc only; elsewhere nothing.
-    """
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, n)
-    except (OSError, AttributeError):
-        pass
-
-
-def _malloc_trim():
-    if not _trim:
-        try:
-            _trim.append(ctypes.CDLL("libc.so.6").malloc_trim)
-        except (OSError, AttributeError):
-            _trim.append(None)
-    return _trim[0]
 
 
 def _refused(e: LipSyncError) -> gr.Error:

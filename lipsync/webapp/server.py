@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import gradio as gr
 
 from lipsync.cli import add_engine_args, engine_settings
+from lipsync.memory import limit_malloc_arenas
 
 from . import handlers, jobs, state, voices
 from .page import CSS, PAGE_JS, build_demo
@@ -72,9 +73,14 @@ def default_routes() -> list[Callable]:
 def _lifespan(routes: Sequence[Callable]):
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        for install in routes:
-            install(app, state.get_engine)
-        yield
+        installed = [install(app, state.get_engine) for install in routes]
+        try:
+            yield
+        finally:  # the Live tab's sessions end with the app: their tracks, threads and video spools go
+            for part in installed:
+                close = getattr(part, "aclose", None)
+                if close is not None:
+                    await close()
 
     return lifespan
 
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     for key, value in OMP_ENV.items():
         os.environ.setdefault(key, value)
     args = parser().parse_args(argv)
-    handlers.limit_malloc_arenas()
+    limit_malloc_arenas()
     signal.signal(signal.SIGTERM, _stop)
     atexit.register(_remove_files)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,126 @@
+// The Live tab: a WebRTC connection to the app's live routes (lipsync/live/web).
+// Loaded as a module by the tab's gr.HTML; mount(root, prefix) wires one tab.
+
+const readAsDataURL = (file) => new Promise((ok, bad) => {
+  const r = new FileReader();
+  r.onload = () => ok(r.result);
+  r.onerror = () => bad(r.error);
+  r.readAsDataURL(file);
+});
+
+const gathered = (pc) => new Promise((ok) => {
+  if (pc.iceGatheringState === "complete") return ok();
+  pc.addEventListener("icegatheringstatechange", () => { if (pc.iceGatheringState === "complete") ok(); });
+  setTimeout(ok, 3000);
+});
+
+// the details behind the plain status line, for a hover
+const details = (m) => [
+  `network: ${m.device}`, `picture: ${m.width}x${m.height}`, m.step > 1 ? `network on every ${m.step}nd frame` : "",
+  m.source ? `face: ${m.source}` : "", m.enhance ? `mouth: ${m.enhance}` : "", m.blink ? `blinks: ${m.blink}` : "",
+  m.note ? `speed: ${m.note}` : "",
+].filter(Boolean).join("\n");
+
+export function mount(root, prefix) {
+  const $ = (c) => root.querySelector(c);
+  const video = $(".lipsync-live-video");
+  const status = $(".lipsync-live-status");
+  let pc = null, id = null, ping = null, mic = null, poll = null, intro = "", ended = false;
+  const say = (text, title = "") => { status.textContent = text; status.title = title; };
+  const show = (m) => say(`Live: ${m.summary}. ${intro}`, details(m));
+  const buttons = (running, mode) => {
+    $(".lipsync-live-stop").disabled = !running;
+    $(".lipsync-live-say").disabled = !running || mode !== "text";
+    $(".lipsync-live-mic").disabled = running;
+    $(".lipsync-live-text").disabled = running;
+  };
+
+  async function stop() {
+    if (ping) clearInterval(ping);
+    if (poll) clearInterval(poll);
+    ping = poll = null;
+    if (id) fetch(`${prefix}/${id}`, {method: "DELETE"}).catch(() => {});
+    if (pc) pc.close();
+    if (mic) mic.getTracks().forEach((t) => t.stop());
+    pc = id = mic = null;
+    buttons(false);
+  }
+
+  async function start(mode) {
+    await stop();
+    ended = false;
+    const file = $(".lipsync-live-face").files[0];
+    if (file && !$(".lipsync-live-consent").checked) {
+      say("Tick the consent box first: a face of your own choosing may only be used with the right to use " +
+          "that person's likeness.");
+      return;
+    }
+    buttons(true, "");
+    $(".lipsync-live-stop").disabled = true;
+    say("Connecting...");
+    try {
+      const cfg = await (await fetch(`${prefix}/config`)).json();
+      pc = new RTCPeerConnection({iceServers: cfg.iceServers});
+      const stream = new MediaStream();
+      pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
+      const dc = pc.createDataChannel("keepalive");
+      dc.onopen = () => { ping = setInterval(() => { if (dc.readyState === "open") dc.send("ping"); }, 1000); };
+      dc.onmessage = (e) => {  // the server says why it ends a session (a time limit, shutdown)
+        let note = null;
+        try { note = JSON.parse(e.data); } catch (err) { return; }
+        if (note && note.type === "ended") { ended = true; stop(); say(note.message); }
+      };
+      if (mode === "mic") {
+        mic = await navigator.mediaDevices.getUserMedia({audio: {echoCancellation: true, noiseSuppression: true}});
+        pc.addTransceiver(mic.getAudioTracks()[0], {direction: "sendrecv"});
+      } else {
+        pc.addTransceiver("audio", {direction: "recvonly"});
+      }
+      pc.addTransceiver("video", {direction: "recvonly"});
+      await pc.setLocalDescription(await pc.createOffer());
+      let face = {};
+      if (file) {  // sent as a data URL; the server sniffs the format itself
+        const isImage = file.type.startsWith("image/");
+        if (!isImage) say("Reading the video (a long one takes a few seconds)...");
+        const url = await readAsDataURL(file);
+        const data = url.replace(/^data:[^;,]*/, isImage ? "data:image/any" : "data:video/any");
+        face = isImage ? {image: data} : {video: data};
+        face.consent = $(".lipsync-live-consent").checked;
+      }
+      await gathered(pc);
+      const r = await fetch(`${prefix}/offer`, {method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer", mode, ...face})});
+      const answer = await r.json().catch(() => ({}));
+      if (!r.ok) { await stop(); say(answer.error || `Could not start (${r.status}).`); return; }
+      id = answer.id;
+      window.lipsyncLive = {pc, mic, id};  // for the page's own checks (the browser tests read it)
+      await pc.setRemoteDescription({sdp: answer.sdp, type: answer.type});
+      buttons(true, mode);
+      intro = mode === "mic" ? "Speak: the avatar repeats what you say." : "Type a sentence and press Say it.";
+      if (answer.max_s) intro += ` A session lasts up to ${Math.round(answer.max_s / 60)} min.`;
+      show(answer.mode);
+      poll = setInterval(async () => {  // the speed policy may change what runs after the first second
+        if (!id) return;
+        const s = await fetch(`${prefix}/${id}`).catch(() => null);
+        if (s && s.ok) show((await s.json()).mode);
+      }, 2000);
+      pc.onconnectionstatechange = () => {
+        if (!ended && ["failed", "closed"].includes(pc && pc.connectionState)) { stop(); say("Disconnected."); }
+      };
+    } catch (err) {
+      await stop();
+      say(`Could not start: ${err.message || err}`);
+    }
+  }
+
+  $(".lipsync-live-mic").addEventListener("click", () => start("mic"));
+  $(".lipsync-live-text").addEventListener("click", () => start("text"));
+  $(".lipsync-live-stop").addEventListener("click", () => { stop(); say("Stopped."); });
+  $(".lipsync-live-say").addEventListener("click", async () => {
+    if (!id) return;
+    const r = await fetch(`${prefix}/${id}/say`, {method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({text: $(".lipsync-live-words").value, voice: $(".lipsync-live-voice").value})});
+    if (!r.ok) say((await r.json().catch(() => ({}))).error || `Could not say it (${r.status}).`);
+  });
+  window.addEventListener("beforeunload", stop);
+}
