@@ -95,6 +95,8 @@ async def connect(client, mode="text", keepalive=True, mic=None, **face):
     pc = RTCPeerConnection()
     got = receive(pc)
     channel = pc.createDataChannel("keepalive")
+    got["notices"] = []  # what the server says on the channel (why it ended the session)
+    channel.on("message", got["notices"].append)
     pinging = {"on": keepalive}
 
     async def ping():

@@ -25,7 +25,7 @@ from lipsync.memory import limit_malloc_arenas
 from . import handlers, jobs, state, voices
 from .page import CSS, PAGE_JS, build_demo
 
-__all__ = ["main", "launch", "parser", "default_tabs", "default_routes", "OMP_ENV"]
+__all__ = ["main", "launch", "lifespan_with", "parser", "default_tabs", "default_routes", "OMP_ENV"]
 
 log = logging.getLogger("lipsync.app")
 
@@ -70,7 +70,9 @@ def default_routes() -> list[Callable]:
     return [install] if install else []
 
 
-def _lifespan(routes: Sequence[Callable]):
+def lifespan_with(routes: Sequence[Callable]):
+    """A FastAPI lifespan that installs ``routes`` at start-up and closes what they return (``aclose``) at shutdown."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         installed = [install(app, state.get_engine) for install in routes]
@@ -91,7 +93,7 @@ def launch(demo: gr.Blocks, *, routes: Sequence[Callable] = (), share: bool = Fa
     ``share`` asks Gradio for a public link too, and serves locally only when none can be made.
     Other keyword arguments go to :meth:`gradio.Blocks.launch`.
     """
-    kwargs.setdefault("app_kwargs", {})["lifespan"] = _lifespan(routes)
+    kwargs.setdefault("app_kwargs", {})["lifespan"] = lifespan_with(routes)
     if share:
         try:
             with warnings.catch_warnings():
@@ -100,7 +102,7 @@ def launch(demo: gr.Blocks, *, routes: Sequence[Callable] = (), share: bool = Fa
         except Exception as e:  # noqa: BLE001 - no network: serve locally instead
             log.warning("could not create a share link (%s); serving locally only", e)
             demo.close()
-            kwargs["app_kwargs"]["lifespan"] = _lifespan(routes)
+            kwargs["app_kwargs"]["lifespan"] = lifespan_with(routes)
     return demo.launch(share=False, **kwargs)
 
 
