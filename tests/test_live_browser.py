@@ -1,7 +1,12 @@
 """The Live tab in Chromium with a fake microphone fed from a WAV file, on loopback.
 
 The page measures, with Web Audio analysers, when its own (fake) microphone starts
-speaking and when the avatar's sound starts; the gap must be at most 800 ms.
+speaking and when the avatar's sound starts; the gap must be at most 800 ms. Then
+it keeps listening for several seconds of speech and reads Chromium's own counters
+(``getStats()``, inbound audio): at most 2 % of the samples played may be
+concealment (made up by the browser for packets that never came or were thrown
+away), and no packet may be discarded. One app server and one Chromium serve the
+module's tests.
 """
 
 from __future__ import annotations
@@ -22,6 +27,24 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 DELAY_LIMIT_MS = 800
+CONCEALED_LIMIT = 0.02  #: the share of the avatar's received sound the browser may make up
+LISTEN_S = 10.0  #: how long the sound is listened to before the counters are read (the speech lasts about 11 s)
+
+#: the browser's own counters of the avatar's incoming sound and picture
+STATS_JS = """
+async () => {
+  const out = {audio: null, video: null};
+  (await window.lipsyncLive.pc.getStats()).forEach((s) => {
+    if (s.type === "inbound-rtp" && s.kind === "audio") {
+      out.audio = {concealed: s.concealedSamples, silent: s.silentConcealedSamples, events: s.concealmentEvents,
+                   total: s.totalSamplesReceived, discarded: s.packetsDiscarded, received: s.packetsReceived,
+                   lost: s.packetsLost};
+    }
+    if (s.type === "inbound-rtp" && s.kind === "video") out.video = {decoded: s.framesDecoded};
+  });
+  return out;
+}
+"""
 
 #: polls two analysers every 10 ms: the time the microphone and the avatar's sound first pass a level
 MEASURE_JS = """
@@ -94,103 +117,158 @@ def serve(app):
         thread.join(timeout=10)
 
 
+
+def write_spoken_wav(path: Path, text: str, silent_s: float = 1.5, rate: int = 48000) -> Path:
+    """Silence, then ``text`` spoken by espeak-ng (the offline voice), as 16-bit mono at ``rate``."""
+    from lipsync.speech import synthesize
+
+    speech = synthesize(text, "espeak:en-us")
+    x = speech.samples
+    if speech.sample_rate != rate:
+        import soxr
+
+        x = soxr.resample(x, speech.sample_rate, rate)
+    x = 0.8 * x / max(1e-6, float(np.abs(x).max()))
+    pcm = (np.concatenate([np.zeros(int(silent_s * rate)), x, np.zeros(int(0.5 * rate))]) * 32767).astype(np.int16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+SPEECH = ("The avatar listens to the microphone and answers with the same words, sentence by sentence, "
+          "while its face follows the sound. Every packet of its voice should arrive and play in full.")
+
+
 @pytest.fixture(scope="module")
-def loaded(engine):
-    """The shared engine, loaded before the test is timed: int8 where the checkpoint passes its check."""
-    return engine.load()
-
-
-def test_avatar_sound_starts_within_800_ms_of_the_microphone(loaded, tmp_path):
-    engine = loaded
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+def live_app(engine):
+    """One app server for the module: the Live tab and its routes on the shared engine (int8 where it passes)."""
+    loaded = engine.load()
     import gradio as gr
     from fastapi import FastAPI
-    from playwright.sync_api import sync_playwright
 
     from lipsync.live.web import build_tab, install
 
     app = FastAPI()
-    server = install(app, lambda: engine)
+    server = install(app, lambda: loaded, offer_interval_s=0)
     with gr.Blocks() as demo, gr.Tab("Live"):
-        build_tab(lambda: engine)
+        build_tab(lambda: loaded)
     app = gr.mount_gradio_app(app, demo, path="/")
-    wav = write_speech_wav(tmp_path / "mic.wav")
+    with serve(app) as url:
+        yield url, server, loaded
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):
+    """One headless Chromium for the module, its fake microphone playing recorded speech."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    wav = write_spoken_wav(tmp_path_factory.mktemp("mic") / "mic.wav", SPEECH)
     args = [
         "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={wav}",
     ]
-    with serve(app) as url, sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
         try:
-            page = browser.new_page()
-            page.goto(url)
-            page.wait_for_selector(".lipsync-live-mic", timeout=60_000)
-            page.click(".lipsync-live-mic")
-            page.wait_for_function(
-                "() => window.lipsyncLive && document.querySelector('.lipsync-live-video').srcObject",
-                timeout=30_000,
-            )
-            times = page.evaluate(MEASURE_JS)
-            status = page.inner_text(".lipsync-live-status")
-            page.click(".lipsync-live-stop")
+            yield browser
         finally:
             browser.close()
+
+
+def check_sound(page, what: str) -> dict:
+    """Listen for LISTEN_S seconds, then assert from getStats that the sound played whole."""
+    before = page.evaluate(STATS_JS)["audio"]
+    page.wait_for_timeout(LISTEN_S * 1000)
+    stats = page.evaluate(STATS_JS)
+    audio = stats["audio"]
+    print(f"browser ({what}): before listening {before}; after {audio}")
+    assert audio and audio["total"] > 0.8 * LISTEN_S * 48000, f"{what}: too little sound arrived: {stats}"
+    share = audio["concealed"] / audio["total"]
+    print(f"browser ({what}): concealed {audio['concealed']} of {audio['total']} samples ({100 * share:.2f} %), "
+          f"{audio['discarded']} of {audio['received']} packets discarded, {audio['lost']} lost; "
+          f"{stats['video']['decoded']} pictures decoded")
+    assert share <= CONCEALED_LIMIT, f"{what}: {100 * share:.1f} % of the sound was concealed: {stats}"
+    assert audio["discarded"] == 0, f"{what}: the browser threw packets away: {stats}"
+    assert stats["video"]["decoded"] > 0
+    return stats
+
+
+def wait_freed(server) -> None:
+    deadline = time.monotonic() + 10
+    while server.peers and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not server.peers, "the session was not freed after Stop"
+
+
+def test_photo_and_microphone_sound_starts_within_800_ms_and_plays_whole(live_app, chromium):
+    url, server, engine = live_app
+    page = chromium.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_selector(".lipsync-live-mic", timeout=60_000)
+        page.click(".lipsync-live-mic")
+        page.wait_for_function(
+            "() => window.lipsyncLive && document.querySelector('.lipsync-live-video').srcObject",
+            timeout=30_000,
+        )
+        times = page.evaluate(MEASURE_JS)
+        status = page.inner_text(".lipsync-live-status")
         assert times["mic"] is not None, f"the fake microphone was not heard; page says {status!r}"
         assert times["avatar"] is not None, f"the avatar never spoke; page says {status!r}"
         delay = times["avatar"] - times["mic"]
         print(f"browser: avatar sound {delay:.0f} ms after the microphone ({engine.generator.description})")
         assert delay <= DELAY_LIMIT_MS
-        deadline = time.monotonic() + 10
-        while server.peers and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not server.peers, "the session was not freed after Stop"
+        assert status.startswith("Live: ") and "mode" in status and "Speak" in status, status
+        check_sound(page, "photo, microphone")
+        page.click(".lipsync-live-stop")
+    finally:
+        page.close()
+    wait_freed(server)
 
 
-def test_a_chosen_video_is_the_face_and_speaks_typed_text(loaded, tmp_path):
-    """The tab's face picker in Chromium: a short video chosen, typed text started, the status names the
-    video, a sentence is said, and the session that speaks it is driven by that video."""
-    engine = loaded
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    import gradio as gr
-    from fastapi import FastAPI
-    from playwright.sync_api import sync_playwright
-
-    from lipsync.live.web import build_tab, install
+def test_a_chosen_video_speaks_typed_text_and_its_sound_plays_whole(live_app, chromium, tmp_path):
+    """The tab's face picker: a short video chosen (consent ticked), typed text started, the status
+    names the video, a few sentences are said, and the browser hears all of them."""
     from videos import pan_frames, write_video
 
+    url, server, engine = live_app
     clip = write_video(tmp_path / "me.mp4", pan_frames(6))
-    app = FastAPI()
-    server = install(app, lambda: engine)
     server.max_side = 256
-    with gr.Blocks() as demo, gr.Tab("Live"):
-        build_tab(lambda: engine)
-    app = gr.mount_gradio_app(app, demo, path="/")
-    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
-    with serve(app) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            page.wait_for_selector(".lipsync-live-face", state="attached", timeout=60_000)
-            page.set_input_files(".lipsync-live-face", str(clip))
-            page.click(".lipsync-live-text")
-            page.wait_for_function(
-                "() => document.querySelector('.lipsync-live-status').textContent.includes('face from a video')",
-                timeout=30_000,
-            )
-            status = page.inner_text(".lipsync-live-status")
-            (peer,) = server.peers.values()
-            assert peer.session.mode.source == "video: 6 frames, back and forth"
-            page.fill(".lipsync-live-words", "Hello from my own video.")
-            page.click(".lipsync-live-say")
-            deadline = time.monotonic() + 30
-            while peer.session.stats.utterances < 1 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            page.click(".lipsync-live-stop")
-        finally:
-            browser.close()
-    assert "face from a video: 6 frames" in status, status
-    assert peer.session.stats.utterances >= 1, "the typed sentence was not spoken"
+    page = chromium.new_page()
+    try:
+        page.goto(url)
+        page.wait_for_selector(".lipsync-live-face", state="attached", timeout=60_000)
+        page.set_input_files(".lipsync-live-face", str(clip))
+        page.click(".lipsync-live-text")  # without consent: refused on the page, nothing sent
+        page.wait_for_function(
+            "() => document.querySelector('.lipsync-live-status').textContent.includes('consent box')", timeout=10_000
+        )
+        assert not server.peers
+        page.check(".lipsync-live-consent")
+        page.click(".lipsync-live-text")
+        page.wait_for_function(
+            "() => document.querySelector('.lipsync-live-status').textContent.includes('face from a video')",
+            timeout=30_000,
+        )
+        status = page.inner_text(".lipsync-live-status")
+        (peer,) = server.peers.values()
+        assert peer.session.mode.source == "video: 6 frames, back and forth"
+        page.fill(".lipsync-live-words", SPEECH)
+        page.click(".lipsync-live-say")
+        deadline = time.monotonic() + 30
+        while peer.session.stats.utterances < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert peer.session.stats.utterances >= 1, "the typed sentence was not spoken"
+        check_sound(page, "video, typed text")
+        page.click(".lipsync-live-stop")
+    finally:
+        page.close()
+        server.max_side = 512
+    assert "face from a video" in status, status
+    wait_freed(server)
