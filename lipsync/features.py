@@ -17,7 +17,7 @@ from .errors import AudioError
 
 __all__ = [
     "SAMPLE_RATE", "N_FFT", "HOP", "MEL_BANDS", "MEL_STEP", "MEL_PER_SECOND",
-    "melspectrogram", "window_starts", "mel_windows", "frame_count",
+    "melspectrogram", "window_starts", "mel_windows", "frame_count", "window", "mel_basis",
 ]
 
 SAMPLE_RATE = 16_000
@@ -49,9 +49,13 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _mel_basis() -> np.ndarray:
-    """(80, 401) Slaney-normalised triangular filters (what librosa.filters.mel gives
-    with htk=False, norm="slaney"), built here so the hot path needs no librosa import."""
+def mel_basis() -> np.ndarray:
+    """(80, 401) float32 Slaney-normalised triangular filters (what librosa.filters.mel gives
+    with htk=False, norm="slaney"), built here so the hot path needs no librosa import.
+
+    Built once and cached: the same array is returned on every call, so do not write to it.
+    ``mel_basis() @ |STFT|`` ((401, T) magnitudes) gives the (80, T) mel power.
+    """
     fft_hz = np.linspace(0.0, SAMPLE_RATE / 2.0, 1 + N_FFT // 2)
     edges = _mel_to_hz(np.linspace(_hz_to_mel(FMIN), _hz_to_mel(FMAX), MEL_BANDS + 2))
     widths = np.diff(edges)
@@ -64,9 +68,19 @@ def _mel_basis() -> np.ndarray:
 
 
 @lru_cache(maxsize=1)
-def _window() -> np.ndarray:
-    # periodic Hann (scipy's get_window("hann", WIN, fftbins=True), librosa's default)
+def window() -> np.ndarray:
+    """(800,) float64 analysis window of the STFT: periodic Hann (scipy's
+    ``get_window("hann", WIN, fftbins=True)``, librosa's default).
+
+    Built once and cached: the same array is returned on every call, so do not write to it.
+    """
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
+
+
+# The old private names, only until lipsync.live.session (another owner's room) calls the
+# public ones; then delete these two lines. Nothing else may use them (tests/test_shape.py).
+_window = window
+_mel_basis = mel_basis
 
 
 def _stft_magnitude(y: np.ndarray) -> np.ndarray:
@@ -79,7 +93,7 @@ def _stft_magnitude(y: np.ndarray) -> np.ndarray:
     else:
         y = np.pad(y, pad, mode="reflect")
     frames = np.lib.stride_tricks.sliding_window_view(y, N_FFT)[::HOP]
-    spec = np.fft.rfft(frames * _window(), n=N_FFT, axis=1)
+    spec = np.fft.rfft(frames * window(), n=N_FFT, axis=1)
     return np.abs(spec).T.astype(np.float32)
 
 
@@ -99,7 +113,7 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     emphasised = np.empty_like(wav)
     emphasised[0] = wav[0]
     emphasised[1:] = wav[1:] - PREEMPHASIS * wav[:-1]
-    mel = _mel_basis() @ _stft_magnitude(emphasised)
+    mel = mel_basis() @ _stft_magnitude(emphasised)
     db = 20.0 * np.log10(np.maximum(1e-5, mel)) - REF_LEVEL_DB
     norm = 2 * MAX_ABS * (db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB) - MAX_ABS
     return np.clip(norm, -MAX_ABS, MAX_ABS).astype(np.float32)

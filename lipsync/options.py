@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .limits import MAX_CHARS
 
 __all__ = [
     "GenerateOptions", "Request", "X264_PRESETS", "MAX_CHARS", "VIDEO_LOOPS", "LOOP_MODES", "DEFAULT_MOTION",
@@ -25,7 +26,6 @@ __all__ = [
 X264_PRESETS = (
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
 )
-MAX_CHARS = 1000  #: default text length limit
 MIN_LENGTH_S = 0.2  #: shortest requested length (one 16-column mel window)
 VIDEO_LOOPS = ("pingpong", "loop")  #: how a driving video shorter than the speech is extended
 LOOP_MODES = VIDEO_LOOPS  #: the name :mod:`lipsync.sources` uses for them

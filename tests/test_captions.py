@@ -64,7 +64,7 @@ def test_narration_times_each_sentence_where_it_is_heard():
     # between phrases there is only the pause: no voice
     for p, q in zip(speech.phrases, speech.phrases[1:]):
         gap = wav[int(p.end_s * sr) : int(q.start_s * sr)]
-        assert q.start_s - p.end_s == pytest.approx(tts.SENTENCE_PAUSE_S - sum(tts._EDGE_S), abs=0.002)
+        assert q.start_s - p.end_s == pytest.approx(tts.SENTENCE_PAUSE_S - sum(tts.EDGE_S), abs=0.002)
         assert np.abs(gap).max() < 0.01
 
 

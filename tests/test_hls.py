@@ -255,7 +255,7 @@ def test_failure_leaves_nothing_half_written(clips, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise EncodeError("simulated failure after encoding")
 
-    monkeypatch.setattr(hls_package, "_finish_rendition", boom)
+    monkeypatch.setattr(hls_package, "finish_rendition", boom)
     with pytest.raises(LipSyncError, match="simulated"):
         package_hls(clips["360"], tmp_path / "new", zip_path=tmp_path / "z.zip")
     assert not (tmp_path / "new").exists()

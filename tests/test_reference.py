@@ -108,7 +108,7 @@ def test_face_crop_matches_reference(oracle):
 def test_mel_filterbank_equals_librosa():
     import librosa
 
-    from lipsync.features import _mel_basis
+    from lipsync.features import mel_basis
 
     ref = librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600)
-    np.testing.assert_allclose(_mel_basis(), ref, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(mel_basis(), ref, rtol=1e-5, atol=1e-8)

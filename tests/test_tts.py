@@ -298,7 +298,7 @@ def test_coqui_catalogue_and_default(coqui):
     from TTS.utils.manage import ModelManager
 
     # lipsync looks where the TTS package itself keeps (and would download) the model
-    assert catalogue._model_dir(tts.VCTK) == Path(ModelManager().output_prefix) / "tts_models--en--vctk--vits"
+    assert catalogue.model_dir(tts.VCTK) == Path(ModelManager().output_prefix) / "tts_models--en--vctk--vits"
     assert tts.get_voice("coqui:vctk/p225").available
     lj = tts.get_voice("coqui:ljspeech")
     assert not lj.available and "not in the TTS cache" in lj.reason
@@ -340,7 +340,7 @@ def test_coqui_shared_between_threads(coqui):
     for t in threads:
         t.join(60)
     assert not errors and len(results) == 4
-    assert sum(k[1] == str(catalogue._tts_home()) for k in coqui_engine._models) == 1  # loaded once
+    assert sum(k[1] == str(catalogue.tts_home()) for k in coqui_engine._models) == 1  # loaded once
 
 
 def test_a_loading_model_holds_up_neither_other_voices_nor_the_list(coqui, monkeypatch):
@@ -395,7 +395,7 @@ def test_a_loading_model_holds_up_neither_other_voices_nor_the_list(coqui, monke
 
 def test_coqui_missing_speaker(coqui, monkeypatch):
     monkeypatch.setitem(tts.VCTK_SPEAKERS, "p000", ("male", "English", ""))
-    spec = catalogue._Spec("coqui:vctk/p000", "x", "coqui", "en", tts.VCTK, "p000")
+    spec = catalogue.VoiceSpec("coqui:vctk/p000", "x", "coqui", "en", tts.VCTK, "p000")
     monkeypatch.setitem(catalogue._SPECS, spec.id, spec)
     with pytest.raises(VoiceError, match="not in the model"):
         tts.synthesize("Hello.", "coqui:vctk/p000")

@@ -31,13 +31,13 @@ def next_strength(enhancer) -> float:
     """The speech weight of the frame an enhancer is called for (1 without weights), counting the call.
 
     ``enhancer`` has ``weights`` ((N,) float32 in [0, 1], in paste order, or None) and a
-    frame counter ``_t``; past the last weight the last one holds.
+    public frame counter ``frame`` (the calls so far); past the last weight the last one holds.
     """
     w = enhancer.weights
     if w is None or not len(w):
         return 1.0
-    strength = float(w[min(enhancer._t, len(w) - 1)])
-    enhancer._t += 1
+    strength = float(w[min(enhancer.frame, len(w) - 1)])
+    enhancer.frame += 1
     return strength
 
 __all__ = ["HI", "LO", "MODEL_SIZE", "TOP", "DetailTransfer", "round_trip", "stretch"]
@@ -120,7 +120,7 @@ class DetailTransfer:
         self.weights = None if weights is None else np.clip(np.asarray(weights, np.float32), 0.0, 1.0)
         self.still = still
         self.interpolation = interpolation
-        self._t = 0
+        self.frame = 0  #: frames called for so far (:func:`next_strength` counts them)
         self._ref: _Reference | None = None
 
     def reference(self, region: np.ndarray) -> _Reference:

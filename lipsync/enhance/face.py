@@ -133,7 +133,7 @@ class FaceRestorer:
         self.half = self.device.type == "cuda" if half is None else bool(half)
         self.size = int(model.out_size)
         self.weights = None if weights is None else np.clip(np.asarray(weights, np.float32), 0.0, 1.0)
-        self._t = 0
+        self.frame = 0  #: frames called for so far (:func:`~.detail.next_strength` counts them)
         self._torch = torch
 
     def restore(self, face: np.ndarray) -> np.ndarray:

@@ -40,6 +40,16 @@ __all__ = [
     "VCTK",
     "LJSPEECH",
     "LIST_HINT",
+    "VoiceSpec",
+    "CoquiModel",
+    "spec_of",
+    "is_default",
+    "tts_home",
+    "model_dir",
+    "cache_key",
+    "coqui_status",
+    "note_failure",
+    "clear_failure",
 ]
 
 log = logging.getLogger("lipsync")
@@ -77,7 +87,9 @@ class Voice:
 
 
 @dataclass(frozen=True)
-class _CoquiModel:
+class CoquiModel:
+    """A Coqui TTS model of the catalogue (:data:`VCTK`, :data:`LJSPEECH`)."""
+
     name: str  #: ModelManager name, e.g. tts_models/en/vctk/vits
     size: str  #: rough download size, for the note
 
@@ -87,8 +99,8 @@ class _CoquiModel:
         return self.name.replace("/", "--")
 
 
-VCTK = _CoquiModel("tts_models/en/vctk/vits", "150 MB")
-LJSPEECH = _CoquiModel("tts_models/en/ljspeech/vits", "150 MB")
+VCTK = CoquiModel("tts_models/en/vctk/vits", "150 MB")
+LJSPEECH = CoquiModel("tts_models/en/ljspeech/vits", "150 MB")
 
 #: Curated VCTK speakers: id -> (gender, accent, region), from the corpus' speaker-info.txt.
 VCTK_SPEAKERS: dict[str, tuple[str, str, str]] = {
@@ -106,12 +118,21 @@ VCTK_SPEAKERS: dict[str, tuple[str, str, str]] = {
 
 
 @dataclass(frozen=True)
-class _Spec:
+class VoiceSpec:
+    """How a voice of the catalogue is spoken: what its engine needs (see :func:`spec_of`).
+
+    Attributes:
+        id, label, engine, language: as in :class:`Voice`.
+        model: the Coqui model (Coqui voices).
+        speaker: the speaker in a multi-speaker Coqui model (VCTK voices).
+        espeak_voice: the espeak-ng voice name (espeak-ng voices).
+    """
+
     id: str
     label: str
     engine: str
     language: str
-    model: _CoquiModel | None = None
+    model: CoquiModel | None = None
     speaker: str | None = None
     espeak_voice: str | None = None
 
@@ -120,9 +141,9 @@ def _accent(accent: str, region: str) -> str:
     return f"{accent} accent" + (f", {region}" if region else "")
 
 
-def _catalogue() -> list[_Spec]:
+def _catalogue() -> list[VoiceSpec]:
     specs = [
-        _Spec(
+        VoiceSpec(
             "coqui:ljspeech",
             "Coqui VITS neural, English, female, American accent, LJSpeech",
             "coqui",
@@ -132,7 +153,7 @@ def _catalogue() -> list[_Spec]:
     ]
     for spk, (gender, accent, region) in VCTK_SPEAKERS.items():
         specs.append(
-            _Spec(
+            VoiceSpec(
                 f"coqui:vctk/{spk}",
                 f"Coqui VITS neural, English, {gender}, {_accent(accent, region)}, VCTK speaker {spk}",
                 "coqui",
@@ -150,7 +171,7 @@ def _catalogue() -> list[_Spec]:
         ("en-gb-scotland", "en-GB", "male", "Scottish"),
     ):
         specs.append(
-            _Spec(
+            VoiceSpec(
                 f"espeak:{name}",
                 f"espeak-ng formant (robotic), English, {gender}, {accent} accent",
                 "espeak",
@@ -161,7 +182,7 @@ def _catalogue() -> list[_Spec]:
     return specs
 
 
-_SPECS: dict[str, _Spec] = {s.id: s for s in _catalogue()}
+_SPECS: dict[str, VoiceSpec] = {s.id: s for s in _catalogue()}
 #: best first: the order default_voice() prefers among available neural voices
 _NEURAL_PREFERENCE = ("coqui:ljspeech", "coqui:vctk/p225", "coqui:vctk/p226")
 
@@ -169,7 +190,7 @@ _NEURAL_PREFERENCE = ("coqui:ljspeech", "coqui:vctk/p225", "coqui:vctk/p226")
 # -- availability ------------------------------------------------------------------------
 
 
-def _tts_home() -> Path:
+def tts_home() -> Path:
     """The TTS package's model cache, as :func:`trainer.io.get_user_data_dir` computes it."""
     for var in ("TTS_HOME", "XDG_DATA_HOME"):
         value = os.environ.get(var)
@@ -182,13 +203,19 @@ def _tts_home() -> Path:
     return Path.home() / ".local" / "share" / "tts"
 
 
-def _model_dir(model: _CoquiModel) -> Path:
-    return _tts_home() / model.folder
+def model_dir(model: CoquiModel) -> Path:
+    """The folder of ``model`` in the TTS package's cache (:func:`tts_home`)."""
+    return tts_home() / model.folder
 
 
-def _cached(model: _CoquiModel) -> bool | None:
+def cache_key(model: CoquiModel) -> tuple[str, str]:
+    """(model name, TTS cache folder): one model in one cache, the key its load and its failures are kept by."""
+    return (model.name, str(tts_home()))
+
+
+def _cached(model: CoquiModel) -> bool | None:
     """True: complete in the cache; False: absent; None: a folder without its files."""
-    d = _model_dir(model)
+    d = model_dir(model)
     if not d.is_dir():
         return False
     has_config = (d / "config.json").is_file()
@@ -203,7 +230,7 @@ def _tts_installed() -> bool:
         return False
 
 
-def _download_url(model: _CoquiModel) -> str:
+def _download_url(model: CoquiModel) -> str:
     """Where ModelManager will fetch ``model`` from (read from the package's .models.json)."""
     url = "https://github.com"
     try:
@@ -222,27 +249,40 @@ def _download_url(model: _CoquiModel) -> str:
     return url
 
 
-def _offline_reason(model: _CoquiModel) -> str | None:
+def _offline_reason(model: CoquiModel) -> str | None:
     """None when ``model`` could be downloaded now, else why not."""
     return offline_reason(_download_url(model))
 
 
-#: models that failed to load: (name, cache dir) -> (when, reason); written by :mod:`.coqui`
+#: models that failed to load: :func:`cache_key` -> (when, reason); see :func:`note_failure`
 _failures: dict[tuple[str, str], tuple[float, str]] = {}
 
 
-def _coqui_status(model: _CoquiModel) -> tuple[bool, str | None, str | None]:
-    """(available, reason, note) for a Coqui model."""
+def note_failure(key: tuple[str, str], reason: str) -> None:
+    """Remember that the model ``key`` (:func:`cache_key`) failed to load, and why.
+
+    For :data:`FAILURE_TTL_S` seconds its voices are listed as unavailable with ``reason``
+    and not tried again (the engine, :mod:`.coqui`, calls this).
+    """
+    _failures[key] = (time.monotonic(), reason)
+
+
+def clear_failure(key: tuple[str, str]) -> None:
+    """Forget a failure of the model ``key`` (:func:`cache_key`): it loaded after all."""
+    _failures.pop(key, None)
+
+
+def coqui_status(model: CoquiModel) -> tuple[bool, str | None, str | None]:
+    """(available, reason, note) for a Coqui model: as :class:`Voice` says them for its voices."""
     if not _tts_installed():
         return False, "the Coqui TTS package is not installed (pip install coqui-tts)", None
-    key = (model.name, str(_tts_home()))
-    failed = _failures.get(key)
+    failed = _failures.get(cache_key(model))
     if failed and time.monotonic() - failed[0] < FAILURE_TTL_S:
         return False, failed[1], None
     cached = _cached(model)
     if cached:
         return True, None, None
-    d = _model_dir(model)
+    d = model_dir(model)
     if cached is None:
         return False, f"the cached model folder {d} is incomplete; delete it so it can be downloaded again", None
     offline = _offline_reason(model)
@@ -251,11 +291,11 @@ def _coqui_status(model: _CoquiModel) -> tuple[bool, str | None, str | None]:
     return True, None, f"downloads about {model.size} into {d} on first use"
 
 
-def _status(spec: _Spec, coqui: dict[str, tuple[bool, str | None, str | None]]) -> Voice:
+def _status(spec: VoiceSpec, coqui: dict[str, tuple[bool, str | None, str | None]]) -> Voice:
     if spec.engine == "coqui":
         assert spec.model is not None
         if spec.model.name not in coqui:
-            coqui[spec.model.name] = _coqui_status(spec.model)
+            coqui[spec.model.name] = coqui_status(spec.model)
         available, reason, note = coqui[spec.model.name]
     else:
         exe = espeak_exe()
@@ -275,7 +315,12 @@ def list_voices() -> list[Voice]:
     return [_status(s, coqui) for s in _SPECS.values()]
 
 
-def _lookup(voice_id: str) -> _Spec:
+def spec_of(voice_id: str) -> VoiceSpec:
+    """How the voice ``voice_id`` (case-insensitive) is spoken.
+
+    Raises:
+        VoiceError: no id, or an unknown one; the message says how to list the valid ones.
+    """
     if not isinstance(voice_id, str) or not voice_id.strip():
         raise VoiceError(f"No voice was given. {LIST_HINT}")
     key = voice_id.strip().lower()
@@ -292,10 +337,11 @@ def get_voice(voice_id: str) -> Voice:
     Raises:
         VoiceError: unknown id; the message says how to list the valid ones.
     """
-    return _status(_lookup(voice_id), {})
+    return _status(spec_of(voice_id), {})
 
 
-def _is_default(voice_id: str | None) -> bool:
+def is_default(voice_id: str | None) -> bool:
+    """Whether ``voice_id`` asks for :func:`default_voice`: None, ``""`` or ``"default"``."""
     return voice_id is None or (isinstance(voice_id, str) and voice_id.strip().lower() in ("", "default"))
 
 
@@ -308,7 +354,7 @@ def usable_voice(voice_id: str | None) -> Voice:
         VoiceError: unknown id, or not available (the message gives the reason
             and points to the list and to the offline espeak-ng voices).
     """
-    if _is_default(voice_id):
+    if is_default(voice_id):
         return default_voice()
     voice = get_voice(voice_id)  # type: ignore[arg-type]
     if not voice.available:

@@ -24,8 +24,16 @@ import zlib
 import numpy as np
 
 from ..errors import VoiceError
-from . import catalogue
-from .catalogue import LIST_HINT, _coqui_status, _CoquiModel, _model_dir, _Spec, _tts_home
+from .catalogue import (
+    LIST_HINT,
+    CoquiModel,
+    VoiceSpec,
+    cache_key,
+    clear_failure,
+    coqui_status,
+    model_dir,
+    note_failure,
+)
 
 __all__ = ["load_model", "coqui_chunks", "loaded_model"]
 
@@ -42,24 +50,20 @@ class _Loaded:
         self.lock = threading.Lock()  # one inference at a time per model
 
 
-_Key = tuple[str, str]  # (model name, TTS cache folder)
+_Key = tuple[str, str]  # (model name, TTS cache folder): catalogue.cache_key
 
 _models: dict[_Key, _Loaded] = {}  #: loaded models
 _load_locks: dict[_Key, threading.Lock] = {}  #: one per model, held while it loads
 _registry_lock = threading.Lock()  #: guards the two tables above; never held during I/O
 
 
-def _key(model: _CoquiModel) -> _Key:
-    return (model.name, str(_tts_home()))
-
-
-def loaded_model(model: _CoquiModel) -> _Loaded | None:
+def loaded_model(model: CoquiModel) -> _Loaded | None:
     """The loaded ``model`` (for the current TTS cache), or None when it is not loaded."""
     with _registry_lock:
-        return _models.get(_key(model))
+        return _models.get(cache_key(model))
 
 
-def load_model(model: _CoquiModel) -> _Loaded:
+def load_model(model: CoquiModel) -> _Loaded:
     """Load (downloading first if needed, through ModelManager) and keep ``model``.
 
     Only this model's own lock is held while it loads.
@@ -67,7 +71,7 @@ def load_model(model: _CoquiModel) -> _Loaded:
     Raises:
         VoiceError: the package, the model or the network is missing, or loading failed.
     """
-    key = _key(model)
+    key = cache_key(model)
     with _registry_lock:
         loaded = _models.get(key)
         if loaded is not None:
@@ -84,8 +88,8 @@ def load_model(model: _CoquiModel) -> _Loaded:
         return loaded
 
 
-def _load(model: _CoquiModel, key: _Key) -> _Loaded:
-    available, reason, note = _coqui_status(model)
+def _load(model: CoquiModel, key: _Key) -> _Loaded:
+    available, reason, note = coqui_status(model)
     if not available:
         raise VoiceError(f"The Coqui model {model.name} cannot be used: {reason}.")
     if note:
@@ -102,15 +106,15 @@ def _load(model: _CoquiModel, key: _Key) -> _Loaded:
         rate = int(synth.output_sample_rate)
     except Exception as e:  # noqa: BLE001 - network, corrupt file, bad config...
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        reason = f"it could not be loaded from {_model_dir(model)} ({type(e).__name__}: {msg})"
-        catalogue._failures[key] = (time.monotonic(), reason)
+        reason = f"it could not be loaded from {model_dir(model)} ({type(e).__name__}: {msg})"
+        note_failure(key, reason)
         raise VoiceError(f"The Coqui model {model.name} cannot be used: {reason}.") from None
-    catalogue._failures.pop(key, None)
+    clear_failure(key)
     log.info("Coqui model %s loaded in %.1f s (%d Hz)", model.name, time.perf_counter() - t0, rate)
     return _Loaded(tts, rate, speakers)
 
 
-def coqui_chunks(spec: _Spec, chunks: list[tuple[str, float]]) -> tuple[list[np.ndarray], int]:
+def coqui_chunks(spec: VoiceSpec, chunks: list[tuple[str, float]]) -> tuple[list[np.ndarray], int]:
     """Each chunk spoken by the Coqui voice ``spec``: (mono float32 waves, sample rate)."""
     import torch
 
@@ -119,7 +123,7 @@ def coqui_chunks(spec: _Spec, chunks: list[tuple[str, float]]) -> tuple[list[np.
     if spec.speaker is not None and spec.speaker not in m.speakers:
         raise VoiceError(
             f"The voice {spec.id} is not in the model {spec.model.name} "
-            f"(found {len(m.speakers)} speakers in {_model_dir(spec.model)}). {LIST_HINT}"
+            f"(found {len(m.speakers)} speakers in {model_dir(spec.model)}). {LIST_HINT}"
         )
     wavs = []
     with m.lock, torch.inference_mode():

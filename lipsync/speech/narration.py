@@ -20,23 +20,22 @@ import numpy as np
 
 from ..errors import TextError, VoiceError
 from ..media.audio import Phrase, Speech
-from . import catalogue
-from .catalogue import FALLBACK_VOICE, Voice, _is_default, _Spec, get_voice, usable_voice
+from .catalogue import FALLBACK_VOICE, Voice, VoiceSpec, get_voice, is_default, spec_of, usable_voice
 from .coqui import coqui_chunks
 from .espeak import espeak_chunks
 from .post import add_dither, normalize_peak, trim_silence
 from .text import DEFAULT_MAX_CHARS, clean_text, split_sentences
 
-__all__ = ["narrate", "synthesize", "LEAD_S", "TAIL_S"]
+__all__ = ["narrate", "synthesize", "LEAD_S", "TAIL_S", "EDGE_S"]
 
 log = logging.getLogger("lipsync")
 
 LEAD_S = 0.15  #: silence before the first word
 TAIL_S = 0.25  #: silence after the last word
-_EDGE_S = (0.02, 0.05)  #: what trimming leaves around each sentence (onset, decay), part of the pauses
+EDGE_S = (0.02, 0.05)  #: what trimming leaves around each sentence (onset, decay), part of the pauses
 
 
-def _speak(text: str, spec: _Spec) -> Speech:
+def _speak(text: str, spec: VoiceSpec) -> Speech:
     chunks = split_sentences(text)
     if not chunks:
         raise TextError("The text has nothing to pronounce. Type the words the portrait should say.")
@@ -45,7 +44,7 @@ def _speak(text: str, spec: _Spec) -> Speech:
     else:
         assert spec.espeak_voice is not None
         wavs, rate = espeak_chunks(spec.espeak_voice, chunks)
-    lead, tail = _EDGE_S
+    lead, tail = EDGE_S
 
     def gap(seconds: float) -> np.ndarray:
         return np.zeros(int(round(max(0.0, seconds - lead - tail) * rate)), np.float32)
@@ -81,9 +80,9 @@ def narrate(text: str, voice_id: str | None = None, *, max_chars: int = DEFAULT_
     cleaned = clean_text(text, max_chars)
     voice = usable_voice(voice_id)
     try:
-        return _speak(cleaned, catalogue._SPECS[voice.id]), voice
+        return _speak(cleaned, spec_of(voice.id)), voice
     except VoiceError as e:
-        if not _is_default(voice_id) or voice.engine != "coqui":
+        if not is_default(voice_id) or voice.engine != "coqui":
             raise
         fallback = get_voice(FALLBACK_VOICE)
         if not fallback.available:
@@ -91,7 +90,7 @@ def narrate(text: str, voice_id: str | None = None, *, max_chars: int = DEFAULT_
         message = f"The default voice {voice.id} failed ({e}); using {FALLBACK_VOICE} (espeak-ng) instead."
         log.warning("%s", message)
         fallback = replace(fallback, note=message)
-        return _speak(cleaned, catalogue._SPECS[fallback.id]), fallback
+        return _speak(cleaned, spec_of(fallback.id)), fallback
 
 
 def synthesize(text: str, voice_id: str | None = None, *, max_chars: int = DEFAULT_MAX_CHARS) -> Speech:

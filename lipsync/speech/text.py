@@ -9,7 +9,7 @@ from ..errors import InputError, TextError
 
 __all__ = ["clean_text", "split_sentences", "DEFAULT_MAX_CHARS", "SENTENCE_PAUSE_S", "CLAUSE_PAUSE_S", "MAX_CHUNK_CHARS"]
 
-from ..options import MAX_CHARS as DEFAULT_MAX_CHARS  # the one home of the limit
+from ..limits import MAX_CHARS as DEFAULT_MAX_CHARS  # the one home of the limit, below options and speech
 SENTENCE_PAUSE_S = 0.35  #: silence between sentences
 CLAUSE_PAUSE_S = 0.15  #: silence where an over-long sentence had to be split
 MAX_CHUNK_CHARS = 250  #: longer sentences are split at commas, then spaces

@@ -27,8 +27,7 @@ from .catalogue import (
     usable_voice,
 )
 from .espeak import ESPEAK_SPEED_WPM, ESPEAK_TIMEOUT_S
-from .narration import _EDGE_S as _EDGE_S  # the margins trimming leaves around each sentence
-from .narration import LEAD_S, TAIL_S, narrate, synthesize
+from .narration import EDGE_S, LEAD_S, TAIL_S, narrate, synthesize
 from .text import CLAUSE_PAUSE_S, DEFAULT_MAX_CHARS, MAX_CHUNK_CHARS, SENTENCE_PAUSE_S, clean_text, split_sentences
 
 __all__ = [
@@ -52,6 +51,7 @@ __all__ = [
     "MAX_CHUNK_CHARS",
     "LEAD_S",
     "TAIL_S",
+    "EDGE_S",
     "ESPEAK_SPEED_WPM",
     "ESPEAK_TIMEOUT_S",
 ]

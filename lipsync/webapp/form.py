@@ -22,7 +22,7 @@ from lipsync import GenerateOptions, Request
 from lipsync.options import DEFAULT_MOTION, MAX_CHARS
 
 __all__ = ["Field", "FIELDS", "FIELD_NAMES", "signature", "bind", "to_request", "check_first", "CONSENT_LABEL",
-           "MAX_LENGTH_S"]
+           "MAX_LENGTH_S", "PortraitUpload"]
 
 #: the slider goes as far as the library allows
 MAX_LENGTH_S = int(GenerateOptions().max_audio_s)
@@ -51,9 +51,23 @@ class Field:
     widget: Callable[[dict], gr.components.Component]
 
 
-def _portrait(ctx):
-    from .page import PortraitUpload
+class PortraitUpload(gr.Image):
+    """``gr.Image`` that hands the handler the uploaded file untouched.
 
+    Stock ``gr.Image`` decodes every upload with Pillow before the handler
+    runs (any format, converted to RGB, 16-bit clipped); a broken file then
+    fails inside Gradio with a bare error. Here the file goes, as is, to
+    :func:`lipsync.load_image`, the one place that opens untrusted images.
+    """
+
+    def preprocess(self, payload):
+        return None if payload is None else str(payload.path)
+
+    def get_block_name(self) -> str:
+        return "image"
+
+
+def _portrait(ctx):
     return PortraitUpload(
         type="filepath", label="Portrait (one face, looking at the camera)", sources=["upload", "clipboard"],
         height=320, elem_id="portrait",

@@ -18,6 +18,7 @@ from lipsync import LipSync, LipSyncError
 from lipsync.options import MAX_CHARS
 
 from . import form, jobs, state, voices
+from .form import PortraitUpload  # the portrait field's widget; still offered here
 from .handlers import make_generate, make_generate_live
 from .messages import plain_message
 
@@ -85,22 +86,6 @@ def default_frame_step() -> int:
         return 1 if torch.cuda.is_available() else 2
     except Exception:  # noqa: BLE001 - no torch: the engine will say so
         return 1
-
-
-class PortraitUpload(gr.Image):
-    """``gr.Image`` that hands the handler the uploaded file untouched.
-
-    Stock ``gr.Image`` decodes every upload with Pillow before the handler
-    runs (any format, converted to RGB, 16-bit clipped); a broken file then
-    fails inside Gradio with a bare error. Here the file goes, as is, to
-    :func:`lipsync.load_image`, the one place that opens untrusted images.
-    """
-
-    def preprocess(self, payload):
-        return None if payload is None else str(payload.path)
-
-    def get_block_name(self) -> str:
-        return "image"
 
 
 class PreviewVideo(gr.Video):

@@ -19,7 +19,7 @@ from ...proc import ffmpeg_exe, run
 from ..captions import Cue, read_vtt
 from ..files import part_file, publish
 from .ladder import Rendition, plan_ladder
-from .playlists import SUBS_DIR, _finish_rendition, _master_playlist, _write_subtitles
+from .playlists import SUBS_DIR, finish_rendition, master_playlist, write_subtitles
 from .probe import SourceInfo, probe
 
 __all__ = ["package_hls", "HlsResult"]
@@ -247,12 +247,12 @@ def package_hls(
             what="ffmpeg (HLS)",
         )
         report("hls", 2, steps)
-        ladder = [_finish_rendition(stage / r.name, r) for r in ladder]
+        ladder = [finish_rendition(stage / r.name, r) for r in ladder]
         subs = None
         if cues is not None:
-            subs = [f"{SUBS_DIR}/{n}" for n in _write_subtitles(stage / SUBS_DIR, cues, stage / ladder[0].name)]
+            subs = [f"{SUBS_DIR}/{n}" for n in write_subtitles(stage / SUBS_DIR, cues, stage / ladder[0].name)]
         label = (captions_name, captions_language) if subs else None
-        (stage / "master.m3u8").write_text(_master_playlist(ladder, float(fps), label), "utf-8")
+        (stage / "master.m3u8").write_text(master_playlist(ladder, float(fps), label), "utf-8")
         for name, src in player.items():
             shutil.copyfile(src, stage / name)
         (stage / "README.txt").write_text(_readme(ladder, info.duration_s, bool(subs)), "utf-8")

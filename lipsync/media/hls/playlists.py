@@ -12,7 +12,7 @@ from ..captions import Cue, hls_vtt_segment
 from .isobmff import media_start_90k
 from .ladder import Rendition
 
-__all__ = ["SUBS_DIR", "SUBS_GROUP"]
+__all__ = ["SUBS_DIR", "SUBS_GROUP", "finish_rendition", "master_playlist", "write_subtitles"]
 
 #: the subtitles rendition: folder, GROUP-ID, and how players list it
 SUBS_DIR = "subs"
@@ -37,8 +37,20 @@ def _media_playlist(path: Path) -> tuple[str | None, list[tuple[float, str]]]:
     return init, segs
 
 
-def _finish_rendition(folder: Path, r: Rendition) -> Rendition:
-    """Name the init segment ``init.mp4``, check every file, measure the bit rates."""
+def finish_rendition(folder: Path, r: Rendition) -> Rendition:
+    """Check and measure one rendition ffmpeg wrote: its init segment is renamed ``init.mp4``.
+
+    Args:
+        folder: the rendition's folder, holding ``index.m3u8``, its init segment and media segments.
+        r: the planned rendition.
+
+    Returns:
+        ``r`` with ``bandwidth`` (peak of the full-length segments, at least the average) and
+        ``average_bandwidth`` measured from the segment files, in bits per second.
+
+    Raises:
+        EncodeError: no playlist, an unfinished one, or a segment it names is missing.
+    """
     playlist = folder / "index.m3u8"
     if not playlist.is_file():
         raise EncodeError(f"ffmpeg wrote no playlist for the {r.name} rendition.")
@@ -67,8 +79,11 @@ def _finish_rendition(folder: Path, r: Rendition) -> Rendition:
     return dataclasses.replace(r, bandwidth=int(math.ceil(max(peak, avg))), average_bandwidth=int(math.ceil(avg)))
 
 
-def _master_playlist(renditions: list[Rendition], fps: float, subtitles: tuple[str, str] | None = None) -> str:
-    """The variant list; ``subtitles`` = (NAME, LANGUAGE) adds the captions rendition to every variant."""
+def master_playlist(renditions: list[Rendition], fps: float, subtitles: tuple[str, str] | None = None) -> str:
+    """The text of ``master.m3u8``: one variant per rendition (measured by :func:`finish_rendition`).
+
+    ``subtitles`` = (NAME, LANGUAGE) adds the captions rendition (:data:`SUBS_DIR`) to every variant.
+    """
     lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS", ""]
     subs_attr = ""
     if subtitles is not None:
@@ -88,10 +103,17 @@ def _master_playlist(renditions: list[Rendition], fps: float, subtitles: tuple[s
     return "\n".join(lines) + "\n"
 
 
-def _write_subtitles(folder: Path, cues: list[Cue], video_dir: Path) -> list[str]:
-    """The subtitles rendition: WebVTT segments cut where the video's segments are, and their playlist.
+def write_subtitles(folder: Path, cues: list[Cue], video_dir: Path) -> list[str]:
+    """Write the subtitles rendition: WebVTT segments cut where the video's segments are, and their playlist.
 
-    Returns the file names written (relative to ``folder``).
+    Args:
+        folder: where to write (created), normally ``<package>/`` :data:`SUBS_DIR`.
+        cues: the captions.
+        video_dir: a finished video rendition (:func:`finish_rendition`) whose segments set the cuts
+            and whose first timestamp sets each segment's ``X-TIMESTAMP-MAP``.
+
+    Returns:
+        The file names written (relative to ``folder``): ``index.m3u8`` first.
     """
     init, segs = _media_playlist(video_dir / "index.m3u8")
     mpegts = media_start_90k(video_dir / (init or "init.mp4"), video_dir / segs[0][1])
