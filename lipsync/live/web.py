@@ -50,6 +50,9 @@ from starlette.requests import (
     Request,  # FastAPI reads the routes' annotations from this module
 )
 
+from .turn import ice_servers, ice_transport_policy
+from .turn import rtc_configuration as _rtc_configuration
+
 log = logging.getLogger("lipsync")
 
 __all__ = ["KEEPALIVE_S", "LiveServer", "build_tab", "ice_servers", "install"]
@@ -72,31 +75,6 @@ class HTTPProblem(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
-
-
-def ice_servers() -> list[dict]:
-    """ICE servers from the environment, as the browser's RTCPeerConnection takes them."""
-    out = []
-    stun = [u.strip() for u in os.environ.get("LIPSYNC_STUN_URLS", "").split(",") if u.strip()]
-    if stun:
-        out.append({"urls": stun})
-    turn = [u.strip() for u in os.environ.get("LIPSYNC_TURN_URLS", "").split(",") if u.strip()]
-    if turn:
-        out.append(
-            {
-                "urls": turn,
-                "username": os.environ.get("LIPSYNC_TURN_USERNAME", ""),
-                "credential": os.environ.get("LIPSYNC_TURN_CREDENTIAL", ""),
-            }
-        )
-    return out
-
-
-def _rtc_configuration():
-    from aiortc import RTCConfiguration, RTCIceServer
-
-    servers = [RTCIceServer(**s) for s in ice_servers()]
-    return RTCConfiguration(iceServers=servers)
 
 
 def _track_classes():
@@ -517,7 +495,8 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
             raise HTTPProblem(400, "The request body must be JSON.") from None
 
     async def config() -> JSONResponse:
-        return JSONResponse({"iceServers": ice_servers(), "keepalive_s": KEEPALIVE_S})
+        return JSONResponse({"iceServers": ice_servers(), "iceTransportPolicy": ice_transport_policy(),
+                             "keepalive_s": KEEPALIVE_S})
 
     async def offer(request: Request) -> JSONResponse:
         async def run():
@@ -599,7 +578,7 @@ async function start(mode) {
   say("Connecting...");
   try {
     const cfg = await (await fetch(`${prefix}/config`)).json();
-    pc = new RTCPeerConnection({iceServers: cfg.iceServers});
+    pc = new RTCPeerConnection({iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy || "all"});
     const stream = new MediaStream();
     pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
     const dc = pc.createDataChannel("keepalive");
