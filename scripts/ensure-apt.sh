@@ -18,3 +18,10 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# coturn is installed for the tests, which run their own on 127.0.0.1; on a machine with systemd the
+# package also starts its service, an open relay on every interface with Debian's default config
+for pkg in "${missing[@]}"; do
+  if [ "$pkg" = coturn ] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now coturn >/dev/null 2>&1 || true
+  fi
+done

@@ -291,17 +291,29 @@ def test_a_bad_video_or_an_oversized_body_gets_4xx_and_leaves_nothing(fp32_engin
 
 
 def test_turn_settings_come_from_the_environment(monkeypatch):
-    from lipsync.live.web import ice_servers
+    """The config route hands the page lipsync.live.turn's servers and policy (tests/test_turn.py covers the rest)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
 
-    monkeypatch.delenv("LIPSYNC_STUN_URLS", raising=False)
-    monkeypatch.delenv("LIPSYNC_TURN_URLS", raising=False)
-    assert ice_servers() == []
-    monkeypatch.setenv("LIPSYNC_TURN_URLS", "turn:turn.example.org:3478, turns:turn.example.org:5349")
-    monkeypatch.setenv("LIPSYNC_TURN_USERNAME", "u")
-    monkeypatch.setenv("LIPSYNC_TURN_CREDENTIAL", "p")
-    assert ice_servers() == [
+    from lipsync.live.web import KEEPALIVE_S, install
+
+    for var in ("LIPSYNC_STUN_URLS", "LIPSYNC_TURN_URLS", "LIPSYNC_TURN_SECRET", "LIPSYNC_TURN_TTL",
+                "LIPSYNC_TURN_USERNAME", "LIPSYNC_TURN_CREDENTIAL", "LIPSYNC_ICE_POLICY"):
+        monkeypatch.delenv(var, raising=False)
+    app = FastAPI()
+    install(app, lambda: None)
+    with TestClient(app) as c:
+        assert c.get("/live/config").json() == {"iceServers": [], "iceTransportPolicy": "all",
+                                                   "keepalive_s": KEEPALIVE_S}
+        monkeypatch.setenv("LIPSYNC_TURN_URLS", "turn:turn.example.org:3478, turns:turn.example.org:5349")
+        monkeypatch.setenv("LIPSYNC_TURN_USERNAME", "u")
+        monkeypatch.setenv("LIPSYNC_TURN_CREDENTIAL", "p")
+        monkeypatch.setenv("LIPSYNC_ICE_POLICY", "relay")
+        cfg = c.get("/live/config").json()
+    assert cfg["iceServers"] == [
         {"urls": ["turn:turn.example.org:3478", "turns:turn.example.org:5349"], "username": "u", "credential": "p"}
     ]
+    assert cfg["iceTransportPolicy"] == "relay"
 
 
 def test_the_tab_mounts_in_a_gradio_app(fp32_engine):

@@ -26,7 +26,8 @@ limit (``LIPSYNC_LIVE_MAX_S``) with a notice on that channel.
 Settings: ``LIPSYNC_LIVE_SESSIONS`` (sessions at once), ``LIPSYNC_LIVE_MAX_S`` (a
 session's longest life, 0 = none), ``LIPSYNC_LIVE_ORIGINS`` (other sites whose pages may
 start sessions), ``LIPSYNC_TRUST_PROXY`` (count visitors by ``X-Forwarded-For``; on
-by itself on a Space), and the ICE servers (STUN/TURN; see ``ice_servers``).
+by itself on a Space), and the ICE servers (STUN, and TURN with short-lived credentials
+from a shared secret: :mod:`lipsync.live.turn`).
 
 aiortc and av are imported only when a route is used (``pip install '.[live]'``).
 """
@@ -35,7 +36,8 @@ from __future__ import annotations
 
 from .http import HTTPProblem
 from .routes import install
-from .server import KEEPALIVE_S, MAX_BODY_BYTES, LiveServer, ice_servers
+from ..turn import ice_servers
+from .server import KEEPALIVE_S, MAX_BODY_BYTES, LiveServer
 from .tab import build_tab
 
 __all__ = ["KEEPALIVE_S", "MAX_BODY_BYTES", "HTTPProblem", "LiveServer", "build_tab", "ice_servers", "install"]

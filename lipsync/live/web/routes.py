@@ -15,8 +15,9 @@ from pathlib import Path
 
 from starlette.requests import Request  # FastAPI reads the routes' annotations from this module
 
+from ..turn import ice_servers, ice_transport_policy
 from .http import HTTPProblem, check_origin, client_address, read_json, require_json
-from .server import KEEPALIVE_S, MAX_BODY_BYTES, MAX_SAY_BYTES, LiveServer, ice_servers, public
+from .server import KEEPALIVE_S, MAX_BODY_BYTES, MAX_SAY_BYTES, LiveServer, public
 
 log = logging.getLogger("lipsync")
 
@@ -49,7 +50,8 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
             return JSONResponse({"error": INTERNAL}, status_code=500)
 
     async def config() -> JSONResponse:
-        return JSONResponse({"iceServers": ice_servers(), "keepalive_s": KEEPALIVE_S})
+        return JSONResponse({"iceServers": ice_servers(), "iceTransportPolicy": ice_transport_policy(),
+                             "keepalive_s": KEEPALIVE_S})
 
     async def script():
         return FileResponse(STATIC / "live.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})

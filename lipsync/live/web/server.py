@@ -34,12 +34,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ...webapp.messages import hide_paths, plain_message
+from ..turn import rtc_configuration
 from .http import HTTPProblem
 from .peer import AUDIO_QUEUE, VIDEO_QUEUE, Peer, frame_track_class, listen, start_driver
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["KEEPALIVE_S", "LiveServer", "ice_servers"]
+__all__ = ["KEEPALIVE_S", "LiveServer"]
 
 KEEPALIVE_S = 3.5  #: a peer with no ping and no microphone packet for this long is closed
 CONNECT_S = 20.0  #: an answered offer must connect within this
@@ -64,31 +65,6 @@ SECTIONS = {"audio": 1, "video": 1, "application": 1}
 def public(message: str) -> str:
     """A message as a visitor may see it (the web app's one policy)."""
     return hide_paths(message)
-
-
-def ice_servers() -> list[dict]:
-    """ICE servers from the environment, as the browser's RTCPeerConnection takes them."""
-    out = []
-    stun = [u.strip() for u in os.environ.get("LIPSYNC_STUN_URLS", "").split(",") if u.strip()]
-    if stun:
-        out.append({"urls": stun})
-    turn = [u.strip() for u in os.environ.get("LIPSYNC_TURN_URLS", "").split(",") if u.strip()]
-    if turn:
-        out.append(
-            {
-                "urls": turn,
-                "username": os.environ.get("LIPSYNC_TURN_USERNAME", ""),
-                "credential": os.environ.get("LIPSYNC_TURN_CREDENTIAL", ""),
-            }
-        )
-    return out
-
-
-def _rtc_configuration():
-    from aiortc import RTCConfiguration, RTCIceServer
-
-    servers = [RTCIceServer(**s) for s in ice_servers()]
-    return RTCConfiguration(iceServers=servers)
 
 
 def _wait_words(seconds: float) -> str:
@@ -287,7 +263,7 @@ class LiveServer:
             except LipSyncError as e:  # the upload's temporary name means nothing to the visitor
                 message = str(e).replace(upload.name, "The uploaded file") if upload is not None else str(e)
                 raise HTTPProblem(400, message) from None
-            pc = RTCPeerConnection(_rtc_configuration())
+            pc = RTCPeerConnection(rtc_configuration())
             peer = Peer(pc, session, mode, client)
             life = self.max_life(engine)
             peer.ends_at = peer.created + life if life > 0 else None

@@ -60,7 +60,7 @@ export function mount(root, prefix) {
     say("Connecting...");
     try {
       const cfg = await (await fetch(`${prefix}/config`)).json();
-      pc = new RTCPeerConnection({iceServers: cfg.iceServers});
+      pc = new RTCPeerConnection({iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy || "all"});
       const stream = new MediaStream();
       pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
       const dc = pc.createDataChannel("keepalive");
