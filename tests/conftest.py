@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +204,109 @@ def no_restorer_weights(monkeypatch, tmp_path):
     face_mode.forget()
     yield
     face_mode.forget()
+
+
+# ----------------------------------------------------------------------------- WebRTC on loopback only
+
+#: Chromium resolves no name but loopback (the page's fonts from elsewhere are not even looked up)
+LOOPBACK_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
+
+
+def keep_local(page) -> None:
+    """Abort every request of ``page`` that is not for 127.0.0.1."""
+    from urllib.parse import urlparse
+
+    page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1"
+               else route.abort())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _webrtc_on_loopback():
+    """aiortc offers this machine's own addresses only: 127.0.0.1 (aioice leaves loopback out and
+    offers every interface's address otherwise), so test media never leaves the loopback range."""
+    try:
+        from aioice import ice
+    except ImportError:
+        yield
+        return
+    original = ice.get_host_addresses
+    ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []
+    yield
+    ice.get_host_addresses = original
+
+
+REALM = "lipsync.test"
+
+
+@dataclass
+class Coturn:
+    port: int
+    secret: str
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"turn:127.0.0.1:{self.port}?transport=udp"
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def free_port() -> int:
+    """A loopback port free for both UDP and TCP (coturn listens on both)."""
+    for _ in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free loopback port")
+
+
+@pytest.fixture(scope="session")
+def coturn(tmp_path_factory):
+    """coturn on 127.0.0.1 with TURN REST auth, relaying to loopback peers only; stopped at the module's end."""
+    exe = shutil.which("turnserver")
+    if exe is None:
+        pytest.skip("turnserver is missing: apt-get install coturn (make test installs packages-dev.txt)")
+    d = tmp_path_factory.mktemp("coturn")
+    server = Coturn(free_port(), secrets.token_urlsafe(24), d / "turn.log")
+    args = [
+        exe, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={server.port}",
+        "--use-auth-secret", f"--static-auth-secret={server.secret}", f"--realm={REALM}", "--fingerprint",
+        "--allow-loopback-peers", "--no-multicast-peers", "--no-tls", "--no-dtls", "--no-cli", "--no-rfc5780",
+        # relay to loopback only (IPv6 needs no rule: an IPv4 relay address reaches IPv4 peers only, and a
+        # "::-ffff:..." rule would deny 127.0.0.1 as well)
+        "--denied-peer-ip=0.0.0.0-126.255.255.255", "--denied-peer-ip=128.0.0.0-255.255.255.255",
+        f"--pidfile={d / 'turn.pid'}", f"--log-file={server.log}", "--simple-log", "--verbose",
+        f"--userdb={d / 'turndb'}",  # its own (unused) database instead of /var/lib/turn's
+    ]
+    with open(d / "stdout.txt", "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def stop():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    try:
+        ready = f"UDP listener opened on: 127.0.0.1:{server.port}"
+        deadline = time.monotonic() + 15
+        while ready not in server.text():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"coturn did not start (exit {proc.poll()}):\n{server.text()[-3000:]}")
+            time.sleep(0.05)
+        yield server
+    finally:
+        stop()
+
+

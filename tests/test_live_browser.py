@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import LOOPBACK_ONLY, keep_local
+
 pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -143,21 +145,29 @@ SPEECH = ("The avatar listens to the microphone and answers with the same words,
 
 
 @pytest.fixture(scope="module")
-def live_app(engine):
-    """One app server for the module: the Live tab and its routes on the shared engine (int8 where it passes)."""
+def live_app(engine, coturn):
+    """One app server for the module: the Live tab and its routes on the shared engine (int8 where it passes).
+
+    The media goes through the test's coturn on 127.0.0.1 (the relay policy on both sides, as on a
+    Space), so nothing leaves the loopback range: the browser gathers no host candidates at all.
+    """
     loaded = engine.load()
     import gradio as gr
     from fastapi import FastAPI
 
     from lipsync.live.web import build_tab, install
 
-    app = FastAPI()
-    server = install(app, lambda: loaded, offer_interval_s=0)
-    with gr.Blocks() as demo, gr.Tab("Live"):
-        build_tab(lambda: loaded)
-    app = gr.mount_gradio_app(app, demo, path="/")
-    with serve(app) as url:
-        yield url, server, loaded
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIPSYNC_TURN_URLS", coturn.url)
+        mp.setenv("LIPSYNC_TURN_SECRET", coturn.secret)
+        mp.setenv("LIPSYNC_ICE_POLICY", "relay")
+        app = FastAPI()
+        server = install(app, lambda: loaded, offer_interval_s=0)
+        with gr.Blocks() as demo, gr.Tab("Live"):
+            build_tab(lambda: loaded)
+        app = gr.mount_gradio_app(app, demo, path="/")
+        with serve(app) as url:
+            yield url, server, loaded
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +181,7 @@ def chromium(tmp_path_factory):
     args = [
         "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
+        f"--use-file-for-fake-audio-capture={wav}", LOOPBACK_ONLY,
     ]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
@@ -209,6 +219,7 @@ def wait_freed(server) -> None:
 def test_photo_and_microphone_sound_starts_within_800_ms_and_plays_whole(live_app, chromium):
     url, server, engine = live_app
     page = chromium.new_page()
+    keep_local(page)
     try:
         page.goto(url)
         page.wait_for_selector(".lipsync-live-mic", timeout=60_000)
@@ -241,6 +252,7 @@ def test_a_chosen_video_speaks_typed_text_and_its_sound_plays_whole(live_app, ch
     clip = write_video(tmp_path / "me.mp4", pan_frames(6))
     server.max_side = 256
     page = chromium.new_page()
+    keep_local(page)
     try:
         page.goto(url)
         page.wait_for_selector(".lipsync-live-face", state="attached", timeout=60_000)

@@ -10,23 +10,18 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
 from lipsync.errors import InputError
 from lipsync.live import turn
+
+from conftest import LOOPBACK_ONLY, keep_local
 
 VARS = ("LIPSYNC_STUN_URLS", "LIPSYNC_TURN_URLS", "LIPSYNC_TURN_SECRET", "LIPSYNC_TURN_TTL",
         "LIPSYNC_TURN_USERNAME", "LIPSYNC_TURN_CREDENTIAL", "LIPSYNC_ICE_POLICY")
@@ -178,79 +173,6 @@ def test_the_policy_reaches_the_page_and_the_server(env, caplog):
 # ----------------------------------------------------------------------------- a real coturn and Chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
-REALM = "lipsync.test"
-
-
-@dataclass
-class Coturn:
-    port: int
-    secret: str
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"turn:127.0.0.1:{self.port}?transport=udp"
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP (coturn listens on both)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free loopback port")
-
-
-@pytest.fixture(scope="module")
-def coturn(tmp_path_factory):
-    """coturn on 127.0.0.1 with TURN REST auth, relaying to loopback peers only; stopped at the module's end."""
-    exe = shutil.which("turnserver")
-    if exe is None:
-        pytest.skip("turnserver is missing: apt-get install coturn (make test installs packages-dev.txt)")
-    d = tmp_path_factory.mktemp("coturn")
-    server = Coturn(free_port(), secrets.token_urlsafe(24), d / "turn.log")
-    args = [
-        exe, "-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", f"--listening-port={server.port}",
-        "--use-auth-secret", f"--static-auth-secret={server.secret}", f"--realm={REALM}", "--fingerprint",
-        "--allow-loopback-peers", "--no-multicast-peers", "--no-tls", "--no-dtls", "--no-cli", "--no-rfc5780",
-        # relay to loopback only (IPv6 needs no rule: an IPv4 relay address reaches IPv4 peers only, and a
-        # "::-ffff:..." rule would deny 127.0.0.1 as well)
-        "--denied-peer-ip=0.0.0.0-126.255.255.255", "--denied-peer-ip=128.0.0.0-255.255.255.255",
-        f"--pidfile={d / 'turn.pid'}", f"--log-file={server.log}", "--simple-log", "--verbose",
-        f"--userdb={d / 'turndb'}",  # its own (unused) database instead of /var/lib/turn's
-    ]
-    with open(d / "stdout.txt", "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-
-    def stop():
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-    try:
-        ready = f"UDP listener opened on: 127.0.0.1:{server.port}"
-        deadline = time.monotonic() + 15
-        while ready not in server.text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"coturn did not start (exit {proc.poll()}):\n{server.text()[-3000:]}")
-            time.sleep(0.05)
-        yield server
-    finally:
-        stop()
 
 
 #: the page's own peer connection: the selected pair's candidates and what arrived
@@ -277,6 +199,8 @@ async () => {
 @pytest.mark.browser
 @pytest.mark.slow
 def test_chromium_gets_the_avatar_through_coturn_with_rest_credentials(coturn, fp32_engine, env):
+    from conftest import REALM
+
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
@@ -295,15 +219,14 @@ def test_chromium_gets_the_avatar_through_coturn_with_rest_credentials(coturn, f
         build_tab(lambda: fp32_engine)
     app = gr.mount_gradio_app(app, demo, path="/")
     args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
-            "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]  # no name but loopback resolves
+            LOOPBACK_ONLY]
     started = int(time.time())
     stats = None
     with serve(app) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
         try:
             page = browser.new_page()
-            page.route("**/*", lambda route: route.continue_() if urlparse(route.request.url).hostname == "127.0.0.1"
-                       else route.abort())  # the page's fonts and scripts from elsewhere are not fetched
+            keep_local(page)
             page.goto(url)
             page.wait_for_selector(".lipsync-live-text", timeout=60_000)
             page.click(".lipsync-live-text")
