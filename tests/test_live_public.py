@@ -127,8 +127,14 @@ def test_one_session_per_visitor_and_one_offer_a_second(fp32_engine, monkeypatch
             assert r.status_code == 429 and "one per visitor" in r.json()["error"]
             r = await client.post("/live/offer", json=body)  # at once again: too fast
             assert r.status_code == 429 and "Too many attempts" in r.json()["error"] and r.headers["retry-after"]
-        async with http(app, "10.0.0.3") as other:  # another visitor is welcome
+        first = next(iter(server.peers))
+        async with http(app, "10.0.0.3") as other:  # another visitor is welcome, but cannot touch the first's session
             assert (await other.post("/live/offer", json=body)).status_code == 200
+            for call in (other.get(f"/live/{first}"), other.delete(f"/live/{first}"),
+                         other.post(f"/live/{first}/interrupt"), other.post(f"/live/{first}/say", json={"text": "Hi."})):
+                r = await call
+                assert r.status_code == 404 and "No such live session" in r.json()["error"]
+            assert first in server.peers
         # behind a proxy that says who asks (a Space), the visitor is X-Forwarded-For's first address
         monkeypatch.setenv("LIPSYNC_TRUST_PROXY", "1")
         async with http(app, "10.0.0.9", **{"x-forwarded-for": "203.0.113.7, 10.0.0.9"}) as proxied:

@@ -73,24 +73,26 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
         async def run():
             check_origin(request.headers)
             require_json(request.headers)
-            server.peer(peer_id)
-            return await server.say(peer_id, await read_json(request, MAX_SAY_BYTES))
+            client = client_address(request)
+            server.peer(peer_id, client)  # before the body is read
+            return await server.say(peer_id, await read_json(request, MAX_SAY_BYTES), client)
 
         return await guarded(run)
 
     async def interrupt(peer_id: str, request: Request) -> JSONResponse:
         async def run():
             check_origin(request.headers)
-            return await server.interrupt(peer_id)
+            return await server.interrupt(peer_id, client_address(request))
 
         return await guarded(run)
 
-    async def status(peer_id: str) -> JSONResponse:
-        return await guarded(lambda: server.status(peer_id))
+    async def status(peer_id: str, request: Request) -> JSONResponse:
+        return await guarded(lambda: server.status(peer_id, client_address(request)))
 
     async def delete(peer_id: str, request: Request) -> JSONResponse:
         async def run():
             check_origin(request.headers)
+            server.peer(peer_id, client_address(request))  # only the visitor who opened it may end it
             if not await server.close(peer_id):
                 raise HTTPProblem(404, "No such live session (it ended or never existed).")
             return {"closed": peer_id}

@@ -299,9 +299,9 @@ class LiveServer:
                 "height": m.height, "note": public(m.reason), "enhance": public(m.enhance),
                 "blink": public(m.blink), "source": public(m.source)}
 
-    async def status(self, peer_id: str) -> dict:
+    async def status(self, peer_id: str, client: str | None = None) -> dict:
         """What runs now (the speed policy may change it after the first second) and the session's counters."""
-        peer = self.peer(peer_id)
+        peer = self.peer(peer_id, client)
         s = peer.session
         st = s.stats
         return {
@@ -359,18 +359,19 @@ class LiveServer:
             elif state in ("failed", "closed"):
                 await self.close(peer.id)
 
-    def peer(self, peer_id: str) -> Peer:
+    def peer(self, peer_id: str, client: str | None = None) -> Peer:
+        """The session ``peer_id``, when it is ``client``'s (another visitor's id is as good as none: 404)."""
         peer = self.peers.get(peer_id)
-        if peer is None:
+        if peer is None or (client is not None and peer.client != client):
             raise HTTPProblem(404, "No such live session (it ended or never existed); start a new one.")
         return peer
 
-    async def say(self, peer_id: str, body) -> dict:
+    async def say(self, peer_id: str, body, client: str | None = None) -> dict:
         """Speak typed text (sentence by sentence, as each is synthesised) in the peer's session."""
         from ...errors import LipSyncError
         from ..text import MAX_TEXT_CHARS, speak
 
-        peer = self.peer(peer_id)
+        peer = self.peer(peer_id, client)
         if not isinstance(body, dict) or not isinstance(body.get("text"), str):
             raise HTTPProblem(400, "Send {'text': '...', 'voice': optional voice id}.")
         text, voice = body["text"], body.get("voice") or None
@@ -389,8 +390,8 @@ class LiveServer:
             raise HTTPProblem(400, plain_message(e)) from None
         return {"sentences": n}
 
-    async def interrupt(self, peer_id: str) -> dict:
-        peer = self.peer(peer_id)
+    async def interrupt(self, peer_id: str, client: str | None = None) -> dict:
+        peer = self.peer(peer_id, client)
         peer.say_cancel.set()
         peer.session.interrupt()
         return {"ok": True}
