@@ -168,6 +168,16 @@ def test_hostile_requests_get_plain_4xx_and_leave_nothing(fp32_engine, own_tempd
             for raw in (b"[" * 200_000 + b"]" * 200_000, b'{"sdp": {"a": {"b": {"c": {"d": 1}}}}}'):
                 r = await client.post("/live/offer", content=raw, headers={"content-type": "application/json"})
                 assert r.status_code == 400 and "nested too deeply" in r.json()["error"]
+            # a body that dribbles in (it would hold an offer's place)
+            monkeypatch.setattr("lipsync.live.web.http.READ_S", 0.5)
+
+            async def slow():
+                for part in (b'{"type": "offer", ', b'"sdp": "v=0"', b"}"):
+                    yield part
+                    await asyncio.sleep(0.4)
+
+            r = await client.post("/live/offer", content=slow(), headers={"content-type": "application/json"})
+            assert r.status_code == 408 and "too long to arrive" in r.json()["error"]
             assert not server.peers and not server.pending
             # the app's own page (same host), and a site the operator allows
             r = await client.post("/live/offer", json={"sdp": sdp, "type": "offer"}, headers={"origin": "http://live.test"})
@@ -351,3 +361,24 @@ def test_sound_goes_out_in_20_ms_frames_with_their_own_timestamps():
         assert all(f.samples == size for f in frames)
         assert [f.pts for f in frames] == [k * size for k in range(len(frames))]
         assert len(frames) == 30 * slot // size
+
+
+def test_a_short_live_soak_with_hostile_visitors_leaves_the_server_as_it_found_it(fp32_engine, own_tempdir):
+    """scripts/live_soak.py, 20 cycles (the full run is 100): a visitor served each cycle, every hostile
+    request refused plainly; after the warm-up RSS grows <= 5 %, fds, threads and children flat, nothing left."""
+    import os
+    import sys
+
+    from conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import live_soak
+
+    t = time.perf_counter()
+    with live_soak.serve_live(fp32_engine) as (url, _):
+        report = live_soak.run_soak(url, os.getpid(), None, cycles=20, warmup=10)
+    print(f"\nlive soak: {time.perf_counter() - t:.0f} s, RSS {report['after_warmup']['rss_mb']:.0f} -> "
+          f"{report['end']['rss_mb']:.0f} MB ({report['rss_growth']:+.1%}), fds {report['after_warmup']['fds']} -> "
+          f"{report['end']['fds']}, threads {report['after_warmup']['threads']} -> {report['end']['threads']}")
+    assert not report["failed"], report["failed"]
+    assert report["passed"], report["checks"]

@@ -8,6 +8,7 @@ headers first (:func:`check_origin`, :func:`require_json`), the body last
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ __all__ = [
 ]
 
 MAX_DEPTH = 4  #: the deepest JSON a route takes (its bodies are flat objects)
+READ_S = 30.0  #: a body must arrive within this (a 27 MB video on a slow line takes about 20 s at 10 Mbit/s)
 
 
 class HTTPProblem(Exception):
@@ -106,10 +108,14 @@ async def read_json(request, limit: int):
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise too_large
+    try:
+        async with asyncio.timeout(READ_S):  # a body dribbled in slowly would hold an offer's place
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limit:
+                    raise too_large
+    except TimeoutError:
+        raise HTTPProblem(408, "The request took too long to arrive; try again on a faster connection.") from None
     try:
         body = json.loads(raw)
     except RecursionError:  # the C decoder recurses once per nesting level
