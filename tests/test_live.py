@@ -14,6 +14,7 @@ import pytest
 
 from lipsync.errors import AudioError, LipSyncError
 from lipsync.live import session as live
+from lipsync.live import speed
 
 from conftest import LIVE_SIDE as SIDE
 from conftest import noise_int16, take
@@ -216,8 +217,8 @@ def test_a_stall_repeats_the_picture_and_keeps_the_sound(open_live):
 
 
 def test_a_slow_machine_steps_then_shrinks(open_live, monkeypatch):
-    monkeypatch.setattr(live, "MEASURE_FRAMES", 3)
-    monkeypatch.setattr(live, "BUDGET_SHARE", 1e-6)  # nothing fits: every measurement fails
+    monkeypatch.setattr(speed, "MEASURE_FRAMES", 3)
+    monkeypatch.setattr(speed, "BUDGET_SHARE", 1e-6)  # nothing fits: every measurement fails
     s = open_live(motion=0, adapt=True)
     first = s.mode
     frames = []

@@ -10,6 +10,7 @@ import pytest
 
 from lipsync.errors import InputError, NoFaceError, VideoError
 from lipsync.live import session as live
+from lipsync.live import speed
 from lipsync.sources import loop_index
 from conftest import noise_int16, take
 from videos import SIZE, pan_frames, pan_truth, psnr, write_video
@@ -121,8 +122,8 @@ def test_close_removes_the_spool_even_from_another_thread(open_live, pan8):
 
 
 def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_live, pan8, monkeypatch):
-    monkeypatch.setattr(live, "MEASURE_FRAMES", 3)
-    monkeypatch.setattr(live, "BUDGET_SHARE", 1e-6)
+    monkeypatch.setattr(speed, "MEASURE_FRAMES", 3)
+    monkeypatch.setattr(speed, "BUDGET_SHARE", 1e-6)
     s = open_live(video=pan8[0], adapt=True)
     calls = []
     face = s._face

@@ -27,7 +27,7 @@ import numpy as np
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["BlinkClock", "MouthEnhance", "live_enhancer", "load_eyes"]
+__all__ = ["BlinkClock", "MouthEnhance", "live_enhancer", "load_eyes", "scale_eyes"]
 
 
 class BlinkClock:

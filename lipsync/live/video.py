@@ -33,7 +33,7 @@ __all__ = ["VideoFace"]
 
 
 class VideoFace:
-    """The picture side of a live session driven by a video (the photo's is ``session._Face``).
+    """The picture side of a live session driven by a video (the photo's is :class:`~lipsync.live.photo.PhotoFace`).
 
     Both give ``generator``, ``rest`` (the mouth at rest; None here: the video keeps
     its own), ``width``/``height``, ``face_for(n)`` (frame ``n``'s face made ready for
@@ -59,6 +59,7 @@ class VideoFace:
         self.scale = float(scale)
         self.height = max(2, int(source.height * self.scale)) // 2 * 2 if self.scale != 1 else source.height
         self.width = max(2, int(source.width * self.scale)) // 2 * 2 if self.scale != 1 else source.width
+        self.face_height = source.box.height * self.height / source.height
         sy, sx = self.height / source.height, self.width / source.width
         b = source.boxes.astype(np.float64) * np.array([sy, sy, sx, sx])
         boxes = np.round(b).astype(np.int32)
