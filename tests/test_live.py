@@ -1,4 +1,4 @@
-"""The live session: pacing, exact audio per slot, idle, interrupt, easing, close, bad input.
+"""The live session: pacing, exact audio per slot at the output rate, idle, interrupt, easing, close, bad input.
 
 Real pacing (frames are handed out on the wall clock); a small portrait and the
 fp32 scratch network keep each test to a few seconds on a loaded machine.
@@ -12,12 +12,17 @@ import time
 import numpy as np
 import pytest
 
-from lipsync.errors import AudioError, LipSyncError
+from lipsync.errors import AudioError, InputError, LipSyncError
 from lipsync.live import session as live
 from lipsync.live import speed
+from lipsync.live.timeline import SpeechTimeline, fade_samples
 
 from conftest import LIVE_SIDE as SIDE
 from conftest import noise_int16, take
+
+R = 48000  #: the sessions' default output rate
+SLOT = R // 25  #: samples per frame at 25 fps (1920)
+FADE = fade_samples(R)  #: 5 ms (240)
 
 
 def test_frames_are_paced_and_stamped(open_live):
@@ -32,43 +37,133 @@ def test_frames_are_paced_and_stamped(open_live):
         assert f.pts == pytest.approx(n / 25)
         assert t >= t_first + n / 25 - 0.002, "a frame came out before its time"
         assert f.image.dtype == np.uint8 and f.image.shape[2] == 3 and max(f.image.shape[:2]) == SIDE
-        assert f.audio.dtype == np.int16 and len(f.audio) == 640 and f.sample_rate == 16000
+        assert f.audio.dtype == np.int16 and len(f.audio) == SLOT and f.sample_rate == R == s.sample_rate
     assert s.stats.frames == 20 and s.stats.late_frames <= 20
 
 
 def test_each_slot_carries_exactly_its_speech(open_live):
+    """Speech pushed at the session's own rate comes back bit for bit between the 5 ms fades."""
     s = open_live(motion=0)
-    speech = noise_int16(0.3)
+    speech = noise_int16(0.3, rate=R)
     take(s, 2)
-    s.push(speech, 16000)
+    s.push(speech, R)
     frames = take(s, 18)
     audio = np.concatenate([f.audio for f in frames])
     talking = [i for i, f in enumerate(frames) if f.speaking]
-    start = talking[0] * 640
+    start = talking[0] * SLOT
     assert talking == list(range(talking[0], talking[0] + len(talking)))
-    assert len(talking) == -(-len(speech) // 640)
-    k = live.FADE_SAMPLES
+    assert len(talking) == -(-len(speech) // SLOT)
+    k = FADE
     np.testing.assert_array_equal(audio[start + k : start + len(speech) - k], speech[k:-k])
     assert not audio[:start].any() and not audio[start + len(speech) :].any()
     assert np.all(np.abs(audio[start : start + k]) <= np.abs(speech[:k]))  # faded in, never louder
 
 
-def test_other_rates_are_resampled_once_in_a_stream(open_live):
+@pytest.mark.parametrize("rate", [22050, 8000])
+def test_other_rates_are_resampled_once_in_a_stream(open_live, rate):
+    """22.05 and 8 kHz speech comes out at 48 kHz: one streaming resampler, as the whole resampled at once."""
     import soxr
 
     s = open_live(motion=0)
     rng = np.random.default_rng(3)
-    t = np.arange(19200) / 48000
+    t = np.arange(int(0.4 * rate)) / rate
     speech = (0.3 * np.sin(2 * np.pi * 300 * t) + 0.02 * rng.normal(size=t.size)).astype(np.float32)
     take(s, 1)
     for chunk in np.array_split(speech, 23):  # ragged chunk sizes
-        s.push(chunk, 48000)
+        s.push(chunk, rate)
     frames = take(s, 20)
+    assert all(f.sample_rate == R and len(f.audio) == SLOT for f in frames)
     audio = np.concatenate([f.audio for f in frames if f.speaking]).astype(np.float32) / 32768
-    whole = soxr.resample(speech, 48000, 16000, quality="HQ")
-    assert abs(len(audio) - len(whole)) <= 640
-    n = min(len(audio), len(whole)) - 400
-    assert np.max(np.abs(audio[200:n] - whole[200:n])) < 2e-3
+    whole = soxr.resample(speech, rate, R, quality="HQ")
+    assert abs(len(audio) - len(whole)) <= SLOT
+    n = min(len(audio), len(whole)) - 3 * FADE
+    assert np.max(np.abs(audio[FADE:n] - whole[FADE:n])) < 2e-3
+
+
+def test_a_48k_voice_keeps_its_high_band(open_live):
+    """A 15 kHz tone pushed at 48 kHz is heard at 15 kHz: the band is not cut at 8 kHz as at the model's 16 kHz."""
+    s = open_live(motion=0)
+    t = np.arange(int(0.5 * R)) / R
+    s.push((0.3 * np.sin(2 * np.pi * 15000 * t)).astype(np.float32), R)
+    frames = take(s, 20)
+    audio = np.concatenate([f.audio for f in frames if f.speaking]).astype(np.float64)
+    assert len(audio) >= 0.4 * R
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(len(audio))))
+    freqs = np.fft.rfftfreq(len(audio), 1 / R)
+    assert abs(freqs[np.argmax(spectrum)] - 15000) < 50
+    assert spectrum[freqs > 8000].sum() > 0.95 * spectrum.sum()
+
+
+@pytest.mark.parametrize("fps", [25, 30])
+@pytest.mark.parametrize("rate", [44100, 48000])
+def test_slots_add_up_exactly_over_many_frames(fps, rate):
+    """Frame n's sound is [round(n R / fps), round((n + 1) R / fps)): over 1000 frames not a sample is lost or doubled."""
+    tl = SpeechTimeline(fps, rate)
+    speech = np.full(int(50 * rate), 0.25, np.float32)  # 50 s: the whole run speaks
+    tl.push(speech, rate, now=0.0)
+    sizes, speaking = [], []
+    for n in range(1000):
+        slot = tl.slot(n, now=n / fps)
+        sizes.append(len(slot.sound))
+        speaking.append(slot.speaking)
+        assert len(slot.model) == tl.slot_bounds(n, 16000)[1] - tl.slot_bounds(n, 16000)[0]
+    assert all(speaking)
+    assert sum(sizes) == round(1000 * rate / fps)
+    assert set(sizes) <= {rate // fps, -(-rate // fps)}
+
+
+@pytest.mark.parametrize("rate", [22050, 8000, 48000, 16000])
+def test_the_sound_follows_the_models_decisions_within_a_slot(rate):
+    """A long utterance pushed in odd chunks, a little ahead of real time: the sound at 48 kHz and the model's 16 kHz
+    copy (which decides) start, end and run together, within one slot; nothing of the utterance is lost or leaks."""
+    import soxr
+
+    fps = 25.0
+    tl = SpeechTimeline(fps, R)
+    rng = np.random.default_rng(1)
+    seconds = 6.0
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = 0.2 + 0.8 * (np.sin(2 * np.pi * 1.3 * t) > 0)  # loud and soft stretches to line up
+    speech = (envelope * 0.3 * np.sin(2 * np.pi * 330 * t) + 0.01 * rng.normal(size=t.size)).astype(np.float32)
+    cuts = np.cumsum(rng.integers(int(0.011 * rate), int(0.097 * rate), 400))
+    chunks = np.split(speech, cuts[cuts < len(speech)])
+    sent, model, sound, flags = 0, [], [], []
+    for n in range(int((seconds + 1.5) * fps)):
+        now = n / fps
+        while sent < len(chunks) and sum(map(len, chunks[: sent + 1])) / rate <= now + 0.3:  # 0.3 s ahead
+            tl.push(chunks[sent], rate, now)
+            sent += 1
+        slot = tl.slot(n, now)
+        model.append(slot.model)
+        sound.append(slot.sound)
+        flags.append(slot.speaking)
+    flags = np.array(flags)
+    on = np.flatnonzero(flags)
+    assert len(on) and np.all(np.diff(on) == 1), "one utterance"
+    level_model = np.array([np.abs(m).mean() for m in model])
+    level_sound = np.array([np.abs(x).mean() for x in sound])
+    assert not level_sound[~flags].any() and not level_model[~flags].any()
+    assert np.all(level_sound[on[1:-1]] > 0) and np.all(level_model[on[1:-1]] > 0)
+    # the same stretch of speech, slot by slot: the loudness follows within a slot
+    a = np.concatenate(model)
+    b = soxr.resample(np.concatenate(sound), R, 16000, quality="HQ")[: len(a)]
+    lags = np.arange(-640, 641, 8)
+    env_a = np.abs(a) - np.abs(a).mean()
+    env_b = np.abs(b) - np.abs(b).mean()
+    corr = [np.dot(env_a[max(0, -k) : len(a) - max(0, k)], env_b[max(0, k) : len(b) - max(0, -k)]) for k in lags]
+    assert abs(lags[int(np.argmax(corr))]) < 640, "the sound and the model's copy drift apart by more than a slot"
+    # all of the utterance is heard, without gaps: its energy is the whole speech's (but the 5 ms fades)
+    heard = np.concatenate([sound[i] for i in on]).astype(np.float64)
+    want = soxr.resample(speech, rate, R, quality="HQ").astype(np.float64)
+    assert abs(np.sum(heard**2) / np.sum(want**2) - 1) < 0.01
+    middle = np.concatenate([sound[i] for i in on[1:-1]])
+    assert np.count_nonzero(middle == 0) < 10, "a gap in the middle of the utterance"
+
+
+def test_the_output_rate_is_checked(fp32_engine, example_image):
+    for bad in (7999, 192_001, 44100.5, "48000", True):
+        with pytest.raises(InputError, match="sample_rate must be"):
+            fp32_engine.live(image=example_image, max_side=SIDE, sample_rate=bad)
 
 
 def test_idle_frames_keep_coming_with_a_swaying_head(open_live):
@@ -89,7 +184,7 @@ def test_mouth_follows_the_speech_as_offline(open_live, fp32_engine, every_pictu
     from lipsync.blend import Blender
     from lipsync.face import face_crop
 
-    s = open_live(motion=0, label=False)
+    s = open_live(motion=0, label=False, sample_rate=16000)  # the frames carry the model's own 16 kHz timeline
     speech = noise_int16(0.6, seed=5, amp=9000)
     take(s, 3)
     s.push(speech, 16000)
@@ -123,8 +218,8 @@ def test_interrupt_rests_within_a_few_frames(open_live, every_picture):
     after = take(s, live.EASE_FRAMES + 3)
     assert not any(f.speaking for f in after[1:])
     assert np.array_equal(after[live.EASE_FRAMES].image, rest)
-    assert np.abs(after[0].audio[: live.FADE_SAMPLES]).max() <= np.abs(frames[-1].audio).max()
-    assert not after[0].audio[live.FADE_SAMPLES :].any() and not any(f.audio.any() for f in after[1:])
+    assert np.abs(after[0].audio[:FADE]).max() <= np.abs(frames[-1].audio).max()
+    assert not after[0].audio[FADE:].any() and not any(f.audio.any() for f in after[1:])
     assert s.queued_s == 0
     # still usable: it speaks again
     s.push(noise_int16(0.3), 16000)
@@ -135,9 +230,9 @@ def test_no_pops_in_the_sound_or_the_picture(open_live, every_picture):
     """A tone that starts and is cut at full level: the sound ramps, the mouth eases."""
     s = open_live(motion=0)
     rest = take(s, 2)[-1].image.astype(int)
-    t = np.arange(3 * 16000) / 16000
+    t = np.arange(3 * R) / R
     tone = 0.5 * np.cos(2 * np.pi * 200 * t)  # starts at its peak
-    s.push(tone.astype(np.float32), 16000)
+    s.push(tone.astype(np.float32), R)
     frames = []
     for f in s:
         frames.append(f)
@@ -146,7 +241,7 @@ def test_no_pops_in_the_sound_or_the_picture(open_live, every_picture):
         if len(frames) > 18:
             break
     audio = np.concatenate([f.audio for f in frames]).astype(np.float64) / 32768
-    steepest_tone = 0.5 * 2 * np.pi * 200 / 16000  # 0.039 per sample
+    steepest_tone = 0.5 * 2 * np.pi * 200 / R  # 0.013 per sample
     assert np.abs(np.diff(audio)).max() <= steepest_tone * 1.6, "a click at an utterance edge"
     dist = [np.abs(f.image.astype(int) - rest).mean() for f in frames]
     first = next(i for i, f in enumerate(frames) if f.speaking)
@@ -198,8 +293,8 @@ def test_bad_chunks_are_refused_and_the_session_goes_on(open_live):
 
 def test_a_stall_repeats_the_picture_and_keeps_the_sound(open_live):
     s = open_live(motion=1.0)
-    speech = noise_int16(0.6, seed=2)
-    s.push(speech, 16000)
+    speech = noise_int16(0.6, rate=R, seed=2)
+    s.push(speech, R)
     frames = []
     for f in s:
         frames.append(f)
@@ -211,9 +306,8 @@ def test_a_stall_repeats_the_picture_and_keeps_the_sound(open_live):
     assert frames[2].image is frames[1].image  # caught up by repeating the picture...
     assert [f.pts for f in frames] == [pytest.approx(n / 25) for n in range(14)]
     audio = np.concatenate([f.audio for f in frames])
-    start = next(i for i, f in enumerate(frames) if f.speaking) * 640
-    k = live.FADE_SAMPLES
-    np.testing.assert_array_equal(audio[start + k : start + 5000], speech[k : 5000 - start])  # ...not the sound
+    start = next(i for i, f in enumerate(frames) if f.speaking) * SLOT
+    np.testing.assert_array_equal(audio[start + FADE : start + 15000], speech[FADE : 15000])  # ...not the sound
 
 
 def test_a_slow_machine_steps_then_shrinks(open_live, monkeypatch):

@@ -37,7 +37,7 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     class Collect(FrameProcessor):
         def __init__(self):
             super().__init__()
-            self.images, self.sounds, self.tts = [], [], 0
+            self.images, self.sounds, self.sound_frames, self.tts = [], [], [], 0
 
         async def process_frame(self, frame, direction):
             await super().process_frame(frame, direction)
@@ -47,10 +47,12 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
                 self.images.append(frame)
             elif isinstance(frame, OutputAudioRawFrame):
                 self.sounds.append(np.frombuffer(frame.audio, np.int16))
+                self.sound_frames.append(frame)
             await self.push_frame(frame, direction)
 
+    rate = 24000  #: the TTS's and the pipeline's output rate (Pipecat's default)
     rng = np.random.default_rng(0)
-    speech = np.clip(rng.normal(0, 8000, 16000 * 3), -32768, 32767).astype(np.int16)  # 3 s at 16 kHz
+    speech = np.clip(rng.normal(0, 8000, rate * 3), -32768, 32767).astype(np.int16)  # 3 s at 24 kHz
     stereo = np.repeat(speech[:, None], 2, axis=1)  # the processor mixes stereo down
     avatar = LipSyncAvatar(fp32_engine, example_image, max_side=160, motion=0, adapt=False)
     collect = Collect()
@@ -65,7 +67,7 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
 
     async def script():
         assert await until(lambda: len(collect.images) >= 3, 30), "no idle frames"
-        await task.queue_frame(TTSAudioRawFrame(audio=stereo.tobytes(), sample_rate=16000, num_channels=2))
+        await task.queue_frame(TTSAudioRawFrame(audio=stereo.tobytes(), sample_rate=rate, num_channels=2))
         assert await until(lambda: sum(bool(s.any()) for s in collect.sounds) >= 4, 60), "the bot was not heard"
         await task.queue_frame(InterruptionFrame())
         n = len(collect.sounds)
@@ -80,13 +82,15 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     asyncio.run(main())
     assert collect.tts == 0, "the bot's raw TTS audio must not reach the output beside the avatar's"
     assert all(max(f.size) == 160 and f.format == "RGB" for f in collect.images)
-    assert all(len(s) == 640 for s in collect.sounds)
+    assert all(f.sample_rate == rate for f in collect.sound_frames), "the sound goes out at the pipeline's rate"
+    assert all(len(s) == rate // 25 for s in collect.sounds)
     sound = np.concatenate(collect.sounds)
     start = int(np.flatnonzero(sound)[0]) - 1  # the fade-in's first sample is 0
-    heard = sound[start + 80 : start + 80 + 3000]
-    np.testing.assert_array_equal(heard, speech[80 : 80 + len(heard)])  # exactly the bot's speech
+    fade = rate // 200
+    heard = sound[start + fade : start + fade + 4500]
+    np.testing.assert_array_equal(heard, speech[fade : fade + len(heard)])  # exactly the bot's speech, at its rate
     # after the interruption the sound stops within a frame or two, long before the 3 s were played
-    assert np.count_nonzero(sound) < len(speech) - 16000
+    assert np.count_nonzero(sound) < len(speech) - rate
     assert not np.concatenate(collect.sounds[-3:]).any()
     assert avatar.session is None
 

@@ -55,7 +55,7 @@ def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_live, pan8, fp
     from lipsync.face import face_crop
 
     path, _ = pan8
-    s = open_live(video=path, label=False)
+    s = open_live(video=path, label=False, sample_rate=16000)  # the frames carry the model's own 16 kHz timeline
     take(s, 2)
     s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
     frames = take(s, 22)

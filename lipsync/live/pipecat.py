@@ -10,11 +10,13 @@ Put it after the TTS service in a pipeline::
 It takes the bot's ``TTSAudioRawFrame`` s (any rate, int16; stereo is mixed down)
 out of the stream, pushes them into a :class:`~lipsync.live.LiveSession`, and
 sends the session's paced frames downstream as ``OutputImageRawFrame`` (RGB) and
-``OutputAudioRawFrame`` (16 kHz mono, exactly the sound of that picture), so
-picture and sound leave together. When no one speaks it keeps sending idle
-frames. An ``InterruptionFrame`` (the user talks over the bot) drops the queued
-speech: the face is at rest within a few frames. ``EndFrame``/``CancelFrame``
-close the session.
+``OutputAudioRawFrame`` (mono, exactly the sound of that picture), so picture and
+sound leave together. The sound goes out at the pipeline's output rate (the TTS's
+own rate: ``audio_out_sample_rate`` of Pipecat's processor setup; 24 kHz where the
+pipeline gives none), so a TTS at that rate is heard bit for bit, not band-limited.
+When no one speaks it keeps sending idle frames. An ``InterruptionFrame`` (the
+user talks over the bot) drops the queued speech: the face is at rest within a
+few frames. ``EndFrame``/``CancelFrame`` close the session.
 
 Needs ``pip install '.[pipecat]'`` (from the project's folder) (pipecat-ai and aiortc; not the
 ``pipecat-ai[webrtc]`` extra, which would pull opencv-python-headless over this
@@ -51,6 +53,8 @@ __all__ = ["LipSyncAvatar"]
 
 log = logging.getLogger("lipsync")
 
+FALLBACK_RATE = 24_000  #: the sound's rate where the pipeline gives none (Pipecat's own default)
+
 
 class LipSyncAvatar(FrameProcessor):
     """Bot speech in, avatar video and its audio out (see the module's docstring).
@@ -60,7 +64,8 @@ class LipSyncAvatar(FrameProcessor):
         image: the portrait.
         video: instead of ``image``, a driving video of the person (played back and forth).
         fps: frames per second.
-        **session: more :class:`~lipsync.live.LiveSession` options (motion, max_side, label...).
+        **session: more :class:`~lipsync.live.LiveSession` options (motion, max_side, label...;
+            ``sample_rate`` instead of the pipeline's output rate).
     """
 
     def __init__(self, engine, image=None, *, video=None, fps: float = 25.0, **session):
@@ -72,10 +77,17 @@ class LipSyncAvatar(FrameProcessor):
         self._options = session
         self.session = None
         self._driver: threading.Thread | None = None
+        self._out_rate = 0  # the pipeline's output rate, from setup() (or the StartFrame of an older Pipecat)
+
+    async def setup(self, setup) -> None:
+        await super().setup(setup)
+        self._out_rate = int(getattr(setup, "audio_out_sample_rate", 0) or 0)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, StartFrame):
+            if not self._out_rate:  # Pipecat before 1.8 said it on the StartFrame only (deprecated since)
+                self._out_rate = int(getattr(frame, "audio_out_sample_rate", 0) or 0)
             await self.push_frame(frame, direction)
             await self._start()
         elif isinstance(frame, TTSAudioRawFrame):
@@ -98,8 +110,9 @@ class LipSyncAvatar(FrameProcessor):
     async def _start(self) -> None:
         if self.session is not None:
             return
+        options = {"sample_rate": self._out_rate or FALLBACK_RATE, **self._options}
         self.session = await asyncio.to_thread(
-            self._engine.live, image=self._image, video=self._video, fps=self._fps, **self._options
+            self._engine.live, image=self._image, video=self._video, fps=self._fps, **options
         )
         loop = asyncio.get_running_loop()
         session = self.session

@@ -1,7 +1,7 @@
 """A live session: speech pushed in chunks in, frames paced in real time out.
 
 **Timeline.** Frame ``n`` is shown at ``pts = n / fps`` and carries exactly its slot
-of sound at the session's output rate (16 kHz by default): pushed speech or
+of sound at the session's output rate (48 kHz by default): pushed speech or
 silence (:mod:`lipsync.live.timeline`: the model's 16 kHz copy decides, the
 sound's copy follows it; :mod:`lipsync.live.audio`: the look-ahead and the mel
 windows). The iterator hands frame ``n`` out no earlier than the moment
@@ -60,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger("lipsync")
 
-SAMPLE_RATE = 16_000  #: a session's sound, by default (the model's rate)
+SAMPLE_RATE = 48_000  #: a session's sound, by default (WebRTC's Opus runs at 48 kHz)
 EASE_FRAMES = 3  #: frames over which the mouth blends between talking and rest
 FADE_SAMPLES = fade_samples(16_000)  #: 5 ms fades at the edges of each utterance, at 16 kHz (80; R / 200 at rate R)
 CATCH_UP_SLOTS = 2  #: further behind than this, frames repeat the last picture until caught up
@@ -127,7 +127,7 @@ class LiveSession:
             it gets the mouth in each frame (see :mod:`lipsync.live.video`).
         loop: how the video repeats: ``pingpong`` (back and forth) or ``loop``.
         fps: frames per second (10 to 60).
-        sample_rate: the frames' sound, in Hz (8,000 to 192,000; default 16,000).
+        sample_rate: the frames' sound, in Hz (8,000 to 192,000; default 48,000 for WebRTC).
             Pushed speech at this rate comes out bit for bit; other rates are resampled once.
         motion: head motion, 0 (still) to 1; idle frames keep a faint sway (a photo only).
         label: draw the visible "AI-generated" label.

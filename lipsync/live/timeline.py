@@ -6,7 +6,7 @@ the chunk already is at that copy's rate: its samples go through bit for bit):
 
 * the model's copy at 16 kHz: the master. It decides when an utterance starts and
   ends, and its samples make the mel windows (:func:`~lipsync.live.audio.mel_window`);
-* the sound's copy at the session's output rate ``R``: what the
+* the sound's copy at the session's output rate ``R`` (48 kHz by default): what the
   frames carry, so a 24 or 48 kHz voice is heard at its own quality. A session at
   16 kHz has one copy, used for both.
 
