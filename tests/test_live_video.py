@@ -13,7 +13,7 @@ from lipsync.live import session as live
 from lipsync.live import speed
 from lipsync.sources import loop_index
 from conftest import noise_int16, take
-from videos import SIZE, pan_frames, pan_truth, psnr, write_video
+from videos import SIZE, pan_frames, pan_truth, portrait, psnr, write_video
 
 N = 8  #: source frames in the test video (0.32 s at 25 fps)
 
@@ -81,6 +81,48 @@ def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_live, pan8, fp
             want = paste_mouth(own.copy(), box, mouth)
             assert np.abs(want.astype(int) - f.image.astype(int)).max() <= 2, f"frame {n}"
             assert np.abs(want.astype(int) - own.astype(int)).max() > 20, f"frame {n} got no mouth"
+
+
+def slide_frames(n: int, step: int = 5) -> list[np.ndarray]:
+    """The example portrait under a 280 px window sliding ``step`` px right per frame (no zoom): the face box
+    keeps its size while what is in it changes, frame by frame."""
+    import cv2
+
+    img = portrait()
+    k = SIZE / 280
+    return [cv2.warpAffine(img, np.array([[k, 0.0, -(60 + step * i) * k], [0.0, k, -30 * k]]), (SIZE, SIZE),
+                           flags=cv2.INTER_AREA) for i in range(n)]
+
+
+def test_the_fast_enhancement_uses_each_frames_own_detail(open_live, tmp_path, fp32_engine, every_picture):
+    """enhance="fast" (the default) on a video: every speaking frame gets the detail of its own face region, as the
+    offline recipe with DetailTransfer(still=False), not the first speaking frame's detail kept for boxes of its size."""
+    from lipsync import features
+    from lipsync.blend import paste_mouth
+    from lipsync.enhance.detail import DetailTransfer
+    from lipsync.face import face_crop
+
+    path = write_video(tmp_path / "slide.mp4", slide_frames(N))
+    s = open_live(video=path, label=False, enhance="fast", sample_rate=16000)  # frames carry the 16 kHz timeline
+    assert s.mode.enhance.startswith("fast")
+    take(s, 2)
+    s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
+    frames = take(s, 22)
+    timeline = np.concatenate([np.zeros(2 * 640, np.int16)] + [f.audio for f in frames]).astype(np.float32) / 32768
+    mel = features.melspectrogram(timeline)
+    mels = features.mel_windows(mel, 25, starts=features.window_starts(mel.shape[1], 25, 2 + len(frames)))
+    face, gen = s._face, fp32_engine.generator
+    talking = [k for k, f in enumerate(frames) if f.speaking]
+    full = talking[live.EASE_FRAMES : -live.EASE_FRAMES]  # mouth weight 1
+    shapes = {face.box(loop_index(2 + k, N)).height for k in full}
+    assert len(full) >= 8 and len(shapes) < len(full), "some frames share a box size (where a kept detail would show)"
+    for k in full:
+        n = 2 + k
+        own = s._face.source.spool.read(loop_index(n, N))
+        box = face.box(loop_index(n, N))
+        mouth = np.concatenate(list(gen.predict(face_crop(own, box), mels[[n]])))[0]
+        want = paste_mouth(own.copy(), box, mouth, 1.0, DetailTransfer(still=False))
+        assert np.abs(want.astype(int) - frames[k].image.astype(int)).max() <= 2, f"frame {n}"
 
 
 def test_frames_without_a_face_keep_their_own_pixels_while_speaking(open_live, tmp_path, every_picture):

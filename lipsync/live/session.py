@@ -186,7 +186,7 @@ class LiveSession:
         if video is not None:
             source, image = _scan_video(engine, video, fps=self.fps, max_side=max_side, box=box, label=label,
                                         loop=loop, max_video_s=max_video_s)
-        self._enhance, enhance_note = live_enhancer(enhance)
+        self._enhance, enhance_note = live_enhancer(enhance, still=source is None)  # a video: each frame's own detail
         if source is not None:  # a video of more than one frame
             from .video import VideoFace
 
