@@ -4,6 +4,7 @@ it keeps its own mouth, speaking it gets the mouth in each frame's own face box;
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -161,6 +162,35 @@ def test_close_removes_the_spool_even_from_another_thread(open_live, pan8):
     closer.join()  # close() has returned
     assert n < 25 and s.closed
     assert not workdir.exists()
+
+
+def test_close_returns_at_once_and_the_frame_being_made_lets_go_of_the_spool(open_live, pan8, monkeypatch):
+    """close() from an event loop never waits for a frame: the iterating thread removes the spool after it."""
+    s = open_live(video=pan8[0])
+    workdir = s._face.source.workdir
+    take(s, 1)
+    render, making = s._face.render, threading.Event()
+
+    def slow(*args, **kw):  # a frame that takes 0.4 s to make
+        making.set()
+        time.sleep(0.4)
+        return render(*args, **kw)
+
+    monkeypatch.setattr(s._face, "render", slow)
+    iterating = threading.Thread(target=take, args=(s, 5))
+    iterating.start()
+    assert making.wait(10)
+    t = time.perf_counter()
+    s.close()
+    took = time.perf_counter() - t
+    assert took < 0.005, f"close() waited {1000 * took:.1f} ms for the frame being made"
+    assert workdir.exists(), "the frame being made still reads the spool"
+    iterating.join(10)
+    assert not iterating.is_alive() and not workdir.exists(), "the iterating thread let go of the spool"
+    idle = open_live(video=pan8[0])  # no frame being made: the spool goes at once
+    spool = idle._face.source.workdir
+    idle.close()
+    assert not spool.exists()
 
 
 def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_live, pan8, monkeypatch):

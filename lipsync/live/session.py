@@ -25,7 +25,8 @@ drifting behind.
 and forth, each speaking frame's own face encoded; no added head motion or blinks).
 
 The session owns no thread: the frames are made on the iterating thread, and
-``push``, ``interrupt`` and ``close`` may come from any other.
+``push``, ``interrupt`` and ``close`` may come from any other (``close`` returns at
+once; a frame being made finishes, then the iterating thread lets go of the face).
 """
 
 from __future__ import annotations
@@ -214,8 +215,9 @@ class LiveSession:
                              enhance=enhance_note, blink=blink_note, source=about)
         self.stats = LiveStats()
         self._lock = threading.Lock()  # the timeline: push / interrupt / close against the frame being made
-        self._picture = threading.Lock()  # held while a frame is made; close() waits for it
+        self._picture = threading.Lock()  # held while a frame is made (the face in use)
         self._closed = threading.Event()
+        self._face_closed = False  # the face's resources (a video's spool) are let go of
         self._timeline = SpeechTimeline(self.fps, self.sample_rate)
         self._weight = 0.0
         self._mouth = self._face.rest
@@ -256,13 +258,26 @@ class LiveSession:
 
     # -- lifetime ------------------------------------------------------------------------
     def close(self) -> None:
-        """End the session (from any thread): the iteration stops, the queue is dropped and a
-        driving video's spool is removed (after the frame being made, if one is)."""
+        """End the session (from any thread, at once): the iteration stops and the queue is dropped.
+
+        A driving video's spool is removed now, or where a frame is being made, by the
+        iterating thread as soon as that frame is done: ``close`` never waits for it.
+        """
         self._closed.set()
         with self._lock:
             self._timeline.clear()
-        with self._picture:
-            self._face.close()
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Close the face unless a frame is being made (then the iterating thread does it after that frame)."""
+        if not self._picture.acquire(blocking=False):
+            return  # __next__ calls this again once it lets go of the picture
+        try:
+            if not self._face_closed:
+                self._face_closed = True
+                self._face.close()
+        finally:
+            self._picture.release()
 
     @property
     def closed(self) -> bool:
@@ -293,10 +308,14 @@ class LiveSession:
         repeat = self._image is not None and time.monotonic() - due > CATCH_UP_SLOTS / self.fps
         t = time.perf_counter()
         self._faceless = False
-        with self._picture:
-            if self._closed.is_set():
-                raise StopIteration
-            frame = self._make(n, repeat=repeat)
+        try:
+            with self._picture:
+                frame = None if self._closed.is_set() else self._make(n, repeat=repeat)
+        finally:
+            if self._closed.is_set():  # closed while the frame was made: close() left the face to this thread
+                self._let_go()
+        if frame is None or self._closed.is_set():
+            raise StopIteration
         if not repeat:
             self._note_cost(n, time.perf_counter() - t)
         self._sleep_until(due)
