@@ -327,3 +327,83 @@ def test_a_slow_machine_steps_then_shrinks(open_live, monkeypatch):
     shrunk = s.mode
     take(s, 4)
     assert s.mode == shrunk, "the size is made smaller once"
+
+
+# ----------------------------------------------------------------------------- framing
+
+
+def football(face_px: int = 60, centre=(2100, 700), size=(2000, 3000)) -> np.ndarray:
+    """A 3000x2000 'football photo': grass, and the example portrait shrunk so that its face is ``face_px`` high."""
+    import cv2
+
+    from videos import portrait
+
+    rng = np.random.default_rng(0)
+    pic = np.clip(np.array([60, 140, 60]) + rng.normal(0, 8, (*size, 3)), 0, 255).astype(np.uint8)
+    k = face_px / 112  # the example's face box is 112 px high in its 512 px
+    small = cv2.resize(portrait(), (round(512 * k), round(512 * k)), interpolation=cv2.INTER_AREA)
+    h, w = small.shape[:2]
+    y, x = centre[1] - h // 2, centre[0] - w // 2
+    pic[max(0, y) : y + h, max(0, x) : x + w] = small[max(0, -y) :, max(0, -x) :][: size[0] - max(0, y), : size[1] - max(0, x)]
+    return pic
+
+
+def test_call_framing_geometry_and_its_clamp():
+    from lipsync.face import FaceBox
+    from lipsync.live.photo import FACE_CENTRE, call_crop
+
+    top, left, h, w = call_crop((2000, 3000), FaceBox(670, 730, 1470, 1530))  # a 60 px face in the middle
+    assert (h, w) == (180, 270) and left + w / 2 == 1500 and top + FACE_CENTRE * h == 700
+    assert call_crop((600, 400), FaceBox(100, 300, 100, 300)) is None, "framed tighter than a call already"
+    for box in (FaceBox(0, 60, 0, 60), FaceBox(1940, 2000, 2940, 3000), FaceBox(10, 70, 2900, 2960)):  # corners
+        top, left, h, w = call_crop((2000, 3000), box)
+        assert 0 <= top and top + h <= 2000 and 0 <= left and left + w <= 3000, "the crop left the picture"
+        assert (h, w) == (180, 270) and top <= box.y1 and box.y2 <= top + h and left <= box.x1 and box.x2 <= left + w
+    top, left, h, w = call_crop((120, 2000), FaceBox(40, 70, 900, 930))  # a thin panorama: never under 64 px
+    assert h >= 64 and w >= 64 and top + h <= 120
+
+
+@pytest.mark.parametrize("centre", [(2100, 700), (80, 1000)])  # off centre; the face by the left edge (the crop clamps)
+def test_a_football_photo_is_framed_head_and_shoulders(fp32_engine, centre):
+    """A 60 px face in a 3000x2000 photo comes out a third of the picture's height, cut from the full resolution."""
+    from types import SimpleNamespace
+
+    from lipsync.face import MultiHaarDetector
+    from lipsync.live.photo import frame_photo
+
+    pic = football(centre=centre)
+    plain, box = frame_photo(pic, MultiHaarDetector(), max_side=640)
+    assert box.height / plain.shape[0] == pytest.approx(1 / 3, abs=0.02)
+    assert plain.shape[1] / plain.shape[0] == pytest.approx(1.5, abs=0.02)  # the photo's own aspect
+    if centre[0] > 500:
+        assert (box.x1 + box.x2) / 2 == pytest.approx(plain.shape[1] / 2, abs=2), "centred on the face"
+    else:
+        assert (box.x1 + box.x2) / 2 < plain.shape[1] / 3, "by the edge the crop stops at the picture's side"
+    ys, xs = np.nonzero(np.all(pic == plain[0, 0], axis=2) & np.all(np.roll(pic, -1, 1) == plain[0, 1], axis=2))
+    found = [(y, x) for y, x in zip(ys, xs) if np.array_equal(pic[y : y + plain.shape[0], x : x + plain.shape[1]], plain)]
+    assert found, "the picture is a crop of the photo at its own resolution (no bars, not scaled)"
+    engine = SimpleNamespace(generator=fp32_engine.generator, detector=MultiHaarDetector())
+    with live.LiveSession(engine, pic, max_side=256, adapt=False, enhance="off", blink=False, motion=0) as s:
+        f = take(s, 1)[0]
+        assert max(f.image.shape[:2]) == 256 and s.mode.framing == "call"
+        assert s._face.box.height / f.image.shape[0] == pytest.approx(1 / 3, abs=0.03)
+
+
+def test_framing_full_keeps_the_whole_picture_and_call_zooms_in(open_live, example_image):
+    from lipsync.face import HaarDetector, find_face
+    from lipsync.live.photo import frame_photo
+    from lipsync.media.images import load_image
+
+    whole = load_image(example_image, max_side=SIDE)
+    full = open_live(framing="full", label=False, motion=0)
+    assert full.mode.framing == "full"
+    assert np.array_equal(full._face.plain, whole) and full._face.box == find_face(whole, HaarDetector())
+    call = open_live(label=False, motion=0)  # the default: the example's face is a quarter of its height
+    assert call.mode.framing == "call" and call._face.plain.shape == whole.shape
+    assert call._face.box.height / SIDE == pytest.approx(1 / 3, abs=0.03)
+    assert call._face.box.height > 1.2 * full._face.box.height
+    tight = np.ascontiguousarray(load_image(example_image, max_side=0)[40:260, 150:300])  # framed tighter already
+    plain, box = frame_photo(tight, HaarDetector(), max_side=SIDE)
+    assert np.array_equal(plain, load_image(tight, max_side=SIDE)) and box == find_face(plain, HaarDetector())
+    with pytest.raises(InputError, match="framing must be one of call, full"):
+        open_live(framing="square")

@@ -210,6 +210,35 @@ def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_live, pan8,
     assert calls and all(n % 2 == 0 for n in calls), "the next network frame's face is encoded between"
 
 
+def small_face_frames(n: int, side: int = 190, step: int = 3) -> list[np.ndarray]:
+    """The example portrait shrunk to ``side`` px (a face about a sixth of the frame's height) on grey, moving right."""
+    import cv2
+
+    img = cv2.resize(portrait(), (side, side), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n):
+        f = np.full((SIZE, SIZE, 3), 90, np.uint8)
+        f[40 : 40 + side, 20 + step * i : 20 + step * i + side] = img
+        frames.append(f)
+    return frames
+
+
+def test_a_video_is_framed_as_a_call_with_one_crop_for_all_its_frames(open_live, tmp_path, every_picture):
+    path = write_video(tmp_path / "small.mp4", small_face_frames(N))
+    s = open_live(video=path, label=False)
+    top, left, h, w = s._face.crop
+    assert (s.mode.height, s.mode.width) == (h, w) < (SIZE, SIZE) and s.mode.framing == "call"
+    found = s._face.source.found
+    boxes = s._face.boxes[found]
+    assert np.median(boxes[:, 1] - boxes[:, 0]) / h == pytest.approx(1 / 3, abs=0.03)
+    assert boxes.min() >= 0 and boxes[:, 1].max() <= h and boxes[:, 3].max() <= w, "every face inside the crop"
+    for n, f in enumerate(take(s, N + 2)):  # at rest: each frame is its own video frame, cropped
+        own = s._face.source.spool.read(loop_index(n, N))
+        assert np.array_equal(f.image, own[top : top + h, left : left + w]), f"frame {n}"
+    whole = open_live(video=path, label=False, framing="full")
+    assert whole._face.crop is None and take(whole, 1)[0].image.shape == (SIZE, SIZE, 3)
+
+
 def test_bad_video_input_says_what_to_do(fp32_engine, tmp_path, example_image, pan8):
     with pytest.raises(InputError, match="not both"):
         fp32_engine.live(image=example_image, video=pan8[0])

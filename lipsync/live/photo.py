@@ -1,4 +1,19 @@
-"""A photo as a live session's picture: the face encoded once, a mouth per frame.
+"""A photo as a live session's picture: framed as a video call, the face encoded once, a mouth per frame.
+
+**Framing** (:func:`frame_photo`). By default (``framing="call"``) a live picture
+frames the face the way a video call does: head and shoulders, the face box
+about a third of the picture's height (:data:`FACE_SHARE`), centred on the face
+across and a little above the middle (:data:`FACE_CENTRE`: room for the
+shoulders), with the photo's own aspect. The crop is cut from the photo at its
+full resolution and only then scaled down to the session's ``max_side`` (never
+up), so a football photo with a small face keeps what detail it has. The crop
+never leaves the picture: near an edge it slides inward (no bars), so the face
+may sit off centre there. A photo framed as tight already or tighter (face box
+at least a third of its height) is not cropped, and ``framing="full"`` keeps the
+whole picture. The face is found on the photo at the working size; a face too
+small to find there is looked for at :data:`DETECT_SIDE`. Its box is carried into
+the crop by the same geometry (not detected again), and the eyelids are found on
+the framed picture.
 
 **The picture side** (:class:`PhotoFace`): the face encoded once for the network,
 the mouth at rest predicted once and pasted once, each frame's mouth pasted
@@ -15,7 +30,99 @@ import numpy as np
 from ..face import FaceBox
 from .audio import silent_mels
 
-__all__ = ["PhotoFace"]
+__all__ = ["DETECT_SIDE", "FACE_CENTRE", "FACE_SHARE", "FRAMINGS", "PhotoFace", "call_crop", "frame_photo"]
+
+FRAMINGS = ("call", "full")  #: a live picture's framing: as a video call (head and shoulders), or the whole picture
+FACE_SHARE = 1 / 3  #: the face box's share of the picture's height in a video call's framing
+FACE_CENTRE = 0.4  #: the face box's centre, as a share of the picture's height from its top
+DETECT_SIDE = 1920  #: the long side a face too small to find at the working size is looked for at
+
+
+def call_crop(shape: tuple[int, ...], box: FaceBox) -> tuple[int, int, int, int] | None:
+    """(top, left, height, width) of the video call's framing in a picture of ``shape`` whose face is ``box``.
+
+    The crop keeps the picture's aspect, puts the face box at :data:`FACE_SHARE` of its
+    height, centred across and its centre at :data:`FACE_CENTRE` from the top, slid
+    back inside the picture where it would leave it; it is at least 64 pixels on
+    each side where the picture is. None when the picture is framed as tight already.
+    """
+    from ..media.images import MIN_SIDE
+
+    h, w = shape[:2]
+    if box.height >= FACE_SHARE * h:
+        return None
+    ch = box.height / FACE_SHARE
+    cw = ch * w / h
+    grow = max(1.0, MIN_SIDE / ch, MIN_SIDE / cw)
+    ch, cw = min(float(h), ch * grow), min(float(w), cw * grow)
+    top = min(max((box.y1 + box.y2) / 2 - FACE_CENTRE * ch, 0.0), h - ch)
+    left = min(max((box.x1 + box.x2) / 2 - cw / 2, 0.0), w - cw)
+    ch_i, cw_i = max(1, round(ch)), max(1, round(cw))
+    top_i, left_i = min(max(0, round(top)), h - ch_i), min(max(0, round(left)), w - cw_i)
+    return top_i, left_i, ch_i, cw_i
+
+
+def _scaled(box: FaceBox, sy: float, sx: float, dy: float = 0.0, dx: float = 0.0) -> tuple[int, int, int, int]:
+    """(x1, y1, x2, y2) of ``box`` moved by (-dy, -dx), then scaled by (sy, sx)."""
+    return (round((box.x1 - dx) * sx), round((box.y1 - dy) * sy), round((box.x2 - dx) * sx), round((box.y2 - dy) * sy))
+
+
+def frame_photo(image, detector, *, max_side: int, box=None, framing: str = "call") -> tuple[np.ndarray, FaceBox]:
+    """The working picture of a photo and its face box (see the module's docstring).
+
+    Args:
+        image: a path, bytes, PIL image or (H, W, 3) uint8 RGB array.
+        detector: the engine's face detector.
+        max_side: the working picture's long side (never scaled up).
+        box: the face box (y1, y2, x1, x2) in the photo scaled to ``max_side``, instead of detecting it.
+        framing: ``call`` or ``full``.
+
+    Returns:
+        ((H, W, 3) uint8 RGB, both sides even; its :class:`~lipsync.face.FaceBox`).
+
+    Raises:
+        ImageError, NoFaceError: an unusable photo, no face.
+    """
+    from ..errors import NoFaceError
+    from ..face import find_face, pad_box
+    from ..media.images import load_image
+
+    plain = load_image(image, max_side=max_side)
+    face: FaceBox | None
+    if box is not None:
+        y1, y2, x1, x2 = box
+        face = pad_box((x1, y1, x2, y2), (0, 0, 0, 0), plain.shape)
+    elif framing == "full":
+        face = find_face(plain, detector)
+    else:
+        try:
+            face = find_face(plain, detector)
+        except NoFaceError:
+            face = None  # perhaps too small to find at this size: look at more pixels
+    if framing == "full" or face is not None and face.height >= FACE_SHARE * plain.shape[0]:
+        return plain, face  # as it is (bit for bit a session without framing)
+    full = load_image(image, max_side=0)
+    H, W = full.shape[:2]
+    if face is not None:
+        at = pad_box(_scaled(face, H / plain.shape[0], W / plain.shape[1]), (0, 0, 0, 0), full.shape)
+    else:
+        seek = load_image(full, max_side=DETECT_SIDE) if max(H, W) > DETECT_SIDE else full
+        found = find_face(seek, detector)  # NoFaceError: none at the larger size either
+        at = pad_box(_scaled(found, H / seek.shape[0], W / seek.shape[1]), (0, 0, 0, 0), full.shape)
+    crop = call_crop(full.shape, at)
+    if crop is None:  # framed tight enough at the larger size: the whole picture, the box carried over
+        return plain, pad_box(_scaled(at, plain.shape[0] / H, plain.shape[1] / W), (0, 0, 0, 0), plain.shape)
+    top, left, ch, cw = crop
+    region = np.ascontiguousarray(full[top : top + ch, left : left + cw])
+    s = min(1.0, max_side / max(ch, cw)) if max_side else 1.0
+    if s < 1.0:
+        import cv2
+
+        region = cv2.resize(region, (max(2, round(cw * s)), max(2, round(ch * s))), interpolation=cv2.INTER_AREA)
+    sy, sx = region.shape[0] / ch, region.shape[1] / cw
+    h, w = region.shape[:2]
+    picture = np.ascontiguousarray(region[: h - h % 2, : w - w % 2])
+    return picture, pad_box(_scaled(at, sy, sx, top, left), (0, 0, 0, 0), picture.shape)
 
 
 class PhotoFace:

@@ -21,8 +21,10 @@ loaded machine, a slow consumer) repeats the last picture, with its own slot's
 sound, until the session is back on time, so a stream stays live instead of
 drifting behind.
 
-**The face** comes from a photo (:mod:`lipsync.live.photo`: encoded once) or a driving video (:mod:`lipsync.live.video`: played back
-and forth, each speaking frame's own face encoded; no added head motion or blinks).
+**The face** comes from a photo (:mod:`lipsync.live.photo`: framed as a video
+call, encoded once) or a driving video (:mod:`lipsync.live.video`: played back
+and forth, each speaking frame's own face encoded; no added head motion or
+blinks), framed as a video call by default: head and shoulders.
 
 The session owns no thread: the frames are made on the iterating thread, and
 ``push``, ``interrupt`` and ``close`` may come from any other (``close`` returns at
@@ -41,7 +43,7 @@ import numpy as np
 
 from ..errors import InputError, LipSyncError
 from .audio import LOOKAHEAD_S, MAX_CHUNK_S, MAX_RATE, MIN_RATE, check_chunk, mel_window, to_int16
-from .photo import PhotoFace
+from .photo import FRAMINGS, PhotoFace, frame_photo
 from .pose import HeadSway
 from .speed import SMALLER, SpeedPolicy
 from .timeline import SpeechTimeline, fade_samples
@@ -90,6 +92,7 @@ class LiveMode:
     enhance: str = ""  #: the mouth's enhancement that runs (on speaking frames), or why none
     blink: str = ""  #: the blinks, or why there are none
     source: str = "photo"  #: what the face comes from: ``photo``, or ``video: N frames, ...``
+    framing: str = "call"  #: ``call`` (head and shoulders, as a video call) or ``full`` (the whole picture)
 
 
 @dataclass
@@ -133,7 +136,10 @@ class LiveSession:
         motion: head motion, 0 (still) to 1; idle frames keep a faint sway (a photo only).
         label: draw the visible "AI-generated" label.
         max_side: the working picture's long side.
-        box: the face box (y1, y2, x1, x2) instead of detecting it.
+        framing: ``call`` (default): head and shoulders, as in a video call (the face
+            about a third of the picture's height; see :mod:`lipsync.live.photo`);
+            ``full``: the whole picture.
+        box: the face box (y1, y2, x1, x2) in the photo scaled to ``max_side``, instead of detecting it.
         adapt: allow frame step 2 and a smaller size when the machine is too slow.
         enhance: the mouth's enhancement on speaking frames: ``fast`` (default; a few ms a
             frame), ``face`` (only on CUDA; ``fast`` elsewhere) or ``off``.
@@ -157,6 +163,7 @@ class LiveSession:
         motion: float | None = None,
         label: bool = True,
         max_side: int = 640,
+        framing: str = "call",
         box: tuple[int, int, int, int] | None = None,
         adapt: bool = True,
         seed: int = 0,
@@ -164,8 +171,6 @@ class LiveSession:
         blink: bool = True,
         max_video_s: float = 60.0,
     ):
-        from ..face import find_face, pad_box
-        from ..media.images import load_image
         from ..options import DEFAULT_MOTION
         from .look import BlinkClock, live_enhancer, load_eyes
 
@@ -174,6 +179,8 @@ class LiveSession:
                              "not both.")
         if not 10 <= float(fps) <= 60:
             raise InputError(f"fps must be between 10 and 60, not {fps}.")
+        if framing not in FRAMINGS:
+            raise InputError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}.")
         if (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer, float))
                 or float(sample_rate) != int(sample_rate) or not MIN_RATE <= int(sample_rate) <= MAX_RATE):
             raise InputError(f"sample_rate must be a whole number of samples per second from {MIN_RATE:,} to "
@@ -189,19 +196,15 @@ class LiveSession:
                                         loop=loop, max_video_s=max_video_s)
         self._enhance, enhance_note = live_enhancer(enhance, still=source is None)  # a video: each frame's own detail
         if source is not None:  # a video of more than one frame
-            from .video import VideoFace
+            from .video import VideoFace, call_framing
 
             self.motion, self._blink_clock = 0.0, None
-            self._face = VideoFace(generator, source, loop=loop, label=label, enhance=self._enhance)
+            crop = call_framing(source) if framing == "call" else None
+            self._face = VideoFace(generator, source, loop=loop, label=label, enhance=self._enhance, crop=crop)
             blink_note = "off: the video's own eyes blink"
             about = f"video: {source.frames} frames, {'back and forth' if loop == 'pingpong' else 'looped'}"
         else:  # a photo (or a video of one frame)
-            plain = load_image(image, max_side=max_side)
-            if box is not None:
-                y1, y2, x1, x2 = box
-                face_box = pad_box((x1, y1, x2, y2), (0, 0, 0, 0), plain.shape)
-            else:
-                face_box = find_face(plain, engine.detector)
+            plain, face_box = frame_photo(image, engine.detector, max_side=max_side, box=box, framing=framing)
             eyes, blink_note = load_eyes(plain, face_box) if blink else (None, "off (asked for)")
             self._face = PhotoFace(generator, plain, face_box, motion=self.motion, label=label,
                                    enhance=self._enhance, eyes=eyes)
@@ -212,7 +215,7 @@ class LiveSession:
             about = "photo"
         self._pose = HeadSway(self.fps, self._face.face_height, self.motion, seed)
         self.mode = LiveMode(generator.description, 1, self._face.width, self._face.height,
-                             enhance=enhance_note, blink=blink_note, source=about)
+                             enhance=enhance_note, blink=blink_note, source=about, framing=framing)
         self.stats = LiveStats()
         self._lock = threading.Lock()  # the timeline: push / interrupt / close against the frame being made
         self._picture = threading.Lock()  # held while a frame is made (the face in use)
