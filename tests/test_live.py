@@ -407,3 +407,26 @@ def test_framing_full_keeps_the_whole_picture_and_call_zooms_in(open_live, examp
     assert np.array_equal(plain, load_image(tight, max_side=SIDE)) and box == find_face(plain, HaarDetector())
     with pytest.raises(InputError, match="framing must be one of call, full"):
         open_live(framing="square")
+
+
+def test_the_mode_in_one_plain_line(open_live):
+    from types import SimpleNamespace
+
+    import torch
+
+    from lipsync.live import LiveMode
+    from lipsync.live.session import plain_device
+
+    s = open_live(enhance="fast", motion=0)
+    assert s.mode.summary() == f"CPU mode, {s.mode.width}×{s.mode.height}, sharp mouth"  # fp32 on the CPU, no blinks
+    assert open_live(enhance="off").mode.summary() == f"CPU mode, {s.mode.width}×{s.mode.height}"
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert plain_device(SimpleNamespace(device=cpu, precision="int8")) == "fast CPU mode"
+    assert plain_device(SimpleNamespace(device=cpu, precision="fp32")) == "CPU mode"
+    assert plain_device(SimpleNamespace(device=gpu, precision="fp16")) == "GPU mode"
+    mode = LiveMode("cpu, int8", 1, 512, 512, enhance="fast: the photo's detail...", blink="on: about 16 blinks a minute",
+                    plain_device="fast CPU mode")
+    assert mode.summary() == "fast CPU mode, 512×512, sharp mouth, blinks"
+    mode = LiveMode("cuda", 2, 384, 216, enhance="off (asked for)", blink="off: the video's own eyes blink",
+                    source="video: 8 frames, back and forth", plain_device="GPU mode")
+    assert mode.summary() == "GPU mode, 384×216, face from a video, every second frame"

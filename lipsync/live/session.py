@@ -59,6 +59,7 @@ __all__ = [
     "LiveSession",
     "LiveStats",
     "open_session",
+    "plain_device",
 ]
 
 log = logging.getLogger("lipsync")
@@ -93,6 +94,30 @@ class LiveMode:
     blink: str = ""  #: the blinks, or why there are none
     source: str = "photo"  #: what the face comes from: ``photo``, or ``video: N frames, ...``
     framing: str = "call"  #: ``call`` (head and shoulders, as a video call) or ``full`` (the whole picture)
+    plain_device: str = ""  #: the device in plain words: "fast CPU mode", "CPU mode" or "GPU mode"
+
+    def summary(self) -> str:
+        """One plain line for the page, e.g. ``fast CPU mode, 512×512, sharp mouth, blinks``."""
+        parts = [self.plain_device or "CPU mode", f"{self.width}×{self.height}"]
+        if self.enhance and not self.enhance.startswith("off"):
+            parts.append("sharp mouth")
+        if self.blink.startswith("on"):
+            parts.append("blinks")
+        if self.source.startswith("video"):
+            parts.append("face from a video")
+        if self.step == 2:
+            parts.append("every second frame")
+        return ", ".join(parts)
+
+
+def plain_device(generator) -> str:
+    """The network's device in a visitor's words: "GPU mode" on CUDA, "fast CPU mode" for int8 on a CPU,
+    else "CPU mode" (the Generate tab's words, :func:`lipsync.webapp.state.plain_mode`, which this
+    package cannot import: lipsync.webapp imports gradio)."""
+    device = getattr(getattr(generator, "device", None), "type", "cpu")
+    if device == "cuda":
+        return "GPU mode"
+    return "fast CPU mode" if getattr(generator, "precision", "") == "int8" else "CPU mode"
 
 
 @dataclass
@@ -215,7 +240,8 @@ class LiveSession:
             about = "photo"
         self._pose = HeadSway(self.fps, self._face.face_height, self.motion, seed)
         self.mode = LiveMode(generator.description, 1, self._face.width, self._face.height,
-                             enhance=enhance_note, blink=blink_note, source=about, framing=framing)
+                             enhance=enhance_note, blink=blink_note, source=about, framing=framing,
+                             plain_device=plain_device(generator))
         self.stats = LiveStats()
         self._lock = threading.Lock()  # the timeline: push / interrupt / close against the frame being made
         self._picture = threading.Lock()  # held while a frame is made (the face in use)
