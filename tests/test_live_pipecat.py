@@ -95,6 +95,79 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     assert avatar.session is None
 
 
+def test_a_slow_pipeline_gets_a_bounded_number_of_frames_and_every_sample(fp32_engine, example_image):
+    """Downstream takes 0.1 s a frame (2.5 slots): the avatar never has more than MAX_IN_FLIGHT frames waiting on the
+    loop; the session repeats pictures to keep up, and the sound still carries every sample of the bot's speech."""
+    from pipecat.frames.frames import EndFrame, OutputAudioRawFrame, OutputImageRawFrame, TTSAudioRawFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineWorker
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from pipecat.workers.runner import WorkerRunner
+
+    from lipsync.live.pipecat import MAX_IN_FLIGHT, LipSyncAvatar
+
+    class SlowAvatar(LipSyncAvatar):
+        waiting: list[int] = []
+
+        async def push_frame(self, frame, direction=FrameDirection.DOWNSTREAM):
+            if isinstance(frame, OutputImageRawFrame):
+                self.waiting.append(self.in_flight)
+                await asyncio.sleep(0.1)
+            await super().push_frame(frame, direction)
+
+    class Collect(FrameProcessor):
+        def __init__(self):
+            super().__init__()
+            self.images, self.sounds = 0, []
+
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, OutputImageRawFrame):
+                self.images += 1
+            elif isinstance(frame, OutputAudioRawFrame):
+                self.sounds.append(np.frombuffer(frame.audio, np.int16))
+            await self.push_frame(frame, direction)
+
+    rate = 24000
+    speech = np.clip(np.random.default_rng(1).normal(0, 8000, rate // 2), -32768, 32767).astype(np.int16)  # 0.5 s
+    avatar = SlowAvatar(fp32_engine, example_image, max_side=160, motion=0, adapt=False)
+    collect = Collect()
+    task = PipelineWorker(Pipeline([avatar, collect]))
+
+    def spoken() -> bool:
+        sound = np.concatenate(collect.sounds) if collect.sounds else np.zeros(1, np.int16)
+        nz = np.flatnonzero(sound)
+        return len(nz) > 0 and len(sound) - nz[-1] > rate // 10  # the utterance is over
+
+    async def script():
+        for _ in range(200):
+            if collect.images >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await task.queue_frame(TTSAudioRawFrame(audio=speech.tobytes(), sample_rate=rate, num_channels=1))
+        for _ in range(400):
+            if spoken():
+                break
+            await asyncio.sleep(0.05)
+        await task.queue_frame(EndFrame())
+
+    async def main():
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(task)
+        await asyncio.gather(runner.run(), script())
+
+    asyncio.run(main())
+    assert spoken(), "the bot's speech did not come through"
+    assert avatar.session is None and avatar.in_flight == 0
+    assert max(SlowAvatar.waiting) <= MAX_IN_FLIGHT, f"{max(SlowAvatar.waiting)} frames piled up on the loop"
+    assert all(len(x) == rate // 25 for x in collect.sounds) and collect.images == len(collect.sounds)
+    sound = np.concatenate(collect.sounds)
+    nz = np.flatnonzero(sound)
+    start, fade = nz[0] - 1, rate // 200
+    np.testing.assert_array_equal(sound[start + fade : start + len(speech) - fade], speech[fade:-fade])
+    assert not sound[start + len(speech) :].any() and not sound[:start].any()
+
+
 def test_pipecat_leaves_cv2_to_opencv_python():
     """[pipecat] asks for pipecat-ai without its [webrtc] extra, whose opencv-python-headless would
     install a second cv2 over opencv-python's (one without the Haar cascades' data folder here)."""

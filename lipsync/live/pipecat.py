@@ -18,6 +18,18 @@ When no one speaks it keeps sending idle frames. An ``InterruptionFrame`` (the
 user talks over the bot) drops the queued speech: the face is at rest within a
 few frames. ``EndFrame``/``CancelFrame`` close the session.
 
+**Back-pressure.** The session's frames are made on a thread of their own and
+handed to the event loop; at most :data:`MAX_IN_FLIGHT` of them (a picture is
+about 0.8 MB) wait there at once. When the loop falls behind, the thread waits
+for it, so the session falls behind its clock and repeats the last picture
+until it has caught up (see :class:`~lipsync.live.LiveSession`): pictures are
+repeated, the sound is never dropped or cut, and memory does not grow.
+
+The sound needs no cutting into 20 ms packets here: Pipecat's output transport
+re-chunks every ``OutputAudioRawFrame`` (10 ms x ``audio_out_10ms_chunks``) and
+its WebRTC track hands aiortc 10 ms frames, so aiortc's Opus encoder never
+makes two packets of one frame (which would share one RTP timestamp).
+
 Needs ``pip install '.[pipecat]'`` (from the project's folder) (pipecat-ai and aiortc; not the
 ``pipecat-ai[webrtc]`` extra, which would pull opencv-python-headless over this
 package's opencv-python: both install the module ``cv2``).
@@ -54,6 +66,7 @@ __all__ = ["LipSyncAvatar"]
 log = logging.getLogger("lipsync")
 
 FALLBACK_RATE = 24_000  #: the sound's rate where the pipeline gives none (Pipecat's own default)
+MAX_IN_FLIGHT = 2  #: frames handed to the event loop and not yet pushed downstream, at most
 
 
 class LipSyncAvatar(FrameProcessor):
@@ -78,6 +91,13 @@ class LipSyncAvatar(FrameProcessor):
         self.session = None
         self._driver: threading.Thread | None = None
         self._out_rate = 0  # the pipeline's output rate, from setup() (or the StartFrame of an older Pipecat)
+        self._flight = threading.Condition()
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Frames handed to the event loop and not yet pushed downstream (at most :data:`MAX_IN_FLIGHT`)."""
+        return self._in_flight
 
     async def setup(self, setup) -> None:
         await super().setup(setup)
@@ -116,9 +136,17 @@ class LipSyncAvatar(FrameProcessor):
         )
         loop = asyncio.get_running_loop()
         session = self.session
+        flight = self._flight
 
-        def send(image, audio) -> None:
-            asyncio.run_coroutine_threadsafe(self._emit(image, audio), loop)
+        def room() -> bool:
+            """Wait until fewer than MAX_IN_FLIGHT frames wait on the loop; False when the session or loop ended."""
+            with flight:
+                while self._in_flight >= MAX_IN_FLIGHT:
+                    if session.closed or loop.is_closed():
+                        return False
+                    flight.wait(0.1)
+                self._in_flight += 1
+                return True
 
         def drive() -> None:
             try:
@@ -126,9 +154,17 @@ class LipSyncAvatar(FrameProcessor):
                     h, w = f.image.shape[:2]
                     image = OutputImageRawFrame(image=f.image.tobytes(), size=(w, h), format="RGB")
                     audio = OutputAudioRawFrame(audio=f.audio.tobytes(), sample_rate=f.sample_rate, num_channels=1)
-                    send(image, audio)
-            except RuntimeError:  # the loop closed under us
-                pass
+                    # back-pressure: wait for the loop (the session then repeats pictures to catch up);
+                    # every frame's sound is sent, none is dropped
+                    if not room():
+                        break
+                    emit = self._emit(image, audio)
+                    try:
+                        asyncio.run_coroutine_threadsafe(emit, loop)
+                    except RuntimeError:  # the loop closed under us
+                        emit.close()
+                        self._landed()
+                        break
             except Exception:
                 log.exception("lipsync avatar: the live session stopped")
 
@@ -136,8 +172,16 @@ class LipSyncAvatar(FrameProcessor):
         self._driver.start()
 
     async def _emit(self, image, audio) -> None:
-        await self.push_frame(image)
-        await self.push_frame(audio)
+        try:
+            await self.push_frame(image)
+            await self.push_frame(audio)
+        finally:
+            self._landed()
+
+    def _landed(self) -> None:
+        with self._flight:
+            self._in_flight -= 1
+            self._flight.notify()
 
     async def _stop(self) -> None:
         if self.session is not None:
