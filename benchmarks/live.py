@@ -182,7 +182,7 @@ def frame_cost(engine, image, n: int, max_side: int) -> dict:
     """
     from lipsync.blend import Blender
     from lipsync.face import face_crop
-    from lipsync.live.session import _SEGMENT, _forward, _mel_window
+    from lipsync.live.audio import SEGMENT, mel_window
 
     def med(fn) -> float:
         fn()
@@ -195,15 +195,15 @@ def frame_cost(engine, image, n: int, max_side: int) -> dict:
 
     with engine.live(image=image, max_side=max_side, motion=0.5) as s:
         face = s._face
-        segment = voiced(_SEGMENT / RATE, seed=3)
-        mel = _mel_window(segment)[None]
-        mouth = _forward(face.generator, face.face, mel)[0]
+        segment = voiced(SEGMENT / RATE, seed=3)
+        mel = mel_window(segment)[None]
+        mouth = face.generator.forward(face.face, mel)[0]
         plain = Blender(face.blender.image, face.blender.box)
         box = face.blender.box
-        out = {"size": f"{face.width}x{face.height}", "face": f"{box.width}x{box.height}", "mel_ms": med(lambda: _mel_window(segment))}
-        out["network_ms"] = med(lambda: _forward(face.generator, face.face, mel))
+        out = {"size": f"{face.width}x{face.height}", "face": f"{box.width}x{box.height}", "mel_ms": med(lambda: mel_window(segment))}
+        out["network_ms"] = med(lambda: face.generator.forward(face.face, mel))
         crop = face_crop(face.blender.image, box)  # a video frame's face: encoded for its one forward
-        out["network_video_frame_ms"] = med(lambda: _forward(face.generator, face.generator.prepare_face(crop, still=False), mel))
+        out["network_video_frame_ms"] = med(lambda: face.generator.forward(face.generator.prepare_face(crop, still=False), mel))
         out["video_frame_vs_photo"] = round(out["network_video_frame_ms"] / out["network_ms"], 2)
         out["paste_ms"] = med(lambda: plain.paste(mouth))
         if face.enhance is not None:

@@ -103,15 +103,19 @@ def make_echo_bot():
     return EchoBot()
 
 
-def picture_size(image, video, side: int) -> tuple[int, int]:
-    """The avatar's (width, height): the transport sends frames of one size, set before the session opens."""
+def picture_size(engine, image, video, side: int) -> tuple[int, int]:
+    """The avatar's (width, height): the transport sends frames of one size, set before the session opens.
+
+    A photo's is its live framing's (head and shoulders, see lipsync.live.photo); a video's is its
+    working size (Pipecat's output scales a framed video's frames to it).
+    """
     if video is not None:
         from lipsync.media.video import probe_video, working_size
 
         return working_size(probe_video(video), side)
-    from lipsync.media.images import load_image
+    from lipsync.live.photo import frame_photo
 
-    h, w = load_image(image, max_side=side).shape[:2]
+    h, w = frame_photo(image, engine.detector, max_side=side)[0].shape[:2]
     return w, h
 
 
@@ -130,7 +134,7 @@ def build_app(engine, image=None, video=None, side: int = 512):
 
     from lipsync.live.pipecat import LipSyncAvatar
 
-    width, height = picture_size(image, video, side)
+    width, height = picture_size(engine, image, video, side)
     app = FastAPI()
     app.state.running = running = set()
 
@@ -147,7 +151,7 @@ def build_app(engine, image=None, video=None, side: int = 512):
         transport = SmallWebRTCTransport(
             webrtc_connection=connection,
             params=TransportParams(
-                audio_in_enabled=True, audio_out_enabled=True, audio_out_sample_rate=16000,
+                audio_in_enabled=True, audio_out_enabled=True,  # the pipeline's rate (24 kHz): the avatar's too
                 video_out_enabled=True, video_out_is_live=True, video_out_width=width, video_out_height=height,
             ),
         )

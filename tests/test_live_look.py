@@ -11,7 +11,9 @@ import pytest
 
 from lipsync import blink as blink_mod
 from lipsync.blink import CLOSE_S, HOLD_S, MAX_GAP_S, MIN_GAP_S, NOD_LIMIT, OPEN_S
+from lipsync.live import audio
 from lipsync.live import session as live
+from lipsync.live import speed
 from lipsync.live.look import BlinkClock, live_enhancer
 
 from test_blink import needs_model, visible_iris
@@ -86,7 +88,7 @@ def test_a_live_session_blinks(open_live, monkeypatch):
     assert s.stats.blinks == 1
     mid = s._blink_clock.mids[0]
     rest = frames[1].image
-    eyes = s._eyes
+    eyes = s._face.eyes
     for eye in (eyes.right, eyes.left):
         open_ = visible_iris(rest, rest, eye)
         shut = visible_iris(frames[mid].image, rest, eye)
@@ -154,21 +156,21 @@ def test_the_live_mel_window_is_the_offline_spectrogram_bit_for_bit(seed):
     from lipsync import features
 
     rng = np.random.default_rng(seed)
-    segment = (rng.normal(0, 0.1 * (seed + 1), live._SEGMENT)).astype(np.float32)
+    segment = (rng.normal(0, 0.1 * (seed + 1), audio.SEGMENT)).astype(np.float32)
     if seed == 2:
         segment[:1500] = 0  # silence then speech
     want = features.melspectrogram(segment)[:, 3 : 3 + features.MEL_STEP]
-    np.testing.assert_array_equal(live._mel_window(segment), want)
+    np.testing.assert_array_equal(audio.mel_window(segment), want)
 
 
 @needs_model
 def test_blinks_and_enhancement_survive_the_smaller_working_size(open_live, monkeypatch):
     """A slow machine's shrink rescales the eyelids and keeps the enhancer; blinks go on at the new size."""
-    monkeypatch.setattr(live, "MEASURE_FRAMES", 3)
-    monkeypatch.setattr(live, "BUDGET_SHARE", 1e-6)  # nothing fits: step 2, then the smaller size
+    monkeypatch.setattr(speed, "MEASURE_FRAMES", 3)
+    monkeypatch.setattr(speed, "BUDGET_SHARE", 1e-6)  # nothing fits: step 2, then the smaller size
     monkeypatch.setattr(blink_mod, "FIRST_S", (0.5, 0.6))
     s = open_live(adapt=True, blink=True, enhance="fast")
-    first, eyes = s.mode, s._eyes
+    first, eyes = s.mode, s._face.eyes
     s.push(noise_int16(1.0, seed=6, amp=9000), 16000)
     frames = take(s, 40)
     assert s.mode.width < first.width and frames[-1].image.shape[1] == s.mode.width
@@ -176,6 +178,6 @@ def test_blinks_and_enhancement_survive_the_smaller_working_size(open_live, monk
     assert s._face.blinks is not None and s._face.enhance is s._enhance
     assert s.stats.blinks >= 1 and s.stats.enhanced_frames >= 1
     scale = np.array([s.mode.width / first.width, s.mode.height / first.height])
-    for now, then in ((s._eyes.right, eyes.right), (s._eyes.left, eyes.left)):  # the eyelids moved with the picture
+    for now, then in ((s._face.eyes.right, eyes.right), (s._face.eyes.left, eyes.left)):  # the eyelids moved with the picture
         np.testing.assert_allclose(now.upper, then.upper * scale, atol=1.0)
         np.testing.assert_allclose(now.lower, then.lower * scale, atol=1.0)

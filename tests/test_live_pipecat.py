@@ -37,7 +37,7 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     class Collect(FrameProcessor):
         def __init__(self):
             super().__init__()
-            self.images, self.sounds, self.tts = [], [], 0
+            self.images, self.sounds, self.sound_frames, self.tts = [], [], [], 0
 
         async def process_frame(self, frame, direction):
             await super().process_frame(frame, direction)
@@ -47,10 +47,12 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
                 self.images.append(frame)
             elif isinstance(frame, OutputAudioRawFrame):
                 self.sounds.append(np.frombuffer(frame.audio, np.int16))
+                self.sound_frames.append(frame)
             await self.push_frame(frame, direction)
 
+    rate = 24000  #: the TTS's and the pipeline's output rate (Pipecat's default)
     rng = np.random.default_rng(0)
-    speech = np.clip(rng.normal(0, 8000, 16000 * 3), -32768, 32767).astype(np.int16)  # 3 s at 16 kHz
+    speech = np.clip(rng.normal(0, 8000, rate * 3), -32768, 32767).astype(np.int16)  # 3 s at 24 kHz
     stereo = np.repeat(speech[:, None], 2, axis=1)  # the processor mixes stereo down
     avatar = LipSyncAvatar(fp32_engine, example_image, max_side=160, motion=0, adapt=False)
     collect = Collect()
@@ -65,7 +67,7 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
 
     async def script():
         assert await until(lambda: len(collect.images) >= 3, 30), "no idle frames"
-        await task.queue_frame(TTSAudioRawFrame(audio=stereo.tobytes(), sample_rate=16000, num_channels=2))
+        await task.queue_frame(TTSAudioRawFrame(audio=stereo.tobytes(), sample_rate=rate, num_channels=2))
         assert await until(lambda: sum(bool(s.any()) for s in collect.sounds) >= 4, 60), "the bot was not heard"
         await task.queue_frame(InterruptionFrame())
         n = len(collect.sounds)
@@ -80,15 +82,90 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     asyncio.run(main())
     assert collect.tts == 0, "the bot's raw TTS audio must not reach the output beside the avatar's"
     assert all(max(f.size) == 160 and f.format == "RGB" for f in collect.images)
-    assert all(len(s) == 640 for s in collect.sounds)
+    assert all(f.sample_rate == rate for f in collect.sound_frames), "the sound goes out at the pipeline's rate"
+    assert all(len(s) == rate // 25 for s in collect.sounds)
     sound = np.concatenate(collect.sounds)
     start = int(np.flatnonzero(sound)[0]) - 1  # the fade-in's first sample is 0
-    heard = sound[start + 80 : start + 80 + 3000]
-    np.testing.assert_array_equal(heard, speech[80 : 80 + len(heard)])  # exactly the bot's speech
+    fade = rate // 200
+    heard = sound[start + fade : start + fade + 4500]
+    np.testing.assert_array_equal(heard, speech[fade : fade + len(heard)])  # exactly the bot's speech, at its rate
     # after the interruption the sound stops within a frame or two, long before the 3 s were played
-    assert np.count_nonzero(sound) < len(speech) - 16000
+    assert np.count_nonzero(sound) < len(speech) - rate
     assert not np.concatenate(collect.sounds[-3:]).any()
     assert avatar.session is None
+
+
+def test_a_slow_pipeline_gets_a_bounded_number_of_frames_and_every_sample(fp32_engine, example_image):
+    """Downstream takes 0.1 s a frame (2.5 slots): the avatar never has more than MAX_IN_FLIGHT frames waiting on the
+    loop; the session repeats pictures to keep up, and the sound still carries every sample of the bot's speech."""
+    from pipecat.frames.frames import EndFrame, OutputAudioRawFrame, OutputImageRawFrame, TTSAudioRawFrame
+    from pipecat.pipeline.pipeline import Pipeline
+    from pipecat.pipeline.worker import PipelineWorker
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+    from pipecat.workers.runner import WorkerRunner
+
+    from lipsync.live.pipecat import MAX_IN_FLIGHT, LipSyncAvatar
+
+    class SlowAvatar(LipSyncAvatar):
+        waiting: list[int] = []
+
+        async def push_frame(self, frame, direction=FrameDirection.DOWNSTREAM):
+            if isinstance(frame, OutputImageRawFrame):
+                self.waiting.append(self.in_flight)
+                await asyncio.sleep(0.1)
+            await super().push_frame(frame, direction)
+
+    class Collect(FrameProcessor):
+        def __init__(self):
+            super().__init__()
+            self.images, self.sounds = 0, []
+
+        async def process_frame(self, frame, direction):
+            await super().process_frame(frame, direction)
+            if isinstance(frame, OutputImageRawFrame):
+                self.images += 1
+            elif isinstance(frame, OutputAudioRawFrame):
+                self.sounds.append(np.frombuffer(frame.audio, np.int16))
+            await self.push_frame(frame, direction)
+
+    rate = 24000
+    speech = np.clip(np.random.default_rng(1).normal(0, 8000, rate // 2), -32768, 32767).astype(np.int16)  # 0.5 s
+    avatar = SlowAvatar(fp32_engine, example_image, max_side=160, motion=0, adapt=False)
+    collect = Collect()
+    task = PipelineWorker(Pipeline([avatar, collect]))
+
+    def spoken() -> bool:
+        sound = np.concatenate(collect.sounds) if collect.sounds else np.zeros(1, np.int16)
+        nz = np.flatnonzero(sound)
+        return len(nz) > 0 and len(sound) - nz[-1] > rate // 10  # the utterance is over
+
+    async def script():
+        for _ in range(200):
+            if collect.images >= 2:
+                break
+            await asyncio.sleep(0.05)
+        await task.queue_frame(TTSAudioRawFrame(audio=speech.tobytes(), sample_rate=rate, num_channels=1))
+        for _ in range(400):
+            if spoken():
+                break
+            await asyncio.sleep(0.05)
+        await task.queue_frame(EndFrame())
+
+    async def main():
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(task)
+        await asyncio.gather(runner.run(), script())
+
+    asyncio.run(main())
+    assert spoken(), "the bot's speech did not come through"
+    assert avatar.session is None and avatar.in_flight == 0
+    assert max(SlowAvatar.waiting) <= MAX_IN_FLIGHT, f"{max(SlowAvatar.waiting)} frames piled up on the loop"
+    assert all(len(x) == rate // 25 for x in collect.sounds) and collect.images == len(collect.sounds)
+    sound = np.concatenate(collect.sounds)
+    nz = np.flatnonzero(sound)
+    start, fade = nz[0] - 1, rate // 200
+    np.testing.assert_array_equal(sound[start + fade : start + len(speech) - fade], speech[fade:-fade])
+    assert not sound[start + len(speech) :].any() and not sound[:start].any()
 
 
 def test_pipecat_leaves_cv2_to_opencv_python():

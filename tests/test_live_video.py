@@ -4,15 +4,17 @@ it keeps its own mouth, speaking it gets the mouth in each frame's own face box;
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
 
 from lipsync.errors import InputError, NoFaceError, VideoError
 from lipsync.live import session as live
+from lipsync.live import speed
 from lipsync.sources import loop_index
 from conftest import noise_int16, take
-from videos import SIZE, pan_frames, pan_truth, psnr, write_video
+from videos import SIZE, pan_frames, pan_truth, portrait, psnr, write_video
 
 N = 8  #: source frames in the test video (0.32 s at 25 fps)
 
@@ -54,7 +56,7 @@ def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_live, pan8, fp
     from lipsync.face import face_crop
 
     path, _ = pan8
-    s = open_live(video=path, label=False)
+    s = open_live(video=path, label=False, sample_rate=16000)  # the frames carry the model's own 16 kHz timeline
     take(s, 2)
     s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
     frames = take(s, 22)
@@ -80,6 +82,48 @@ def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_live, pan8, fp
             want = paste_mouth(own.copy(), box, mouth)
             assert np.abs(want.astype(int) - f.image.astype(int)).max() <= 2, f"frame {n}"
             assert np.abs(want.astype(int) - own.astype(int)).max() > 20, f"frame {n} got no mouth"
+
+
+def slide_frames(n: int, step: int = 5) -> list[np.ndarray]:
+    """The example portrait under a 280 px window sliding ``step`` px right per frame (no zoom): the face box
+    keeps its size while what is in it changes, frame by frame."""
+    import cv2
+
+    img = portrait()
+    k = SIZE / 280
+    return [cv2.warpAffine(img, np.array([[k, 0.0, -(60 + step * i) * k], [0.0, k, -30 * k]]), (SIZE, SIZE),
+                           flags=cv2.INTER_AREA) for i in range(n)]
+
+
+def test_the_fast_enhancement_uses_each_frames_own_detail(open_live, tmp_path, fp32_engine, every_picture):
+    """enhance="fast" (the default) on a video: every speaking frame gets the detail of its own face region, as the
+    offline recipe with DetailTransfer(still=False), not the first speaking frame's detail kept for boxes of its size."""
+    from lipsync import features
+    from lipsync.blend import paste_mouth
+    from lipsync.enhance.detail import DetailTransfer
+    from lipsync.face import face_crop
+
+    path = write_video(tmp_path / "slide.mp4", slide_frames(N))
+    s = open_live(video=path, label=False, enhance="fast", sample_rate=16000)  # frames carry the 16 kHz timeline
+    assert s.mode.enhance.startswith("fast")
+    take(s, 2)
+    s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
+    frames = take(s, 22)
+    timeline = np.concatenate([np.zeros(2 * 640, np.int16)] + [f.audio for f in frames]).astype(np.float32) / 32768
+    mel = features.melspectrogram(timeline)
+    mels = features.mel_windows(mel, 25, starts=features.window_starts(mel.shape[1], 25, 2 + len(frames)))
+    face, gen = s._face, fp32_engine.generator
+    talking = [k for k, f in enumerate(frames) if f.speaking]
+    full = talking[live.EASE_FRAMES : -live.EASE_FRAMES]  # mouth weight 1
+    shapes = {face.box(loop_index(2 + k, N)).height for k in full}
+    assert len(full) >= 8 and len(shapes) < len(full), "some frames share a box size (where a kept detail would show)"
+    for k in full:
+        n = 2 + k
+        own = s._face.source.spool.read(loop_index(n, N))
+        box = face.box(loop_index(n, N))
+        mouth = np.concatenate(list(gen.predict(face_crop(own, box), mels[[n]])))[0]
+        want = paste_mouth(own.copy(), box, mouth, 1.0, DetailTransfer(still=False))
+        assert np.abs(want.astype(int) - frames[k].image.astype(int)).max() <= 2, f"frame {n}"
 
 
 def test_frames_without_a_face_keep_their_own_pixels_while_speaking(open_live, tmp_path, every_picture):
@@ -120,9 +164,38 @@ def test_close_removes_the_spool_even_from_another_thread(open_live, pan8):
     assert not workdir.exists()
 
 
+def test_close_returns_at_once_and_the_frame_being_made_lets_go_of_the_spool(open_live, pan8, monkeypatch):
+    """close() from an event loop never waits for a frame: the iterating thread removes the spool after it."""
+    s = open_live(video=pan8[0])
+    workdir = s._face.source.workdir
+    take(s, 1)
+    render, making = s._face.render, threading.Event()
+
+    def slow(*args, **kw):  # a frame that takes 0.4 s to make
+        making.set()
+        time.sleep(0.4)
+        return render(*args, **kw)
+
+    monkeypatch.setattr(s._face, "render", slow)
+    iterating = threading.Thread(target=take, args=(s, 5))
+    iterating.start()
+    assert making.wait(10)
+    t = time.perf_counter()
+    s.close()
+    took = time.perf_counter() - t
+    assert took < 0.005, f"close() waited {1000 * took:.1f} ms for the frame being made"
+    assert workdir.exists(), "the frame being made still reads the spool"
+    iterating.join(10)
+    assert not iterating.is_alive() and not workdir.exists(), "the iterating thread let go of the spool"
+    idle = open_live(video=pan8[0])  # no frame being made: the spool goes at once
+    spool = idle._face.source.workdir
+    idle.close()
+    assert not spool.exists()
+
+
 def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_live, pan8, monkeypatch):
-    monkeypatch.setattr(live, "MEASURE_FRAMES", 3)
-    monkeypatch.setattr(live, "BUDGET_SHARE", 1e-6)
+    monkeypatch.setattr(speed, "MEASURE_FRAMES", 3)
+    monkeypatch.setattr(speed, "BUDGET_SHARE", 1e-6)
     s = open_live(video=pan8[0], adapt=True)
     calls = []
     face = s._face
@@ -135,6 +208,35 @@ def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_live, pan8,
             break
     assert s.mode.step == 2 and "every second frame" in s.mode.reason and "working at" in s.mode.reason
     assert calls and all(n % 2 == 0 for n in calls), "the next network frame's face is encoded between"
+
+
+def small_face_frames(n: int, side: int = 190, step: int = 3) -> list[np.ndarray]:
+    """The example portrait shrunk to ``side`` px (a face about a sixth of the frame's height) on grey, moving right."""
+    import cv2
+
+    img = cv2.resize(portrait(), (side, side), interpolation=cv2.INTER_AREA)
+    frames = []
+    for i in range(n):
+        f = np.full((SIZE, SIZE, 3), 90, np.uint8)
+        f[40 : 40 + side, 20 + step * i : 20 + step * i + side] = img
+        frames.append(f)
+    return frames
+
+
+def test_a_video_is_framed_as_a_call_with_one_crop_for_all_its_frames(open_live, tmp_path, every_picture):
+    path = write_video(tmp_path / "small.mp4", small_face_frames(N))
+    s = open_live(video=path, label=False)
+    top, left, h, w = s._face.crop
+    assert (s.mode.height, s.mode.width) == (h, w) < (SIZE, SIZE) and s.mode.framing == "call"
+    found = s._face.source.found
+    boxes = s._face.boxes[found]
+    assert np.median(boxes[:, 1] - boxes[:, 0]) / h == pytest.approx(1 / 3, abs=0.03)
+    assert boxes.min() >= 0 and boxes[:, 1].max() <= h and boxes[:, 3].max() <= w, "every face inside the crop"
+    for n, f in enumerate(take(s, N + 2)):  # at rest: each frame is its own video frame, cropped
+        own = s._face.source.spool.read(loop_index(n, N))
+        assert np.array_equal(f.image, own[top : top + h, left : left + w]), f"frame {n}"
+    whole = open_live(video=path, label=False, framing="full")
+    assert whole._face.crop is None and take(whole, 1)[0].image.shape == (SIZE, SIZE, 3)
 
 
 def test_bad_video_input_says_what_to_do(fp32_engine, tmp_path, example_image, pan8):

@@ -27,7 +27,7 @@ import numpy as np
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["BlinkClock", "MouthEnhance", "live_enhancer", "load_eyes"]
+__all__ = ["BlinkClock", "MouthEnhance", "live_enhancer", "load_eyes", "scale_eyes"]
 
 
 class BlinkClock:
@@ -115,8 +115,13 @@ class MouthEnhance:
         return self.enhancer(pred, region)
 
 
-def live_enhancer(mode: str) -> tuple[MouthEnhance | None, str]:
-    """(enhancer or None, what runs) for a live session's ``enhance`` mode (off, fast or face)."""
+def live_enhancer(mode: str, *, still: bool = True) -> tuple[MouthEnhance | None, str]:
+    """(enhancer or None, what runs) for a live session's ``enhance`` mode (off, fast or face).
+
+    ``still``: the face region is the same photo on every frame (its reference is computed
+    once); False for a driving video, whose every frame has its own (see
+    :class:`~lipsync.enhance.detail.DetailTransfer`).
+    """
     from ..enhance import make_enhancer
     from ..options import ENHANCE_MODES
 
@@ -131,9 +136,9 @@ def live_enhancer(mode: str) -> tuple[MouthEnhance | None, str]:
         import torch
 
         if not torch.cuda.is_available():
-            enhancer, _ = make_enhancer("fast", np.zeros(1, np.float32))
+            enhancer, _ = make_enhancer("fast", np.zeros(1, np.float32), still=still)
             return MouthEnhance(enhancer), "fast (face asked for: it runs live only on CUDA, about a second a frame on a CPU)"
-        enhancer, note = make_enhancer("face", np.zeros(1, np.float32), device="cuda")
+        enhancer, note = make_enhancer("face", np.zeros(1, np.float32), still=still, device="cuda")
         return MouthEnhance(enhancer), note
-    enhancer, note = make_enhancer("fast", np.zeros(1, np.float32))
+    enhancer, note = make_enhancer("fast", np.zeros(1, np.float32), still=still)
     return MouthEnhance(enhancer), note

@@ -10,11 +10,25 @@ Put it after the TTS service in a pipeline::
 It takes the bot's ``TTSAudioRawFrame`` s (any rate, int16; stereo is mixed down)
 out of the stream, pushes them into a :class:`~lipsync.live.LiveSession`, and
 sends the session's paced frames downstream as ``OutputImageRawFrame`` (RGB) and
-``OutputAudioRawFrame`` (16 kHz mono, exactly the sound of that picture), so
-picture and sound leave together. When no one speaks it keeps sending idle
-frames. An ``InterruptionFrame`` (the user talks over the bot) drops the queued
-speech: the face is at rest within a few frames. ``EndFrame``/``CancelFrame``
-close the session.
+``OutputAudioRawFrame`` (mono, exactly the sound of that picture), so picture and
+sound leave together. The sound goes out at the pipeline's output rate (the TTS's
+own rate: ``audio_out_sample_rate`` of Pipecat's processor setup; 24 kHz where the
+pipeline gives none), so a TTS at that rate is heard bit for bit, not band-limited.
+When no one speaks it keeps sending idle frames. An ``InterruptionFrame`` (the
+user talks over the bot) drops the queued speech: the face is at rest within a
+few frames. ``EndFrame``/``CancelFrame`` close the session.
+
+**Back-pressure.** The session's frames are made on a thread of their own and
+handed to the event loop; at most :data:`MAX_IN_FLIGHT` of them (a picture is
+about 0.8 MB) wait there at once. When the loop falls behind, the thread waits
+for it, so the session falls behind its clock and repeats the last picture
+until it has caught up (see :class:`~lipsync.live.LiveSession`): pictures are
+repeated, the sound is never dropped or cut, and memory does not grow.
+
+The sound needs no cutting into 20 ms packets here: Pipecat's output transport
+re-chunks every ``OutputAudioRawFrame`` (10 ms x ``audio_out_10ms_chunks``) and
+its WebRTC track hands aiortc 10 ms frames, so aiortc's Opus encoder never
+makes two packets of one frame (which would share one RTP timestamp).
 
 Needs ``pip install '.[pipecat]'`` (from the project's folder) (pipecat-ai and aiortc; not the
 ``pipecat-ai[webrtc]`` extra, which would pull opencv-python-headless over this
@@ -51,6 +65,9 @@ __all__ = ["LipSyncAvatar"]
 
 log = logging.getLogger("lipsync")
 
+FALLBACK_RATE = 24_000  #: the sound's rate where the pipeline gives none (Pipecat's own default)
+MAX_IN_FLIGHT = 2  #: frames handed to the event loop and not yet pushed downstream, at most
+
 
 class LipSyncAvatar(FrameProcessor):
     """Bot speech in, avatar video and its audio out (see the module's docstring).
@@ -60,7 +77,8 @@ class LipSyncAvatar(FrameProcessor):
         image: the portrait.
         video: instead of ``image``, a driving video of the person (played back and forth).
         fps: frames per second.
-        **session: more :class:`~lipsync.live.LiveSession` options (motion, max_side, label...).
+        **session: more :class:`~lipsync.live.LiveSession` options (motion, max_side, label...;
+            ``sample_rate`` instead of the pipeline's output rate).
     """
 
     def __init__(self, engine, image=None, *, video=None, fps: float = 25.0, **session):
@@ -72,10 +90,24 @@ class LipSyncAvatar(FrameProcessor):
         self._options = session
         self.session = None
         self._driver: threading.Thread | None = None
+        self._out_rate = 0  # the pipeline's output rate, from setup() (or the StartFrame of an older Pipecat)
+        self._flight = threading.Condition()
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Frames handed to the event loop and not yet pushed downstream (at most :data:`MAX_IN_FLIGHT`)."""
+        return self._in_flight
+
+    async def setup(self, setup) -> None:
+        await super().setup(setup)
+        self._out_rate = int(getattr(setup, "audio_out_sample_rate", 0) or 0)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
         await super().process_frame(frame, direction)
         if isinstance(frame, StartFrame):
+            if not self._out_rate:  # Pipecat before 1.8 said it on the StartFrame only (deprecated since)
+                self._out_rate = int(getattr(frame, "audio_out_sample_rate", 0) or 0)
             await self.push_frame(frame, direction)
             await self._start()
         elif isinstance(frame, TTSAudioRawFrame):
@@ -98,14 +130,23 @@ class LipSyncAvatar(FrameProcessor):
     async def _start(self) -> None:
         if self.session is not None:
             return
+        options = {"sample_rate": self._out_rate or FALLBACK_RATE, **self._options}
         self.session = await asyncio.to_thread(
-            self._engine.live, image=self._image, video=self._video, fps=self._fps, **self._options
+            self._engine.live, image=self._image, video=self._video, fps=self._fps, **options
         )
         loop = asyncio.get_running_loop()
         session = self.session
+        flight = self._flight
 
-        def send(image, audio) -> None:
-            asyncio.run_coroutine_threadsafe(self._emit(image, audio), loop)
+        def room() -> bool:
+            """Wait until fewer than MAX_IN_FLIGHT frames wait on the loop; False when the session or loop ended."""
+            with flight:
+                while self._in_flight >= MAX_IN_FLIGHT:
+                    if session.closed or loop.is_closed():
+                        return False
+                    flight.wait(0.1)
+                self._in_flight += 1
+                return True
 
         def drive() -> None:
             try:
@@ -113,9 +154,17 @@ class LipSyncAvatar(FrameProcessor):
                     h, w = f.image.shape[:2]
                     image = OutputImageRawFrame(image=f.image.tobytes(), size=(w, h), format="RGB")
                     audio = OutputAudioRawFrame(audio=f.audio.tobytes(), sample_rate=f.sample_rate, num_channels=1)
-                    send(image, audio)
-            except RuntimeError:  # the loop closed under us
-                pass
+                    # back-pressure: wait for the loop (the session then repeats pictures to catch up);
+                    # every frame's sound is sent, none is dropped
+                    if not room():
+                        break
+                    emit = self._emit(image, audio)
+                    try:
+                        asyncio.run_coroutine_threadsafe(emit, loop)
+                    except RuntimeError:  # the loop closed under us
+                        emit.close()
+                        self._landed()
+                        break
             except Exception:
                 log.exception("lipsync avatar: the live session stopped")
 
@@ -123,8 +172,16 @@ class LipSyncAvatar(FrameProcessor):
         self._driver.start()
 
     async def _emit(self, image, audio) -> None:
-        await self.push_frame(image)
-        await self.push_frame(audio)
+        try:
+            await self.push_frame(image)
+            await self.push_frame(audio)
+        finally:
+            self._landed()
+
+    def _landed(self) -> None:
+        with self._flight:
+            self._in_flight -= 1
+            self._flight.notify()
 
     async def _stop(self) -> None:
         if self.session is not None:
