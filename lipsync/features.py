@@ -77,12 +77,6 @@ def window() -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(WIN) / WIN)
 
 
-# The old private names, only until lipsync.live.session (another owner's room) calls the
-# public ones; then delete these two lines. Nothing else may use them (tests/test_shape.py).
-_window = window
-_mel_basis = mel_basis
-
-
 def _stft_magnitude(y: np.ndarray) -> np.ndarray:
     """|STFT|, centred with reflection padding: (N_FFT//2+1, 1 + len(y)//HOP)."""
     pad = N_FFT // 2

@@ -67,7 +67,9 @@ async def request(host: str, port: int, method: str, path: str, *, source: str =
     elif chunks is not None:
         headers["Transfer-Encoding"] = "chunked"
     reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
-    head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n"
+    # keep-alive, as a browser: a server that answers before the body is in then drains the rest (uvicorn does);
+    # with "Connection: close" it would close on unread data, and the reset could swallow its answer
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
     head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
 
     async def send():
@@ -86,10 +88,21 @@ async def request(host: str, port: int, method: str, path: str, *, source: str =
     sender = asyncio.ensure_future(send())
     raw = b""
 
+    def complete() -> bool:
+        head_end = raw.find(b"\r\n\r\n")
+        if head_end < 0:
+            return False
+        fields = raw[:head_end].decode("latin-1").lower()
+        body = raw[head_end + 4 :]
+        for line in fields.split("\r\n"):
+            if line.startswith("content-length:"):
+                return len(body) >= int(line.split(":", 1)[1])
+        return "transfer-encoding: chunked" not in fields or body.endswith(b"0\r\n\r\n")
+
     async def receive():
         nonlocal raw
-        with contextlib.suppress(ConnectionError):  # a server that answered early resets the rest
-            while True:
+        with contextlib.suppress(ConnectionError):
+            while not complete():
                 chunk = await reader.read(65536)
                 if not chunk:
                     return
@@ -288,8 +301,11 @@ def leftovers(tmpdir: Path | None) -> list[str]:
 
 
 def run_soak(url: str, pid: int, tmpdir: Path | None, *, cycles: int = 100, warmup: int = 10,
-             max_growth: float = 0.05, log=None) -> dict:
-    """``cycles`` cycles of the good visitor and the hostile ones; the figures and whether every check passed."""
+             max_growth: float = 0.05, offer_interval_s: float = 1.0, log=None) -> dict:
+    """``cycles`` cycles of the good visitor and the hostile ones; the figures and whether every check passed.
+
+    ``offer_interval_s``: the server's interval between two offers from one address (the visitor keeps to it).
+    """
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -317,7 +333,7 @@ def run_soak(url: str, pid: int, tmpdir: Path | None, *, cycles: int = 100, warm
                 row = {"cycle": i + 1, "visitor": good, "hostile": hostile,
                        "ok": good["ok"] and all(ok for _, ok in hostile), "seconds": round(time.perf_counter() - t, 2)}
                 rows.append(row)
-                await asyncio.sleep(max(0.0, visitor.offered + 1.05 - time.monotonic()))  # one offer a second
+                await asyncio.sleep(max(0.0, visitor.offered + offer_interval_s + 0.05 - time.monotonic()))
                 st = server_state(pid, tmpdir)
                 samples.append(round(st["rss_mb"], 1))
                 if log is not None:
@@ -358,8 +374,9 @@ def run_soak(url: str, pid: int, tmpdir: Path | None, *, cycles: int = 100, warm
 # ----------------------------------------------------------------------------- serving in this process
 
 @contextlib.contextmanager
-def serve_live(engine, max_side: int = 160):
-    """The app's live routes on uvicorn in this process (127.0.0.1), media on loopback only."""
+def serve_live(engine, max_side: int = 160, **options):
+    """The app's live routes on uvicorn in this process (127.0.0.1), media on loopback only;
+    ``options`` go to :func:`~lipsync.live.web.install`."""
     import socket
 
     import uvicorn
@@ -371,7 +388,7 @@ def serve_live(engine, max_side: int = 160):
     original = ice.get_host_addresses
     ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else []  # this machine only
     app = FastAPI()
-    server = install(app, lambda: engine)
+    server = install(app, lambda: engine, **options)
     server.max_side = max_side
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

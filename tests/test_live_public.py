@@ -375,8 +375,8 @@ def test_a_short_live_soak_with_hostile_visitors_leaves_the_server_as_it_found_i
     import live_soak
 
     t = time.perf_counter()
-    with live_soak.serve_live(fp32_engine) as (url, _):
-        report = live_soak.run_soak(url, os.getpid(), None, cycles=20, warmup=10)
+    with live_soak.serve_live(fp32_engine, offer_interval_s=0.3) as (url, _):  # the visitor's pace: quicker here
+        report = live_soak.run_soak(url, os.getpid(), None, cycles=20, warmup=10, offer_interval_s=0.3)
     print(f"\nlive soak: {time.perf_counter() - t:.0f} s, RSS {report['after_warmup']['rss_mb']:.0f} -> "
           f"{report['end']['rss_mb']:.0f} MB ({report['rss_growth']:+.1%}), fds {report['after_warmup']['fds']} -> "
           f"{report['end']['fds']}, threads {report['after_warmup']['threads']} -> {report['end']['threads']}")

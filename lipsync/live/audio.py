@@ -144,8 +144,7 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 def _front_end() -> tuple[np.ndarray, np.ndarray]:
     """The model front end's STFT window (800,) and mel basis (80, 401), cached by :mod:`lipsync.features`."""
-    # TODO(merge): features.window()/mel_basis()
-    return features._window(), features._mel_basis()
+    return features.window(), features.mel_basis()
 
 
 def mel_window(segment: np.ndarray) -> np.ndarray:

@@ -119,21 +119,6 @@ def plain_device(generator) -> str:
         return "GPU mode"
     return "fast CPU mode" if getattr(generator, "precision", "") == "int8" else "CPU mode"
 
-    def summary(self) -> str:
-        """What runs in plain words: "fast CPU mode, 512×512, sharp mouth, blinks"."""
-        d = self.device.lower()
-        kind = "GPU mode" if ("cuda" in d or "gpu" in d) else "fast CPU mode" if "int8" in d else "CPU mode"
-        parts = [kind, f"{self.width}×{self.height}"]
-        if self.enhance and not self.enhance.startswith("off"):
-            parts.append("sharp mouth")
-        if self.blink.startswith("on"):
-            parts.append("blinks")
-        if self.source.startswith("video"):
-            parts.append("face from a video")
-        if self.step > 1:
-            parts.append("every second frame")
-        return ", ".join(parts)
-
 
 @dataclass
 class LiveStats:

@@ -24,10 +24,10 @@ def _room_for(session, seconds: float, cancel: threading.Event | None) -> bool:
     """Wait until the session's queue can take ``seconds`` more speech; False when cancelled or closed.
 
     A long text is synthesised faster than it is spoken: instead of overflowing the
-    session's queue (:data:`~lipsync.live.session.MAX_QUEUE_S`), the next sentence waits
+    session's queue (:data:`~lipsync.live.timeline.MAX_QUEUE_S`), the next sentence waits
     for the ones before it to play.
     """
-    from .session import MAX_QUEUE_S
+    from .timeline import MAX_QUEUE_S
 
     while True:
         if (cancel is not None and cancel.is_set()) or session.closed:

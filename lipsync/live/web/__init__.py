@@ -4,10 +4,11 @@ Routes (``prefix`` defaults to ``/live``), all JSON:
 
 * ``GET  /live/config``: ICE servers for the browser;
 * ``POST /live/offer`` ``{"sdp", "type": "offer", "mode": "mic"|"text", "image"?: data URL,
-  "video"?: data URL, "consent"?: true}`` -> ``{"id", "sdp", "type": "answer", "mode": {...}, "max_s"}``;
+  "video"?: data URL, "consent"?: true, "framing"?: "call"|"full"}`` -> ``{"id", "sdp", "type": "answer", "mode": {...}, "max_s"}``;
   the face is the visitor's photo (``image``), a short video of them (``video``: up to 20 MB
   and 30 s, played back and forth), or the app's default portrait. A face of the
-  visitor's own needs ``"consent": true``. 400 for a malformed offer, photo or video,
+  visitor's own needs ``"consent": true``. The picture frames the head and shoulders
+  (``call``, as a video call) or keeps the whole picture (``full``). 400 for a malformed offer, photo or video,
   403 from another site's page, 413 for a body too large, 415 for anything but JSON,
   429 (with ``Retry-After``) when the sessions are all taken, one address asks too
   often or already holds a session, 503 while the model loads;

@@ -237,6 +237,9 @@ class LiveServer:
         mode = body.get("mode", "text")
         if mode not in ("mic", "text"):
             raise HTTPProblem(400, "mode must be 'mic' or 'text'.")
+        framing = body.get("framing", "call")
+        if framing not in ("call", "full"):
+            raise HTTPProblem(400, "framing must be 'call' (head and shoulders) or 'full' (the whole picture).")
         image, video = body.get("image"), body.get("video")
         if image is not None and video is not None:
             raise HTTPProblem(400, "Send a photo or a video for the face, not both.")
@@ -246,6 +249,7 @@ class LiveServer:
         try:
             face = ({"video": path, "max_video_s": MAX_VIDEO_S} if path is not None
                     else {"image": self._image(image)})
+            face["framing"] = framing
             return await self._open(engine, sdp, mode, face, client, path)
         finally:
             if path is not None:
@@ -296,7 +300,7 @@ class LiveServer:
         """What runs, for the page: one plain line (``summary``) and the details (for a hover, and the API)."""
         m = session.mode
         return {"summary": public(m.summary()), "device": m.device, "step": m.step, "width": m.width,
-                "height": m.height, "note": public(m.reason), "enhance": public(m.enhance),
+                "height": m.height, "framing": m.framing, "note": public(m.reason), "enhance": public(m.enhance),
                 "blink": public(m.blink), "source": public(m.source)}
 
     async def status(self, peer_id: str, client: str | None = None) -> dict:
