@@ -267,9 +267,10 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def coturn(tmp_path_factory):
-    """coturn on 127.0.0.1 with TURN REST auth, relaying to loopback peers only; stopped at the module's end."""
+    """coturn on 127.0.0.1 with TURN REST auth, relaying to loopback peers only; stopped at the module's end
+    (a module of its own each: other tests check that no child process outlives them)."""
     exe = shutil.which("turnserver")
     if exe is None:
         pytest.skip("turnserver is missing: apt-get install coturn (make test installs packages-dev.txt)")

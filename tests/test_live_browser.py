@@ -12,6 +12,7 @@ module's tests.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -30,7 +31,28 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = Path("/usr/bin/chromium")
 DELAY_LIMIT_MS = 800
 CONCEALED_LIMIT = 0.02  #: the share of the avatar's received sound the browser may make up
-LISTEN_S = 10.0  #: how long the sound is listened to before the counters are read (the speech lasts about 11 s)
+LISTEN_S = 8.0  #: how long the sound is listened to before the counters are read (the speech lasts about 11 s)
+
+#: the page's own peer connection: the selected pair's candidates and what arrived
+RELAY_JS = """
+async () => {
+  const pc = window.lipsyncLive && window.lipsyncLive.pc;
+  if (!pc) return null;
+  const report = await pc.getStats();
+  const all = [...report.values()];
+  const transport = all.find((s) => s.type === "transport" && s.selectedCandidatePairId);
+  const pair = transport ? report.get(transport.selectedCandidatePairId) : null;
+  const cand = (id) => { const c = id && report.get(id); return c ? {type: c.candidateType, address: c.address} : null; };
+  const inbound = (kind) => all.find((s) => s.type === "inbound-rtp" && s.kind === kind) || {};
+  return {
+    local: cand(pair && pair.localCandidateId), remote: cand(pair && pair.remoteCandidateId),
+    candidates: all.filter((s) => s.type === "local-candidate").map((c) => `${c.candidateType} ${c.address}`),
+    audio: inbound("audio").bytesReceived || 0, video: inbound("video").bytesReceived || 0,
+    frames: inbound("video").framesDecoded || 0,
+  };
+}
+"""
+
 
 #: the browser's own counters of the avatar's incoming sound and picture
 STATS_JS = """
@@ -243,12 +265,14 @@ def test_photo_and_microphone_sound_starts_within_800_ms_and_plays_whole(live_ap
     wait_freed(server)
 
 
-def test_a_chosen_video_speaks_typed_text_and_its_sound_plays_whole(live_app, chromium, tmp_path):
+def test_a_chosen_video_speaks_typed_text_and_its_sound_plays_whole(live_app, chromium, coturn, tmp_path):
     """The tab's face picker: a short video chosen (consent ticked), typed text started, the status
-    names the video, a few sentences are said, and the browser hears all of them."""
+    names the video, a few sentences are said, and the browser hears all of them; all of it through the
+    module's coturn, with short-lived TURN REST credentials."""
     from videos import pan_frames, write_video
 
     url, server, engine = live_app
+    started = int(time.time())
     clip = write_video(tmp_path / "me.mp4", pan_frames(6))
     server.max_side = 256
     page = chromium.new_page()
@@ -278,9 +302,42 @@ def test_a_chosen_video_speaks_typed_text_and_its_sound_plays_whole(live_app, ch
             time.sleep(0.1)
         assert peer.session.stats.utterances >= 1, "the typed sentence was not spoken"
         check_sound(page, "video, typed text")
+        relay = page.evaluate(RELAY_JS)
         page.click(".lipsync-live-stop")
     finally:
         page.close()
         server.max_side = 512
     assert "face from a video" in status, status
     wait_freed(server)
+    check_relay(relay, coturn, started)
+
+
+def check_relay(stats: dict, coturn, started: int) -> None:
+    """The media went through coturn: relay candidates only on both ends, allocations made with TURN REST
+    credentials (``<expiry>:lipsync``, expiring a TTL after they were made), the media relayed."""
+    from conftest import REALM
+
+    from lipsync.live import turn
+
+    assert stats and stats["local"], stats
+    assert stats["local"]["type"] == "relay" and stats["remote"]["type"] == "relay", stats
+    assert {c.split()[0] for c in stats["candidates"]} == {"relay"}, stats["candidates"]
+    deadline = time.monotonic() + 10  # coturn logs "peer usage" when an allocation is deleted, after Stop
+    while time.monotonic() < deadline and relayed_bytes(coturn.text()) < stats["audio"] + stats["video"]:
+        time.sleep(0.2)
+    log = coturn.text()
+    users = set(re.findall(rf"realm <{re.escape(REALM)}> user <(\d+):lipsync>: incoming packet ALLOCATE processed, "
+                           r"success", log))
+    assert users, f"coturn made no allocation:\n{log[-3000:]}"
+    # made during this module (its first session came a minute or two before this one), valid for a TTL
+    assert all(started - 300 + turn.DEFAULT_TTL_S <= int(u) <= int(time.time()) + turn.DEFAULT_TTL_S for u in users), users
+    # (coturn counts whole packets, the page payloads: at least as many bytes as the page had when asked)
+    assert relayed_bytes(log) >= stats["audio"] + stats["video"], f"coturn relayed no media:\n{log[-3000:]}"
+    # (coturn listens on 127.0.0.1 and may relay to 127.0.0.0/8 only: see the fixture; Chromium sends to it from
+    # sockets on each of its interfaces, so the clients' source addresses vary while every target is loopback)
+
+
+def relayed_bytes(log: str) -> int:
+    """The most bytes one of coturn's allocations received from its peer (logged when the allocation is deleted)."""
+    return max((int(rb) for rb in re.findall(r"peer usage: realm=<[^>]*>, username=<\d+:lipsync>, rp=\d+, rb=(\d+)",
+                                            log)), default=0)

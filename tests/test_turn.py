@@ -1,7 +1,7 @@
-"""ICE settings (lipsync.live.turn): TURN REST credentials, static ones, bad values; then Chromium through a real coturn.
+"""ICE settings (lipsync.live.turn): TURN REST credentials, static ones, bad values.
 
-Everything stays on 127.0.0.1: coturn listens and relays there only (and may relay to no other
-address), both peers use the relay policy, and the browser may resolve and load nothing else.
+Chromium through a real coturn with these credentials is in tests/test_live_browser.py (its sessions all
+go through the relay), so one Chromium serves both.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import re
 import secrets
 import time
 import uuid
@@ -21,7 +20,6 @@ import pytest
 from lipsync.errors import InputError
 from lipsync.live import turn
 
-from conftest import LOOPBACK_ONLY, keep_local
 
 VARS = ("LIPSYNC_STUN_URLS", "LIPSYNC_TURN_URLS", "LIPSYNC_TURN_SECRET", "LIPSYNC_TURN_TTL",
         "LIPSYNC_TURN_USERNAME", "LIPSYNC_TURN_CREDENTIAL", "LIPSYNC_ICE_POLICY")
@@ -173,98 +171,3 @@ def test_the_policy_reaches_the_page_and_the_server(env, caplog):
 # ----------------------------------------------------------------------------- a real coturn and Chromium
 
 CHROMIUM = Path("/usr/bin/chromium")
-
-
-#: the page's own peer connection: the selected pair's candidates and what arrived
-STATS_JS = """
-async () => {
-  const pc = window.lipsyncLive && window.lipsyncLive.pc;
-  if (!pc) return null;
-  const report = await pc.getStats();
-  const all = [...report.values()];
-  const transport = all.find((s) => s.type === "transport" && s.selectedCandidatePairId);
-  const pair = transport ? report.get(transport.selectedCandidatePairId) : null;
-  const cand = (id) => { const c = id && report.get(id); return c ? {type: c.candidateType, address: c.address} : null; };
-  const inbound = (kind) => all.find((s) => s.type === "inbound-rtp" && s.kind === kind) || {};
-  return {
-    local: cand(pair && pair.localCandidateId), remote: cand(pair && pair.remoteCandidateId),
-    candidates: all.filter((s) => s.type === "local-candidate").map((c) => `${c.candidateType} ${c.address}`),
-    audio: inbound("audio").bytesReceived || 0, video: inbound("video").bytesReceived || 0,
-    frames: inbound("video").framesDecoded || 0,
-  };
-}
-"""
-
-
-@pytest.mark.browser
-@pytest.mark.slow
-def test_chromium_gets_the_avatar_through_coturn_with_rest_credentials(coturn, fp32_engine, env):
-    from conftest import REALM
-
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
-    import gradio as gr
-    from fastapi import FastAPI
-    from playwright.sync_api import sync_playwright
-
-    from lipsync.live.web import build_tab, install
-    from test_live_browser import serve
-
-    env(LIPSYNC_TURN_URLS=coturn.url, LIPSYNC_TURN_SECRET=coturn.secret, LIPSYNC_ICE_POLICY="relay")
-    app = FastAPI()
-    server = install(app, lambda: fp32_engine)
-    server.max_side = 160
-    with gr.Blocks() as demo, gr.Tab("Live"):
-        build_tab(lambda: fp32_engine)
-    app = gr.mount_gradio_app(app, demo, path="/")
-    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required",
-            LOOPBACK_ONLY]
-    started = int(time.time())
-    stats = None
-    with serve(app) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
-        try:
-            page = browser.new_page()
-            keep_local(page)
-            page.goto(url)
-            page.wait_for_selector(".lipsync-live-text", timeout=60_000)
-            page.click(".lipsync-live-text")
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                stats = page.evaluate(STATS_JS)
-                if stats and stats["local"] and stats["audio"] > 0 and stats["video"] > 0 and stats["frames"] > 0:
-                    break
-                time.sleep(0.25)
-            status = page.inner_text(".lipsync-live-status")
-            if page.is_enabled(".lipsync-live-stop"):
-                page.click(".lipsync-live-stop")
-            deadline = time.monotonic() + 10
-            while server.peers and time.monotonic() < deadline:  # the server's peer (and its allocation) ends
-                time.sleep(0.1)
-        finally:
-            browser.close()
-    assert stats and stats["local"], f"no connection; page says {status!r}; stats {stats}"
-    assert stats["local"]["type"] == "relay", stats
-    assert stats["remote"]["type"] == "relay", stats  # the server relays too: both ends on coturn's 127.0.0.1
-    assert stats["audio"] > 0 and stats["video"] > 0 and stats["frames"] > 0, stats
-    assert {c.split()[0] for c in stats["candidates"]} == {"relay"}, stats["candidates"]
-    # coturn allocated for REST usernames (the browser's and the server's), relayed the media between the two
-    # allocations (its "peer usage" line comes when an allocation is deleted, after Stop), saw only loopback clients
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not relayed_bytes(coturn.text()):
-        time.sleep(0.2)
-    log = coturn.text()
-    users = set(re.findall(rf"realm <{re.escape(REALM)}> user <(\d+):lipsync>: incoming packet ALLOCATE processed, "
-                           r"success", log))
-    assert users, f"coturn made no allocation:\n{log[-3000:]}"
-    assert all(started + turn.DEFAULT_TTL_S <= int(u) <= int(time.time()) + turn.DEFAULT_TTL_S for u in users), users
-    # (it counts whole packets, the page counts payloads: at least as many bytes as the page had when asked)
-    assert relayed_bytes(log) >= stats["audio"] + stats["video"], f"coturn relayed no media:\n{log[-3000:]}"
-    assert set(re.findall(r"remote (\d+\.\d+\.\d+\.\d+):\d+", log)) == {"127.0.0.1"}
-
-
-def relayed_bytes(log: str) -> int:
-    """The most bytes one of coturn's allocations received from its peer (logged when the allocation is deleted)."""
-    return max((int(rb) for rb in re.findall(r"peer usage: realm=<[^>]*>, username=<\d+:lipsync>, rp=\d+, rb=(\d+)",
-                                            log)), default=0)
