@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-import socket
-import threading
+import sys
 import time
 import wave
 from pathlib import Path
@@ -22,7 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import LOOPBACK_ONLY, keep_local
+from conftest import LOOPBACK_ONLY, ROOT, keep_local
+
+sys.path.insert(0, str(ROOT / "scripts"))
 
 pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
 
@@ -102,44 +103,13 @@ async () => {
 """
 
 
-def write_speech_wav(path: Path, silent_s: float = 2.0, speech_s: float = 3.0, rate: int = 48000) -> Path:
-    """Silence, then a voiced buzz in syllables (loud enough to pass the page's 0.05 threshold)."""
-    t = np.arange(int(speech_s * rate)) / rate
-    f0 = 170 + 40 * np.sin(2 * np.pi * 0.8 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    buzz = sum(np.sin(k * phase) / k for k in range(1, 10))
-    env = np.clip(np.sin(2 * np.pi * 2.5 * t) * 1.5, 0.2, 1.0)
-    voiced = 0.5 * buzz / np.abs(buzz).max() * env
-    pcm = (np.concatenate([np.zeros(int(silent_s * rate)), voiced]) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return path
-
-
 @contextlib.contextmanager
 def serve(app):
-    import uvicorn
+    """The app on a uvicorn thread of this process (scripts/live_soak.py's server), at 127.0.0.1."""
+    import live_soak
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            pytest.fail("the test server did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
+    with live_soak.serving(app) as url:
+        yield url
 
 
 def write_spoken_wav(path: Path, text: str, silent_s: float = 1.5, rate: int = 48000) -> Path:

@@ -107,15 +107,19 @@ async def read_json(request, limit: int):
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
-    raw = bytearray()
+    chunks, size = [], 0  # joined once at the end: a growing buffer would leave the heap littered with its old copies
     try:
         async with asyncio.timeout(READ_S):  # a body dribbled in slowly would hold an offer's place
             async for chunk in request.stream():
-                raw += chunk
-                if len(raw) > limit:
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    chunks.clear()
                     raise too_large
     except TimeoutError:
         raise HTTPProblem(408, "The request took too long to arrive; try again on a faster connection.") from None
+    raw = b"".join(chunks)
+    chunks.clear()
     try:
         body = json.loads(raw)
     except RecursionError:  # the C decoder recurses once per nesting level
