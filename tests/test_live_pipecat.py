@@ -19,6 +19,18 @@ pytest.importorskip(
 ROOT = Path(__file__).resolve().parents[1]
 
 
+
+def run_with(task, script) -> None:
+    """Run the pipeline ``task`` beside the coroutine ``script()`` until both end."""
+    from pipecat.workers.runner import WorkerRunner
+
+    async def main():
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(task)
+        await asyncio.gather(runner.run(), script())
+
+    asyncio.run(main())
+
 def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, example_image):
     from pipecat.frames.frames import (
         EndFrame,
@@ -30,7 +42,6 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineWorker
     from pipecat.processors.frame_processor import FrameProcessor
-    from pipecat.workers.runner import WorkerRunner
 
     from lipsync.live.pipecat import LipSyncAvatar
 
@@ -74,12 +85,7 @@ def test_avatar_speaks_the_bots_audio_and_honours_interruptions(fp32_engine, exa
         assert await until(lambda: len(collect.sounds) >= n + 6, 60)
         await task.queue_frame(EndFrame())
 
-    async def main():
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(task)
-        await asyncio.gather(runner.run(), script())
-
-    asyncio.run(main())
+    run_with(task, script)
     assert collect.tts == 0, "the bot's raw TTS audio must not reach the output beside the avatar's"
     assert all(max(f.size) == 160 and f.format == "RGB" for f in collect.images)
     assert all(f.sample_rate == rate for f in collect.sound_frames), "the sound goes out at the pipeline's rate"
@@ -102,7 +108,6 @@ def test_a_slow_pipeline_gets_a_bounded_number_of_frames_and_every_sample(fp32_e
     from pipecat.pipeline.pipeline import Pipeline
     from pipecat.pipeline.worker import PipelineWorker
     from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-    from pipecat.workers.runner import WorkerRunner
 
     from lipsync.live.pipecat import MAX_IN_FLIGHT, LipSyncAvatar
 
@@ -151,12 +156,7 @@ def test_a_slow_pipeline_gets_a_bounded_number_of_frames_and_every_sample(fp32_e
             await asyncio.sleep(0.05)
         await task.queue_frame(EndFrame())
 
-    async def main():
-        runner = WorkerRunner(handle_sigint=False)
-        await runner.add_workers(task)
-        await asyncio.gather(runner.run(), script())
-
-    asyncio.run(main())
+    run_with(task, script)
     assert spoken(), "the bot's speech did not come through"
     assert avatar.session is None and avatar.in_flight == 0
     assert max(SlowAvatar.waiting) <= MAX_IN_FLIGHT, f"{max(SlowAvatar.waiting)} frames piled up on the loop"

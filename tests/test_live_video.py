@@ -32,6 +32,19 @@ def nearest(frame, frames):
     return int(np.argmax(scores)), max(scores)
 
 
+
+def speak_and_window(s):
+    """Two idle frames, then a second of speech: the 22 frames after the idle ones, and the offline mel
+    window of every frame of the 16 kHz timeline they carry (the session opened with ``sample_rate=16000``)."""
+    from lipsync import features
+
+    take(s, 2)
+    s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
+    frames = take(s, 22)
+    timeline = np.concatenate([np.zeros(2 * 640, np.int16)] + [f.audio for f in frames]).astype(np.float32) / 32768
+    mel = features.melspectrogram(timeline)
+    return frames, features.mel_windows(mel, 25, starts=features.window_starts(mel.shape[1], 25, 2 + len(frames)))
+
 def test_at_rest_the_video_plays_back_and_forth_as_it_is(open_live, pan8, every_picture):
     path, written = pan8
     s = open_live(video=path, label=False)
@@ -51,18 +64,12 @@ def test_at_rest_the_video_plays_back_and_forth_as_it_is(open_live, pan8, every_
 def test_speaking_frames_get_the_mouth_in_their_own_face_box(open_live, pan8, fp32_engine, every_picture):
     """Each speaking frame = that video frame with the network's mouth for its own face and its own
     mel window pasted in its own face box (the offline recipe for a video); nothing else changes."""
-    from lipsync import features
     from lipsync.blend import paste_mouth
     from lipsync.face import face_crop
 
     path, _ = pan8
     s = open_live(video=path, label=False, sample_rate=16000)  # the frames carry the model's own 16 kHz timeline
-    take(s, 2)
-    s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
-    frames = take(s, 22)
-    timeline = np.concatenate([np.zeros(2 * 640, np.int16)] + [f.audio for f in frames]).astype(np.float32) / 32768
-    mel = features.melspectrogram(timeline)
-    mels = features.mel_windows(mel, 25, starts=features.window_starts(mel.shape[1], 25, 2 + len(frames)))
+    frames, mels = speak_and_window(s)
     src, face, gen = s._face.source, s._face, fp32_engine.generator
     talking = [k for k, f in enumerate(frames) if f.speaking]
     full = set(talking[live.EASE_FRAMES : -live.EASE_FRAMES])  # mouth weight 1
@@ -98,7 +105,6 @@ def slide_frames(n: int, step: int = 5) -> list[np.ndarray]:
 def test_the_fast_enhancement_uses_each_frames_own_detail(open_live, tmp_path, fp32_engine, every_picture):
     """enhance="fast" (the default) on a video: every speaking frame gets the detail of its own face region, as the
     offline recipe with DetailTransfer(still=False), not the first speaking frame's detail kept for boxes of its size."""
-    from lipsync import features
     from lipsync.blend import paste_mouth
     from lipsync.enhance.detail import DetailTransfer
     from lipsync.face import face_crop
@@ -106,12 +112,7 @@ def test_the_fast_enhancement_uses_each_frames_own_detail(open_live, tmp_path, f
     path = write_video(tmp_path / "slide.mp4", slide_frames(N))
     s = open_live(video=path, label=False, enhance="fast", sample_rate=16000)  # frames carry the 16 kHz timeline
     assert s.mode.enhance.startswith("fast")
-    take(s, 2)
-    s.push(noise_int16(1.0, seed=4, amp=9000), 16000)
-    frames = take(s, 22)
-    timeline = np.concatenate([np.zeros(2 * 640, np.int16)] + [f.audio for f in frames]).astype(np.float32) / 32768
-    mel = features.melspectrogram(timeline)
-    mels = features.mel_windows(mel, 25, starts=features.window_starts(mel.shape[1], 25, 2 + len(frames)))
+    frames, mels = speak_and_window(s)
     face, gen = s._face, fp32_engine.generator
     talking = [k for k, f in enumerate(frames) if f.speaking]
     full = talking[live.EASE_FRAMES : -live.EASE_FRAMES]  # mouth weight 1
