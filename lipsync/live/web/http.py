@@ -57,10 +57,8 @@ def check_origin(headers) -> None:
     allowed = allowed_origins()
     if "*" in allowed or origin in allowed:
         return
-    own = {h.strip().lower() for h in (headers.get("host", ""), headers.get("x-forwarded-host", "")) if h.strip()}
-    for h in list(own):
-        for part in h.split(","):
-            own.add(part.strip())
+    hosts = f'{headers.get("host", "")},{headers.get("x-forwarded-host", "")}'  # a proxy may list several
+    own = {h.strip().lower() for h in hosts.split(",") if h.strip()}
     netloc = urlsplit(origin).netloc if "://" in origin else ""
     if netloc and netloc in own:
         return

@@ -162,11 +162,9 @@ def start_driver(peer: Peer) -> None:
             pass
 
     def drive() -> None:
-        packets = None
+        packets = AudioPackets(session.sample_rate)
         try:
             for f in session:
-                if packets is None or packets.rate != f.sample_rate:
-                    packets = AudioPackets(f.sample_rate)
                 vf = av.VideoFrame.from_ndarray(f.image, format="rgb24")
                 vf.pts, vf.time_base = round(f.pts * 90_000), Fraction(1, 90_000)
                 for af in packets(f.audio):

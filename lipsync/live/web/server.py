@@ -183,9 +183,10 @@ class LiveServer:
             self._last_offer = {c: t for c, t in self._last_offer.items() if now - t < 60}
         if last is not None and now - last < self.offer_interval_s:
             raise HTTPProblem(429, "Too many attempts; wait a second and start again.", self.offer_interval_s)
+        engine = await self._engine()
+        # from here to the count below nothing awaits: offers arriving together are counted one by one
         if sum(self.pending.values()) >= self.max_pending:
             raise HTTPProblem(429, BUSY.format(wait=_wait_words(10)), 10)
-        engine = await self._engine()
         limit = self.limit(engine)
         running = len(self.peers) + sum(self.pending.values())
         if running >= limit:
