@@ -14,6 +14,7 @@ import logging
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -370,3 +371,37 @@ def test_the_command_line_offers_int8():
     args = _parser().parse_args(["generate", "--image", "a.jpg", "--text", "hi", "--out", "a.mp4",
                                  "--precision", "int8"])
     assert args.precision == "int8"
+
+
+TELEMETRY_PROBE = """
+import sys
+from openvino_telemetry import Telemetry
+if sys.argv[1] == "lipsync":
+    from lipsync.runtime.int8 import no_telemetry
+    no_telemetry()
+t = Telemetry(app_name="probe", app_version="0", tid="G-PROBE", backend="ga4", enable_opt_in_dialog=False)
+print("consent", bool(t.consent))
+"""
+
+
+@pytest.mark.parametrize("said", [None, "1"])
+def test_openvino_and_nncf_send_no_telemetry_unless_the_user_opted_in(tmp_path, said):
+    # NNCF and OpenVINO's converter count as consent a user who never answered; lipsync does not
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    if said is not None:  # what OpenVINO's `opt_in_out --opt_in` writes
+        (home / "intel").mkdir()
+        (home / "intel" / "openvino_telemetry").write_text(said)
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def consent(who: str) -> bool:
+        out = subprocess.run([sys.executable, "-c", TELEMETRY_PROBE, who], env=env, capture_output=True, text=True,
+                             timeout=120, check=True).stdout
+        return "consent True" in out
+
+    assert consent("lipsync") is (said == "1")
+    if said is None:
+        assert consent("library") is True, "the library's own default changed: this test no longer proves anything"

@@ -69,6 +69,7 @@ __all__ = [
     "Int8Network",
     "cache_root",
     "load",
+    "no_telemetry",
     "unavailable_reason",
     "weights_sha256",
 ]
@@ -186,6 +187,36 @@ class Int8Network:
 
 # -- building -------------------------------------------------------------------------
 
+_telemetry_lock = threading.Lock()
+_telemetry_off = False
+
+
+def no_telemetry() -> None:
+    """Send no usage events from OpenVINO's converter or NNCF, unless the user opted in.
+
+    Both report to Google Analytics unless the user has run OpenVINO's
+    ``opt_in_out --opt_out``: a forked copy of this process per event, which on a
+    server without internet hangs until it is killed (a public app would report
+    its visitors' runs). Here consent is what the user said with ``opt_in_out``:
+    ``--opt_in`` still sends; no answer, or an opt-out, sends nothing.
+    """
+    global _telemetry_off
+    with _telemetry_lock:
+        if _telemetry_off:
+            return
+        _telemetry_off = True
+        try:
+            from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+        except Exception:  # noqa: BLE001 - not installed, or another layout: nothing to quiet
+            return
+        asked = OptInChecker.check
+
+        def check(self, enable_opt_in_dialog=False, disable_in_ci=False):
+            said = asked(self, False, disable_in_ci)  # never a dialog on a server's terminal
+            return said if said == ConsentCheckResult.ACCEPTED else ConsentCheckResult.DECLINED
+
+        OptInChecker.check = check
+
 
 def _config() -> dict:
     # one stream on this process's torch thread count; float32 where not quantized
@@ -223,6 +254,7 @@ def _quiet():
     log at DEBUG): NNCF logs every skipped quantizer at INFO and draws progress bars on
     stdout; OpenVINO's converter imports ``nncf.torch``, whose import makes torch warn
     that there is no CUDA toolkit. Levels are restored afterwards."""
+    no_telemetry()
     import nncf
 
     torch_ext = logging.getLogger("torch.utils.cpp_extension")
@@ -398,6 +430,7 @@ def load(
         BackendError: OpenVINO or NNCF is missing, or quantization itself failed.
         CacheUnwritable: (a BackendError) no usable entry, none can be written, and not ``uncached``.
     """
+    no_telemetry()
     reason = unavailable_reason()
     if reason:
         raise BackendError(reason)
