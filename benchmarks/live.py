@@ -173,6 +173,90 @@ def sustained(engine, src: dict, seconds: float, max_side: int) -> dict:
     }
 
 
+def batched_rate(engine, image, max_side: int, frames: int = 96) -> float:
+    """The network's frames per second in batches of 8 on one still face (bench.py's ``--quick`` rate, in this process)."""
+    from lipsync.face import face_crop
+    from lipsync.live.audio import SEGMENT, mel_window
+
+    with engine.live(image=image, max_side=max_side, motion=0) as s:
+        crop = face_crop(s._face.blender.image, s._face.blender.box)
+    mels = np.repeat(mel_window(voiced(SEGMENT / RATE, seed=5))[None], frames, axis=0)
+    gen = engine.generator
+    for _ in gen.predict(crop, mels[:16], batch_size=8):  # warm
+        pass
+    rates = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in gen.predict(crop, mels, batch_size=8):
+            pass
+        rates.append(frames / (time.perf_counter() - t))
+    return round(float(np.median(rates)), 1)
+
+
+def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: float, image) -> dict:
+    """``n`` sessions on threads of one engine, each fed its own speech at real-time pace for
+    ``seconds``, and (``clip_s`` > 0) a clip of ``clip_s`` seconds rendered on the same engine
+    meanwhile, started once the sessions speak. Per session: frames on time, repeated
+    pictures, the step and size it ended at, and the first speaking frame's latency."""
+    import soundfile as sf
+
+    rate = batched_rate(engine, image, max_side)
+    results: list[dict] = [{} for _ in range(n)]
+    speaking = threading.Barrier(n + 1)
+
+    def one(k: int) -> None:
+        lates = []
+        with engine.live(**src, max_side=max_side, seed=k + 1) as s:
+            t_first = th = None
+            spoke = 0
+            for f in s:
+                now = time.monotonic()
+                t_first = now if t_first is None else t_first
+                lates.append(now - (t_first + f.pts))
+                spoke += f.speaking
+                if th is None and f.pts >= 1.2:
+                    th = pusher(s, voiced(seconds, seed=k), threading.Event())
+                    with contextlib.suppress(threading.BrokenBarrierError):
+                        speaking.wait(timeout=30)
+                if th is not None and not th.is_alive() and not f.speaking and s.queued_s == 0 and spoke:
+                    break
+            st, mode = s.stats, s.mode
+        th.join()
+        lates = np.array(lates)
+        results[k] = {
+            "frames": len(lates), "on_time_pct": round(100 * float(np.mean(lates <= 1 / 25)), 2),
+            "repeated_pct": round(100 * st.repeated_frames / max(1, st.frames), 2),
+            "latest_slots": round(float(lates.max() * 25), 2), "step": mode.step, "size": f"{mode.width}x{mode.height}",
+            "first_speech_ms": round(1000 * (st.first_speech["frame"] - st.first_speech["push"]), 1),
+        }
+
+    threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(n)]
+    for th in threads:
+        th.start()
+        time.sleep(0.013)  # sessions start at scattered phases, as visitors do
+    clip = {}
+    with contextlib.suppress(threading.BrokenBarrierError):
+        speaking.wait(timeout=60)
+    if clip_s > 0:
+        with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
+            wav = Path(tmp) / "clip.wav"
+            sf.write(wav, voiced(clip_s, seed=42), RATE)
+            t = time.monotonic()
+            r = engine.generate(image, audio=wav, out=Path(tmp) / "clip.mp4")
+            clip = {"clip_s": clip_s, "wall_s": round(time.monotonic() - t, 2), "frames": r.frames}
+    for th in threads:
+        th.join()
+    first = [r["first_speech_ms"] for r in results]
+    return {
+        "sessions": n, "batched_fps": rate, "capacity_0_75": round(0.75 * rate / 25, 2),
+        "per_session": results,
+        "min_on_time_pct": min(r["on_time_pct"] for r in results),
+        "max_repeated_pct": max(r["repeated_pct"] for r in results),
+        "steps": [r["step"] for r in results], "first_speech_p50_ms": round(float(np.median(first)), 1),
+        "clip": clip, "load": load(),
+    }
+
+
 def frame_cost(engine, image, n: int, max_side: int) -> dict:
     """One frame's parts, unpaced, median ms over ``n`` runs: what the frame path spends where.
 
@@ -336,6 +420,9 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-cost", type=int, default=200, help="runs per part of one frame's cost (0: skip)")
     ap.add_argument("--malloc-arenas", type=int, default=2,
                     help="glibc malloc arenas, as the web app's server sets them (0: glibc's default)")
+    ap.add_argument("--at-once", type=int, default=0, metavar="N",
+                    help="N sessions at once on one engine, with a clip rendered beside them (0: skip)")
+    ap.add_argument("--clip-s", type=float, default=6.0, help="the clip beside --at-once sessions, in seconds (0: none)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.malloc_arenas > 0:  # before any thread starts, as lipsync.webapp.server does
@@ -381,6 +468,9 @@ def main(argv=None) -> int:
         if args.frame_cost:
             r["frame_cost"] = frame_cost(engine, args.image, args.frame_cost, args.max_side)
             print("frame    ", r["frame_cost"], flush=True)
+        if args.at_once:
+            r["at_once"] = at_once(engine, src, args.at_once, args.sustained, args.max_side, args.clip_s, args.image)
+            print("at once  ", json.dumps(r["at_once"]), flush=True)
         if args.sessions:
             r["latency"] = latency(engine, src, args.sessions, args.max_side)
             print("latency  ", r["latency"], flush=True)

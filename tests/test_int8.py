@@ -405,3 +405,17 @@ def test_openvino_and_nncf_send_no_telemetry_unless_the_user_opted_in(tmp_path, 
     assert consent("lipsync") is (said == "1")
     if said is None:
         assert consent("library") is True, "the library's own default changed: this test no longer proves anything"
+
+
+def test_int8_stacks_several_faces_in_one_batch(calibrated):
+    # live sessions share one int8 call: each face's maps stacked, a face of one crop repeated for its windows
+    gen = calibrated["gen"]
+    rng = np.random.default_rng(5)
+    faces = [gen.prepare_face(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)) for _ in range(3)]
+    video = gen.prepare_face(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8), still=False)
+    mels = [rng.uniform(-4, 2, (k, 80, 16)).astype(np.float32) for k in (1, 2, 1, 1)]
+    items = [(faces[0], mels[0]), (faces[1], mels[1]), (video, mels[2]), (faces[2], mels[3])]
+    together = gen.forward_many(items)
+    for (face, mel), got in zip(items, together):
+        # the int8 kernels may round a last bit differently for another batch shape: far inside the int8 bound
+        np.testing.assert_allclose(got, gen.forward_many([(face, mel)])[0], atol=1e-3)

@@ -46,7 +46,7 @@ from .audio import LOOKAHEAD_S, MAX_CHUNK_S, MAX_RATE, MIN_RATE, check_chunk, me
 from .photo import FRAMINGS, PhotoFace, frame_photo
 from .pose import HeadSway
 from .speed import SMALLER, SpeedPolicy
-from .timeline import SpeechTimeline, fade_samples
+from .timeline import SpeechTimeline, fade_out, fade_samples
 
 __all__ = [
     "EASE_FRAMES",
@@ -136,13 +136,37 @@ class LiveStats:
     enhanced_frames: int = 0  #: frames the mouth's enhancer ran on
 
 
-def _forward(generator, face, mels: np.ndarray) -> np.ndarray:
-    """The one call into the generator for a frame: (B, 80, 16) mel windows -> (B, 96, 96, 3) float32 BGR in [0, 1].
+@dataclass
+class _Plan:
+    """A frame between its two halves (:meth:`LiveSession._plan`, :meth:`LiveSession._finish`)."""
+
+    n: int
+    due: float
+    t: float  #: when it was started (``time.perf_counter()``)
+    repeat: bool  #: repeats the last picture (catching up)
+    speaking: bool
+    weight: float  #: the mouth's weight (talking 1, rest 0, between while easing)
+    sound: np.ndarray  #: its slot at the session's rate, int16
+    model: np.ndarray  #: its slot at 16 kHz (how loud: the head's motion)
+    pending: object = None  #: its forward, on its way (a :class:`~lipsync.runtime.scheduler.Pending`)
+    net: object = None  #: how that went (a :class:`~lipsync.runtime.scheduler.LiveTiming`)
+    rest: bool = False  #: the face at rest (no network)
+    faceless: bool = False  #: a video frame without a face: the network could not run
+    interrupted: bool = False  #: its sound was taken before an interrupt (it fades out)
+    plan_s: float = 0.0
+    render_s: float = 0.0
+
+
+def _submit(generator, face, mels: np.ndarray, due: float):
+    """The one call into the generator for a frame: (B, 80, 16) mel windows -> a pending forward whose
+    ``result()`` is ((B, 96, 96, 3) float32 BGR in [0, 1], how the call went). It runs in one batch
+    with the frames the engine's other live sessions wait for (:mod:`lipsync.runtime.scheduler`),
+    and before any clip's frames.
 
     ``face`` is from ``generator.prepare_face(crop)``: the still face encoded once per
     session (the photo fast path; int8 where the engine's checkpoint passed its check).
     """
-    return generator.forward(face, mels)
+    return generator.submit_live(face, mels, due)
 
 
 class LiveSession:
@@ -253,8 +277,11 @@ class LiveSession:
         self._n = 0
         self._t0: float | None = None
         self._speed = SpeedPolicy(self.fps, adapt)
-        self._faceless = False  # the frame just made skipped the network for want of a face
+        self._ahead: _Plan | None = None  # the next frame, started early (its batch on its way)
+        self._unfinished: _Plan | None = None  # a speaking frame whose sound is taken, not yet handed out
         self._image: np.ndarray | None = None  # the last picture made
+        self._scheduler = generator.scheduler  # shared by the engine's sessions (and its clips)
+        self._joined = False  # counted by the scheduler (from the first frame to the close)
 
     # -- input -------------------------------------------------------------------------
     def push(self, samples, sample_rate: int) -> None:
@@ -274,7 +301,10 @@ class LiveSession:
     def interrupt(self) -> None:
         """Drop the queued speech; the sound fades out within 5 ms and the face is at rest within a few frames."""
         with self._lock:
-            self._timeline.interrupt()
+            taken = self._unfinished  # a speaking frame whose sound is taken, not yet handed out: it fades
+            self._timeline.interrupt(fade=taken is None)
+            if taken is not None:
+                taken.interrupted = True
 
     @property
     def queued_s(self) -> float:
@@ -295,6 +325,9 @@ class LiveSession:
         self._closed.set()
         with self._lock:
             self._timeline.clear()
+            joined, self._joined = self._joined, False
+        if joined:
+            self._scheduler.leave()
         self._let_go()
 
     def _let_go(self) -> None:
@@ -325,28 +358,37 @@ class LiveSession:
     def __next__(self) -> LiveFrame:
         if self._closed.is_set():
             raise StopIteration
-        if self._t0 is None:
-            self._t0 = time.monotonic()
+        if self._t0 is None:  # on the grid of the engine's other sessions: their frames share batches
+            with self._lock:
+                if self._closed.is_set():
+                    raise StopIteration
+                self._t0, self._joined = self._scheduler.join(self.fps), True
         n = self._n
         due = self._t0 + n / self.fps
-        self._sleep_until(due - self._speed.lead)
-        if self._closed.is_set():
-            raise StopIteration
-        # more than two slots behind (the machine stalled): repeat the last picture until caught up;
-        # the sound stays exact, and the stream stays live instead of falling further behind
-        repeat = self._image is not None and time.monotonic() - due > CATCH_UP_SLOTS / self.fps
-        t = time.perf_counter()
-        self._faceless = False
+        frame = None
         try:
             with self._picture:
-                frame = None if self._closed.is_set() else self._make(n, repeat=repeat)
+                plan, self._ahead = self._ahead, None
+                if plan is None or plan.n != n:
+                    self._sleep_until(due - self._speed.lead)
+                    if not self._closed.is_set():
+                        plan = self._plan(n, due, repeat=self._behind(due))
+                if not self._closed.is_set():
+                    frame = self._finish(plan)
+                    if not plan.repeat:
+                        self._note_cost(n, plan)
+                    # the next frame's network starts before this one is shown when it needs more than a slot
+                    # (its batch with the other sessions' frames): it then runs while this one waits for its time
+                    ahead = due + (1.0 - self._speed.lead * self.fps) / self.fps
+                    if ahead < due:
+                        self._sleep_until(ahead)
+                        if not self._closed.is_set():
+                            self._ahead = self._plan(n + 1, due + 1.0 / self.fps, repeat=self._behind(due + 1.0 / self.fps))
         finally:
             if self._closed.is_set():  # closed while the frame was made: close() left the face to this thread
                 self._let_go()
         if frame is None or self._closed.is_set():
             raise StopIteration
-        if not repeat:
-            self._note_cost(n, time.perf_counter() - t)
         self._sleep_until(due)
         if self._closed.is_set():
             raise StopIteration
@@ -362,15 +404,25 @@ class LiveSession:
         self._n += 1
         return frame
 
+    def _behind(self, due: float) -> bool:
+        """More than two slots behind (the machine stalled): repeat the last picture until caught up;
+        the sound stays exact, and the stream stays live instead of falling further behind."""
+        return self._image is not None and time.monotonic() - due > CATCH_UP_SLOTS / self.fps
+
     def _sleep_until(self, t: float) -> None:
         while True:
             left = t - time.monotonic()
             if left <= 0 or self._closed.wait(min(left, 0.05)):
                 return
 
-    def _make(self, n: int, repeat: bool = False) -> LiveFrame:
+    def _plan(self, n: int, due: float, repeat: bool = False) -> _Plan:
+        """Frame ``n``'s first half: its slot of sound, whether the network runs, and if so its
+        forward handed to the scheduler (the batch runs while this thread goes on)."""
+        t = time.perf_counter()
         with self._lock:
             slot = self._timeline.slot(n, time.monotonic())
+            plan = _Plan(n, due, t, repeat, slot.speaking, 0.0, to_int16(slot.sound), slot.model)
+            self._unfinished = plan if slot.speaking else None
         if slot.started:
             self.stats.utterances += 1
         if slot.underrun:
@@ -378,25 +430,49 @@ class LiveSession:
         speaking = slot.speaking
         target = 1.0 if speaking else 0.0
         self._weight += float(np.clip(target - self._weight, -1.0 / EASE_FRAMES, 1.0 / EASE_FRAMES))
-        w = self._weight
-        sound = to_int16(slot.sound)
+        plan.weight = self._weight
         if repeat:
-            self.stats.repeated_frames += 1
-            return LiveFrame(n / self.fps, self._image, sound, self.sample_rate, speaking)
-        measuring = self._speed.measuring(n)
+            return plan
         face = self._face
-        if w > 0 or measuring:
+        w = plan.weight
+        if w > 0 or self._speed.measuring(n):
             if self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is face.rest:
                 prepared = face.face_for(n)  # None: a video frame without a face keeps the last mouth
                 if prepared is not None:
-                    self._mouth = _forward(face.generator, prepared, mel_window(slot.segment)[None])[0]
-                self._faceless = prepared is None
+                    plan.pending = _submit(face.generator, prepared, mel_window(slot.segment)[None], due)
+                plan.faceless = prepared is None
             elif w > 0 and (n + 1) % self.mode.step == 0:
                 face.prefetch(n + 1)  # a video: the next network frame's face encoder runs on this one
-            mouth = self._mouth
         else:
-            self._mouth = mouth = face.rest
-        audio = slot.model
+            plan.rest = True
+        plan.plan_s = time.perf_counter() - t
+        return plan
+
+    def _finish(self, plan: _Plan) -> LiveFrame:
+        """Frame ``plan.n``'s second half: its mouth (from the batch), blink, head motion, the picture."""
+        with self._lock:
+            if self._unfinished is plan:
+                self._unfinished = None
+        if plan.interrupted:  # its sound was taken before an interrupt: it fades out as the next slot would have
+            sound = plan.sound.astype(np.float32)
+            fade = fade_samples(self.sample_rate)
+            fade_out(sound, fade, fade)
+            sound[fade:] = 0
+            plan.sound, plan.speaking = sound.astype(np.int16), False
+            self._weight = plan.weight = max(0.0, plan.weight - 2.0 / EASE_FRAMES)
+        n, speaking, w = plan.n, plan.speaking, plan.weight
+        if plan.repeat:
+            self.stats.repeated_frames += 1
+            return LiveFrame(n / self.fps, self._image, plan.sound, self.sample_rate, speaking)
+        face = self._face
+        if plan.pending is not None:
+            out, plan.net = plan.pending.result()
+            self._mouth = out[0]
+        elif plan.rest:
+            self._mouth = face.rest
+        mouth = self._mouth
+        t = time.perf_counter()
+        audio = plan.model
         loud = float(np.sqrt(np.mean(audio * audio))) * 8.0 if speaking else 0.0
         closure = 0.0
         if self._blink_clock is not None:
@@ -407,12 +483,18 @@ class LiveSession:
         image = self._image = face.render(n, mouth, self._pose(n, loud), w, closure)
         if self._enhance is not None:
             self.stats.enhanced_frames += self._enhance.calls - enhanced
-        return LiveFrame(n / self.fps, image, sound, self.sample_rate, speaking)
+        plan.render_s = time.perf_counter() - t
+        return LiveFrame(n / self.fps, image, plan.sound, self.sample_rate, speaking)
 
     # -- speed -------------------------------------------------------------------------
-    def _note_cost(self, n: int, dt: float) -> None:
+    def _note_cost(self, n: int, plan: _Plan) -> None:
+        # how long the frame needed, from its start to its picture (waiting for its batch included),
+        # and the session's own cost: its work with its share of the batch, not the other sessions' frames
+        net = plan.net
+        dt = plan.plan_s + plan.render_s + (net.wall_s if net is not None else 0.0)
+        own = plan.plan_s + plan.render_s + (net.share_s if net is not None else 0.0)
         speed = self._speed
-        change = speed.note(n, dt, ran=not self._faceless)
+        change = speed.note(n, dt, ran=not plan.faceless, own=own)
         self.stats.frame_ms = speed.frame_ms
         if change is None:
             return

@@ -9,7 +9,10 @@ network for want of a face (a video) says nothing of speed and does not count.
 
 The policy also says how early the session must start making a frame so that it
 is ready on time (:attr:`SpeedPolicy.lead`): 1.5 times the dearest of the last 8
-frames, at most a slot. The session asks; the policy owns no picture and no clock.
+frames, at most two slots (beyond one, the session starts a frame's network batch
+before it shows the frame before). Where the network is shared with other sessions (one batch
+for all, :mod:`lipsync.runtime.scheduler`), a frame's cost for the decisions is the
+session's own: its share of the batch, not the time the others' frames took. The session asks; the policy owns no picture and no clock.
 """
 
 from __future__ import annotations
@@ -51,19 +54,22 @@ class SpeedPolicy:
         """Frame ``n`` runs the network whatever it shows, to be measured."""
         return n < self._measure_until
 
-    def note(self, n: int, dt: float, ran: bool = True) -> str | None:
-        """Frame ``n`` took ``dt`` seconds to make (``ran``: the network ran or would have, given a face).
+    def note(self, n: int, dt: float, ran: bool = True, own: float | None = None) -> str | None:
+        """Frame ``n`` took ``dt`` seconds to make (``ran``: the network ran or would have, given a face);
+        ``own``: what of it was the session's own cost (its share of a network batch shared with
+        other sessions, not the wait for theirs; default ``dt``). ``dt`` says how early to start a
+        frame; ``own`` decides the step and the size, so a slow session degrades alone.
 
         Returns :attr:`STEP` or :attr:`SMALLER` when the session must change how it
         works (it measures again after), else None.
         """
         self._recent.append(dt)
-        self.lead = min(self.slot, 1.5 * max(self._recent) + 0.003)
+        self.lead = min(2 * self.slot, 1.5 * max(self._recent) + 0.003)
         if not ran:  # a video frame without a face: the network did not run, so it says nothing of speed
             if self._measure_until >= 0:
                 self._measure_until += 1  # measure on, until enough frames that ran it
             return None
-        self._cost.append(dt)
+        self._cost.append(dt if own is None else own)
         cost = float(np.mean(self._cost))
         self.frame_ms = 1000.0 * cost
         if self._measure_until < 0 or n + 1 < self._measure_until or len(self._cost) < MEASURE_FRAMES:

@@ -40,7 +40,7 @@ from .. import features
 from ..errors import AudioError
 from .audio import LOOKAHEAD_SAMPLES, MODEL_RATE, SEGMENT, SampleQueue
 
-__all__ = ["FADE_S", "MAX_QUEUE_S", "START_WAIT_S", "Slot", "SpeechTimeline", "fade_samples"]
+__all__ = ["FADE_S", "MAX_QUEUE_S", "START_WAIT_S", "Slot", "SpeechTimeline", "fade_out", "fade_samples"]
 
 START_WAIT_S = 0.08  #: a shorter utterance starts once the pusher has paused this long
 FADE_S = 0.005  #: fades at the edges of each utterance
@@ -105,7 +105,7 @@ class _Copy:
         self.queue.push_front(head * np.linspace(0.0, 1.0, len(head), endpoint=False, dtype=np.float32))
 
 
-def _fade_out(x: np.ndarray, got: int, fade: int) -> None:
+def fade_out(x: np.ndarray, got: int, fade: int) -> None:
     """Fade out the last ``fade`` of the first ``got`` samples of ``x``, in place."""
     k = min(fade, got)
     if k:
@@ -148,11 +148,15 @@ class SpeechTimeline:
             copy.put(x, rate)
         self.last_push = now
 
-    def interrupt(self) -> None:
-        """Drop the queued speech but the next 5 ms (which the utterance's end fades out)."""
+    def interrupt(self, fade: bool = True) -> None:
+        """Drop the queued speech but the next 5 ms (which the utterance's end fades out); with
+        ``fade=False`` all of it (the caller fades out a slot it has taken already)."""
         for copy in self._copies():
-            copy.drop(copy.fade if self.speaking else 0)
-        self._interrupted = self.speaking
+            copy.drop(copy.fade if self.speaking and fade else 0)
+        if fade:
+            self._interrupted = self.speaking
+        else:  # the utterance ended in the slot already taken
+            self.speaking = self._interrupted = False
 
     def clear(self) -> None:
         for copy in self._copies():
@@ -193,7 +197,7 @@ class SpeechTimeline:
             audio[: len(got)] = got
             end = pend.size == 0
             if end:  # the utterance ends here: fade its last samples out
-                _fade_out(audio, len(got), model.fade)
+                fade_out(audio, len(got), model.fade)
             if sound is not model:
                 if end:
                     sound.flush()  # whatever remains of the utterance, and nothing after it
@@ -201,7 +205,7 @@ class SpeechTimeline:
                 out[: len(took)] = took
                 if end:
                     sound.queue.clear()
-                    _fade_out(out, len(took), sound.fade)
+                    fade_out(out, len(took), sound.fade)
             if end:
                 underrun = not self._interrupted and now - self.last_push < 2.0 / self.fps
                 self.speaking = self._interrupted = False

@@ -61,6 +61,21 @@ class StillFaceDecoder(nn.Module):
         self._weights.append(w)
         self._maps.append(fmap)
 
+    @classmethod
+    def stacked(cls, parts: list[tuple["StillFaceDecoder", int]]) -> "StillFaceDecoder":
+        """One decoder for several faces of one model, face ``i`` for ``n_i`` windows in a row:
+        ``decode`` of the stacked embeddings gives each face's mouths in order (live sessions
+        batched together)."""
+        first = parts[0][0]
+        out = cls.__new__(cls)
+        nn.Module.__init__(out)
+        out.model, out._weights = first.model, first._weights
+        out._maps = [
+            torch.cat([d._maps[k].expand(n, *d._maps[k].shape[1:]) for d, n in parts])
+            for k in range(len(first._maps))
+        ]
+        return out
+
     def _first(self, layer: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
         conv = layer.conv_block[0]
         w = self._weights[k]

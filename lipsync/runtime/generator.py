@@ -34,6 +34,7 @@ from ..face import model_input
 from ..models import Wav2Lip
 from ..models.still import StillFaceDecoder, StillFaceGraph
 from .frames import KeyFrames
+from .scheduler import Capacity, LiveTiming, Scheduler
 
 __all__ = ["FaceSource", "Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
 
@@ -199,6 +200,8 @@ class Generator:
         if fast:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval().requires_grad_(False)
+        #: the one way into the network: live frames batched across sessions, clips in the gaps
+        self.scheduler = Scheduler(self._forward_many)
 
     def _load_int8(self, model: Wav2Lip, digest: str, *, explicit: bool) -> None:
         """The int8 network, or the torch fast path with :attr:`note` saying why not."""
@@ -290,8 +293,69 @@ class Generator:
     def forward(self, face: _Prepared, mels: np.ndarray) -> np.ndarray:
         """One batch on a face from :meth:`prepare_face`: (B, 80, 16) mel windows ->
         (B, 96, 96, 3) float32 BGR mouth crops in [0, 1]. For callers that pace their own
-        batches (a live session); a clip goes through :meth:`predict`."""
-        return self._forward(face, mels).permute(0, 2, 3, 1).numpy()
+        batches (a live session; see :meth:`forward_live`); a clip goes through :meth:`predict`."""
+        return self.forward_live(face, mels)[0]
+
+    def forward_live(self, face: _Prepared, mels: np.ndarray, due: float | None = None
+                     ) -> tuple[np.ndarray, LiveTiming]:
+        """:meth:`forward` for a live frame shown at ``due`` (``time.monotonic()``): it runs in one
+        batch with the frames other sessions on this generator wait for (:mod:`.scheduler`).
+        Returns the mouths and how the call went (its wall time, its share of the batch)."""
+        return self.scheduler.live(face, mels, due)
+
+    def submit_live(self, face: _Prepared, mels: np.ndarray, due: float | None = None):
+        """:meth:`forward_live` without waiting: returns a :class:`~lipsync.runtime.scheduler.Pending`
+        whose ``result()`` gives (mouths, timing) (a session starts its next frame's batch early)."""
+        return self.scheduler.submit(face, mels, due)
+
+    def forward_many(self, items: list[tuple[_Prepared, np.ndarray]]) -> list[np.ndarray]:
+        """Several faces' forwards as one batch: ``[(face, (B_i, 80, 16) mels), ...]`` ->
+        ``[(B_i, 96, 96, 3) float32, ...]``, in order.
+
+        The faces are stacked along the batch: the int8 network's face maps, the fast
+        path's per-face decoder features, or the faces themselves; a face of one crop is
+        repeated for each of its windows. Out of memory, the batch is split in two.
+        """
+        return self._forward_many(items)
+
+    def _forward_many(self, items: list[tuple[_Prepared, np.ndarray]]) -> list[np.ndarray]:
+        if len(items) == 1:
+            prep, mels = items[0]
+            return [self._forward(prep, mels).permute(0, 2, 3, 1).numpy()]
+        kinds = {(p.maps is not None, p.decoder is not None) for p, _ in items}
+        if len(kinds) > 1:  # a photo's decoder beside a video's faces (torch): one batch per kind
+            out: list[np.ndarray | None] = [None] * len(items)
+            for kind in kinds:
+                idx = [i for i, (p, _) in enumerate(items) if (p.maps is not None, p.decoder is not None) == kind]
+                for i, y in zip(idx, self._forward_many([items[i] for i in idx])):
+                    out[i] = y
+            return out
+        counts = [len(m) for _, m in items]
+        mels = np.concatenate([m for _, m in items])
+        try:
+            y = self._forward(_stack([p for p, _ in items], counts), mels)
+        except Exception as e:  # noqa: BLE001 - only OOM is handled
+            if not _is_oom(e):
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(items) // 2
+            return self._forward_many(items[:half]) + self._forward_many(items[half:])
+        y = y.permute(0, 2, 3, 1).numpy()
+        return np.split(y, np.cumsum(counts)[:-1])
+
+    def measure_capacity(self, fps: float = 25.0, batch: int = 4) -> Capacity:
+        """Measure the batched rate now (about half a second on stand-in faces, after any live
+        frames), and return how many live sessions this network holds at ``fps``."""
+        rng = np.random.default_rng(0)
+
+        def items(n: int):
+            faces = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+            mels = rng.uniform(-4, 4, (1, 80, 16)).astype(np.float32)
+            return [(self.prepare_face(f), mels) for f in faces]
+
+        self.scheduler.measure(items, batch=batch)
+        return self.scheduler.capacity(fps)
 
     def predict(
         self,
@@ -370,9 +434,9 @@ class Generator:
         outs = []
         i = 0
         while i < n:
-            b = min(batch.size, n - i)
             try:
-                y = forward(i, b)
+                with self.scheduler.clip(min(batch.size, n - i)) as b:  # live frames first
+                    y = forward(i, b)
             except Exception as e:  # noqa: BLE001 - only OOM is handled
                 if not _is_oom(e):
                     raise
@@ -386,6 +450,23 @@ class Generator:
             outs.append(y.permute(0, 2, 3, 1).numpy())
             i += b
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+
+def _stack(preps: list[_Prepared], counts: list[int]) -> _Prepared:
+    """Several prepared faces as one, face ``i`` covering ``counts[i]`` windows (all of one kind)."""
+
+    def rows(x, n):  # a face of one row is repeated for its n windows
+        if x.shape[0] == n:
+            return x
+        return np.broadcast_to(x, (n, *x.shape[1:])) if isinstance(x, np.ndarray) else x.expand(n, *x.shape[1:])
+
+    first = preps[0]
+    if first.maps is not None:
+        maps = [np.concatenate([rows(p.maps[k], n) for p, n in zip(preps, counts)]) for k in range(len(first.maps))]
+        return _Prepared(first.faces, None, maps)
+    if first.decoder is not None:
+        return _Prepared(first.faces, StillFaceDecoder.stacked([(p.decoder, n) for p, n in zip(preps, counts)]))
+    return _Prepared(torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)]), None)
 
 
 def _oom_message(device: torch.device) -> str:

@@ -3,6 +3,7 @@
 Routes (``prefix`` defaults to ``/live``), all JSON:
 
 * ``GET  /live/config``: ICE servers for the browser;
+* ``GET  /live/capacity``: sessions running, the limit, and the measured frames per second;
 * ``POST /live/offer`` ``{"sdp", "type": "offer", "mode": "mic"|"text", "image"?: data URL,
   "video"?: data URL, "consent"?: true, "framing"?: "call"|"full"}`` -> ``{"id", "sdp", "type": "answer", "mode": {...}, "max_s"}``;
   the face is the visitor's photo (``image``), a short video of them (``video``: up to 20 MB
@@ -24,7 +25,8 @@ gate keeps room noise out). The page keeps a data channel open and pings every
 second; a visitor that vanishes is freed within 5 s, and a session ends at its time
 limit (``LIPSYNC_LIVE_MAX_S``) with a notice on that channel.
 
-Settings: ``LIPSYNC_LIVE_SESSIONS`` (sessions at once), ``LIPSYNC_LIVE_MAX_S`` (a
+Settings: ``LIPSYNC_LIVE_SESSIONS`` (sessions at once: ``auto``, measured, or a number;
+``GET /live/capacity`` reports it), ``LIPSYNC_LIVE_MAX_S`` (a
 session's longest life, 0 = none), ``LIPSYNC_LIVE_ORIGINS`` (other sites whose pages may
 start sessions), ``LIPSYNC_TRUST_PROXY`` (count visitors by ``X-Forwarded-For``; on
 by itself on a Space), and the ICE servers (STUN, and TURN with short-lived credentials

@@ -53,6 +53,9 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
         return JSONResponse({"iceServers": ice_servers(), "iceTransportPolicy": ice_transport_policy(),
                              "keepalive_s": KEEPALIVE_S})
 
+    async def capacity() -> JSONResponse:
+        return await guarded(server.report)
+
     async def script():
         return FileResponse(STATIC / "live.js", media_type="text/javascript", headers={"Cache-Control": "no-cache"})
 
@@ -101,6 +104,7 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
 
     app.add_api_route(f"{prefix}/config", config, methods=["GET"])
     app.add_api_route(f"{prefix}/static/live.js", script, methods=["GET"])
+    app.add_api_route(f"{prefix}/capacity", capacity, methods=["GET"])
     app.add_api_route(f"{prefix}/offer", offer, methods=["POST"])
     app.add_api_route(f"{prefix}/{{peer_id}}/say", say, methods=["POST"])
     app.add_api_route(f"{prefix}/{{peer_id}}/interrupt", interrupt, methods=["POST"])

@@ -2,7 +2,8 @@
 
 **Admission** comes before an offer's body is read, so a busy server answers at once
 (429 with ``Retry-After``) without decoding tens of megabytes: the session limit
-(``$LIPSYNC_LIVE_SESSIONS``; 1 on a CPU, 4 on a GPU), at most
+(``$LIPSYNC_LIVE_SESSIONS``; by default ``auto``: what the network holds, measured at
+load and again while sessions run; see :meth:`LiveServer.capacity`), at most
 :data:`MAX_PENDING` offers being handled at once, one session per visitor's address,
 and at most one offer a second from one address.
 
@@ -53,6 +54,8 @@ MAX_SAY_BYTES = 64 * 1024  #: the largest body /say reads (2,000 characters of t
 MAX_PENDING = 2  #: offers being read and opened at once; more are refused as busy
 OFFER_INTERVAL_S = 1.0  #: one address may open an offer this often
 DEFAULT_MAX_S = 600.0  #: a session's longest life on a CPU (``$LIPSYNC_LIVE_MAX_S``)
+LIVE_FPS = 25.0  #: the page's sessions' frame rate
+GPU_SESSIONS_PER_CORE = 4  #: on a GPU the CPU encodes every session's picture: at most this many per core
 EXAMPLE = Path(__file__).resolve().parents[3] / "assets" / "astronaut.jpg"
 CONSENT = ("Tick the consent box first: a face of your own choosing may only be used with the right to "
            "use that person's likeness.")
@@ -109,7 +112,7 @@ class LiveServer:
     Args:
         get_engine: returns the app's :class:`~lipsync.LipSync` (called off the event loop).
         image: the default portrait (needs no consent: it is the app's own).
-        max_sessions: the limit (default ``$LIPSYNC_LIVE_SESSIONS``, else 1 on a CPU and 4 on a GPU).
+        max_sessions: the limit (default ``$LIPSYNC_LIVE_SESSIONS``, else ``auto``: measured, see :meth:`capacity`).
         max_side: the live picture's long side.
         max_s: a session's longest life in seconds, 0 for none (default ``$LIPSYNC_LIVE_MAX_S``,
             else 600 on a CPU and none on a GPU).
@@ -136,6 +139,7 @@ class LiveServer:
         # the slow calls run here, never on the loop's default executor, which aiortc encodes on
         self._work = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lipsync-live-work")
         self._voice = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lipsync-live-voice")
+        self._measuring = asyncio.Lock()
 
     async def _run(self, fn, *args, pool=None, **kw):
         loop = asyncio.get_running_loop()
@@ -143,15 +147,44 @@ class LiveServer:
 
     # -- limits -------------------------------------------------------------------------
     def limit(self, engine) -> int:
-        """How many sessions run at once."""
-        if self.max_sessions is not None:
-            return self.max_sessions
-        env = os.environ.get("LIPSYNC_LIVE_SESSIONS", "").strip()
-        if env.isdigit() and int(env) > 0:
-            return int(env)
-        if env:
-            log.warning("live: LIPSYNC_LIVE_SESSIONS=%r is not a positive whole number; using the default", env)
-        return 1 if engine.generator.device.type == "cpu" else 4
+        """How many sessions run at once: ``max_sessions``, else ``$LIPSYNC_LIVE_SESSIONS`` (a number),
+        else (``auto``, the default) what the engine's network holds, measured (:meth:`capacity`)."""
+        return self.capacity(engine)["limit"]
+
+    def capacity(self, engine) -> dict:
+        """The limit and where it comes from: fixed, or measured (the batched rate at load, then the
+        rate the running sessions get; see :meth:`lipsync.runtime.scheduler.Scheduler.capacity`)."""
+        from ...runtime.scheduler import env_sessions
+
+        fixed = self.max_sessions if self.max_sessions is not None else env_sessions()
+        if fixed is not None:
+            return {"limit": fixed, "how": "fixed by the server's settings"}
+        generator = engine.generator
+        cap = generator.scheduler.capacity(LIVE_FPS)
+        if cap is None:  # not measured yet (the route measures first; this is the fallback)
+            return {"limit": 1, "how": "not measured yet"}
+        limit = cap.sessions
+        if generator.device.type == "cuda":  # each session's picture is encoded on a CPU core
+            limit = min(limit, GPU_SESSIONS_PER_CORE * (os.cpu_count() or 1))
+        return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": cap.source}
+
+    async def measured(self, engine) -> None:
+        """Measure the network's batched rate once, off the event loop, where the limit is ``auto``."""
+        from ...runtime.scheduler import env_sessions
+
+        fixed = self.max_sessions if self.max_sessions is not None else env_sessions()
+        if fixed is None and engine.generator.scheduler.capacity(LIVE_FPS) is None:
+            async with self._measuring:
+                if engine.generator.scheduler.capacity(LIVE_FPS) is None:
+                    cap = await self._run(engine.generator.measure_capacity, LIVE_FPS)
+                    log.info("live: %d sessions at once (%.0f frames/s batched, %s)", cap.sessions,
+                             cap.frames_per_s, cap.source)
+
+    async def report(self) -> dict:
+        """``GET /live/capacity``: sessions running, the limit, and the network's measured rate."""
+        engine = await self._engine()
+        await self.measured(engine)
+        return {"running": len(self.peers), **self.capacity(engine)}
 
     def max_life(self, engine) -> float:
         """A session's longest life in seconds (0: none)."""
@@ -184,6 +217,7 @@ class LiveServer:
         if last is not None and now - last < self.offer_interval_s:
             raise HTTPProblem(429, "Too many attempts; wait a second and start again.", self.offer_interval_s)
         engine = await self._engine()
+        await self.measured(engine)  # once: the limit the network holds (``auto``)
         # from here to the count below nothing awaits: offers arriving together are counted one by one
         if sum(self.pending.values()) >= self.max_pending:
             raise HTTPProblem(429, BUSY.format(wait=_wait_words(10)), 10)
