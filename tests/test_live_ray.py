@@ -384,3 +384,49 @@ def test_a_lost_machine_ends_its_session_plainly_and_the_next_goes_to_the_other(
                     await client.close()
 
     run(main())
+
+
+def test_a_worker_process_that_dies_is_restarted_by_ray_and_serves_again(served, cluster):
+    """The worker's process dies (killed, as the kernel's OOM killer would) on a machine that stays up: its
+    session ends with the plain line, Ray restarts the worker, and once its model is loaded again it takes
+    the next session. (Runs after the lost-machine test: only node a is left.)"""
+    import httpx
+
+    from lipsync.live.web.remote import STOPPED
+
+    url, server = served
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            one, two = Client(http), Client(http)
+            try:
+                answer = await one.open()
+                old = server.where(answer["id"])
+                assert old["node_id"] == cluster["a"]
+                assert await one.media()
+                t = time.monotonic()
+                os.kill(old["pid"], 9)
+                # until the app is sure it died (Ray says it restarted, or it stays silent), the page's polls
+                # hear "not answering; try again" (503); then the plain end, as the page shows it
+                while (r := await http.get(f"/live/{answer['id']}")).status_code in (200, 503):
+                    assert time.monotonic() - t < 20, f"the dead worker's session still answers: {r.text}"
+                    await asyncio.sleep(0.2)
+                assert r.status_code == 410 and r.json() == {"error": STOPPED}, r.text
+                noticed = time.monotonic() - t
+                r = await http.post("/live/offer", json={"sdp": "v=0", "type": "offer"})
+                assert r.status_code in (503, 200), r.text  # loading again (or already back)
+                while not any(w["ready"] for w in server.describe()):
+                    assert time.monotonic() - t < 60, server.describe()
+                    await asyncio.sleep(0.2)
+                back = time.monotonic() - t
+                again = await two.open()
+                new = server.where(again["id"])
+                assert new["node_id"] == cluster["a"] and new["pid"] != old["pid"]
+                assert await two.media()
+                assert (await http.delete(f"/live/{again['id']}")).status_code == 200
+                print(f"dead worker noticed in {noticed:.1f} s, serving again after {back:.1f} s")
+            finally:
+                await one.close()
+                await two.close()
+
+    run(main())

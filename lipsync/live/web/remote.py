@@ -209,7 +209,7 @@ class RemoteLive:
                 log.exception("live: watching the cluster's workers failed this round")
 
     async def _ping(self, worker: Worker) -> None:
-        from ray.exceptions import RayActorError
+        from ray.exceptions import ActorUnavailableError, RayActorError
 
         asked = time.monotonic()
         try:
@@ -218,7 +218,11 @@ class RemoteLive:
         except _died():
             self._lost(worker, dead=True)
             return
-        except (RayActorError, asyncio.TimeoutError):  # unavailable (restarting) or unresponsive
+        except ActorUnavailableError:  # Ray is restarting it (or cannot reach it): no use killing it again
+            if time.monotonic() - worker.last_ok > self.dead_after_s:
+                self._lost(worker, dead=False)
+            return
+        except (RayActorError, asyncio.TimeoutError):  # hung: have Ray replace its process
             if time.monotonic() - worker.last_ok > self.dead_after_s:
                 self._lost(worker, dead=False, kill=True)
             return
