@@ -34,6 +34,7 @@ pytest.importorskip("aiortc", reason="the live extra is not installed (pip insta
 from conftest import ROOT, free_port  # noqa: E402
 
 SIDE = 160  #: the live picture's long side: small, so two sessions fit two busy cores
+SDP_MALFORMED = "The SDP offer is malformed: send {'type': 'offer', 'sdp': 'v=0...'}."
 DEAD_AFTER_S = 3.0  #: the app takes a silent worker for dead after this (10 s by default)
 
 
@@ -393,6 +394,7 @@ def test_a_worker_process_that_dies_is_restarted_by_ray_and_serves_again(served,
     import httpx
 
     from lipsync.live.web.remote import STOPPED
+    from lipsync.live.web.server import LOADING
 
     url, server = served
 
@@ -414,7 +416,8 @@ def test_a_worker_process_that_dies_is_restarted_by_ray_and_serves_again(served,
                 assert r.status_code == 410 and r.json() == {"error": STOPPED}, r.text
                 noticed = time.monotonic() - t
                 r = await http.post("/live/offer", json={"sdp": "v=0", "type": "offer"})
-                assert r.status_code in (503, 200), r.text  # loading again (or already back)
+                # 503 while the restarted worker loads its model; once it is back, admitted, and the bare SDP refused
+                assert (r.status_code, r.json()["error"]) in ((503, LOADING), (400, SDP_MALFORMED)), r.text
                 while not any(w["ready"] for w in server.describe()):
                     assert time.monotonic() - t < 60, server.describe()
                     await asyncio.sleep(0.2)
