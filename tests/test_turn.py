@@ -22,7 +22,7 @@ from lipsync.live import turn
 
 
 VARS = ("LIPSYNC_STUN_URLS", "LIPSYNC_TURN_URLS", "LIPSYNC_TURN_SECRET", "LIPSYNC_TURN_TTL",
-        "LIPSYNC_TURN_USERNAME", "LIPSYNC_TURN_CREDENTIAL", "LIPSYNC_ICE_POLICY")
+        "LIPSYNC_TURN_USERNAME", "LIPSYNC_TURN_CREDENTIAL", "LIPSYNC_ICE_POLICY", "LIPSYNC_ICE_ADDRESSES")
 
 
 @pytest.fixture
@@ -166,6 +166,39 @@ def test_the_policy_reaches_the_page_and_the_server(env, caplog):
     env(LIPSYNC_ICE_POLICY="relay", LIPSYNC_TURN_URLS="")
     with pytest.raises(InputError, match="no usable TURN server"):
         turn.check()
+
+
+def test_the_server_offers_only_the_host_addresses_it_is_told(env, caplog):
+    """LIPSYNC_ICE_ADDRESSES (a Ray worker's own address, or loopback in tests): the answer's host candidates are
+    those addresses and no other; a malformed one is left out with a warning and refused by check()."""
+    pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
+    import asyncio
+    import re
+
+    from aiortc import RTCPeerConnection
+
+    caplog.set_level(logging.WARNING, logger="lipsync")
+
+    async def hosts() -> set[str]:
+        pc = RTCPeerConnection(turn.rtc_configuration())
+        try:
+            pc.addTransceiver("video", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            return set(re.findall(r"a=candidate:\S+ \d+ udp \d+ (\S+) \d+ typ host", pc.localDescription.sdp))
+        finally:
+            await pc.close()
+
+    assert turn.host_addresses() is None  # unset: aioice's own choice (here the conftest's loopback)
+    env(LIPSYNC_ICE_ADDRESSES="127.0.0.2")  # a loopback address the conftest's patch never offers
+    assert turn.host_addresses() == ["127.0.0.2"]
+    assert asyncio.run(hosts()) == {"127.0.0.2"}
+    env(LIPSYNC_ICE_ADDRESSES=" 127.0.0.3 , not-an-ip")
+    assert turn.host_addresses() == ["127.0.0.3"] and "'not-an-ip', which is not an IP address" in caplog.text
+    assert asyncio.run(hosts()) == {"127.0.0.3"}
+    with pytest.raises(InputError, match="LIPSYNC_ICE_ADDRESSES has 'not-an-ip'"):
+        turn.check()
+    env(LIPSYNC_ICE_ADDRESSES="")
+    assert asyncio.run(hosts()) == {"127.0.0.1"}
 
 
 # ----------------------------------------------------------------------------- a real coturn and Chromium

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..cluster import import_ray
 from ..errors import LipSyncError
 from .execute import EngineSettings, Outcome, execute, make_engine, set_threads, worker_name
 from .manifest import Job
@@ -44,16 +45,6 @@ MAX_RESTARTS = 4
 START_TIMEOUT_S = 600.0
 #: CPUs per actor on a cluster without GPUs, unless --cpus-per-worker says otherwise
 DEFAULT_CPUS_PER_WORKER = 4
-
-
-def _import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise LipSyncError(
-            "Ray is not installed. Install it with: pip install 'lipsync[ray]' (or pip install 'ray[default]')."
-        ) from None
-    return ray
 
 
 class RayWorker:
@@ -162,7 +153,7 @@ def run_ray(
     """
     if not jobs:
         return
-    ray = _import_ray()
+    ray = import_ray()
     from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
     started = _connect(ray, address)

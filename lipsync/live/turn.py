@@ -19,6 +19,11 @@ visitor gets fresh credentials:
 * ``LIPSYNC_STUN_URLS``: comma-separated ``stun:``/``stuns:`` URLs.
 * ``LIPSYNC_ICE_POLICY``: ``all`` (default) or ``relay``, which sends every path through
   TURN on both sides (the page's ``iceTransportPolicy`` and the server's).
+* ``LIPSYNC_ICE_ADDRESSES``: comma-separated IP addresses of this machine's own interfaces that
+  the server's peers offer as host candidates, e.g. the address of the network the visitors
+  reach on a machine with several (aioice offers every interface's address but loopback
+  otherwise). ``127.0.0.1`` keeps a test's media on this machine. An address behind NAT is
+  not one of them: there STUN (a reflexive candidate) or TURN (a relayed one) is needed.
 
 Bad settings never break the page: a malformed URL is left out; TURN URLs with no
 credential are left out (Chromium refuses to build an RTCPeerConnection around a TURN
@@ -54,10 +59,12 @@ __all__ = [
     "DEFAULT_TTL_S",
     "REST_USER",
     "check",
+    "host_addresses",
     "ice_servers",
     "ice_transport_policy",
     "rest_credentials",
     "rtc_configuration",
+    "use_host_addresses",
 ]
 
 DEFAULT_TTL_S = 3600  #: the lifetime of a visitor's TURN credentials, unless ``LIPSYNC_TURN_TTL`` says otherwise
@@ -165,10 +172,34 @@ def _read(env: Mapping[str, str] | None, now: float | None = None) -> tuple[list
         problems.append(f"LIPSYNC_ICE_POLICY={raw!r} is neither 'all' nor 'relay': set one of them (relay sends "
                         "every path through TURN). 'all' is used until then.")
         policy = "all"
+    _addresses(env, problems)
     if policy == "relay" and turn is None:
         problems.append("LIPSYNC_ICE_POLICY is 'relay' but there is no usable TURN server, so no visitor can "
                         "connect: set LIPSYNC_TURN_URLS and LIPSYNC_TURN_SECRET, or unset LIPSYNC_ICE_POLICY.")
     return servers, policy, problems
+
+
+def _addresses(env: Mapping[str, str], problems: list[str]) -> list[str] | None:
+    """The addresses of ``LIPSYNC_ICE_ADDRESSES`` (None: unset, aioice's own choice); each malformed one is left out."""
+    import ipaddress
+
+    raw = env.get("LIPSYNC_ICE_ADDRESSES", "")
+    if not raw.strip():
+        return None
+    good = []
+    for text in (a.strip() for a in raw.split(",")):
+        if not text:
+            continue
+        try:
+            good.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            problems.append(f"LIPSYNC_ICE_ADDRESSES has {text!r}, which is not an IP address (write e.g. "
+                            "192.168.1.20, or 127.0.0.1 for this machine only); it is left out.")
+    if not good:
+        problems.append("LIPSYNC_ICE_ADDRESSES names no usable address; the server offers every interface's "
+                        "address until it does.")
+        return None
+    return good
 
 
 def _tell(problems: list[str]) -> None:
@@ -204,10 +235,46 @@ def ice_transport_policy(environ: Mapping[str, str] | None = None) -> str:
     return policy
 
 
+def host_addresses(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """The host addresses the server's peers offer (``LIPSYNC_ICE_ADDRESSES``), or None for aioice's own choice."""
+    problems: list[str] = []
+    found = _addresses(os.environ if environ is None else environ, problems)
+    _tell(problems)
+    return found
+
+
+_chosen_lock = threading.Lock()
+
+
+def use_host_addresses() -> None:
+    """Make aioice offer :func:`host_addresses` (read from the environment at each gathering) where it is set.
+
+    aioice takes no list of addresses, so its one lookup (``aioice.ice.get_host_addresses``) is
+    wrapped, once per process; with the variable unset the wrapper hands over to the original.
+    """
+    from aioice import ice
+
+    with _chosen_lock:
+        if getattr(ice.get_host_addresses, "lipsync_original", None) is not None:
+            return
+        original = ice.get_host_addresses
+
+        def chosen(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+            addresses = host_addresses()
+            if addresses is None:
+                return original(use_ipv4=use_ipv4, use_ipv6=use_ipv6)
+            return [a for a in addresses if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
+
+        chosen.lipsync_original = original
+        ice.get_host_addresses = chosen
+
+
 def rtc_configuration(environ: Mapping[str, str] | None = None):
-    """The server's ``aiortc.RTCConfiguration``: the same servers and policy, with credentials made now."""
+    """The server's ``aiortc.RTCConfiguration``: the same servers and policy, with credentials made now
+    (and its peers offer the host addresses of ``LIPSYNC_ICE_ADDRESSES``, where that is set)."""
     from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransportPolicy
 
+    use_host_addresses()
     servers, policy, problems = _read(environ)
     _tell(problems)
     return RTCConfiguration(iceServers=[RTCIceServer(**s) for s in servers],

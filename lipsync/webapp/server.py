@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import importlib
 import logging
 import os
@@ -43,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default $GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
+    p.add_argument("--ray", metavar="ADDRESS", default=None,
+                   help="run the Live tab's sessions on the workers of a Ray cluster: its head's HOST:PORT "
+                        "(default $LIPSYNC_RAY; none: on this machine). See the README's 'Live on a Ray cluster'.")
     add_engine_args(p)
     return p
 
@@ -64,10 +68,20 @@ def default_tabs() -> list[tuple[str, Callable[[], object]]]:
     return [("Live", lambda: build_tab(state.get_engine))] if build_tab else []
 
 
-def default_routes() -> list[Callable]:
-    """The HTTP routes to install before serving: the Live tab's signalling where it is installed."""
+def default_routes(ray: str | None = None, settings: dict | None = None) -> list[Callable]:
+    """The HTTP routes to install before serving: the Live tab's signalling where it is installed.
+
+    With ``ray`` (a cluster's head, ``HOST:PORT``) its sessions run on the cluster's workers, each
+    building its engine from ``settings`` (``checkpoint``, ``s3fd``, ``device``, ``precision``).
+    """
     install = _optional("lipsync.live.web", "install")
-    return [install] if install else []
+    if not install:
+        return []
+    if ray:
+        from lipsync.batch.execute import EngineSettings
+
+        return [functools.partial(install, ray=ray, settings=EngineSettings(**(settings or {})))]
+    return [install]
 
 
 def lifespan_with(routes: Sequence[Callable]):
@@ -116,7 +130,7 @@ def _remove_files() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python app.py [--host H] [--port P] [--share] [--checkpoint C] [--device D] [--precision P]``."""
+    """``python app.py [--host H] [--port P] [--share] [--ray HEAD:PORT] [--checkpoint C] [--device D] [--precision P]``."""
     for key, value in OMP_ENV.items():
         os.environ.setdefault(key, value)
     args = parser().parse_args(argv)
@@ -126,12 +140,21 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     state.ENGINE_CONFIG.update(engine_settings(args))
+    ray = args.ray or os.environ.get("LIPSYNC_RAY", "").strip() or None
+    if ray:  # joined before anything starts: a missing Ray or an unreachable cluster is a plain line
+        from lipsync.cluster import connect
+        from lipsync.errors import LipSyncError
+
+        try:
+            connect(ray)
+        except LipSyncError as e:
+            raise SystemExit(str(e)) from None
     if handlers.spaces is not None:  # ZeroGPU forks a worker per GPU call: it inherits the model loaded here, once
         state.start_model_loading().join()
     else:  # in the background: the page comes up at once and shows the loading state
         state.start_model_loading()
     demo = build_demo(extra_tabs=default_tabs())
     launch(
-        demo, routes=default_routes(), share=args.share, server_name=args.host, server_port=args.port,
+        demo, routes=default_routes(ray, engine_settings(args)), share=args.share, server_name=args.host, server_port=args.port,
         max_file_size="20mb", show_error=False, js=PAGE_JS, css=CSS or None,
     )

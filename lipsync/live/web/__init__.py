@@ -32,6 +32,10 @@ start sessions), ``LIPSYNC_TRUST_PROXY`` (count visitors by ``X-Forwarded-For``;
 by itself on a Space), and the ICE servers (STUN, and TURN with short-lived credentials
 from a shared secret: :mod:`lipsync.live.turn`).
 
+On a Ray cluster (``install(app, get_engine, ray="HEAD:PORT")``, ``python app.py --ray HEAD:PORT``) the
+routes and their checks stay here and each session runs on a worker of the cluster, whose machine sends
+the media itself (:mod:`lipsync.live.web.remote`); a session whose worker died answers 410 with a plain line.
+
 aiortc and av are imported only when a route is used (``pip install '.[live]'``).
 """
 

@@ -28,14 +28,22 @@ INTERNAL = "Something went wrong on our side with the live session, and it has b
 
 
 def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions: int | None = None,
-            **options) -> LiveServer:
+            ray: str | None = None, **options) -> LiveServer:
     """Add the live routes to a FastAPI app (before it starts serving). Returns the :class:`LiveServer`.
 
     ``options`` go to :class:`LiveServer` (``max_s``, ``per_client``, ``offer_interval_s``, ``max_pending``).
+    With ``ray`` (a Ray cluster's head, ``HOST:PORT``) the sessions run on the cluster's workers instead
+    (:class:`~lipsync.live.web.remote.RemoteLive`, which also takes ``settings``, ``cpus_per_worker`` and ``dead_after_s``;
+    ``max_sessions`` is then each worker's); the routes and their checks stay here.
     """
     from fastapi.responses import FileResponse, JSONResponse
 
-    server = LiveServer(get_engine, image=image, max_sessions=max_sessions, **options)
+    if ray:
+        from .remote import RemoteLive
+
+        server = RemoteLive(ray, image=image, max_sessions=max_sessions, **options)
+    else:
+        server = LiveServer(get_engine, image=image, max_sessions=max_sessions, **options)
 
     async def guarded(call):
         try:

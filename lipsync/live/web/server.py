@@ -41,7 +41,7 @@ from .peer import AUDIO_QUEUE, VIDEO_QUEUE, Peer, frame_track_class, listen, sta
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["KEEPALIVE_S", "LiveServer"]
+__all__ = ["BUSY", "KEEPALIVE_S", "LOADING", "LiveServer", "check_offer", "public", "wait_words"]
 
 KEEPALIVE_S = 3.5  #: a peer with no ping and no microphone packet for this long is closed
 CONNECT_S = 20.0  #: an answered offer must connect within this
@@ -76,6 +76,11 @@ def _wait_words(seconds: float) -> str:
     return f"{int(math.ceil(seconds / 60.0))} minutes"
 
 
+def wait_words(seconds: float) -> str:
+    """How long to wait, in words (``"15 seconds"``, ``"3 minutes"``), as :data:`BUSY` says it."""
+    return _wait_words(seconds)
+
+
 def _from_data_url(data, kind: str, what: str, limit: int, example: str, advice: str = "") -> bytes:
     """The bytes of a ``data:{kind}/...;base64,...`` URL a visitor sent; HTTPProblem 400 saying what is wrong."""
     if not isinstance(data, str) or "," not in data or not data.startswith(f"data:{kind}/"):
@@ -104,6 +109,32 @@ def _check_sdp(sdp) -> str:
         if n > SECTIONS.get(kind, 0):
             raise HTTPProblem(400, "The offer may carry one audio section, one video section and one data channel.")
     return sdp
+
+
+def check_offer(body) -> tuple[str, str, str, object, object]:
+    """An offer's fields, checked before anything is decoded: ``(sdp, mode, framing, image, video)``.
+
+    Raises:
+        HTTPProblem: 400 saying what is wrong (a malformed SDP, an unknown mode or framing, a photo and
+            a video both, or a face of the visitor's own without ``"consent": true``).
+    """
+    if not isinstance(body, dict):
+        raise HTTPProblem(400, "Send a JSON object with the SDP offer.")
+    if body.get("type") != "offer":
+        raise HTTPProblem(400, "The SDP offer is malformed: send {'type': 'offer', 'sdp': 'v=0...'}.")
+    sdp = _check_sdp(body.get("sdp"))
+    mode = body.get("mode", "text")
+    if mode not in ("mic", "text"):
+        raise HTTPProblem(400, "mode must be 'mic' or 'text'.")
+    framing = body.get("framing", "call")
+    if framing not in ("call", "full"):
+        raise HTTPProblem(400, "framing must be 'call' (head and shoulders) or 'full' (the whole picture).")
+    image, video = body.get("image"), body.get("video")
+    if image is not None and video is not None:
+        raise HTTPProblem(400, "Send a photo or a video for the face, not both.")
+    if (image is not None or video is not None) and body.get("consent") is not True:
+        raise HTTPProblem(400, CONSENT)
+    return sdp, mode, framing, image, video
 
 
 class LiveServer:
@@ -264,22 +295,7 @@ class LiveServer:
     # -- signalling -----------------------------------------------------------------------
     async def offer(self, body, client: str, engine) -> dict:
         """Answer an admitted offer: check it, take the face (consent first), open the session, wire the peer."""
-        if not isinstance(body, dict):
-            raise HTTPProblem(400, "Send a JSON object with the SDP offer.")
-        if body.get("type") != "offer":
-            raise HTTPProblem(400, "The SDP offer is malformed: send {'type': 'offer', 'sdp': 'v=0...'}.")
-        sdp = _check_sdp(body.get("sdp"))
-        mode = body.get("mode", "text")
-        if mode not in ("mic", "text"):
-            raise HTTPProblem(400, "mode must be 'mic' or 'text'.")
-        framing = body.get("framing", "call")
-        if framing not in ("call", "full"):
-            raise HTTPProblem(400, "framing must be 'call' (head and shoulders) or 'full' (the whole picture).")
-        image, video = body.get("image"), body.get("video")
-        if image is not None and video is not None:
-            raise HTTPProblem(400, "Send a photo or a video for the face, not both.")
-        if (image is not None or video is not None) and body.get("consent") is not True:
-            raise HTTPProblem(400, CONSENT)
+        sdp, mode, framing, image, video = check_offer(body)
         path = self._video(video) if video is not None else None
         try:
             face = ({"video": path, "max_video_s": MAX_VIDEO_S} if path is not None

@@ -103,6 +103,11 @@ export function mount(root, prefix) {
         if (!id) return;
         const s = await fetch(`${prefix}/${id}`).catch(() => null);
         if (s && s.ok) show((await s.json()).mode);
+        else if (s && s.status === 410 && !ended) {  // its machine stopped (a cluster's worker): say so, plainly
+          ended = true;
+          const why = (await s.json().catch(() => ({}))).error;
+          stop(); say(why || "The live session ended; start again.");
+        }
       }, 2000);
       pc.onconnectionstatechange = () => {
         if (!ended && ["failed", "closed"].includes(pc && pc.connectionState)) { stop(); say("Disconnected."); }

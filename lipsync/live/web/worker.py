@@ -1,0 +1,118 @@
+"""A live worker on a Ray cluster: one loaded engine and the live sessions placed on its machine.
+
+The app (:class:`~lipsync.live.web.remote.RemoteLive`) keeps the routes and their checks; it
+hands each admitted offer to a worker, which opens the session and answers the SDP itself,
+with its own machine's ICE candidates: the visitor's media goes straight to this machine.
+The worker is a :class:`~lipsync.live.web.server.LiveServer` inside an async Ray actor, so
+its sessions end as they do on one machine (time limit, a quiet page, the visitor's stop),
+with the page told why on the data channel.
+
+Each call answers ``{"ok": value}`` or ``{"problem": [status, message, retry_after]}`` (the
+refusal the route passes on), so a plain refusal never travels as a Ray error.
+
+Settings read on the worker's machine: the engine's (``LIPSYNC_CHECKPOINT``, ``LIPSYNC_DEVICE``...,
+unless the app sends its own), ``LIPSYNC_LIVE_SESSIONS`` (its capacity, unless the app gives one)
+and ``LIPSYNC_ICE_ADDRESSES`` (the host addresses its peers offer). The app sends the ICE
+servers' settings (STUN, TURN, policy), so the page and every worker use the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+
+from ...batch.execute import EngineSettings, make_engine, set_threads
+from .http import HTTPProblem
+from .server import LiveServer
+
+log = logging.getLogger("lipsync")
+
+__all__ = ["ICE_VARS", "LiveWorker"]
+
+#: the ICE servers' settings the app hands its workers (the page's and the workers' must agree)
+ICE_VARS = ("LIPSYNC_STUN_URLS", "LIPSYNC_TURN_URLS", "LIPSYNC_TURN_SECRET", "LIPSYNC_TURN_TTL",
+            "LIPSYNC_TURN_USERNAME", "LIPSYNC_TURN_CREDENTIAL", "LIPSYNC_ICE_POLICY")
+
+
+async def _answer(call) -> dict:
+    try:
+        return {"ok": await call}
+    except HTTPProblem as e:
+        return {"problem": [e.status, e.message, e.retry_after]}
+
+
+class LiveWorker:
+    """The Ray actor (async: aiortc's peers live on its event loop).
+
+    Args:
+        settings: how to build the engine (None: the worker machine's environment, then ``auto``).
+        capacity: sessions at once here (default: ``LIPSYNC_LIVE_SESSIONS`` on this machine, else 1 on
+            a CPU and 4 on a GPU).
+        max_side, max_s: a session's picture size and longest life (see :class:`LiveServer`).
+        image: the default portrait's bytes (None: the package's example).
+        env: environment to set first (the app's ICE server settings, :data:`ICE_VARS`).
+        threads: compute threads for the network (the CPUs the worker reserved).
+    """
+
+    def __init__(self, settings: EngineSettings | None = None, *, capacity: int | None = None, max_side: int = 512,
+                 max_s: float | None = None, image: bytes | None = None, env: dict | None = None, threads: int = 1):
+        for key in ICE_VARS:  # the app's ICE settings replace this machine's, set or not
+            os.environ.pop(key, None)
+        os.environ.update(env or {})
+        set_threads(threads)
+        self.engine = make_engine(settings or EngineSettings(
+            device=os.environ.get("LIPSYNC_DEVICE") or "auto", precision=os.environ.get("LIPSYNC_PRECISION") or "auto"))
+        # admission, rates and visitors are the app's to count; this server only holds the sessions
+        self.server = LiveServer(lambda: self.engine, image=image, max_sessions=capacity, max_side=max_side,
+                                 max_s=max_s, per_client=2**31, offer_interval_s=0.0, max_pending=2**31)
+        self.incarnation = secrets.token_hex(8)  #: a new one after each restart: its sessions are gone
+
+    async def ready(self) -> dict:
+        """Load the model (a LipSyncError here, such as missing weights, is raised to the app); then what
+        the app needs to place sessions here."""
+        import ray
+
+        await asyncio.to_thread(self.engine.load)
+        context = ray.get_runtime_context()
+        return {
+            "incarnation": self.incarnation,
+            "capacity": self.server.limit(self.engine),
+            "node_id": context.get_node_id(),
+            "address": ray.util.get_node_ip_address(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "engine": self.engine.generator.description,
+        }
+
+    async def ping(self) -> dict:
+        """Alive: this incarnation and the sessions it holds (the ones it ended itself are gone from it)."""
+        return {"incarnation": self.incarnation, "sessions": list(self.server.peers)}
+
+    async def offer(self, body: dict, client: str) -> dict:
+        async def run():
+            engine = await self.server.admit(client)  # the capacity, counted here too
+            try:
+                return await self.server.offer(body, client, engine)
+            finally:
+                self.server.release(client)
+
+        return await _answer(run())
+
+    async def say(self, peer_id: str, body, client: str) -> dict:
+        return await _answer(self.server.say(peer_id, body, client))
+
+    async def interrupt(self, peer_id: str, client: str) -> dict:
+        return await _answer(self.server.interrupt(peer_id, client))
+
+    async def status(self, peer_id: str, client: str) -> dict:
+        return await _answer(self.server.status(peer_id, client))
+
+    async def close(self, peer_id: str, notice: str = "") -> dict:
+        return await _answer(self.server.close(peer_id, notice))
+
+    async def shutdown(self) -> dict:
+        """End every session (the app is shutting down: the pages are told) and stop the server's threads."""
+        return await _answer(self.server.aclose())

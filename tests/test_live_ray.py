@@ -1,0 +1,435 @@
+"""Live sessions on a Ray cluster (lipsync.live.web.remote): a real two-node cluster on this machine.
+
+Two nodes started with ``ray start`` (as on two machines: ``--head`` and ``--address``), one CPU each;
+the app's routes on uvicorn here place each session on a worker, and aiortc clients here receive the
+avatar straight from the worker's process. Then one node dies: its session ends with a plain line on
+the status route, and a new session opens on the other node. No process of the cluster is left.
+
+Media stays on 127.0.0.1 (``LIPSYNC_ICE_ADDRESSES`` on the nodes, the conftest patch here); Ray's own
+traffic goes to this machine's address (Ray on Linux will not bind its nodes to loopback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytest.importorskip("ray", reason="Ray is not installed (pip install -r requirements-dev.txt)")
+pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
+
+from conftest import ROOT, free_port  # noqa: E402
+
+SIDE = 160  #: the live picture's long side: small, so two sessions fit two busy cores
+SDP_MALFORMED = "The SDP offer is malformed: send {'type': 'offer', 'sdp': 'v=0...'}."
+DEAD_AFTER_S = 3.0  #: the app takes a silent worker for dead after this (10 s by default)
+
+
+def _ray_exe() -> str:
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else shutil.which("ray")
+
+
+def _tree(proc: subprocess.Popen) -> list[psutil.Process]:
+    """``proc`` and every process under it (Ray starts its workers in sessions of their own: they are
+    found through their parents, not their group)."""
+    try:
+        top = psutil.Process(proc.pid)
+        return [top] + top.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _kill(procs: list[psutil.Process]) -> None:
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+class Node:
+    """One ``ray start --block`` and the processes it started."""
+
+    def __init__(self, args: list[str], env: dict, log: Path):
+        self.log = log
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([_ray_exe(), "start", "--block", *args], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.seen: dict[int, psutil.Process] = {}
+
+    def note(self) -> None:
+        """Remember the node's processes now (a killed raylet's workers lose their parent)."""
+        for p in _tree(self.proc):
+            self.seen.setdefault(p.pid, p)
+
+    def kill(self) -> None:
+        self.note()
+        _kill(list(self.seen.values()))
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+    def alive(self) -> list[psutil.Process]:
+        out = []
+        for p in self.seen.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    out.append(p)
+        return out
+
+
+def _node_args(resource: str) -> list[str]:
+    """One node's own ports (two nodes share this machine), one CPU, no GPU, a small object store."""
+    base = 20000 + secrets.randbelow(400) * 100
+    return ["--num-cpus", "1", "--num-gpus", "0", "--resources", json.dumps({resource: 1}),
+            "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20),
+            "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+            "--metrics-export-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+            "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port()),
+            "--min-worker-port", str(base), "--max-worker-port", str(base + 40), "--disable-usage-stats"]
+
+
+@pytest.fixture(scope="module")
+def cluster(checkpoint):
+    """A head (``node_a``) and a second node (``node_b``), each one CPU, with a token of their own; the nodes'
+    workers import lipsync from this checkout and offer 127.0.0.1 only. Stopped at the module's end, with
+    every process of theirs (and only theirs) killed."""
+    import ray
+    from ray._private.authentication_test_utils import reset_auth_token_state  # Ray's own tests' helper
+
+    temp = Path(tempfile.mkdtemp(prefix="lsray-", dir="/tmp"))  # short: Ray's socket paths live under it
+    (temp / "tmp").mkdir()
+    token = secrets.token_hex(32)
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    saved = {k: os.environ.get(k) for k in auth}
+    env = dict(os.environ, **auth, RAY_USAGE_STATS_ENABLED="0", TMPDIR=str(temp / "tmp"),
+               PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+               LIPSYNC_CHECKPOINT=str(checkpoint), LIPSYNC_ICE_ADDRESSES="127.0.0.1", LIPSYNC_OFFLINE="1",
+               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
+               # a lost node is noticed in about 2 s (Ray's default: 15 s)
+               RAY_health_check_period_ms="500", RAY_health_check_failure_threshold="4",
+               RAY_health_check_initial_delay_ms="0")
+    port = free_port()
+    nodes: list[Node] = []
+    t0 = time.monotonic()
+    try:
+        nodes.append(Node(["--head", "--port", str(port), "--temp-dir", str(temp), "--include-dashboard=false",
+                           "--dashboard-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+                           *_node_args("node_a")], env, temp / "head.log"))
+        deadline = time.monotonic() + 60
+        while True:  # the second node joins as soon as the head's GCS answers
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if nodes[0].proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Ray head did not start:\n{(temp / 'head.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        nodes.append(Node(["--address", f"127.0.0.1:{port}", *_node_args("node_b")], env, temp / "b.log"))
+        os.environ.update(auth)
+        reset_auth_token_state()  # this process read Ray's settings when it imported ray
+        while True:
+            try:
+                ray.init(address=f"127.0.0.1:{port}", logging_level="WARNING", log_to_driver=False)
+                break
+            except (ConnectionError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        ids = {}
+        while len(ids) < 2:
+            ids = {r: n["NodeID"] for n in ray.nodes() if n["Alive"] for r in ("node_a", "node_b")
+                   if r in n["Resources"]}
+            if time.monotonic() > deadline:
+                pytest.fail(f"the second node did not join:\n{(temp / 'b.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        for n in nodes:
+            n.note()
+        yield {"address": f"127.0.0.1:{port}", "a": ids["node_a"], "b": ids["node_b"], "head": nodes[0],
+               "node_b": nodes[1], "tmp": temp / "tmp", "started_s": time.monotonic() - t0}
+    finally:
+        ray.shutdown()
+        for n in nodes:
+            n.kill()
+        left = [f"{p.pid} {p.name()}" for n in nodes for p in n.alive()]
+        spools = sorted(p.name for p in (temp / "tmp").glob("lipsync-*")) if (temp / "tmp").exists() else []
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_auth_token_state()
+        assert not left, f"processes of the test's Ray cluster outlived it: {left}"
+        assert not spools, f"the workers left files behind: {spools}"
+
+
+@pytest.fixture(scope="module")
+def served(cluster, checkpoint, coturn):
+    """The live routes with ``ray=`` the cluster, on uvicorn at 127.0.0.1, installed at start-up (as the app does).
+    The app's environment names a TURN server (a coturn on 127.0.0.1, by its shared secret): the workers get it
+    from the app, not from their machines."""
+    turn = {"LIPSYNC_TURN_URLS": coturn.url, "LIPSYNC_TURN_SECRET": coturn.secret}
+    saved = {k: os.environ.get(k) for k in turn}
+    os.environ.update(turn)
+    try:
+        yield from _served(cluster, checkpoint)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _served(cluster, checkpoint):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import live_soak
+    from fastapi import FastAPI
+
+    from lipsync.batch import EngineSettings
+    from lipsync.live.web import install
+
+    box = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        box["server"] = install(app, None, ray=cluster["address"], max_side=SIDE, offer_interval_s=0.0,
+                                per_client=2, dead_after_s=DEAD_AFTER_S,
+                                settings=EngineSettings(checkpoint=str(checkpoint), device="cpu", precision="fp32"))
+        try:
+            yield
+        finally:
+            await box["server"].aclose()
+
+    with live_soak.serving(FastAPI(lifespan=lifespan)) as url:
+        server = box["server"]
+        deadline = time.monotonic() + 90
+        while sum(w["ready"] for w in server.describe()) < 2:  # both workers loaded their model
+            assert time.monotonic() < deadline, f"the workers did not load: {server.describe()}"
+            time.sleep(0.2)
+        yield url.rstrip("/"), server
+
+
+class Client:
+    """A visitor: an aiortc peer (no STUN: loopback only) that counts what arrives and pings the channel."""
+
+    def __init__(self, http):
+        self.http = http
+        self.got = {"video": 0, "audio": 0}
+        self.notices: list[str] = []
+        self.pc = self.answer = self.pinger = None
+
+    async def open(self) -> dict:
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+        @pc.on("track")
+        def _track(track):
+            async def pull():
+                with contextlib.suppress(Exception):
+                    while True:
+                        await track.recv()
+                        self.got[track.kind] += 1
+
+            asyncio.ensure_future(pull())
+
+        channel = pc.createDataChannel("keepalive")
+        channel.on("message", self.notices.append)
+
+        async def ping():
+            while True:
+                await asyncio.sleep(0.5)
+                if channel.readyState == "open":
+                    channel.send("ping")
+
+        self.pinger = asyncio.ensure_future(ping())
+        pc.addTransceiver("audio", direction="recvonly")
+        pc.addTransceiver("video", direction="recvonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        r = await self.http.post("/live/offer", json={"sdp": pc.localDescription.sdp, "type": "offer"})
+        assert r.status_code == 200, r.text
+        self.answer = r.json()
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=self.answer["sdp"], type="answer"))
+        return self.answer
+
+    async def media(self, n: int = 5, timeout: float = 40) -> bool:
+        t = time.monotonic()
+        while self.got["video"] < n or self.got["audio"] < n:
+            if time.monotonic() - t > timeout:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    async def close(self):
+        if self.pinger is not None:
+            self.pinger.cancel()
+        if self.pc is not None:
+            await self.pc.close()
+
+
+def _candidate_ports(sdp: str) -> set[tuple[str, int]]:
+    return {(m[0], int(m[1])) for m in re.findall(r"a=candidate:\S+ \d+ udp \d+ (\S+) (\d+) typ host", sdp)}
+
+
+def _udp_ports(pid: int) -> set[int]:
+    return {c.laddr.port for c in psutil.Process(pid).net_connections(kind="udp")}
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_sessions_go_to_both_machines_and_the_media_comes_straight_from_each(served, cluster):
+    import httpx
+
+    url, server = served
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            one, two = Client(http), Client(http)
+            try:
+                a1 = await one.open()
+                a2 = await two.open()  # the first worker is full (one CPU, one session): the other machine
+                where = {server.where(a1["id"])["node_id"], server.where(a2["id"])["node_id"]}
+                assert where == {cluster["a"], cluster["b"]}, server.describe()
+                assert await one.media() and await two.media(), (one.got, two.got)
+                for client, answer in ((one, a1), (two, a2)):
+                    # the answer is the worker's own: its host candidates are on 127.0.0.1, in its process
+                    found = _candidate_ports(answer["sdp"])
+                    assert found and {ip for ip, _ in found} == {"127.0.0.1"}, answer["sdp"]
+                    # and it relays through the app's TURN server: coturn took the credentials the worker made
+                    # from the secret the app handed it
+                    assert re.search(r"a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 \d+ typ relay", answer["sdp"])
+                    pid = server.where(answer["id"])["pid"]
+                    assert pid != os.getpid() and {p for _, p in found} <= _udp_ports(pid)
+                    r = await http.get(f"/live/{answer['id']}")
+                    assert r.status_code == 200 and r.json()["frames"] > 0 and r.json()["mode"]["width"] <= SIDE
+                # both places are taken: a third visitor is told so, as on one machine
+                three = await http.post("/live/offer", json={"sdp": "v=0", "type": "offer"})
+                assert three.status_code == 429 and "busy" in three.json()["error"] and three.headers["retry-after"]
+                r = await http.post(f"/live/{a2['id']}/say", json={"text": "Hello there.", "voice": "espeak:en-us"})
+                assert r.status_code == 200 and r.json()["sentences"] == 1
+                for answer in (a1, a2):
+                    assert (await http.delete(f"/live/{answer['id']}")).status_code == 200
+                    assert (await http.get(f"/live/{answer['id']}")).status_code == 404
+                t = time.monotonic()
+                while any(w["sessions"] for w in server.describe()) and time.monotonic() - t < 5:
+                    await asyncio.sleep(0.1)
+                assert not any(w["sessions"] for w in server.describe())
+            finally:
+                await one.close()
+                await two.close()
+
+    run(main())
+
+
+def test_a_lost_machine_ends_its_session_plainly_and_the_next_goes_to_the_other(served, cluster):
+    import httpx
+
+    from lipsync.live.web.remote import STOPPED
+
+    url, server = served
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            one, two, three = Client(http), Client(http), Client(http)
+            try:
+                ids = {}
+                for client in (one, two):
+                    answer = await client.open()
+                    ids[server.where(answer["id"])["node_id"]] = (client, answer["id"])
+                assert set(ids) == {cluster["a"], cluster["b"]}
+                on_a, on_b = ids[cluster["a"]], ids[cluster["b"]]
+                assert await on_a[0].media() and await on_b[0].media()
+                t = time.monotonic()
+                cluster["node_b"].kill()  # the machine is gone: its raylet, its agents, its worker
+                while True:
+                    r = await http.get(f"/live/{on_b[1]}")
+                    if r.status_code != 200:
+                        break
+                    assert time.monotonic() - t < 20, "the lost worker's session still answers"
+                    await asyncio.sleep(0.2)
+                noticed = time.monotonic() - t
+                assert r.status_code == 410 and r.json() == {"error": STOPPED}, r.text
+                assert (await http.post(f"/live/{on_b[1]}/say", json={"text": "Hi."})).status_code == 410
+                # the other machine's session goes on
+                before = on_a[0].got["video"]
+                r = await http.get(f"/live/{on_a[1]}")
+                assert r.status_code == 200, r.text
+                await asyncio.sleep(1.0)
+                assert on_a[0].got["video"] > before
+                assert (await http.delete(f"/live/{on_a[1]}")).status_code == 200
+                t = time.monotonic()
+                while [w["node_id"] for w in server.describe()] != [cluster["a"]] and time.monotonic() - t < 20:
+                    await asyncio.sleep(0.2)  # the dead worker is dropped once Ray has it for dead
+                assert [w["node_id"] for w in server.describe()] == [cluster["a"]], server.describe()
+                answer = await three.open()
+                assert server.where(answer["id"])["node_id"] == cluster["a"]
+                assert await three.media()
+                assert (await http.delete(f"/live/{answer['id']}")).status_code == 200
+                print(f"lost machine noticed in {noticed:.1f} s")
+            finally:
+                for client in (one, two, three):
+                    await client.close()
+
+    run(main())
+
+
+def test_a_worker_process_that_dies_is_restarted_by_ray_and_serves_again(served, cluster):
+    """The worker's process dies (killed, as the kernel's OOM killer would) on a machine that stays up: its
+    session ends with the plain line, Ray restarts the worker, and once its model is loaded again it takes
+    the next session. (Runs after the lost-machine test: only node a is left.)"""
+    import httpx
+
+    from lipsync.live.web.remote import STOPPED
+    from lipsync.live.web.server import LOADING
+
+    url, server = served
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            one, two = Client(http), Client(http)
+            try:
+                answer = await one.open()
+                old = server.where(answer["id"])
+                assert old["node_id"] == cluster["a"]
+                assert await one.media()
+                t = time.monotonic()
+                os.kill(old["pid"], 9)
+                # until the app is sure it died (Ray says it restarted, or it stays silent), the page's polls
+                # hear "not answering; try again" (503); then the plain end, as the page shows it
+                while (r := await http.get(f"/live/{answer['id']}")).status_code in (200, 503):
+                    assert time.monotonic() - t < 20, f"the dead worker's session still answers: {r.text}"
+                    await asyncio.sleep(0.2)
+                assert r.status_code == 410 and r.json() == {"error": STOPPED}, r.text
+                noticed = time.monotonic() - t
+                r = await http.post("/live/offer", json={"sdp": "v=0", "type": "offer"})
+                # 503 while the restarted worker loads its model; once it is back, admitted, and the bare SDP refused
+                assert (r.status_code, r.json()["error"]) in ((503, LOADING), (400, SDP_MALFORMED)), r.text
+                while not any(w["ready"] for w in server.describe()):
+                    assert time.monotonic() - t < 60, server.describe()
+                    await asyncio.sleep(0.2)
+                back = time.monotonic() - t
+                again = await two.open()
+                new = server.where(again["id"])
+                assert new["node_id"] == cluster["a"] and new["pid"] != old["pid"]
+                assert await two.media()
+                assert (await http.delete(f"/live/{again['id']}")).status_code == 200
+                print(f"dead worker noticed in {noticed:.1f} s, serving again after {back:.1f} s")
+            finally:
+                await one.close()
+                await two.close()
+
+    run(main())
