@@ -316,6 +316,9 @@ def test_sessions_go_to_both_machines_and_the_media_comes_straight_from_each(ser
                     assert pid != os.getpid() and {p for _, p in found} <= _udp_ports(pid)
                     r = await http.get(f"/live/{answer['id']}")
                     assert r.status_code == 200 and r.json()["frames"] > 0 and r.json()["mode"]["width"] <= SIDE
+                # each worker measured what its machine holds (one CPU, fp32: one session); the app sums them
+                cap = (await http.get("/live/capacity")).json()
+                assert cap["running"] == 2 and cap["limit"] == 2 and len(cap["workers"]) == 2, cap
                 # both places are taken: a third visitor is told so, as on one machine
                 three = await http.post("/live/offer", json={"sdp": "v=0", "type": "offer"})
                 assert three.status_code == 429 and "busy" in three.json()["error"] and three.headers["retry-after"]

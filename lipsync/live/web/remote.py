@@ -82,8 +82,8 @@ class RemoteLive:
         address: the cluster's head (``HOST:PORT``, or ``auto``); joined now.
         settings: how each worker builds its engine (default: each machine's environment, then ``auto``).
         image: the default portrait (a path or bytes; default: the package's example on each worker).
-        max_sessions: each worker's capacity (default: ``LIPSYNC_LIVE_SESSIONS`` on its machine, else 1 on a
-            CPU and 4 on a GPU).
+        max_sessions: each worker's capacity (default: ``LIPSYNC_LIVE_SESSIONS`` on its machine, else what
+            its network holds, measured when it loads).
         max_side, max_s: the picture's long side and a session's longest life (as :class:`LiveServer`).
         per_client, offer_interval_s, max_pending: the app's admission (as :class:`LiveServer`).
         cpus_per_worker: CPUs each worker reserves (and its network's threads).
@@ -285,6 +285,9 @@ class RemoteLive:
             raise WorkerGone from None
         except RayActorError:  # unavailable for now (restarting, or unreachable): the pings decide whether it died
             raise HTTPProblem(503, UNREACHABLE, 5) from None
+        if worker.info is not None and reply.get("incarnation") != worker.info["incarnation"]:
+            self._lost(worker, dead=False)  # Ray restarted it before a ping noticed: its sessions are gone
+            raise WorkerGone
         if "problem" in reply:
             status, message, retry_after = reply["problem"]
             raise HTTPProblem(status, message, retry_after)
@@ -421,6 +424,16 @@ class RemoteLive:
         return [{"key": w.place.key, "node_id": w.place.node_id, "address": w.place.address, "ready": w.info is not None,
                  "capacity": w.info["capacity"] if w.info else 0, "sessions": sorted(w.peers),
                  "pid": w.info["pid"] if w.info else None} for w in list(self.workers.values())]
+
+    async def report(self) -> dict:
+        """``GET /live/capacity`` on a cluster: sessions running and the limit, summed over the ready
+        workers (each measured its own capacity at load), and each worker's share."""
+        workers = self.describe()
+        ready = [w for w in workers if w["ready"]]
+        return {"running": sum(len(w["sessions"]) for w in workers), "limit": sum(w["capacity"] for w in ready),
+                "how": f"the sum over {len(ready)} ready worker{'s' if len(ready) != 1 else ''} of the cluster",
+                "workers": [{"address": w["address"], "capacity": w["capacity"], "running": len(w["sessions"])}
+                            for w in ready]}
 
     # -- the end -----------------------------------------------------------------------------
     async def close_all(self) -> None:

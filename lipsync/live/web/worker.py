@@ -37,11 +37,12 @@ ICE_VARS = ("LIPSYNC_STUN_URLS", "LIPSYNC_TURN_URLS", "LIPSYNC_TURN_SECRET", "LI
             "LIPSYNC_TURN_USERNAME", "LIPSYNC_TURN_CREDENTIAL", "LIPSYNC_ICE_POLICY")
 
 
-async def _answer(call) -> dict:
+async def _answer(call, incarnation: str) -> dict:
+    """A call's reply, with the worker's incarnation (a restarted worker's "no such session" is a lost one)."""
     try:
-        return {"ok": await call}
+        return {"ok": await call, "incarnation": incarnation}
     except HTTPProblem as e:
-        return {"problem": [e.status, e.message, e.retry_after]}
+        return {"problem": [e.status, e.message, e.retry_after], "incarnation": incarnation}
 
 
 class LiveWorker:
@@ -49,8 +50,8 @@ class LiveWorker:
 
     Args:
         settings: how to build the engine (None: the worker machine's environment, then ``auto``).
-        capacity: sessions at once here (default: ``LIPSYNC_LIVE_SESSIONS`` on this machine, else 1 on
-            a CPU and 4 on a GPU).
+        capacity: sessions at once here (default: ``LIPSYNC_LIVE_SESSIONS`` on this machine, else what
+            its network holds, measured at load as on one machine).
         max_side, max_s: a session's picture size and longest life (see :class:`LiveServer`).
         image: the default portrait's bytes (None: the package's example).
         env: environment to set first (the app's ICE server settings, :data:`ICE_VARS`).
@@ -76,6 +77,7 @@ class LiveWorker:
         import ray
 
         await asyncio.to_thread(self.engine.load)
+        await self.server.measured(self.engine)  # ``auto``: what this machine's network holds
         context = ray.get_runtime_context()
         return {
             "incarnation": self.incarnation,
@@ -99,20 +101,20 @@ class LiveWorker:
             finally:
                 self.server.release(client)
 
-        return await _answer(run())
+        return await _answer(run(), self.incarnation)
 
     async def say(self, peer_id: str, body, client: str) -> dict:
-        return await _answer(self.server.say(peer_id, body, client))
+        return await _answer(self.server.say(peer_id, body, client), self.incarnation)
 
     async def interrupt(self, peer_id: str, client: str) -> dict:
-        return await _answer(self.server.interrupt(peer_id, client))
+        return await _answer(self.server.interrupt(peer_id, client), self.incarnation)
 
     async def status(self, peer_id: str, client: str) -> dict:
-        return await _answer(self.server.status(peer_id, client))
+        return await _answer(self.server.status(peer_id, client), self.incarnation)
 
     async def close(self, peer_id: str, notice: str = "") -> dict:
-        return await _answer(self.server.close(peer_id, notice))
+        return await _answer(self.server.close(peer_id, notice), self.incarnation)
 
     async def shutdown(self) -> dict:
         """End every session (the app is shutting down: the pages are told) and stop the server's threads."""
-        return await _answer(self.server.aclose())
+        return await _answer(self.server.aclose(), self.incarnation)
