@@ -104,11 +104,13 @@ def run(
 class Pipe:
     """A long-running process fed through stdin (the streaming encoder).
 
+    ``nice``: run it at a lower CPU priority (POSIX niceness, e.g. 10): on a busy machine
+    it yields to the work that must keep time (live sessions); alone it runs as fast.
     stderr is drained on a thread into a bounded buffer so the child never
     blocks on a full pipe, whatever it prints.
     """
 
-    def __init__(self, args: list[str], *, what: str = "ffmpeg", timeout: float = 3600.0):
+    def __init__(self, args: list[str], *, what: str = "ffmpeg", timeout: float = 3600.0, nice: int = 0):
         self.what = what
         self.timeout = timeout
         log.debug("pipe %s", args)
@@ -122,6 +124,11 @@ class Pipe:
             )
         except OSError as e:
             raise EncodeError(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
+        if nice:  # before it starts its worker threads (they inherit it): a background job
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.proc.pid, nice)
+            except (OSError, AttributeError):  # not POSIX, or not allowed: it runs at the normal priority
+                pass
         self._err = collections.deque(maxlen=64)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()

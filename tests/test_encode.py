@@ -130,3 +130,16 @@ def test_missing_ffmpeg_leaves_no_part_file(tmp_path, monkeypatch):
     with pytest.raises(EncodeError, match="not found"):
         VideoWriter(tmp_path / "v.mp4", 160, 120, 25.0)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_encoder_yields_the_cpu_to_live_work(tmp_path):
+    # a clip's x264 threads run at a lower priority: beside live sessions they take what is left
+    import psutil
+
+    from lipsync.media.encode import ENCODER_NICE, VideoWriter
+
+    with VideoWriter(tmp_path / "a.mp4", 64, 64, 25) as w:
+        w.write(np.zeros((64, 64, 3), np.uint8))
+        proc = psutil.Process(w._pipe.proc.pid)
+        assert proc.nice() - psutil.Process().nice() == ENCODER_NICE > 0
+        assert all(psutil.Process(t.id).nice() >= ENCODER_NICE for t in proc.threads())

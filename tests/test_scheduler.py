@@ -37,19 +37,25 @@ class Net:
 MEL = np.zeros((1, 80, 16), np.float32)
 
 
-def run_sessions(sched: Scheduler, names: list[str], frames: int, fps: float = 25.0, lead: float = 0.035):
-    """Sessions on threads, each asking for its frames ``lead`` before they are due; their lateness."""
+def run_sessions(sched: Scheduler, names: list[str], frames: int, fps: float = 25.0, lead: float = 0.035,
+                 tickets: dict | None = None):
+    """Sessions on threads, each asking for its frames ``lead`` before they are due (every second one
+    once asked to give way); their lateness."""
     late: dict[str, list[float]] = {n: [] for n in names}
-    t0s = {n: sched.join(fps) for n in names}
+    tickets = {} if tickets is None else tickets
+    tickets.update({n: sched.join(fps) for n in names})
 
     def one(name):
+        ticket = tickets[name]
         for i in range(frames):
-            due = t0s[name] + i / fps
+            due = ticket.t0 + i / fps
+            if ticket.shed and i % 2 or time.monotonic() - due > 2 / fps:
+                continue  # gave way: every second frame; two slots behind: repeat the last picture, as a session does
             time.sleep(max(0.0, due - lead - time.monotonic()))
             out, timing = sched.live(name, MEL, due)
             assert out.shape == (1, 96, 96, 3) and out[0, 0, 0, 0] == float(hash(name) % 97)
             late[name].append(time.monotonic() - due)
-        sched.leave()
+        sched.leave(ticket)
 
     threads = [threading.Thread(target=one, args=(n,)) for n in names]
     for th in threads:
@@ -75,7 +81,7 @@ def test_the_frames_of_one_tick_run_as_one_batch():
 def test_a_session_that_skips_a_frame_does_not_hold_the_others_batch():
     net = Net(cost=0.002)
     sched = Scheduler(net)
-    t0 = sched.join(25.0)
+    t0 = sched.join(25.0).t0
     sched.join(25.0)  # a second session that never asks (at rest: its frames need no network)
     due = t0 + 0.2
     t = time.monotonic()
@@ -98,7 +104,7 @@ def test_an_error_reaches_every_frame_of_the_batch_and_the_next_batch_runs():
         return [np.zeros((len(m), 96, 96, 3), np.float32) for _, m in items]
 
     sched = Scheduler(failing)
-    t0 = sched.join(25.0)
+    t0 = sched.join(25.0).t0
     sched.join(25.0)
     errors = []
 
@@ -152,6 +158,17 @@ def test_clip_pieces_wait_for_live_frames_and_fit_between_ticks():
     assert set(pieces[before:]) == {8}
 
 
+def test_a_full_network_makes_the_newest_session_give_way_alone():
+    net = Net(cost=0.015)  # three sessions at 25 frames a second need 112 % of it; with one at half rate, 94 %
+    sched = Scheduler(net)
+    tickets: dict = {}
+    late = run_sessions(sched, ["first", "second", "newest"], frames=150, tickets=tickets, lead=0.06)
+    # the newest gives way first (then, the network still full, the next newest), never the oldest
+    assert tickets["newest"].shed and not tickets["first"].shed and sched.stats.shed in (1, 2)
+    # and the oldest is on time again (the last second, bounded: the machine is shared)
+    assert np.mean(np.array(late["first"][-25:]) <= 0.04) >= 0.9, late["first"][-25:]
+
+
 def test_capacity_is_the_batched_rate_with_a_margin():
     net = Net(cost=0.002)  # 500 frames a second
     sched = Scheduler(net)
@@ -185,22 +202,23 @@ def quick_network(fp32_engine, monkeypatch):
     return gen
 
 
-def test_sessions_on_one_engine_share_the_network_calls(open_live, fp32_engine, every_picture):
+def test_sessions_on_one_engine_share_the_network_calls(open_live, fp32_engine, quick_network):
     sched = fp32_engine.generator.scheduler
     sessions = [open_live() for _ in range(3)]
     for k, s in enumerate(sessions):  # every frame speaks: every frame runs the network
         s.push(noise_int16(2.0, seed=k), 16000)
     before = sched.stats.live_frames, sched.stats.live_batches
-    threads = [threading.Thread(target=take, args=(s, 12)) for s in sessions]
+    threads = [threading.Thread(target=take, args=(s, 25)) for s in sessions]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     frames = sched.stats.live_frames - before[0]
     calls = sched.stats.live_batches - before[1]
-    assert frames >= 30
-    assert calls <= 0.7 * frames, (frames, calls, sched.stats.batch_sizes)
-    assert max(sched.stats.batch_sizes) >= 2
+    assert frames >= 60
+    # the sessions keep one frame grid: most ticks' frames go in one call
+    assert calls <= 0.6 * frames, (frames, calls, sched.stats.batch_sizes)
+    assert sched.stats.batch_sizes[3] >= 10, sched.stats.batch_sizes
 
 
 def test_stacked_faces_give_each_face_its_own_mouth(fp32_engine, example_image):

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, LipSyncError
+from ..runtime.scheduler import Withdrawn
 from .audio import LOOKAHEAD_S, MAX_CHUNK_S, MAX_RATE, MIN_RATE, check_chunk, mel_window, to_int16
 from .photo import FRAMINGS, PhotoFace, frame_photo
 from .pose import HeadSway
@@ -281,7 +282,8 @@ class LiveSession:
         self._unfinished: _Plan | None = None  # a speaking frame whose sound is taken, not yet handed out
         self._image: np.ndarray | None = None  # the last picture made
         self._scheduler = generator.scheduler  # shared by the engine's sessions (and its clips)
-        self._joined = False  # counted by the scheduler (from the first frame to the close)
+        self._ticket = None  # the session's place on the scheduler (from the first frame to the close)
+        self._gave_way = False  # at frame step 2 because the shared network was full (undone when it has room)
 
     # -- input -------------------------------------------------------------------------
     def push(self, samples, sample_rate: int) -> None:
@@ -325,9 +327,12 @@ class LiveSession:
         self._closed.set()
         with self._lock:
             self._timeline.clear()
-            joined, self._joined = self._joined, False
-        if joined:
-            self._scheduler.leave()
+            ticket, self._ticket = self._ticket, None
+        ahead = self._ahead
+        if ahead is not None and ahead.pending is not None:
+            self._scheduler.cancel(ahead.pending)  # a frame started early: not run for nobody
+        if ticket is not None:
+            self._scheduler.leave(ticket)
         self._let_go()
 
     def _let_go(self) -> None:
@@ -362,7 +367,8 @@ class LiveSession:
             with self._lock:
                 if self._closed.is_set():
                     raise StopIteration
-                self._t0, self._joined = self._scheduler.join(self.fps), True
+                self._ticket = self._scheduler.join(self.fps)
+                self._t0 = self._ticket.t0
         n = self._n
         due = self._t0 + n / self.fps
         frame = None
@@ -370,16 +376,19 @@ class LiveSession:
             with self._picture:
                 plan, self._ahead = self._ahead, None
                 if plan is None or plan.n != n:
-                    self._sleep_until(due - self._speed.lead)
+                    self._sleep_until(due - self._lead())
                     if not self._closed.is_set():
                         plan = self._plan(n, due, repeat=self._behind(due))
                 if not self._closed.is_set():
-                    frame = self._finish(plan)
+                    try:
+                        frame = self._finish(plan)
+                    except Withdrawn:  # close() took back the frame started early: the iteration ends
+                        raise StopIteration from None
                     if not plan.repeat:
                         self._note_cost(n, plan)
                     # the next frame's network starts before this one is shown when it needs more than a slot
                     # (its batch with the other sessions' frames): it then runs while this one waits for its time
-                    ahead = due + (1.0 - self._speed.lead * self.fps) / self.fps
+                    ahead = due + 1.0 / self.fps - self._lead()
                     if ahead < due:
                         self._sleep_until(ahead)
                         if not self._closed.is_set():
@@ -403,6 +412,14 @@ class LiveSession:
             st.first_speech["pts"] = frame.pts
         self._n += 1
         return frame
+
+    def _lead(self) -> float:
+        """How long before its time a frame is started: what its cost asks for, alone; two slots
+        beside other sessions, so that each asks for its next frame as soon as the batch they shared
+        is done, and their frames keep sharing batches."""
+        if self._scheduler.sessions > 1:
+            return 2.0 / self.fps
+        return self._speed.lead
 
     def _behind(self, due: float) -> bool:
         """More than two slots behind (the machine stalled): repeat the last picture until caught up;
@@ -496,11 +513,25 @@ class LiveSession:
         speed = self._speed
         change = speed.note(n, dt, ran=not plan.faceless, own=own)
         self.stats.frame_ms = speed.frame_ms
+        ticket = self._ticket
+        shared = change is None and ticket is not None and ticket.shed and self.mode.step == 1
+        if shared:  # the network the sessions share is full, and this is the newest: it gives way, not the others
+            change = speed.record(SpeedPolicy.STEP)
+        elif self._gave_way and ticket is not None and not ticket.shed:  # the network has room again
+            self._gave_way = False
+            self.mode = dataclasses.replace(self.mode, step=1, reason="")
+            log.info("live: the shared network has room again: the network runs on every frame")
+            return
         if change is None:
             return
         m = self.mode
         cost_ms, slot_ms = 1000 * speed.cost, 1000 * speed.slot
-        if change == SpeedPolicy.STEP:
+        if shared:
+            reason = ("the network is shared with other live sessions and full: this one, the newest, runs it on "
+                      "every second frame")
+            self.mode = dataclasses.replace(m, step=2, reason=reason)
+            self._gave_way = True
+        elif change == SpeedPolicy.STEP:
             reason = f"a frame took {cost_ms:.0f} ms of a {slot_ms:.0f} ms slot: the network runs on every second frame"
             self.mode = dataclasses.replace(m, step=2, reason=reason)
         else:

@@ -54,6 +54,12 @@ class SpeedPolicy:
         """Frame ``n`` runs the network whatever it shows, to be measured."""
         return n < self._measure_until
 
+    def record(self, decision: str) -> str:
+        """A decision taken for another reason (the shared network is full: :attr:`STEP`): not taken again."""
+        if decision not in self._decided:
+            self._decided.append(decision)
+        return decision
+
     def note(self, n: int, dt: float, ran: bool = True, own: float | None = None) -> str | None:
         """Frame ``n`` took ``dt`` seconds to make (``ran``: the network ran or would have, given a face);
         ``own``: what of it was the session's own cost (its share of a network batch shared with

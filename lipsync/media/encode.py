@@ -31,13 +31,16 @@ from ..proc import Pipe, ffmpeg_exe
 from .files import part_file, publish
 from .segments import SegmentOutput, tee_quote
 
-__all__ = ["VideoWriter", "write_wav", "keyframe_interval", "TOOL_NAME", "KEYFRAME_S"]
+__all__ = ["VideoWriter", "write_wav", "keyframe_interval", "TOOL_NAME", "KEYFRAME_S", "ENCODER_NICE"]
 
 log = logging.getLogger("lipsync")
 
 TOOL_NAME = "lipsync"
 #: seconds between keyframes: where a live preview can be cut into segments
 KEYFRAME_S = 1.0
+#: the clip encoder's niceness: on a machine that also serves live sessions, their frames come
+#: first (the network's scheduler runs clips in the gaps; this does the same for x264's threads)
+ENCODER_NICE = 10
 #: fewest frames between keyframes (the encoder reorders up to 2 frames; segment cuts need room)
 MIN_GOP = 4
 
@@ -140,7 +143,7 @@ class VideoWriter:
         self._sidecars = {Path(k): v for k, v in (sidecars or {}).items()}
         self._sidecar_parts: list[tuple[Path, Path]] = []
         try:
-            self._pipe = Pipe(args, what="ffmpeg (encode)", timeout=timeout)
+            self._pipe = Pipe(args, what="ffmpeg (encode)", timeout=timeout, nice=ENCODER_NICE)
         except BaseException:
             self._tmp.unlink(missing_ok=True)
             raise

@@ -22,28 +22,37 @@ batches is what admission reads (:meth:`Scheduler.capacity`).
 
 from __future__ import annotations
 
+import atexit
 import collections
 import logging
 import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Capacity", "LiveTiming", "Pending", "Scheduler", "SchedulerStats", "MARGIN_S", "CAPACITY_MARGIN"]
+__all__ = ["Capacity", "LiveTiming", "Pending", "Scheduler", "Ticket", "Withdrawn", "SchedulerStats", "MARGIN_S", "CAPACITY_MARGIN"]
 
 log = logging.getLogger("lipsync")
 
 MARGIN_S = 0.006  #: a live batch is planned to end this long before its earliest frame is due
 IDLE_S = 5.0  #: the network thread ends after this long without live frames (a new one starts on demand)
-CAPACITY_MARGIN = 0.85  #: sessions admitted = this share of (batched frames per second / fps)
+CAPACITY_MARGIN = 0.75  #: sessions admitted = this share of (batched frames per second / fps), rounded down
 MEASURE_S = 0.6  #: the measurement at load: this long of batched forwards on a stand-in face
 MAX_LIVE_BATCH = 256  #: the most frames one live batch takes (more wait for the next)
+GATHER_S = 0.003  #: a batch already late waits this long after its first frame for the tick's others
 CLIP_STARVE_S = 0.25  #: a clip kept out this long gets one frame in the next pause, even a short one
+OVERLOAD = 0.85  #: live batches busy the network this share of a second...
+OVERLOAD_LATE = 0.1  #: ...and this share of their frames ready after their time: the newest session gives way
+OVERLOAD_WINDOW_S = 1.0
+SHED_EVERY_S = 2.0  #: after one session gave way, wait this long before asking another
+RESTORE = 0.6  #: a second this quiet (busy below it, no frame late), RESTORE_AFTER_S after the last change:
+RESTORE_AFTER_S = 5.0  #: ...a session that gave way runs at full rate again (a clip beside it ended, say)
 
 
 @dataclass
@@ -56,6 +65,7 @@ class SchedulerStats:
     clip_calls: int = 0  #: network calls made for clips
     clip_frames: int = 0
     clip_waits: int = 0  #: clip calls that waited for live frames first
+    shed: int = 0  #: sessions asked to give way (the network was full)
 
 
 @dataclass(frozen=True)
@@ -77,13 +87,29 @@ class Capacity:
     source: str  #: ``measured at load`` or ``measured while serving``
 
 
+class Withdrawn(RuntimeError):
+    """A live frame taken back before it ran (its session closed, or the interpreter is exiting)."""
+
+
+class Ticket:
+    """A live session's place on the scheduler (:meth:`Scheduler.join`)."""
+
+    __slots__ = ("t0", "order", "shed")
+
+    def __init__(self, t0: float, order: int):
+        self.t0 = t0  #: when the session's frame 0 is due (``time.monotonic()``), on the shared grid
+        self.order = order
+        self.shed = False  #: the network is full: this session (the newest) must run it on fewer frames
+
+
 class Pending:
     """A live frame's forward on its way: :meth:`result` waits for it (:meth:`Scheduler.submit`)."""
 
-    __slots__ = ("prep", "mels", "due", "done", "out", "error", "t", "share", "batch", "ready")
+    __slots__ = ("prep", "mels", "due", "done", "out", "error", "t", "t_mono", "share", "batch", "ready")
 
     def __init__(self, prep, mels: np.ndarray, due: float):
         self.prep, self.mels, self.due = prep, mels, due
+        self.t_mono = time.monotonic()
         self.done = threading.Event()
         self.out = self.error = None
         self.t = time.perf_counter()
@@ -125,6 +151,11 @@ class Scheduler:
         self._busy = False  # a batch (live or clip) is on the network
         self._thread: threading.Thread | None = None
         self._sessions = 0  # open live sessions (each asks for at most one frame at a time)
+        self._tickets: list[Ticket] = []  # the open sessions, oldest first
+        self._joined = 0
+        self._recent: collections.deque = collections.deque()  # (end, seconds) of the last second's live batches
+        self._window_from = 0.0  # the overload window starts here (after a join, a leave or a session giving way)
+        self._last_shed = -math.inf
         self._grid: tuple[float, float] | None = None  # (origin, fps) of the open sessions' frames
         self._live = _Rate()
         self._clip = _Rate()
@@ -133,27 +164,69 @@ class Scheduler:
         self._served_s = 0.0  # network seconds of live batches since the last re-measure
         self._served_frames = 0
         self.stats = SchedulerStats()
+        self._stopping = False
+        _ALL.add(self)
 
     # -- sessions ---------------------------------------------------------------------------
-    def join(self, fps: float, now: float | None = None) -> float:
-        """A live session opens: count it, and return when its frame 0 is due (on the shared grid:
-        the first session sets it; later ones start on its next tick, at most one frame later)."""
+    def join(self, fps: float, now: float | None = None) -> Ticket:
+        """A live session opens: count it, and say when its frame 0 is due (on the shared grid: the
+        first session sets it; later ones start on its next tick, at most one frame later)."""
         now = time.monotonic() if now is None else now
         with self._cond:
             self._sessions += 1
+            self._joined += 1
             if self._grid is None or self._grid[1] != fps or self._sessions == 1:
                 self._grid = (now, fps)
-                return now
-            origin, rate = self._grid
-            return origin + math.ceil((now - origin) * rate) / rate
+                t0 = now
+            else:
+                origin, rate = self._grid
+                t0 = origin + math.ceil((now - origin) * rate) / rate
+            ticket = Ticket(t0, self._joined)
+            self._tickets.append(ticket)
+            self._window_from = now
+            return ticket
 
-    def leave(self) -> None:
+    def leave(self, ticket: Ticket | None = None) -> None:
         """A live session closed."""
         with self._cond:
             self._sessions = max(0, self._sessions - 1)
+            if ticket in self._tickets:
+                self._tickets.remove(ticket)
             if self._sessions == 0:
                 self._grid = None
+            self._window_from = time.monotonic()
             self._cond.notify_all()
+
+    def _check_load(self, end: float, dt: float, frames: int, late: int) -> None:
+        """After a live batch (lock held): a second of live batches that kept the network busy beyond
+        :data:`OVERLOAD` while :data:`OVERLOAD_LATE` of their frames were ready after their time (the
+        network, not a session's own work, is what is short) makes the newest session at full rate give
+        way (its frame step goes to 2)."""
+        recent = self._recent
+        recent.append((end, dt, frames, late))
+        while recent and recent[0][0] < end - OVERLOAD_WINDOW_S:
+            recent.popleft()
+        if end - max(self._window_from, self._last_shed) < OVERLOAD_WINDOW_S:
+            return
+        busy = sum(r[1] for r in recent) / OVERLOAD_WINDOW_S
+        late_share = sum(r[3] for r in recent) / max(1, sum(r[2] for r in recent))
+        if busy < RESTORE and late_share == 0 and end - self._last_shed >= RESTORE_AFTER_S:
+            for ticket in self._tickets:  # the oldest that gave way gets its full rate back
+                if ticket.shed:
+                    ticket.shed = False
+                    self._last_shed = end
+                    log.info("live: the network has room again: a session runs it on every frame again")
+                    return
+        if busy <= OVERLOAD or late_share <= OVERLOAD_LATE or end - self._last_shed < SHED_EVERY_S:
+            return
+        for ticket in reversed(self._tickets):
+            if not ticket.shed:
+                ticket.shed = True
+                self._last_shed = end
+                self.stats.shed += 1
+                log.warning("live: the network is full (busy %.0f%% of the last second with %d sessions): the newest "
+                            "runs it on every second frame", 100 * busy, self._sessions)
+                return
 
     @property
     def sessions(self) -> int:
@@ -185,16 +258,45 @@ class Scheduler:
         cost = (self._live.per_frame or 0.0) * frames
         return due - cost - MARGIN_S
 
+    def cancel(self, pending: Pending) -> bool:
+        """Take back a frame not yet in a batch (its session closed); True if it was taken back."""
+        with self._cond:
+            if pending in self._waiting:
+                self._waiting.remove(pending)
+                pending.error = Withdrawn("the live session closed")
+                pending.done.set()
+                return True
+            return False
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End the network thread (the interpreter is exiting): frames still waiting get an error."""
+        with self._cond:
+            self._stopping = True
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
     def _loop(self) -> None:
         while True:
             with self._cond:
                 while True:
+                    if self._stopping:
+                        for w in self._waiting:
+                            w.error = Withdrawn("the interpreter is exiting")
+                            w.done.set()
+                        self._waiting.clear()
+                        self._thread = None
+                        return
                     if self._waiting and not self._busy:
                         launch = self._launch_at()
-                        # all open sessions are waiting (or more than that): nothing more will join this batch
-                        if len(self._waiting) >= self._sessions or time.monotonic() >= launch:
+                        # all open sessions are waiting (or more than that): nothing more will join this batch;
+                        # late already, the others of the tick are given a moment (they ask together)
+                        now = time.monotonic()
+                        first = min(w.t_mono for w in self._waiting)
+                        if len(self._waiting) >= self._sessions or now >= max(launch, first + GATHER_S):
                             break
-                        self._cond.wait(max(0.0005, launch - time.monotonic()))
+                        self._cond.wait(max(0.0005, max(launch, first + GATHER_S) - now))
                         continue
                     if not self._waiting and not self._busy and self._sessions == 0:
                         if not self._cond.wait(IDLE_S) and not self._waiting and self._sessions == 0:
@@ -224,6 +326,8 @@ class Scheduler:
                 st.live_batches += 1
                 st.live_frames += frames
                 st.batch_sizes[frames] += 1
+                now = time.monotonic()
+                self._check_load(now, dt, frames, sum(len(w.mels) for w in batch if w.due < now))
                 self._last_due = max(self._last_due, max(w.due for w in batch))
                 self._cond.notify_all()
             ready = time.perf_counter()
@@ -315,6 +419,16 @@ class Scheduler:
                 return None
             rate, how = self._measured
         return Capacity(max(1, int(CAPACITY_MARGIN * rate / fps)), round(rate, 1), fps, how)
+
+
+_ALL: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    # a network thread must not start a batch while the interpreter tears down torch and OpenVINO
+    for scheduler in list(_ALL):
+        scheduler.stop()
 
 
 def env_sessions() -> int | None:
