@@ -367,7 +367,7 @@ class LiveSession:
             with self._lock:
                 if self._closed.is_set():
                     raise StopIteration
-                self._ticket = self._scheduler.join(self.fps)
+                self._ticket = self._scheduler.join(self.fps, adapt=self.adapt)
                 self._t0 = self._ticket.t0
         n = self._n
         due = self._t0 + n / self.fps

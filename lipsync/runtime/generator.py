@@ -201,7 +201,8 @@ class Generator:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.eval().requires_grad_(False)
         #: the one way into the network: live frames batched across sessions, clips in the gaps
-        self.scheduler = Scheduler(self._forward_many)
+        threads = torch.get_num_threads()  # the network thread computes with the count the engine was made with
+        self.scheduler = Scheduler(self._forward_many, inherit=lambda: lambda: torch.set_num_threads(threads))
 
     def _load_int8(self, model: Wav2Lip, digest: str, *, explicit: bool) -> None:
         """The int8 network, or the torch fast path with :attr:`note` saying why not."""

@@ -94,11 +94,12 @@ class Withdrawn(RuntimeError):
 class Ticket:
     """A live session's place on the scheduler (:meth:`Scheduler.join`)."""
 
-    __slots__ = ("t0", "order", "shed")
+    __slots__ = ("t0", "order", "shed", "adapt")
 
-    def __init__(self, t0: float, order: int):
+    def __init__(self, t0: float, order: int, adapt: bool = True):
         self.t0 = t0  #: when the session's frame 0 is due (``time.monotonic()``), on the shared grid
         self.order = order
+        self.adapt = adapt  #: it may give way (a session opened with ``adapt=False`` never does)
         self.shed = False  #: the network is full: this session (the newest) must run it on fewer frames
 
 
@@ -141,10 +142,14 @@ class Scheduler:
     Args:
         run_many: ``[(prepared face, (B, 80, 16) mels), ...] -> [(B, 96, 96, 3) float32, ...]``: one batch.
         name: the network thread's name.
+        inherit: called on the thread that starts the network thread; returns what the network thread
+            runs first (e.g. the caller's compute-thread count, which torch keeps per thread).
     """
 
-    def __init__(self, run_many: Callable[[list], list[np.ndarray]], *, name: str = "lipsync-network"):
+    def __init__(self, run_many: Callable[[list], list[np.ndarray]], *, name: str = "lipsync-network",
+                 inherit: Callable[[], Callable[[], None]] | None = None):
         self._run_many = run_many
+        self._inherit = inherit
         self._name = name
         self._cond = threading.Condition()
         self._waiting: list[Pending] = []
@@ -168,7 +173,7 @@ class Scheduler:
         _ALL.add(self)
 
     # -- sessions ---------------------------------------------------------------------------
-    def join(self, fps: float, now: float | None = None) -> Ticket:
+    def join(self, fps: float, now: float | None = None, adapt: bool = True) -> Ticket:
         """A live session opens: count it, and say when its frame 0 is due (on the shared grid: the
         first session sets it; later ones start on its next tick, at most one frame later)."""
         now = time.monotonic() if now is None else now
@@ -181,7 +186,7 @@ class Scheduler:
             else:
                 origin, rate = self._grid
                 t0 = origin + math.ceil((now - origin) * rate) / rate
-            ticket = Ticket(t0, self._joined)
+            ticket = Ticket(t0, self._joined, adapt)
             self._tickets.append(ticket)
             self._window_from = now
             return ticket
@@ -219,8 +224,10 @@ class Scheduler:
                     return
         if busy <= OVERLOAD or late_share <= OVERLOAD_LATE or end - self._last_shed < SHED_EVERY_S:
             return
+        if len(self._tickets) < 2:
+            return  # alone, a session's own speed policy decides: giving way would spare no one
         for ticket in reversed(self._tickets):
-            if not ticket.shed:
+            if ticket.adapt and not ticket.shed:
                 ticket.shed = True
                 self._last_shed = end
                 self.stats.shed += 1
@@ -244,7 +251,8 @@ class Scheduler:
         with self._cond:
             self._waiting.append(w)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                first = self._inherit() if self._inherit is not None else None
+                self._thread = threading.Thread(target=self._loop, args=(first,), name=self._name, daemon=True)
                 self._thread.start()
             self._cond.notify_all()
         return w
@@ -277,7 +285,9 @@ class Scheduler:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
 
-    def _loop(self) -> None:
+    def _loop(self, first: Callable[[], None] | None = None) -> None:
+        if first is not None:
+            first()
         while True:
             with self._cond:
                 while True:
