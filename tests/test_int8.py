@@ -149,7 +149,12 @@ def test_a_checkpoint_int8_cannot_carry_runs_in_float32_and_says_why(
     from lipsync import LipSync, Speech
     from lipsync.options import GenerateOptions
 
+    from lipsync.runtime import calibration
+
     monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path / "cache"))
+    # calibrated on 3 of the 10 faces (the test's time): the flaw is in the weights, not in the sample
+    real = calibration.calibration_batches
+    monkeypatch.setattr(calibration, "calibration_batches", lambda faces=10, per_face=8: real(3, per_face))
     ckpt = outlier_checkpoint(tmp_path / "outlier.pth")
     face, mels = reference_inputs(oracle)
     fp32 = Generator(load_wav2lip(ckpt), device="cpu", precision="fp32")
