@@ -29,7 +29,7 @@ from pathlib import Path
 from ...batch.execute import EngineSettings
 from ...cluster import Place, connect, import_ray, plan_nodes
 from .http import HTTPProblem
-from .server import BUSY, LOADING, MAX_PENDING, OFFER_INTERVAL_S, check_offer, wait_words
+from .server import LOADING, MAX_PENDING, OFFER_INTERVAL_S, busy, check_offer, release_place, take_place
 from .worker import ICE_VARS, LiveWorker
 
 log = logging.getLogger("lipsync")
@@ -316,21 +316,14 @@ class RemoteLive:
                                        f"{next(iter(self.broken.values()))}")
             raise HTTPProblem(503, NONE_SERVING, 30)
         if sum(self.pending.values()) >= self.max_pending:
-            raise HTTPProblem(429, BUSY.format(wait=wait_words(10)), 10)
+            raise busy(10)
         if sum(w.info["capacity"] - len(w.peers) for w in ready) - sum(self.pending.values()) <= 0:
-            raise HTTPProblem(429, BUSY.format(wait=wait_words(30)), 30)
-        mine = sum(1 for c, _ in self.owners.values() if c == client) + self.pending.get(client, 0)
-        if mine >= self.per_client:
-            raise HTTPProblem(429, "You already have a live session open (one per visitor); stop it first.", 5)
-        self.pending[client] = self.pending.get(client, 0) + 1
+            raise busy(30)
+        take_place(self.pending, client, sum(1 for c, _ in self.owners.values() if c == client), self.per_client)
         return self
 
     def release(self, client: str) -> None:
-        n = self.pending.get(client, 0) - 1
-        if n > 0:
-            self.pending[client] = n
-        else:
-            self.pending.pop(client, None)
+        release_place(self.pending, client)
 
     # -- signalling --------------------------------------------------------------------------
     async def offer(self, body, client: str, engine=None) -> dict:
@@ -342,7 +335,7 @@ class RemoteLive:
         while True:
             candidates = [w for w in self._ready() if w.place.key not in tried and w.free > 0]
             if not candidates:
-                raise refused or HTTPProblem(429, BUSY.format(wait=wait_words(30)), 30)
+                raise refused or busy(30)
             worker = max(candidates, key=lambda w: (w.free, -len(w.peers)))
             tried.add(worker.place.key)
             worker.opening += 1

@@ -41,7 +41,8 @@ from .peer import AUDIO_QUEUE, VIDEO_QUEUE, Peer, frame_track_class, listen, sta
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["BUSY", "KEEPALIVE_S", "LOADING", "LiveServer", "check_offer", "public", "wait_words"]
+__all__ = ["BUSY", "KEEPALIVE_S", "LOADING", "LiveServer", "busy", "check_offer", "public", "release_place",
+           "take_place", "wait_words"]
 
 KEEPALIVE_S = 3.5  #: a peer with no ping and no microphone packet for this long is closed
 CONNECT_S = 20.0  #: an answered offer must connect within this
@@ -70,15 +71,32 @@ def public(message: str) -> str:
     return hide_paths(message)
 
 
-def _wait_words(seconds: float) -> str:
+def wait_words(seconds: float) -> str:
+    """How long to wait, in words (``"15 seconds"``, ``"3 minutes"``), as :data:`BUSY` says it."""
     if seconds < 90:
         return f"{max(5, int(math.ceil(seconds / 5.0)) * 5)} seconds"
     return f"{int(math.ceil(seconds / 60.0))} minutes"
 
 
-def wait_words(seconds: float) -> str:
-    """How long to wait, in words (``"15 seconds"``, ``"3 minutes"``), as :data:`BUSY` says it."""
-    return _wait_words(seconds)
+def busy(wait: float) -> HTTPProblem:
+    """429: every place is taken; try again in about ``wait`` seconds."""
+    return HTTPProblem(429, BUSY.format(wait=wait_words(wait)), wait)
+
+
+def take_place(pending: dict[str, int], client: str, held: int, per_client: int) -> None:
+    """Count ``client``'s offer as being handled, or refuse (429) one beyond its share (``held`` sessions
+    open or opening). Local and cluster admission alike; :func:`release_place` undoes it."""
+    if held + pending.get(client, 0) >= per_client:
+        raise HTTPProblem(429, "You already have a live session open (one per visitor); stop it first.", 5)
+    pending[client] = pending.get(client, 0) + 1
+
+
+def release_place(pending: dict[str, int], client: str) -> None:
+    n = pending.get(client, 0) - 1
+    if n > 0:
+        pending[client] = n
+    else:
+        pending.pop(client, None)
 
 
 def _from_data_url(data, kind: str, what: str, limit: int, example: str, advice: str = "") -> bytes:
@@ -251,24 +269,16 @@ class LiveServer:
         await self.measured(engine)  # once: the limit the network holds (``auto``)
         # from here to the count below nothing awaits: offers arriving together are counted one by one
         if sum(self.pending.values()) >= self.max_pending:
-            raise HTTPProblem(429, BUSY.format(wait=_wait_words(10)), 10)
+            raise busy(10)
         limit = self.limit(engine)
         running = len(self.peers) + sum(self.pending.values())
         if running >= limit:
-            wait = self._free_in()
-            raise HTTPProblem(429, BUSY.format(wait=_wait_words(wait)), wait)
-        mine = sum(1 for p in self.peers.values() if p.client == client) + self.pending.get(client, 0)
-        if mine >= self.per_client:
-            raise HTTPProblem(429, "You already have a live session open (one per visitor); stop it first.", 5)
-        self.pending[client] = self.pending.get(client, 0) + 1
+            raise busy(self._free_in())
+        take_place(self.pending, client, sum(1 for p in self.peers.values() if p.client == client), self.per_client)
         return engine
 
     def release(self, client: str) -> None:
-        n = self.pending.get(client, 0) - 1
-        if n > 0:
-            self.pending[client] = n
-        else:
-            self.pending.pop(client, None)
+        release_place(self.pending, client)
 
     async def _engine(self):
         """The loaded engine; 503 while it loads or when it cannot be loaded (the details go to the log)."""
