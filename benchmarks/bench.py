@@ -16,6 +16,9 @@ for every path this machine has:
 * ``int8``: the fast path's per-frame graph in int8 with OpenVINO (CPU, when
   installed); its first-use calibration is timed in a fresh process with an empty
   cache, and the clips then run with that cache warm;
+* ``<path> video``: each of those paths (but the reference) with a face per frame,
+  as a driving video runs it (the face side on every frame), and its cost per frame
+  against the same path's photo frame;
 * with ``--other-backends`` (default in a full run), backends that were tried and not
   chosen, on the same graph: OpenVINO float32 and ONNX Runtime float32 / int8 (static
   QDQ quantization on the same calibration data), where installed. They get the face
@@ -140,6 +143,16 @@ def library_paths(device, only: list[str] | None = None) -> list[tuple[str, dict
 
 def load_avg() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class VideoPath:
+    """A library path with a face per frame (a driving video): the face side runs on every frame."""
+
+    def __init__(self, gen):
+        self.gen, self.batch_size = gen, gen.batch_size
+
+    def predict(self, face, mels):
+        return self.gen.predict(lambda i: face, mels)
 
 
 class GraphPath:
@@ -277,6 +290,10 @@ def network_bench(args, ckpt: Path) -> dict:
         gens[name] = Generator(load_wav2lip(ckpt), device=device, **kw)
         res["paths"][name] = {"precision": gens[name].precision, "batch_size": gens[name].batch_size,
                               "load_s": time.perf_counter() - t, "description": gens[name].description}
+    for name in [n for n in gens if n != "reference fp32"]:  # the same paths driven by a video
+        gens[f"{name} video"] = VideoPath(gens[name])
+        res["paths"][f"{name} video"] = dict(res["paths"][name], load_s=None,
+                                             description=f"{name}, a face per frame (a driving video)")
     if args.other_backends and device.type == "cpu":
         others = other_backends(ckpt, face)
         res["onnxruntime_int8_calibration_s"] = others.pop("_onnxruntime_int8_calibration_s", None)
@@ -315,6 +332,10 @@ def network_bench(args, ckpt: Path) -> dict:
     for name in gens:
         res["paths"][name]["ratio"] = res["paths"][name]["fps"] / res["paths"][base]["fps"]
     res["baseline"] = base
+    res["video_cost"] = {  # a video frame's cost in photo frames, same path, same process
+        name: res["paths"][name]["fps"] / res["paths"][f"{name} video"]["fps"]
+        for name in gens if f"{name} video" in gens
+    }
     res["load_after"] = load_avg()
     return res
 
@@ -394,6 +415,8 @@ def table(res: dict) -> str:
     for name, p in net["paths"].items():
         if p["description"] != name:
             lines.append(f"  {name}: {p['description']}")
+    for name, ratio in net.get("video_cost", {}).items():
+        lines.append(f"  {name}: a video frame costs {ratio:.2f}x a photo frame")
     cal = net.get("int8_first_use")
     if cal:
         lines.append(

@@ -192,6 +192,14 @@ def test_second_load_reuses_the_cache_without_calibrating(calibrated, checkpoint
     monkeypatch.setattr(int8, "_build", lambda *a: pytest.fail("calibrated again"))
     gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")
     assert gen.precision == "int8" and gen.description == calibrated["gen"].description
+    # the face side came back from the cache too, with its own check
+    assert gen._int8.face is not None and gen._int8.face_check == calibrated["build"].face_check
+    faces = np.stack([oracle["face_crop_bgr"]] * 3)
+    from lipsync.face import model_input
+
+    x = np.concatenate([model_input(f) for f in faces])
+    for a, b in zip(gen._int8.face(x), calibrated["gen"]._int8.face(x)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
     face, mels = reference_inputs(oracle)
     np.testing.assert_allclose(predict_all(gen, face, mels), predict_all(calibrated["gen"], face, mels), atol=1e-6)
 
@@ -207,6 +215,7 @@ CORRUPTIONS = {
     "flipped weights": _flip_bytes,
     "truncated weights": lambda e: (e / "model.bin").write_bytes((e / "model.bin").read_bytes()[:1000]),
     "missing graph": lambda e: (e / "model.xml").unlink(),
+    "missing face side": lambda e: (e / "face.bin").unlink(),
     "garbled manifest": lambda e: (e / "manifest.json").write_text('{"recipe": '),
 }
 
@@ -231,6 +240,28 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(
     assert np.abs(predict_all(gen, face, mels) - oracle["prediction_bgr"]).max() <= int8.BOUND_MAX
     Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")  # and the rebuilt entry is read
     assert replay.calls == 1
+
+
+@needs_int8
+def test_a_face_side_that_fails_its_check_leaves_video_faces_in_float(calibrated, checkpoint, oracle, tmp_path, monkeypatch):
+    """The decoder passed but the face side did not: a video's faces run in float32 into the
+    int8 decoder, the description says so, and the cache remembers it without a face graph."""
+    import dataclasses
+
+    built = calibrated["build"]
+    failed = int8.Check(False, 9.5, 0.9, built.face_check.frames)
+    monkeypatch.setattr(int8, "_build", Replay(dataclasses.replace(built, face_check=failed)))
+    monkeypatch.setenv("LIPSYNC_CACHE", str(tmp_path))
+    for _ in range(2):  # built, then read back from the cache
+        gen = Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")
+        assert gen.precision == "int8" and gen._int8.face is None
+        assert gen.description.endswith("mean %.2f/255; video faces float32), fast path" % built.check.mean_255)
+    manifest = json.loads((_entry(tmp_path) / "manifest.json").read_text())
+    assert manifest["face_check"]["passed"] is False and "face.bin" not in manifest["files"]
+    face, mels = reference_inputs(oracle)
+    faces = [face] * 4
+    out = np.concatenate(list(gen.predict(lambda i: faces[i], mels[:4], batch_size=4)))
+    np.testing.assert_allclose(out, predict_all(gen, face, mels[:4]), atol=2 / 255)
 
 
 @needs_int8
@@ -315,6 +346,18 @@ def test_an_unwritable_cache_makes_auto_fall_back_and_say_so(replay, checkpoint,
     assert sorted(p.name for p in (cache / "int8").iterdir()) == ["0123-another-checkpoint"]
 
 
+class Counting:
+    """Wraps an int8 callable, noting each call's batch sizes; ``attrs`` stand beside it."""
+
+    def __init__(self, fn, calls, **attrs):
+        self.fn, self.calls = fn, calls
+        self.__dict__.update(attrs)
+
+    def __call__(self, *args):
+        self.calls.append(tuple(len(a[0]) if isinstance(a, list) else len(a) for a in args))
+        return self.fn(*args)
+
+
 @needs_int8
 def test_a_video_runs_the_int8_network_with_a_face_per_frame(calibrated, checkpoint, oracle, monkeypatch):
     """A driving video on int8 runs the int8 network (what the description says), with each
@@ -325,10 +368,13 @@ def test_a_video_runs_the_int8_network_with_a_face_per_frame(calibrated, checkpo
     base = oracle["face_crop_bgr"].astype(np.int16)
     faces = [np.clip(base + rng.integers(-40, 40, (1, 1, 3)) + k, 0, 255).astype(np.uint8) for k in range(12)]
     mels = np.stack([oracle["mel"][:, s : s + 16] for s in oracle["chunk_starts"][:12]]).astype(np.float32)
-    ran, net = [], gen._int8
-    monkeypatch.setattr(gen, "_int8", lambda m, maps: (ran.append((len(m), len(maps[0]))), net(m, maps))[1])
+    assert "video faces int8" in gen.description
+    ran, sides, net = [], [], gen._int8
+    monkeypatch.setattr(net, "face", Counting(net.face, sides))
+    monkeypatch.setattr(gen, "_int8", Counting(net, ran, face=net.face, check=net.check, face_check=net.face_check))
     out = np.concatenate(list(gen.predict(lambda i: faces[i], mels, batch_size=5)))
     assert [r[0] for r in ran] == [5, 5, 2] and all(b == f for b, f in ran)  # a face per frame, in int8
+    assert [s[0] for s in sides] == [5, 5, 2]  # the faces' own side ran in int8 too
     from lipsync.face import model_input
 
     plain = load_wav2lip(checkpoint).eval()

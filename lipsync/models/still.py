@@ -20,7 +20,7 @@ from torch import nn
 
 from .wav2lip import ConvBN, ConvTransposeBN, Wav2Lip
 
-__all__ = ["StillFaceDecoder", "StillFaceGraph"]
+__all__ = ["FaceSideGraph", "StillFaceDecoder", "StillFaceGraph"]
 
 
 def _split_apply(layer: nn.Module, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,3 +163,41 @@ class StillFaceGraph(nn.Module):
         for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps[:-1]):
             x = rest(torch.relu(conv(x) + fmap))
         return self.output(torch.relu(self.x_convs[-1](x) + maps[-1]))
+
+
+class FaceSideGraph(nn.Module):
+    """The face side of a frame as one graph: model inputs -> :class:`StillFaceGraph`'s seven maps.
+
+    ``forward(faces)``: (B, 6, 96, 96) -> the seven maps, each (B, C, H, W): the
+    face encoder, then the face channels of each skip convolution (with its
+    bias). The same computation as ``graph.face_maps(model.encode_face(faces))``,
+    as a module that can be exported and quantized on its own: a driving video
+    pays it for every frame, a photo once.
+    """
+
+    def __init__(self, model: Wav2Lip, graph: StillFaceGraph):
+        super().__init__()
+        self.encoder = model.face_encoder_blocks
+        self.convs = nn.ModuleList()
+        self._feature: list[int] = []
+        for conv, w_f, k in graph._face:
+            if isinstance(conv, nn.ConvTranspose2d):
+                c = nn.ConvTranspose2d(w_f.shape[0], conv.out_channels, conv.kernel_size, conv.stride,
+                                       conv.padding, conv.output_padding, bias=conv.bias is not None)
+            else:
+                c = nn.Conv2d(w_f.shape[1], conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                              bias=conv.bias is not None)
+            c.weight = nn.Parameter(w_f.detach().float().contiguous(), requires_grad=False)
+            if conv.bias is not None:
+                c.bias = nn.Parameter(conv.bias.detach().float().clone(), requires_grad=False)
+            self.convs.append(c)
+            self._feature.append(k)
+
+    def forward(self, faces: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = []
+        x = faces
+        for block in self.encoder:
+            x = block(x)
+            feats.append(x)
+        return tuple(conv(feats[k]) for conv, k in zip(self.convs, self._feature))
+

@@ -8,8 +8,9 @@ plain float32 module, one full forward per frame, as the original inference.
 ``precision="int8"`` (and ``auto`` on a CPU where the backend is installed) runs
 the audio encoder and the decoder in int8 with OpenVINO
 (:mod:`lipsync.runtime.int8`), for a photo and for a video alike: the face
-encoder runs in float32, once per clip for a photo and once per frame for a
-video, and its features enter the int8 network as inputs. A checkpoint whose
+encoder runs once per clip for a photo (in float32) and once per frame for a
+video (in int8 too, where its own check passed), and its features enter the
+int8 network as inputs. A checkpoint whose
 int8 network fails its check against float32 runs on the torch fast path
 instead, and :attr:`Generator.description` says why; so does ``auto`` when the
 int8 cache has no entry for the checkpoint and cannot be written.
@@ -234,8 +235,11 @@ class Generator:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         precision = self.precision
         if self._int8 is not None:
-            c = self._int8.check
-            precision = f"int8 (OpenVINO; checked: mouth max {c.max_255:.1f}/255, mean {c.mean_255:.2f}/255)"
+            c, f = self._int8.check, self._int8.face_check
+            face = ""
+            if f is not None:
+                face = f"; video faces int8, max {f.max_255:.1f}/255" if f.passed else "; video faces float32"
+            precision = f"int8 (OpenVINO; checked: mouth max {c.max_255:.1f}/255, mean {c.mean_255:.2f}/255{face})"
         note = f" ({self.note})" if self.note else ""
         return f"{name}, {precision}{', fast path' if self.fast else ''}{note}"
 
@@ -256,8 +260,12 @@ class Generator:
 
         The face encoder runs here: once per clip for a still face (``still``), once per
         batch for a face per frame. For int8 its features become the int8 network's face
-        maps (the face encoder itself runs in float, as for a photo).
+        maps: for a photo in float (once per clip), for a video's frames in int8 where
+        the int8 face side passed its check.
         """
+        if self._int8 is not None and not still and self._int8.face is not None:
+            # a video's frames: the face side in int8 too (the crops stay as they are, never copied)
+            return _Prepared(torch.from_numpy(crops), None, self._int8.face(crops))
         faces = self._tensor(crops)
         if self._int8 is not None:
             with torch.inference_mode():

@@ -2,10 +2,12 @@
 
 What runs in int8 is the per-frame part of the fast path,
 :class:`~lipsync.models.still.StillFaceGraph` (audio encoder and decoder, with the
-face's contributions as inputs); the face encoder stays in float32 and runs once
-per clip for a photo, as on the torch fast path, and once per frame for a video,
-whose frames each bring their own face maps (the maps' batch is 1, broadcast over
-the frames, or one per frame).
+face's contributions as inputs), and, for a driving video, whose every frame
+brings a face of its own, the face side too
+(:class:`~lipsync.models.still.FaceSideGraph`: the face encoder and the face half
+of the skip convolutions, which cost a video frame three times its decoder in
+float). A photo's face side runs once per clip, in float32 (the maps' batch is 1,
+broadcast over the frames, or one per frame for a video).
 
 For each checkpoint, on first use (:func:`load`):
 
@@ -26,7 +28,12 @@ For each checkpoint, on first use (:func:`load`):
 2. the int8 network is compared with float32 on 32 held-out frames (other
    faces, other speech). It is used only when, over the rows the blender pastes
    into the video (:data:`CHECK_ROWS`), the mean absolute difference is at
-   most :data:`BOUND_MEAN` and the largest at most :data:`BOUND_MAX`;
+   most :data:`BOUND_MEAN` and the largest at most :data:`BOUND_MAX`. The face
+   side is calibrated the same way on 64 faces of its own and checked end to
+   end, int8 face side and int8 decoder together against float32 on 32
+   held-out faces, each with its own speech, against the same bounds; a face
+   side that fails its check leaves a video's faces in float32 and the decoder
+   in int8;
 3. the outcome is cached under ``$LIPSYNC_CACHE/int8/`` (default
    ``~/.cache/lipsync/int8/``) by the sha256 of the checkpoint's weights: the
    quantized model and a manifest with the checksums of its files and the
@@ -66,6 +73,7 @@ __all__ = [
     "RECIPE",
     "CacheUnwritable",
     "Check",
+    "Int8FaceSide",
     "Int8Network",
     "cache_root",
     "load",
@@ -80,7 +88,7 @@ log = logging.getLogger("lipsync")
 
 #: Names the cache entries: change it when the graph, the calibration data or the
 #: quantization settings change, and old entries are no longer read.
-RECIPE = "ov-nncf-2"  # 2: the face maps take a batch (a face per frame)
+RECIPE = "ov-nncf-3"  # 2: the face maps take a batch (a face per frame); 3: the face side in int8 too
 #: Rows of the 96x96 output that reach the video: the blender's feather mask is
 #: zero above 0.42 of the face box's height (row 40), i.e. the mouth and chin.
 CHECK_ROWS = slice(40, 96)
@@ -160,16 +168,21 @@ class Int8Network:
     """A compiled int8 :class:`~lipsync.models.still.StillFaceGraph`.
 
     ``net(mel, maps)``: mel (B, 1, 80, 16) float32 and the seven face maps
-    (numpy, from ``StillFaceGraph.face_maps``) -> (B, 3, 96, 96) float32.
-    One inference at a time (a lock guards the request).
+    (numpy, from ``StillFaceGraph.face_maps`` or :attr:`face`) -> (B, 3, 96, 96) float32.
+    One inference at a time (a lock guards the request). :attr:`face` is the int8
+    face side for a video's frames, or None where it failed its check
+    (:attr:`face_check` says how it went).
     """
 
-    def __init__(self, compiled, check: Check):
+    def __init__(self, compiled, check: Check, face: "Int8FaceSide | None" = None, face_check: Check | None = None):
         self.check = check
+        self.face = face
+        self.face_check = face_check
         self._compiled = compiled
         self._request = compiled.create_infer_request()
         self._lock = threading.Lock()
         self._bound: list[np.ndarray] | None = None
+        self._held: list[np.ndarray] = []  # the arrays the request reads in place
 
     def __call__(self, mel: np.ndarray, maps: list[np.ndarray]) -> np.ndarray:
         import openvino as ov
@@ -177,12 +190,43 @@ class Int8Network:
         mel = np.ascontiguousarray(mel, dtype=np.float32)
         with self._lock:
             if self._bound is not maps:  # a new face: bind its maps once, not every batch
-                for i, m in enumerate(maps, start=1):
-                    self._request.set_input_tensor(i, ov.Tensor(np.ascontiguousarray(m, dtype=np.float32)))
+                # read in place, not copied (a video's maps are tens of MB a batch); kept alive meanwhile
+                self._held = [np.ascontiguousarray(m, dtype=np.float32) for m in maps]
+                for i, m in enumerate(self._held, start=1):
+                    self._request.set_input_tensor(i, ov.Tensor(m, shared_memory=True))
                 self._bound = maps
             self._request.set_input_tensor(0, ov.Tensor(mel))
             self._request.infer()
             return self._request.get_output_tensor(0).data.copy()
+
+
+class Int8FaceSide:
+    """A compiled int8 :class:`~lipsync.models.still.FaceSideGraph`.
+
+    ``face_side(faces)``: (B, 6, 96, 96) float32 model inputs -> the seven maps, numpy
+    arrays of their own (the network writes into them). One inference at a time.
+    """
+
+    def __init__(self, compiled, check: Check):
+        self.check = check
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+        # each map's (C, H, W); the batch is free
+        self._shapes = [[o.get_partial_shape()[k].get_length() for k in (1, 2, 3)] for o in compiled.outputs]
+        self._lock = threading.Lock()
+
+    def __call__(self, faces: np.ndarray) -> list[np.ndarray]:
+        import openvino as ov
+
+        faces = np.ascontiguousarray(faces, dtype=np.float32)
+        b = faces.shape[0]
+        outs = [np.empty((b, *shape), np.float32) for shape in self._shapes]
+        with self._lock:
+            self._request.set_input_tensor(0, ov.Tensor(faces))
+            for i, o in enumerate(outs):
+                self._request.set_output_tensor(i, ov.Tensor(o, shared_memory=True))
+            self._request.infer()
+        return outs
 
 
 # -- building -------------------------------------------------------------------------
@@ -272,8 +316,41 @@ def _quiet():
             log.debug("nncf: %s", buf.getvalue().strip()[-2000:])
 
 
+@dataclass
+class _Built:
+    """What a calibration makes: the quantized models (to cache), compiled, and their checks."""
+
+    quantized: object
+    compiled: object
+    check: Check
+    face_quantized: object | None
+    face_compiled: object | None
+    face_check: Check | None
+    seconds: float
+
+    def network(self) -> Int8Network | None:
+        if not self.check.passed:
+            return None
+        face = Int8FaceSide(self.face_compiled, self.face_check) if self.face_check and self.face_check.passed else None
+        return Int8Network(self.compiled, self.check, face, self.face_check)
+
+
+#: Faces the face side is calibrated on, and checked on (with held-out speech): seeds of their own.
+FACE_CALIBRATION = 64
+FACE_HELDOUT = 32
+
+
+def _faces(n: int, seed: int) -> np.ndarray:
+    """``n`` augmented crops of the calibration face as model inputs, (n, 6, 96, 96) float32."""
+    from ..face import model_input
+    from .calibration import augmented_face
+
+    rng = np.random.default_rng(seed)
+    return np.concatenate([model_input(augmented_face(rng)) for _ in range(n)])
+
+
 def _quantize(model, graph):
-    """(quantized openvino.Model, compiled model, Check, seconds) for a folded float32 model."""
+    """A :class:`_Built` for a folded float32 model: the decoder, then the face side."""
     import nncf
     import openvino as ov
 
@@ -304,7 +381,45 @@ def _quantize(model, graph):
         ref = _float32(graph, inputs)
         diffs.append(np.abs(net(inputs[0], inputs[1:]) - ref))
     check = judge(np.concatenate(diffs))
-    return quantized, compiled, check, time.perf_counter() - t0
+    built = _Built(quantized, compiled, check, None, None, None, 0.0)
+    if check.passed:
+        built.face_quantized, built.face_compiled, built.face_check = _quantize_face(model, graph, net, held)
+    built.seconds = time.perf_counter() - t0
+    return built
+
+
+def _quantize_face(model, graph, net: Int8Network, held: list[list[np.ndarray]]):
+    """The face side in int8, checked end to end with the int8 decoder ``net`` against float32:
+    (quantized, compiled, Check)."""
+    import nncf
+    import openvino as ov
+
+    from ..models.still import FaceSideGraph
+
+    side = FaceSideGraph(model, graph).eval()
+    calib = [f[None] for f in _faces(FACE_CALIBRATION, seed=2)]
+    with _quiet(), torch.inference_mode():
+        ov_model = ov.convert_model(side, example_input=torch.from_numpy(calib[0]),
+                                    input=[ov.PartialShape([-1, 6, 96, 96])])
+        quantized = nncf.quantize(
+            ov_model,
+            nncf.Dataset(calib),
+            subset_size=len(calib),
+            ignored_scope=nncf.IgnoredScope(types=["Add"]),
+        )
+    del ov_model
+    compiled = ov.Core().compile_model(quantized, "CPU", _config())
+    face = Int8FaceSide(compiled, Check(False, 0, 0, 0))
+    # held-out faces, each speaking one held-out window: a face per frame, as in a video
+    faces = _faces(FACE_HELDOUT, seed=3)
+    mels = np.concatenate([inputs[0] for inputs in held])[: len(faces)]
+    diffs = []
+    for i in range(0, len(faces), 8):
+        f, m = faces[i : i + 8], mels[i : i + 8]
+        with torch.inference_mode():
+            ref = graph(torch.from_numpy(m), *graph.face_maps(model.encode_face(torch.from_numpy(f)))).numpy()
+        diffs.append(np.abs(net(m, face(f)) - ref))
+    return quantized, compiled, judge(np.concatenate(diffs))
 
 
 # -- the cache --------------------------------------------------------------------------
@@ -338,14 +453,19 @@ def _read(entry: Path, digest: str):
         check = Check(**manifest["check"])
         if not check.passed:
             return None, check
+        face_check = Check(**manifest["face_check"]) if manifest.get("face_check") else None
         for name, want in manifest["files"].items():
             if _sha256_file(entry / name) != want:
                 raise _Corrupt(f"{name} does not match its checksum")
         import openvino as ov
 
         core = ov.Core()
-        compiled = core.compile_model(core.read_model(entry / "model.xml", entry / "model.bin"), "CPU", _config())
-        return Int8Network(compiled, check), check
+
+        def compiled(stem: str):
+            return core.compile_model(core.read_model(entry / f"{stem}.xml", entry / f"{stem}.bin"), "CPU", _config())
+
+        face = Int8FaceSide(compiled("face"), face_check) if face_check and face_check.passed else None
+        return Int8Network(compiled("model"), check, face, face_check), check
     except _Corrupt:
         raise
     except Exception as e:  # noqa: BLE001 - anything unreadable is rebuilt, never trusted
@@ -375,7 +495,7 @@ def _remove(entry: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _write(entry: Path, digest: str, quantized, check: Check, seconds: float) -> None:
+def _write(entry: Path, digest: str, built: _Built) -> None:
     """Write the entry into a temporary folder beside it, then rename it into place."""
     import nncf
     import openvino as ov
@@ -384,15 +504,19 @@ def _write(entry: Path, digest: str, quantized, check: Check, seconds: float) ->
     tmp.mkdir(parents=True)
     try:
         files = {}
-        if check.passed:
-            ov.save_model(quantized, tmp / "model.xml", compress_to_fp16=False)
-            files = {n: _sha256_file(tmp / n) for n in ("model.xml", "model.bin")}
+        models = {"model": built.quantized if built.check.passed else None,
+                  "face": built.face_quantized if built.face_check and built.face_check.passed else None}
+        for stem, quantized in models.items():
+            if quantized is not None:
+                ov.save_model(quantized, tmp / f"{stem}.xml", compress_to_fp16=False)
+                files.update({n: _sha256_file(tmp / n) for n in (f"{stem}.xml", f"{stem}.bin")})
         manifest = {
             "recipe": RECIPE,
             "weights_sha256": digest,
-            "check": asdict(check),
+            "check": asdict(built.check),
+            "face_check": asdict(built.face_check) if built.face_check else None,
             "files": files,
-            "calibration_s": round(seconds, 2),
+            "calibration_s": round(built.seconds, 2),
             "openvino": ov.__version__,
             "nncf": nncf.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -466,7 +590,7 @@ def load(
             _remove(entry)
         log.info("calibrating the int8 network for weights %s (once per checkpoint)", digest[:12])
         try:
-            quantized, compiled, check, seconds = _build(model, graph)
+            built = _build(model, graph)
         except BackendError:
             raise
         except Exception as e:  # noqa: BLE001 - report any converter/quantizer failure plainly
@@ -474,12 +598,14 @@ def load(
                 f"Quantizing this checkpoint to int8 failed ({type(e).__name__}: {str(e).strip()[:300]}). "
                 "Use --precision fp32 or bf16."
             ) from e
-        log.info("int8 calibration took %.1f s; %s", seconds, check.summary())
+        log.info("int8 calibration took %.1f s; %s", built.seconds, built.check.summary())
+        if built.face_check is not None:
+            log.info("int8 face side (a video's faces): %s", built.face_check.summary())
         try:
-            _write(entry, digest, quantized, check, seconds)
+            _write(entry, digest, built)
         except OSError as e:
             log.warning("could not cache the int8 network in %s (%s)", root, e)
-    return (Int8Network(compiled, check) if check.passed else None), check
+    return built.network(), built.check
 
 
 def _build(model, graph):
