@@ -12,6 +12,7 @@ import pytest
 from lipsync.errors import InputError, NoFaceError, VideoError
 from lipsync.live import session as live
 from lipsync.live import speed
+from lipsync.live.video import VideoFace
 from lipsync.sources import loop_index
 from conftest import noise_int16, take
 from videos import SIZE, pan_frames, pan_truth, portrait, psnr, write_video
@@ -199,13 +200,13 @@ def test_a_slow_machine_steps_and_encodes_the_next_face_between(open_live, pan8,
     monkeypatch.setattr(speed, "BUDGET_SHARE", 1e-6)
     s = open_live(video=pan8[0], adapt=True)
     calls = []
-    face = s._face
-    prefetch = face.prefetch
-    monkeypatch.setattr(face, "prefetch", lambda n: (calls.append(n), prefetch(n)))
+    prefetch = VideoFace.prefetch  # on the class: a shrunk session draws from a new VideoFace
+    monkeypatch.setattr(VideoFace, "prefetch", lambda face, n: (calls.append(n), prefetch(face, n)))
     s.push(noise_int16(3.0, seed=2, amp=9000), 16000)
     first = s.mode
     for f in s:
-        if s.mode.width < first.width and f.image.shape[1] == s.mode.width or f.pts > 12:
+        # until it has shrunk and, stepping, encoded a next face between (the step can come last)
+        if s.mode.width < first.width and f.image.shape[1] == s.mode.width and calls or f.pts > 12:
             break
     assert s.mode.step == 2 and "every second frame" in s.mode.reason and "working at" in s.mode.reason
     assert calls and all(n % 2 == 0 for n in calls), "the next network frame's face is encoded between"
