@@ -229,6 +229,7 @@ def _say(*parts: str) -> None:
 
 def _generate(a: argparse.Namespace) -> int:
     from . import Request
+    from .pipeline.result import stages_text
 
     opts = options_from_args(a)
     request = Request(
@@ -236,7 +237,7 @@ def _generate(a: argparse.Namespace) -> int:
     )  # checked before loading
     engine = engine_from_args(a)
     r = engine.run(request, progress=_progress_printer(sys.stderr.isatty()))
-    stages = ", ".join(f"{k} {v:.2f}s" for k, v in r.timings.items())
+    stages = stages_text(r.timings)
     _say(
         f"wrote {r.video} ({r.duration_s:.2f} s, {r.frames} frames at {r.fps:g} fps, {r.width}x{r.height}; "
         f"{'video' if r.source == 'video' else 'photo'}, face {r.box.as_tuple()} by {r.detector} in {r.face_frames} "

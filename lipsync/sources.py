@@ -18,15 +18,17 @@ A source gives it:
   ``still_picture``: whether head motion may be added;
 * ``close()``: removes whatever the source keeps on disk.
 
-**A video** is decoded once (:func:`scan_video`): every frame at the output
-frame rate and working size is compressed into a spool file in the request's
-temporary folder (JPEG quality 95, 4:4:4; about 47 dB from the decoded frame,
-finer than the H.264 output) while the face tracker
-(:mod:`lipsync.face.track`) follows the face. Frames are then read back in any
-order, one at a time, so looping costs no memory: RAM holds a frame or two per
-reader whatever the clip's length; the disk holds the spool (about 0.1 MB per
-512x512 frame, 0.2-0.4 MB at 720p: at most about 1.5 GB for a 60 s, 60 fps
-720p clip) until the request ends.
+**A video** is decoded once (:func:`scan_video`), at the output frame rate and
+working size, while the face tracker (:mod:`lipsync.face.track`) follows the
+face. A short clip's frames stay in memory as decoded (up to
+:data:`MEMORY_SPOOL_MB`: no compression, no round trip through the disk); a
+longer one's, and a live session's, are compressed into a spool file in the
+request's temporary folder (JPEG quality 95, 4:4:4; about 47 dB from the
+decoded frame, finer than the H.264 output). Frames are read back in any
+order, one at a time, so looping a spooled clip costs no memory: RAM holds a
+frame or two per reader whatever the clip's length; the disk holds the spool
+(about 0.1 MB per 512x512 frame, 0.2-0.4 MB at 720p: at most about 1.5 GB for
+a 60 s, 60 fps 720p clip) until the request ends.
 
 **Length**: a video longer than the speech is cut; a shorter one is played
 back and forth (``pingpong``: 0, 1, ..., L-1, L-2, ..., 1, 0, 1, ...; no jump
@@ -43,6 +45,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from pathlib import Path
 
@@ -73,6 +76,7 @@ MIN_FACE_SHARE = 0.2  #: a video fails when fewer of the frames used show a face
 ANALYSIS_SIDE = 640  #: faces are detected on frames scaled down to this long side
 FACE_FADE_FRAMES = 2  #: frames over which the mouth fades where the face is lost or found
 SPOOL_QUALITY = 95
+MEMORY_SPOOL_MB = 256  #: a clip's frames stay in memory up to this size (a live session's always go to disk)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -130,31 +134,57 @@ def edge_fade(present: np.ndarray, frames: int = FACE_FADE_FRAMES) -> np.ndarray
 class FrameSpool:
     """Frames written once, in order, and read back in any order, one at a time.
 
-    Each frame is JPEG-compressed (quality 95, no chroma subsampling) and
-    appended to one file; only the offsets stay in memory. Reads use
-    ``os.pread``, so several threads can read at once. A pickled copy (e.g. sent
-    to a GPU worker process) reopens the file read-only by its path.
+    A short clip's frames stay in memory as decoded, while they fit in
+    ``memory_bytes`` (no compression, nothing written: a 6 s 720x528 clip is
+    about 170 MB). Beyond that, or with ``memory_bytes=0``, each frame is
+    JPEG-compressed (quality 95, no chroma subsampling) and appended to one
+    file; only the offsets stay in memory (frames already held are moved there
+    when the budget runs out). Reads use ``os.pread``, so several threads can
+    read at once. A pickled copy (e.g. sent to a GPU worker process) reopens the
+    file read-only by its path (a spool in memory is written to its file first).
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, memory_bytes: int = 0):
         self.path = Path(path)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         self._offsets: list[tuple[int, int]] = []
         self._end = 0
         self.shape: tuple[int, int, int] | None = None
+        self.memory_bytes = int(memory_bytes)
+        self._held: list[np.ndarray] | None = [] if memory_bytes > 0 else None
 
     def __len__(self) -> int:
-        return len(self._offsets)
+        return len(self._held) if self._held is not None else len(self._offsets)
 
     @property
     def nbytes(self) -> int:
-        return self._end
+        """Bytes the frames take: in memory, or in the file."""
+        return sum(f.nbytes for f in self._held) if self._held is not None else self._end
+
+    @property
+    def in_memory(self) -> bool:
+        return self._held is not None
 
     def append(self, rgb: np.ndarray) -> None:
-        import cv2
-
+        """Add the next frame; a held frame is kept as given (the caller must not change it)."""
         if self.shape is None:
             self.shape = rgb.shape
+        if self._held is not None:
+            if (len(self._held) + 1) * rgb.nbytes <= self.memory_bytes:
+                self._held.append(rgb)
+                return
+            self._spill()
+        self._write(rgb)
+
+    def _spill(self) -> None:
+        """Move the frames held in memory to the file (they no longer fit, or a copy is pickled)."""
+        held, self._held = self._held, None
+        for rgb in held or ():
+            self._write(rgb)
+
+    def _write(self, rgb: np.ndarray) -> None:
+        import cv2
+
         params = [cv2.IMWRITE_JPEG_QUALITY, SPOOL_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
                   cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
         ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
@@ -174,9 +204,15 @@ class FrameSpool:
         self._end += len(blob)
 
     def read(self, i: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Frame ``i`` as (H, W, 3) uint8 RGB (into ``out`` when given)."""
+        """Frame ``i`` as (H, W, 3) uint8 RGB, an array of the caller's own (``out`` when given)."""
         import cv2
 
+        held = self._held
+        if held is not None:
+            if out is None:
+                return held[i].copy()
+            np.copyto(out, held[i])
+            return out
         offset, size = self._offsets[i]
         data = os.pread(self._fd, size, offset)
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -185,11 +221,14 @@ class FrameSpool:
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
 
     def close(self) -> None:
+        self._held = [] if self._held is not None else None  # the memory goes with the file
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
 
     def __getstate__(self) -> dict:
+        if self._held is not None:
+            self._spill()
         state = dict(self.__dict__)
         state["_fd"] = -1
         return state
@@ -325,6 +364,7 @@ class VideoSource:
         first = int(np.flatnonzero(found)[0]) if found.any() else 0
         self.box = FaceBox(*(int(v) for v in boxes[first])) if found.any() else FaceBox(0, self.height, 0, self.width)
         self.first_face_frame = first
+        self.timings: dict[str, float] = {}  #: seconds of the face stage's parts (see scan_video)
         self._cleanup = weakref.finalize(self, _remove, spool, workdir)
 
     def __getstate__(self) -> dict:
@@ -420,6 +460,7 @@ def scan_video(
     n_frames: int | None,
     detector=None,
     progress=None,
+    memory_mb: float = MEMORY_SPOOL_MB,
 ) -> VideoSource:
     """Decode a probed video once: spool its frames, follow the face, plan the output frames.
 
@@ -431,6 +472,12 @@ def scan_video(
             frame once (a live session, which repeats them itself).
         detector: a face detector (``detect(rgb)``); not needed when ``opts.box`` is given.
         progress: ``(stage, done, total)`` callback (stage "face").
+        memory_mb: the frames stay in memory up to this many MB (0: always the JPEG spool
+            on disk, as a live session, which keeps them for as long as it runs).
+
+    The source's ``timings`` say where the time went: ``decode`` (waiting for ffmpeg),
+    ``spool`` (keeping the frames), ``detect`` (the face detector) and ``track``
+    (following the face between detections, cut detection, smoothing).
 
     Raises:
         VideoError: the video cannot be decoded (see :class:`~lipsync.media.video.VideoDecoder`).
@@ -445,19 +492,30 @@ def scan_video(
     workdir = Path(tempfile.mkdtemp(prefix="lipsync-video-"))
     spool = None
     try:
-        spool = FrameSpool(workdir / "frames.jpgs")
+        spool = FrameSpool(workdir / "frames.jpgs", memory_bytes=int(memory_mb * 2**20))
         tracker = None
         if opts.box is None:  # the tracker scales frames down for the detector itself, only when it runs
             tracker = FaceTracker(
                 detector, fps=opts.fps, face_index=opts.face_index, follow=True, detect_side=ANALYSIS_SIDE
             )
         expected = info.expected_frames(opts.fps) or 0
+        spent = {"decode": 0.0, "spool": 0.0, "track": 0.0}
+        clock = time.perf_counter
         with VideoDecoder(info, opts.fps, (w, h), max_seconds=opts.max_video_s, timeout=opts.timeout_s) as frames:
-            for i, rgb in enumerate(frames):
+            it, i, t = iter(frames), 0, clock()
+            for rgb in it:
+                t1 = clock()
                 spool.append(rgb)
+                t2 = clock()
                 if tracker is not None:
                     tracker.add(rgb)
-                report("face", i + 1, max(expected, i + 1))
+                i += 1
+                report("face", i, max(expected, i))
+                t3 = clock()
+                spent["decode"] += t1 - t
+                spent["spool"] += t2 - t1
+                spent["track"] += t3 - t2
+                t = t3
         length = len(spool)
         boxes = np.zeros((length, 4), np.int32)
         found = np.zeros(length, bool)
@@ -468,7 +526,11 @@ def scan_video(
             found[:] = True
             name, detections = "given", 0
         else:
+            t = clock()
             track = tracker.finish()
+            spent["track"] += clock() - t
+            spent["detect"] = tracker.detect_s
+            spent["track"] -= tracker.detect_s
             for i in np.flatnonzero(track.found):
                 try:
                     box = pad_box(np.round(track.boxes[i]).astype(int), opts.pads, (h, w))
@@ -480,14 +542,16 @@ def scan_video(
             n_frames = length
         index = loop_indices(n_frames, length, opts.video_loop)
         source = VideoSource(spool, workdir, boxes, found, name, index, label=opts.label, detections=detections)
+        source.timings = {k: round(v, 4) for k, v in spent.items()}
     except BaseException:
         if spool is not None:
             spool.close()
         shutil.rmtree(workdir, ignore_errors=True)
         raise
     log.info(
-        "video %s: %d frames at %g fps, %dx%d, face in %d (%d detector calls), spool %.1f MB",
+        "video %s: %d frames at %g fps, %dx%d, face in %d (%d detector calls), frames %.1f MB %s",
         info.path.name, length, opts.fps, w, h, int(found.sum()), source.detections, spool.nbytes / 1e6,
+        "in memory" if spool.in_memory else "on disk",
     )
     if length > 1:
         try:
@@ -498,13 +562,13 @@ def scan_video(
     return source
 
 
-def scan_or_still(info, opts, n_frames: int | None, detector=None, progress=None):
+def scan_or_still(info, opts, n_frames: int | None, detector=None, progress=None, memory_mb: float = MEMORY_SPOOL_MB):
     """(:func:`scan_video`'s source, None), or (None, the frame) for a video of one frame, which is
     then used as a photo (a clip and a live session both do so).
 
     ``detector``: a callable that returns the face detector, called only when ``opts.box`` is not given.
     """
-    source = scan_video(info, opts, n_frames, None if opts.box is not None else detector(), progress)
+    source = scan_video(info, opts, n_frames, None if opts.box is not None else detector(), progress, memory_mb)
     if source.frames > 1:
         return source, None
     frame = source.spool.read(0)

@@ -258,6 +258,9 @@ def test_prepared_video_survives_pickling_for_a_gpu_worker(engine, pan, tmp_path
 @pytest.mark.usefixtures("own_tempdir")
 def test_video_is_cut_to_a_shorter_soundtrack(engine, pan, tmp_path):
     r = engine.generate(None, _speech(1.0), tmp_path / "short.mp4", GenerateOptions(label=False), video=pan[0])
+    parts = {k: v for k, v in r.timings.items() if k.startswith("face.")}
+    assert set(parts) == {"face.decode", "face.spool", "face.detect", "face.track"}  # where the face stage went
+    assert r.timings["face.detect"] > 0 and sum(parts.values()) <= r.timings["face"]
     assert r.frames == 25 and r.source == "video" and r.face_frames == 25
     assert abs(float(ffprobe(r.video)["format"]["duration"]) - 1.0) <= 1 / FPS
 
@@ -326,8 +329,10 @@ def test_failure_midway_leaves_nothing(engine, pan, tmp_path, monkeypatch):
     _clean(out, before)
 
 
-def test_memory_does_not_grow_with_the_clip(tmp_path, pan):
-    """Decoding, spooling and compositing 40 s of output from a 10 s video holds no more than 4 s does."""
+@pytest.mark.parametrize("memory_mb", [0, 8])
+def test_memory_does_not_grow_with_the_clip(tmp_path, pan, memory_mb):
+    """Decoding, spooling and compositing 40 s of output from a 10 s video holds no more than 4 s does:
+    on disk (a live session's frames, a long clip's) about a frame; in memory, the frames up to the budget."""
     import tracemalloc
 
     from lipsync.sources import scan_video
@@ -338,7 +343,8 @@ def test_memory_does_not_grow_with_the_clip(tmp_path, pan):
 
     def peak(n: int) -> int:
         tracemalloc.start()
-        source = scan_video(info, opts, n)
+        source = scan_video(info, opts, n, memory_mb=memory_mb)
+        assert not source.spool.in_memory  # 250 frames of 0.2 MB outgrow 8 MB: moved to the disk
         comp = source.compositor(type("P", (), {"weights": None})())
         pred = np.full((96, 96, 3), 0.5, np.float32)
         frame = np.empty_like(comp.image)
@@ -353,7 +359,39 @@ def test_memory_does_not_grow_with_the_clip(tmp_path, pan):
 
     peak(10)  # first use: lazy imports and caches
     short, long = peak(100), peak(1000)
-    assert short < 8_000_000 and long < short + 1_000_000, (short, long)  # one 256x256 frame is 0.2 MB
+    budget = memory_mb * 2**20  # held until the budget ran out, then moved to the file
+    assert short < budget + 8_000_000 and long < short + 1_000_000, (short, long)  # one 256x256 frame is 0.2 MB
+
+
+def test_a_short_clip_stays_in_memory_exactly_and_a_long_one_goes_to_disk(tmp_path):
+    """Frames held in memory come back bit for bit; past the budget they move to the JPEG file
+    (all of them, in order), and a pickled copy (a GPU worker) reads the file."""
+    import pickle
+
+    from lipsync.sources import FrameSpool
+
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (64, 80, 3), dtype=np.uint8) // 16 * 16 for _ in range(6)]
+    one = frames[0].nbytes
+    held = FrameSpool(tmp_path / "a.jpgs", memory_bytes=6 * one)
+    spilled = FrameSpool(tmp_path / "b.jpgs", memory_bytes=3 * one)
+    for f in frames:
+        held.append(f)
+        spilled.append(f)
+    assert held.in_memory and held.nbytes == 6 * one and (tmp_path / "a.jpgs").stat().st_size == 0
+    assert not spilled.in_memory and len(spilled) == 6 and 0 < spilled.nbytes < 6 * one
+    out = np.empty_like(frames[0])
+    for i, f in enumerate(frames):
+        got = held.read(i)
+        np.testing.assert_array_equal(got, f)
+        got[:] = 0  # the caller's own copy
+        assert held.read(i, out=out) is out and np.array_equal(out, f)
+        assert np.abs(spilled.read(i).astype(int) - f).mean() < 8  # JPEG, in order
+    copy = pickle.loads(pickle.dumps(held))  # written to the file first
+    assert not held.in_memory and not copy.in_memory and len(copy) == 6
+    np.testing.assert_array_equal(copy.read(4), held.read(4))
+    for s in (held, spilled, copy):
+        s.close()
 
 
 # ----------------------------------------------------------------------------- hostile videos

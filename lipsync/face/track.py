@@ -32,6 +32,7 @@ Numpy and OpenCV; the detector is anything with ``detect(rgb) -> [(x1, y1, x2, y
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -145,6 +146,7 @@ class FaceTracker:
         self._last_key: tuple[int, np.ndarray | None] | None = None
         self._near: tuple[int, np.ndarray] | None = None  # (index, box) of the face followed
         self.detections = 0
+        self.detect_s = 0.0  #: seconds in the detector itself
         self.follow = bool(follow)
         self.detect_side = detect_side
         self.follow_every = max(self.every, int(round(FOLLOW_DETECT_EVERY_S * self.fps)))
@@ -167,7 +169,10 @@ class FaceTracker:
             k = frame.shape[1] / w
         else:
             k = 1.0
-        faces = [np.asarray(f[:4], np.float64) * (self.scale / k) for f in self.detector.detect(frame)]
+        t = time.perf_counter()
+        found = self.detector.detect(frame)
+        self.detect_s += time.perf_counter() - t
+        faces = [np.asarray(f[:4], np.float64) * (self.scale / k) for f in found]
         return sorted(faces, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
 
     def _pick(self, faces: list[np.ndarray], i: int) -> np.ndarray | None:

@@ -553,7 +553,8 @@ def _scan_video(engine, video, *, fps: float, max_side: int, box, label: bool, l
     opts = GenerateOptions(fps=fps, max_side=max_side, box=box, label=label, video_loop=loop,
                            max_video_s=max_video_s)
     info = probe_video(video, max_seconds=opts.max_video_s, max_bytes=opts.max_video_bytes)
-    return scan_or_still(info, opts, None, lambda: engine.detector)
+    # on disk, not in memory: a session keeps its frames for as long as it runs, and several may run
+    return scan_or_still(info, opts, None, lambda: engine.detector, memory_mb=0)
 
 
 def open_session(engine, image=None, video=None, *, fps: float = 25.0, **kw) -> LiveSession:

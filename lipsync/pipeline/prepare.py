@@ -121,6 +121,8 @@ def prepare(request: Request, detector: Callable[[], object], report: Progress |
             rgb = draw_label(rgb, avoid=box)
         source = PhotoSource(rgb, box, found_by, plain=plain if opts.label else None, n_frames=n_frames)
     clock.lap("face")
+    for part, seconds in getattr(source, "timings", {}).items():  # a video's: where the face stage went
+        clock.timings[f"face.{part}"] = seconds
     try:
         mel = features.melspectrogram(wav16)
         starts = features.window_starts(mel.shape[1], opts.fps, n_frames)

@@ -115,7 +115,10 @@ def stream_frames(mouths: Iterable[np.ndarray], compositor, sink, report: Progre
     A queue of two batches bounds memory; an error on either side stops both
     and is raised here (the caller's writer, a context manager, then aborts).
     Adds the stage "lipsync" to ``clock`` and the time the worker spent
-    waiting for the network to ``clock.network_busy_s``.
+    waiting for the network to ``clock.network_busy_s``; and its parts,
+    ``lipsync.network`` (that wait), ``lipsync.paste`` (reading each frame back,
+    pasting the mouth, motion, blinks) and ``lipsync.write`` (handing it to the
+    encoder, captions burned in).
     """
     q: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -160,6 +163,8 @@ def stream_frames(mouths: Iterable[np.ndarray], compositor, sink, report: Progre
     worker.start()
     done = 0
     frame = np.empty_like(compositor.image)
+    paste_s = write_s = 0.0
+    clock_now = time.perf_counter
     try:
         report("lipsync", 0, n)
         while True:
@@ -167,7 +172,12 @@ def stream_frames(mouths: Iterable[np.ndarray], compositor, sink, report: Progre
             if batch is None:
                 break
             for pred in batch:
-                sink.write(compositor.paste(pred, out=frame))
+                t0 = clock_now()
+                out = compositor.paste(pred, out=frame)
+                t1 = clock_now()
+                sink.write(out)
+                paste_s += t1 - t0
+                write_s += clock_now() - t1
             done += len(batch)
             report("lipsync", done, n)
         if failure:
@@ -183,3 +193,7 @@ def stream_frames(mouths: Iterable[np.ndarray], compositor, sink, report: Progre
         worker.join(timeout=60)
         clock.timings["lipsync"] = time.perf_counter() - t_start
         clock.network_busy_s += busy[0]
+        # where the stage went (the network ran beside the other two, on its own thread)
+        clock.timings["lipsync.network"] = round(busy[0], 4)
+        clock.timings["lipsync.paste"] = round(paste_s, 4)
+        clock.timings["lipsync.write"] = round(write_s, 4)

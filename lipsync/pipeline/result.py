@@ -30,7 +30,10 @@ class Result:
     device: str  #: where the network ran, and in what precision
     audio_duration_s: float
     sample_rate: int  #: the soundtrack's rate in the MP4
-    timings: dict[str, float] = field(default_factory=dict)  #: seconds per stage (stages only)
+    #: seconds per stage; "stage.part" keys say where a stage went (a video's face stage:
+    #: face.decode, face.spool, face.detect, face.track; lipsync.network, lipsync.paste,
+    #: lipsync.write, the network on a thread of its own beside the other two)
+    timings: dict[str, float] = field(default_factory=dict)
     speaking_frames: int = 0  #: frames the network ran on (others were pauses)
     voice: str | None = None  #: the voice id that spoke the text (None for given audio)
     source: str = "photo"  #: what the face came from: "photo" or "video"
@@ -89,4 +92,17 @@ def make_result(parts: Prepared, clock: Clock | None, device: str, captions: Pat
         network_busy=busy,
         enhance=parts.enhance_note or describe_enhance(opts.enhance, parts.device),
         blink=parts.blink_note,
+    )
+
+
+def stages_text(timings: dict[str, float]) -> str:
+    """``timings`` for people: "face 0.62s (decode 0.20s, ...), lipsync 3.1s (...)"."""
+    parts: dict[str, list[str]] = {}
+    for k, v in timings.items():
+        stage, _, part = k.partition(".")
+        if part:
+            parts.setdefault(stage, []).append(f"{part} {v:.2f}s")
+    return ", ".join(
+        f"{k} {v:.2f}s" + (f" ({', '.join(parts[k])})" if k in parts else "")
+        for k, v in timings.items() if "." not in k
     )

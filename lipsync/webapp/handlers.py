@@ -79,7 +79,7 @@ def progress_reporter(progress):
 def summary(result, hls, voice_label: str, used_audio: bool, total_s: float) -> str:
     """The Markdown under the video: what was made, how, and how long each stage took."""
     busy = result.network_busy
-    stages = " · ".join(f"{STAGE_NAMES.get(k, k)} {v:.1f} s" for k, v in result.timings.items())
+    stages = " · ".join(f"{STAGE_NAMES.get(k, k)} {v:.1f} s" for k, v in result.timings.items() if "." not in k)
     source = "your audio file" if used_audio else voice_label
     lines = [
         f"**{result.duration_s:.1f} s** of video, {result.frames} frames at {result.fps:g} fps, "
