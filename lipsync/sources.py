@@ -475,7 +475,8 @@ def scan_video(
         memory_mb: the frames stay in memory up to this many MB (0: always the JPEG spool
             on disk, as a live session, which keeps them for as long as it runs).
 
-    The source's ``timings`` say where the time went: ``decode`` (waiting for ffmpeg),
+    The source's ``timings`` say where the time went (:func:`scan_or_still` adds ``load``,
+    the face detector's first-use loading): ``decode`` (waiting for ffmpeg),
     ``spool`` (keeping the frames), ``detect`` (the face detector) and ``track``
     (following the face between detections, cut detection, smoothing).
 
@@ -568,7 +569,12 @@ def scan_or_still(info, opts, n_frames: int | None, detector=None, progress=None
 
     ``detector``: a callable that returns the face detector, called only when ``opts.box`` is not given.
     """
-    source = scan_video(info, opts, n_frames, None if opts.box is not None else detector(), progress, memory_mb)
+    t = time.perf_counter()
+    found_by = None if opts.box is not None else detector()  # loaded on first use
+    load_s = time.perf_counter() - t
+    source = scan_video(info, opts, n_frames, found_by, progress, memory_mb)
+    if found_by is not None:
+        source.timings = {"load": round(load_s, 4), **source.timings}
     if source.frames > 1:
         return source, None
     frame = source.spool.read(0)

@@ -259,7 +259,7 @@ def test_prepared_video_survives_pickling_for_a_gpu_worker(engine, pan, tmp_path
 def test_video_is_cut_to_a_shorter_soundtrack(engine, pan, tmp_path):
     r = engine.generate(None, _speech(1.0), tmp_path / "short.mp4", GenerateOptions(label=False), video=pan[0])
     parts = {k: v for k, v in r.timings.items() if k.startswith("face.")}
-    assert set(parts) == {"face.decode", "face.spool", "face.detect", "face.track"}  # where the face stage went
+    assert set(parts) == {"face.load", "face.decode", "face.spool", "face.detect", "face.track"}  # where it went
     assert r.timings["face.detect"] > 0 and sum(parts.values()) <= r.timings["face"]
     assert r.frames == 25 and r.source == "video" and r.face_frames == 25
     assert abs(float(ffprobe(r.video)["format"]["duration"]) - 1.0) <= 1 / FPS

@@ -31,7 +31,8 @@ class Result:
     audio_duration_s: float
     sample_rate: int  #: the soundtrack's rate in the MP4
     #: seconds per stage; "stage.part" keys say where a stage went (a video's face stage:
-    #: face.decode, face.spool, face.detect, face.track; lipsync.network, lipsync.paste,
+    #: face.load (the detector, on first use), face.decode, face.spool, face.detect, face.track;
+    #: lipsync.network, lipsync.paste,
     #: lipsync.write, the network on a thread of its own beside the other two)
     timings: dict[str, float] = field(default_factory=dict)
     speaking_frames: int = 0  #: frames the network ran on (others were pauses)
