@@ -215,3 +215,34 @@ def test_fallback_finds_a_small_face_on_a_dark_background_that_global_equalisati
         box = find_face(frame, det, pads=(0, 0, 0, 0))
         assert abs(box.x1 - x1) <= 12 and abs(box.y1 - y1) <= 14, (det.name, box)
         assert 55 <= box.height <= 95, (det.name, box)
+
+
+def test_the_engine_finds_one_photos_faces_once(haar, portrait, tmp_path, example_image):
+    """The page's face preview, then Generate on the same photo: the detector runs once; other
+    pixels are detected again; the answers are the detector's own."""
+    from lipsync import LipSync
+    from lipsync.face.preview import list_faces
+    from lipsync.face.detect import RememberedDetector
+
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def detect(self, rgb):
+            calls.append(rgb.shape)
+            return haar.detect(rgb)
+
+    engine = LipSync(tmp_path / "unused.pth", device="cpu", detector=Counting())
+    det = engine.detector
+    assert isinstance(det, RememberedDetector) and det.name == "counting"
+    preview = list_faces(portrait, det)
+    assert find_face(portrait.copy(), det) == preview[0] and len(calls) == 1  # same pixels: remembered
+    other = portrait.copy()
+    other[0, 0] ^= 1
+    assert find_face(other, det) == preview[0] and len(calls) == 2  # one pixel differs: detected again
+    assert det.detect(portrait) == haar.detect(portrait)
+    for k in range(10):  # a few pictures are remembered, not every one
+        det.detect(np.full((64, 64, 3), k, np.uint8))
+    det.detect(portrait)
+    assert len(calls) == 13 and len(det._answers) == det.size

@@ -11,8 +11,10 @@ cascade, kept for callers that ask for it).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import numpy as np
 from ..errors import ImageError, NoFaceError, WeightsError
 
 __all__ = [
+    "RememberedDetector",
     "FaceBox",
     "HaarDetector",
     "MultiHaarDetector",
@@ -421,6 +424,43 @@ def make_detector(s3fd_weights: str | Path | None = None, device: str = "cpu", *
     except WeightsError as e:
         log.warning("S3FD face detector unavailable, using the offline detector: %s", e)
         return offline_detector()
+
+
+class RememberedDetector:
+    """A detector that remembers its answers for the last few pictures, by their pixels.
+
+    The web page finds the faces of an uploaded photo to show them; Generate then
+    asks again for the very same pixels, and a batch may use one photo many
+    times. The answer is the wrapped detector's, given again: a digest of the
+    pixels (about 1 ms a megapixel) instead of a detection (tens to hundreds of
+    ms). Anything else is the wrapped detector's own (``name``, ...).
+    """
+
+    def __init__(self, detector, size: int = 8):
+        self.detector = detector
+        self.size = int(size)
+        self._answers: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name):  # only for what this class does not have itself
+        if name.startswith("__") or name == "detector":  # (a copy being unpickled has none yet)
+            raise AttributeError(name)
+        return getattr(self.detector, name)
+
+    def detect(self, rgb: np.ndarray) -> list[tuple[int, int, int, int, float]]:
+        rgb = np.ascontiguousarray(rgb)
+        key = (rgb.shape, rgb.dtype.str, hashlib.blake2b(memoryview(rgb).cast("B"), digest_size=16).digest())
+        with self._lock:
+            known = self._answers.get(key)
+            if known is not None:
+                self._answers.move_to_end(key)
+                return list(known)
+        faces = self.detector.detect(rgb)
+        with self._lock:
+            self._answers[key] = tuple(tuple(f) for f in faces)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+        return faces
 
 
 def pad_box(rect: tuple[int, int, int, int], pads, shape) -> FaceBox:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..face.detect import RememberedDetector
 from ..media.audio import Speech
 from ..media.captions import Cue
 from ..media.segments import Segment, SegmentStream
@@ -85,7 +86,9 @@ class LipSync:
         self._generator = Lazy(
             lambda: load_generator(self.checkpoint, self.device, self.precision, self.fast), generator
         )
-        self._detector = Lazy(lambda: load_detector(self.s3fd), detector)
+        # the same photo's faces are found once: the page's face preview, then its Generate
+        self._detector = Lazy(lambda: RememberedDetector(load_detector(self.s3fd)),
+                              None if detector is None else RememberedDetector(detector))
         self._run_lock = threading.Lock()  # one request at a time on the network
         from ..runtime.generator import resolve_device, resolve_precision
 
