@@ -276,7 +276,7 @@ def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
             page.wait_for_selector("#generate", timeout=60_000)
-            page.wait_for_function("() => document.querySelector('#model-status').innerText.includes('ready')",
+            page.wait_for_function("() => document.querySelector('#model-status').innerText.toLowerCase().includes('ready')",
                                    timeout=120_000)
             page.locator("#portrait input[type=file]").set_input_files(str(EXAMPLE))
             page.wait_for_selector("#faces img", timeout=60_000)
