@@ -235,15 +235,23 @@ class _Eye:
 
         # its fine texture: small patches of the photo's own clean skin (no structure, skin-bright, not the eye,
         # no edge) quilted over it, from the lid skin above the eye where there is room for them (else from the
-        # skin around), scaled to the fine detail of that lid skin (else of the skin around)
+        # skin around), scaled to the fine detail of that lid skin, wrinkles and all (else of the skin right
+        # around the eye: two openings above and below it, 0.3 eye widths beyond its corners)
         hi = f - cv2.GaussianBlur(f, (0, 0), 1.0)
         lap = cv2.Laplacian(lum, cv2.CV_32F, ksize=1)
         odd = cv2.dilate((np.abs(lum - skin) > 0.25 * skin).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         clean = ~moving & ~hard & ~odd
         band = in_cols(open_[None, :] & (Yc >= (u - g - 2.0)[None, :]) & (Yc <= (u - MARGIN * g - 2.0)[None, :]))
-        ref = lap[band & clean]
+        ring = np.zeros(lum.shape, bool)
+        reach = int(math.ceil(0.3 * self.width))
+        ring[
+            max(0, int((u - 2 * g).min()) - 2) : int(math.ceil(float((L + 2 * g).max()))) + 3,
+            max(0, ox - reach) : ox + W + reach,
+        ] = True
+        skinny = ring & ~moving & ~eye & ~odd
+        ref = lap[band & skinny]
         if ref.size < 30:
-            ref = lap[clean]
+            ref = lap[skinny]
         if clean.any():
             edge = np.abs(lap - np.median(lap[clean])) > 3.0 * math.sqrt(_detail(lap[clean])) + 1.0
             clean &= cv2.dilate(edge.astype(np.uint8), np.ones((3, 3), np.uint8)) == 0
