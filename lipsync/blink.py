@@ -32,10 +32,11 @@ a thin band of skin. Each eye is studied once, on the first frame that blinks:
   structure left out, so that a rim's colour never runs into the lid), a little
   darker towards the lashes; the fine texture of the photo's own skin, quilted
   from small clean patches (of the lid skin above the eye where there is room,
-  else of the skin around) and scaled to that skin's fine detail (a robust
-  Laplacian variance), so that the lid is skin, not a smear; and a faint crease
-  a third of the way down (:data:`CREASE`; none on eyes under about 12 px wide,
-  where it reads as the open eye's outline);
+  else of the skin around) and scaled to the fine detail (a robust Laplacian
+  variance) of the lid skin above the eye, or where a rim leaves too little of
+  it of the skin right around the eye, so that the lid is skin, not a smear;
+  and a faint crease a third of the way down (:data:`CREASE`; none on eyes
+  under about 12 px wide, where it reads as the open eye's outline);
 * the lash colour: the darkest 5 % of the pixels along the upper lid's margin.
 
 Per frame the painted lid slides down with the edge (at ``c = 1`` it lies as
@@ -46,8 +47,8 @@ where it lies along the lower lid. All of it goes through each eye's mask
 (:meth:`Blinks.mask`): the opening, its moving margin and the lash line's soft
 edge under the lower lid, less any hard structure outside the opening (a rim
 that touches the corners or runs just under the lower lid stays as it was).
-No pixel outside the mask changes. About 0.1 ms per blink frame for a 100 px
-face and 0.5 ms for a 565 px one (two loaded cores); the study costs a few ms once.
+No pixel outside the mask changes. About 0.1 ms per blink frame for a 100-230 px
+face and 0.4 ms for a 565 px one (two loaded cores); the study costs a few ms once.
 """
 
 from __future__ import annotations
