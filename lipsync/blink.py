@@ -211,6 +211,7 @@ class _Eye:
         bright = (lum > skin + 0.6 * (255.0 - skin)) & (lum > 1.12 * skin)
         structure = (lum < 0.55 * skin) | bright | (grad > 0.3 * skin)
         hard = cv2.dilate(structure.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        glare = cv2.dilate(bright.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
 
         # the upper lid's margin: the dark rows (lashes, lid line) from the lid's edge up, at most MARGIN of the
         # opening and 2 pixels; the shut lid's new skin starts above them
@@ -279,14 +280,16 @@ class _Eye:
             self.lash = np.percentile(f.reshape(-1, 3), 5, axis=0).astype(np.float32)
 
         # the mask: the opening, the lid's moving margin and the lash line's soft edge below the lower lid, less
-        # hard structure outside the opening (the margin moves, lashes and all, where the eye is open; at the
-        # corners and just under the lower lid a rim may touch the eye and stays). Soft along the bottom.
+        # hard structure outside the opening (the margin moves, lashes and all, where the eye is open, but not a
+        # lens' highlight on it; at the corners and just under the lower lid a rim may touch the eye and stays).
+        # Soft along the bottom.
         bottom = self.low + 2.5 * self.lash_w + 0.5
         region = self.inside[None, :] & (Y >= F[None, :] - 0.5) & (Y <= bottom[None, :])
         top = np.where(g >= 1.5, F - 0.5, self.u - 0.5)
         under = self.low + np.where(g < 0.4 * float(g.max()), -0.25, 0.5)
         outside = (Y < top[None, :]) | (Y > under[None, :]) | (g < 1.5)[None, :]
-        mask = (region & ~(hard[oy : oy + H, cols] & outside)) * np.clip(bottom[None, :] + 0.5 - Y, 0.0, 1.0)
+        keep = (hard[oy : oy + H, cols] & outside) | (glare[oy : oy + H, cols] & (Y < self.u[None, :] - 0.5))
+        mask = (region & ~keep) * np.clip(bottom[None, :] + 0.5 - Y, 0.0, 1.0)
 
         # from here on only the rows that can change
         rows = np.flatnonzero(mask.max(axis=1) > 0)

@@ -248,6 +248,30 @@ def test_a_glasses_rim_stays_put(mesh):
         assert visible_iris(shut, g.rgb, eye) <= 0.3 * visible_iris(g.rgb, g.rgb, eye)
 
 
+@needs_model
+def test_real_glasses_rim_and_lens_highlights_stay_put(faces, mesh):
+    """Grace Hopper's rim runs 2-4 px above her upper lids, with white highlights on the lens between: the
+    rim's dark pixels (3-15 px above the lid) and the highlights (up to 1 px above it) never change."""
+    p, box = faces["hopper"]
+    lm = mesh(p.rgb, box)
+    closure, mids = blink_schedule(int(8 * FPS), FPS)
+    blinks = Blinks(lm.right, lm.left, closure, p.rgb.shape, mids)
+    grey = _grey(p.rgb)
+    rim, glare = np.zeros(grey.shape, bool), np.zeros(grey.shape, bool)
+    for eye in (lm.right, lm.left):
+        xs, u, _ = _lids(eye, 1.0)
+        for x, a in zip(xs, u):
+            rim[int(a) - 15 : int(a) - 3, x] = True
+            glare[int(a) - 15 : int(a) - 1, x] = True
+    rim &= grey < 50
+    glare &= grey > 215
+    assert rim.sum() > 300 and glare.sum() > 30
+    m = int(mids[0])
+    for t in np.flatnonzero(closure[m - 5 : m + 6] > 0) + m - 5:
+        out = blinks.apply(p.rgb.copy(), int(t))
+        assert np.array_equal(out[rim], p.rgb[rim]) and np.array_equal(out[glare], p.rgb[glare]), t
+
+
 def _iris_model():
     from eye_closure import iris_model_path
 
