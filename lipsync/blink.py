@@ -37,7 +37,10 @@ a thin band of skin. Each eye is studied once, on the first frame that blinks:
   it of the skin right around the eye, so that the lid is skin, not a smear;
   and a faint crease a third of the way down (:data:`CREASE`; none on eyes
   under about 12 px wide, where it reads as the open eye's outline);
-* the lash colour: the darkest 5 % of the pixels along the upper lid's margin.
+* the lash colour: the darkest 5 % of the pixels along the upper lid's margin;
+* whether the eye is hidden behind a dark lens (its opening all dark and flat:
+  no white of the eye, no iris edge, no catchlight): then nothing is drawn
+  there, and a photo whose eyes are all hidden gets no blinks.
 
 Per frame the painted lid slides down with the edge (at ``c = 1`` it lies as
 painted) and a soft dark lash line follows the edge (half-thickness
@@ -170,6 +173,7 @@ class _Eye:
         # the lash line: lighter at the inner end, soft at the corners
         self.taper = ((0.55 + 0.45 * np.clip(s / 0.3, 0.0, 1.0)) * ends * self.inside).astype(np.float32)
         self.seed = SEED + index
+        self.hidden = False  #: behind a dark lens (known once studied): nothing is drawn
         self.Y = np.arange(y1 - y0, dtype=np.float32)[:, None]
         self.gx = np.broadcast_to(np.arange(x1 - x0, dtype=np.float32)[None, :], (y1 - y0, x1 - x0)).copy()
         self.ready = False
@@ -212,6 +216,10 @@ class _Eye:
         structure = (lum < 0.55 * skin) | bright | (grad > 0.3 * skin)
         hard = cv2.dilate(structure.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         glare = cv2.dilate(bright.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        # an eye behind a dark lens: its opening all dark and flat, no white of the eye, no iris edge, no catchlight
+        seen = lum[oy : oy + H, cols][open_[None, :] & (Y > self.u[None, :] + 0.5) & (Y < self.low[None, :] - 0.5)]
+        spread = float(np.percentile(seen, 90) - np.percentile(seen, 10)) if seen.size >= 4 else skin
+        self.hidden = seen.size >= 4 and float((seen < 0.5 * skin).mean()) > 0.85 and spread < 0.1 * skin
 
         # the upper lid's margin: the dark rows (lashes, lid line) from the lid's edge up, at most MARGIN of the
         # opening and 2 pixels; the shut lid's new skin starts above them
@@ -289,7 +297,7 @@ class _Eye:
         under = self.low + np.where(g < 0.4 * float(g.max()), -0.25, 0.5)
         outside = (Y < top[None, :]) | (Y > under[None, :]) | (g < 1.5)[None, :]
         keep = (hard[oy : oy + H, cols] & outside) | (glare[oy : oy + H, cols] & (Y < self.u[None, :] - 0.5))
-        mask = (region & ~keep) * np.clip(bottom[None, :] + 0.5 - Y, 0.0, 1.0)
+        mask = (region & ~keep) * np.clip(bottom[None, :] + 0.5 - Y, 0.0, 1.0) * (not self.hidden)
 
         # from here on only the rows that can change
         rows = np.flatnonzero(mask.max(axis=1) > 0)
@@ -342,6 +350,8 @@ class _Eye:
 
         if not self.ready:
             self.prepare(frame)
+        if self.hidden:
+            return
         y0, y1, x0, x1 = self.roi
         roi = frame[y0:y1, x0:x1]
         orig = roi.astype(np.float32)
@@ -388,6 +398,15 @@ class Blinks:
 
     def __len__(self) -> int:
         return len(self.mids)
+
+    def prepare(self, frame: np.ndarray) -> Blinks:
+        """Study ``frame``'s photo around the eyes now (else the first blink frame does) and drop the eyes hidden
+        behind dark lenses (nothing of an eye to close there); returns self."""
+        for eye in self.eyes:
+            if not eye.ready:
+                eye.prepare(frame)
+        self.eyes = [e for e in self.eyes if not e.hidden]
+        return self
 
     def mask(self, frame: np.ndarray) -> np.ndarray:
         """(H, W) float32 in [0, 1]: how much of each pixel of ``frame``'s photo a blink may draw over (0: the
@@ -468,4 +487,6 @@ def plan_blinks(source, speech, n_frames: int, opts) -> tuple[Blinks | None, str
     blinks = Blinks(eyes.right, eyes.left, closure, source.image.shape, mids)
     if not blinks.eyes:
         return None, "off: no open eyes found in the photo"
+    if not blinks.prepare(source.image).eyes:
+        return None, "off: no open eyes found in the photo (behind dark glasses)"
     return blinks, f"on: {len(mids)} blinks in {n_frames / opts.fps:.1f} s (eyelids from the face mesh)"

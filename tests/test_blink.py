@@ -272,6 +272,22 @@ def test_real_glasses_rim_and_lens_highlights_stay_put(faces, mesh):
         assert np.array_equal(out[rim], p.rgb[rim]) and np.array_equal(out[glare], p.rgb[glare]), t
 
 
+@needs_model
+def test_no_lid_is_painted_over_dark_glasses(mesh):
+    """Behind opaque dark lenses there is no eye to shut: no skin is painted on the lens, and the clip says why."""
+    from face_corpus import astronaut, glasses
+
+    g = glasses(astronaut(), dark=True)
+    box = find_face(g.rgb, offline_detector())
+    lm = mesh(g.rgb, box)
+    blinks = Blinks(lm.right, lm.left, np.ones(3, np.float32), g.rgb.shape)
+    assert len(blinks.eyes) == 2 and np.array_equal(blinks.apply(g.rgb.copy(), 1), g.rgb)
+    assert blinks.prepare(g.rgb).eyes == []
+    src = PhotoSource(g.rgb, box, "given", plain=None, n_frames=250)
+    blinks, note = plan_blinks(src, Speech(np.zeros(160000, np.float32), 16000), 250, GenerateOptions())
+    assert blinks is None and "dark glasses" in note
+
+
 def _iris_model():
     from eye_closure import iris_model_path
 
