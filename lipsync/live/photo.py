@@ -137,7 +137,7 @@ class PhotoFace:
         enhance: a :class:`~lipsync.live.look.MouthEnhance` or None.
         eyes: the photo's eyelids (:class:`~lipsync.face.landmarks.EyeLandmarks`) or None: no blinks.
 
-    ``eyes`` is None afterwards where the eyelids give no blink (no open eyes).
+    ``eyes`` is None afterwards where the eyelids give no blink (no open eyes, or all behind dark lenses).
     """
 
     def __init__(self, generator, plain: np.ndarray, box: FaceBox, *, motion: float = 0.0, label: bool = True,
@@ -157,8 +157,8 @@ class PhotoFace:
         self.rest_image = Blender(rgb, box).paste(self.rest)  # the rest picture, pasted once
         self.blinks = None
         if eyes is not None:
-            blinks = Blinks(eyes.right, eyes.left, np.zeros(0, np.float32), rgb.shape)
-            self.blinks = blinks if blinks.eyes else None
+            blinks = Blinks(eyes.right, eyes.left, np.zeros(0, np.float32), rgb.shape).prepare(rgb)
+            self.blinks = blinks if blinks.eyes else None  # none open, or all behind dark lenses
         self.eyes = eyes if self.blinks is not None else None
         self.warp = None
         if self.motion > 0:
