@@ -16,10 +16,15 @@
    text, espeak-ng voice, consent, Generate). It prints click -> first playing
    frame of the preview (its ``currentTime`` moving), the longest stall of the
    preview after it started, and click -> the final MP4 playable in the page.
+   With ``--trace`` the app runs under ``benchmarks/preview_trace.py`` and each
+   run prints its timeline to the first frame: the handler's stages and
+   segments, Gradio's turn of each segment into a stream chunk (ffprobe, audio
+   decode, mux) and the browser's own fetches of the playlist and segments.
 
     python benchmarks/preview.py                 # library, 10 s and 30 s texts, frame step 1 and 2
     python benchmarks/preview.py --app           # plus the app in Chromium (10 s, 20 s and 30 s texts)
     python benchmarks/preview.py --app --only-app --texts 20 --frame-step 2
+    python benchmarks/preview.py --only-app --texts 10 20 --frame-step 2 --trace   # where the first frame's time goes
 
 Weights: ``--checkpoint`` (default ``$LIPSYNC_CHECKPOINT``, else the scratch
 seed-1234 checkpoint made on the fly: the network's cost is the same as the real
@@ -218,12 +223,15 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def app_server(checkpoint: Path, tmp: Path):
+def app_server(checkpoint: Path, tmp: Path, trace: Path | None = None):
     port = free_port()
     env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", LIPSYNC_DEVICE="cpu",
                GRADIO_ANALYTICS_ENABLED="False", TMPDIR=str(tmp), PYTHONUNBUFFERED="1")
+    entry = ROOT / "app.py"
+    if trace is not None:  # the same app, with its timeline written to `trace`
+        entry, env["LIPSYNC_TRACE"] = ROOT / "benchmarks" / "preview_trace.py", str(trace)
     log = open(tmp / "app.log", "wb")
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, str(entry), "--port", str(port)], cwd=ROOT, env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
@@ -265,11 +273,36 @@ def analyse(samples: list[list[float]]) -> dict:
             "longest_stall_s": longest / 1000}
 
 
-def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
+#: the browser's own record of the preview's fetches: the playlist and its segments, ms from the click
+RESOURCES_JS = """() => performance.getEntriesByType('resource')
+  .filter(e => /playlist\\.m3u8|\\.ts(\\?|$)/.test(e.name) && e.startTime >= window.__t0)
+  .map(e => [e.name.includes('playlist') ? 'playlist' : 'segment', e.startTime - window.__t0, e.responseEnd - window.__t0])"""
+
+
+def timeline(trace: list[list], click_unix: float, browser: list[list], first_frame_s: float | None) -> list[str]:
+    """The server's events and the browser's fetches, in seconds after the click, up to the first frame + 1 s."""
+    until = (first_frame_s or 3.0) + 1.0
+    rows = [(t - click_unix, f"server   {what}") for t, what in trace if -0.5 <= t - click_unix <= until]
+    seen = 0
+    for kind, start, end in browser:
+        if kind == "segment":
+            seen += 1
+        if start / 1000 <= until:
+            rows.append((start / 1000, f"browser  {kind}{f' {seen}' if kind == 'segment' else ''} fetched "
+                                       f"(done {end / 1000:.3f})"))
+    if first_frame_s is not None:
+        rows.append((first_frame_s, "browser  first playing frame"))
+    return [f"  {t:7.3f}  {what}" for t, what in sorted(rows)]
+
+
+def bench_app(checkpoint: Path, texts: list[float], step: int, trace: bool = False) -> list[dict]:
     from playwright.sync_api import sync_playwright
 
     rows = []
-    with tempfile.TemporaryDirectory(prefix="lipsync-bench-app-") as tmp, app_server(checkpoint, Path(tmp)) as url:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="lipsync-bench-app-"))
+        trace_file = Path(tmp) / "trace.jsonl" if trace else None
+        url = stack.enter_context(app_server(checkpoint, Path(tmp), trace_file))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
                                         args=["--no-sandbox", "--disable-gpu"])
@@ -288,6 +321,7 @@ def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
             for seconds in texts:
                 page.locator("#text textarea").fill(text_for(seconds))
                 page.evaluate(MONITOR_JS)
+                click_unix = page.evaluate("() => (performance.timeOrigin + window.__t0) / 1000")
                 page.locator("#generate").click()
                 page.wait_for_function("() => window.__samples.some(s => s[5] === 1)", timeout=600_000, polling=200)
                 time.sleep(0.5)
@@ -298,6 +332,9 @@ def bench_app(checkpoint: Path, texts: list[float], step: int) -> list[dict]:
                 ).json_value()
                 row = analyse(samples)
                 row.update(text_s=seconds, video_s=round(duration, 2), step=step)
+                if trace_file is not None:
+                    events = [json.loads(line) for line in trace_file.read_text().splitlines() if line.strip()]
+                    row["timeline"] = timeline(events, click_unix, page.evaluate(RESOURCES_JS), row["first_frame_s"])
                 rows.append(row)
                 page.wait_for_timeout(1000)
             browser.close()
@@ -313,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--app", action="store_true", help="also drive the app in Chromium")
     ap.add_argument("--only-app", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--trace", action="store_true",
+                    help="with --app: where the time to the first frame goes (the server's events, the browser's fetches)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="lipsync-ckpt-") as ck:
         checkpoint = a.checkpoint
@@ -327,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.app or a.only_app:
             out["app"] = []
             for step in a.frame_step:
-                out["app"] += bench_app(Path(checkpoint), a.texts or [10, 20, 30], step)
+                out["app"] += bench_app(Path(checkpoint), a.texts or [10, 20, 30], step, trace=a.trace)
         out["load_after"] = load_avg()
     if a.json:
         print(json.dumps(out, indent=1))
@@ -352,6 +391,10 @@ def main(argv: list[str] | None = None) -> int:
             f = "-" if r["first_frame_s"] is None else f"{r['first_frame_s']:.2f}"
             m = "-" if r["final_mp4_s"] is None else f"{r['final_mp4_s']:.2f}"
             print(f"  {r['text_s']:>3g} s {r['video_s']:>6.2f} {r['step']:>4} {f:>20} {r['longest_stall_s']:>22.2f} {m:>18}")
+        for r in out["app"]:
+            if r.get("timeline"):
+                print(f"\ntimeline, {r['text_s']:g} s text, frame step {r['step']} (seconds after the click):")
+                print("\n".join(r["timeline"]))
     return 0
 
 
