@@ -616,6 +616,43 @@ def test_live_handler_streams_segments_then_the_results(engine):
     assert not Path(chunks[0]).parent.exists()
 
 
+def test_the_preview_hands_the_librarys_segments_to_the_page_as_they_are(engine, tmp_path, monkeypatch):
+    """Each segment the handler yields reaches the page's stream as its own bytes and length, without
+    Gradio's per-segment ffprobe, audio re-encode and re-mux (0.5 s of CPU each on 2 cores); a
+    .ts the handler did not announce still takes Gradio's way; nothing announced is left over."""
+    import asyncio
+
+    import gradio as gr
+
+    from lipsync.webapp import jobs, make_generate_live
+    from lipsync.webapp.page import PreviewVideo
+
+    probed = []
+    real_probe = gr.Video.probe_chunk
+    monkeypatch.setattr(gr.Video, "probe_chunk", staticmethod(lambda path: probed.append(path) or real_probe(path)))
+    video = PreviewVideo(streaming=True, autoplay=True)
+    handler = make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
+                                         "espeak:en-us", consent=True, frame_step=2)
+    chunks = []
+    for out in handler:
+        if isinstance(out[0], str):
+            path = out[0]
+            want = Path(path).read_bytes()
+            chunk, file = asyncio.run(video.stream_output(path, "preview-1", not chunks))
+            chunks.append(chunk)
+            assert chunk["data"] == want and chunk["extension"] == ".ts" and file["is_stream"]
+    assert len(chunks) >= 3 and not probed
+    assert [c["duration"] for c in chunks[:-1]] == [1.0] * (len(chunks) - 1) and 0 < chunks[-1]["duration"] <= 1.0
+    assert not jobs.segment_seconds
+
+    # an unannounced segment: Gradio's own processing (probed)
+    other = tmp_path / "x.ts"
+    other.write_bytes(chunks[0]["data"])
+    chunk, _ = asyncio.run(video.stream_output(str(other), "preview-2", True))
+    assert probed == [str(other)] and chunk["duration"] == pytest.approx(1.0, abs=0.05)
+    video.end_stream_output("preview-2")
+
+
 def test_live_handler_cancel_is_a_neutral_notice_and_leaves_nothing(engine, own_tempdir, monkeypatch):
     """Cancel is the user's choice: no error, a plain notice, and no file or job left behind."""
     import threading

@@ -47,7 +47,8 @@ SCREENSHOT = Path("/tmp/app_screenshot.png")
 TIMING = Path("/tmp/app_click_to_playable.txt")
 GENERATE_TIMEOUT_MS = 240_000
 
-#: samples, every 50 ms from the click: [ms, preview currentTime, preview paused, final MP4 playable]
+#: samples, every 50 ms from the click: [ms, preview currentTime, preview paused, final MP4 playable,
+#: the preview's decoded audio bytes (Chromium's own counter)]
 MONITOR_JS = """
 () => {
   window.__samples = [];
@@ -56,7 +57,8 @@ MONITOR_JS = """
     const p = document.querySelector('#preview video');
     const v = document.querySelector('#video video');
     const ready = !!v && !!(v.currentSrc || v.src) && (v.readyState >= 2 || (v.duration > 0 && isFinite(v.duration)));
-    window.__samples.push([performance.now() - t0, p ? p.currentTime : -1, p ? (p.paused ? 1 : 0) : -1, ready ? 1 : 0]);
+    window.__samples.push([performance.now() - t0, p ? p.currentTime : -1, p ? (p.paused ? 1 : 0) : -1, ready ? 1 : 0,
+                           p ? (p.webkitAudioDecodedByteCount || 0) : 0]);
   }, 50);
 }
 """
@@ -164,6 +166,12 @@ def test_preview_plays_while_the_video_is_made_then_mp4_zip_and_captions(app_pag
     assert playing, "the preview did not play before the video was finished"
     assert max(s[1] for s in before_final) - playing[0][1] > 0.5, "the preview's time did not advance"
     first_frame = playing[0][0] / 1000
+    assert max(s[4] for s in before_final) > 0, "the preview played without sound"
+    stalls, since = [0.0], None  # playing, but its time stood still
+    for a, b in zip(playing, playing[1:]):
+        since = (since or a[0]) if b[1] == a[1] else None
+        stalls.append(0.0 if since is None else (b[0] - since) / 1000)
+    assert max(stalls) < 1.0, f"the preview stalled for {max(stalls):.2f} s"
     duration = page.evaluate("() => document.querySelector('#video video').duration")
     # the preview shows the captions
     page.wait_for_function(
@@ -261,8 +269,16 @@ def test_cancel_stops_cleans_up_and_the_next_request_works(app_page):
     while children() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not children(), [c.cmdline() for c in children()]
-    new = temp_folders() - before
-    assert not (new - {n for n in new if n.startswith("lipsync-app-files-")}), new  # only the app's own small files
+    def left():  # only the app's own small files may stay
+        new = temp_folders() - before
+        return new - {n for n in new if n.startswith("lipsync-app-files-")}
+
+    # the request's folder goes once its last segment is served (the handler's clean-up runs on a thread
+    # after the page has been told "Cancelled")
+    deadline = time.monotonic() + 10
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left(), left()
 
     # the queue slot is free: a short request goes through
     page.locator("#text textarea").fill("Hello again, this is the next request.")
@@ -281,33 +297,30 @@ def test_cancel_stops_cleans_up_and_the_next_request_works(app_page):
 
 
 def test_cancel_while_a_segment_is_being_served_keeps_it_until_served(chromium, engine, monkeypatch):
-    """Cancel lands while Gradio is turning a preview segment into a stream chunk, with the encoder
-    still running (both held by events, not raced): the segment is still there for Gradio to read,
-    the page shows a neutral notice (no Error toast, no Error badges), and the request's folder
-    goes once the segment has been served."""
+    """Cancel lands while the page's video is reading a preview segment, with the encoder still
+    running (both held by events, not raced): the segment is still there to be read, the page
+    shows a neutral notice (no Error toast, no Error badges), and the request's folder goes once
+    the segment has been served."""
     import threading
-
-    import anyio
-    import gradio as gr
 
     import lipsync.media.encode as encode
     from lipsync.webapp import build_demo, jobs, launch
-    from lipsync.webapp.page import PAGE_JS
+    from lipsync.webapp.page import PAGE_JS, PreviewVideo
 
     serving, release = threading.Event(), threading.Event()
     served: list[tuple[str, str | None]] = []
-    real_stream_output = gr.Video.stream_output
+    real_bytes = PreviewVideo.segment_bytes
 
-    async def held_stream_output(self, value, output_id, first_chunk):
-        if isinstance(value, str) and value.endswith("seg_00001.ts") and not serving.is_set():
-            serving.set()  # the second segment is being served: hold it here until the test says
-            await anyio.to_thread.run_sync(release.wait, 120)
+    def held_bytes(path):
+        if str(path).endswith("seg_00001.ts") and not serving.is_set():
+            serving.set()  # the second segment is being read: hold it here until the test says
+            release.wait(120)
         try:
-            out = await real_stream_output(self, value, output_id, first_chunk)
+            out = real_bytes(path)
         except BaseException as e:
-            served.append((str(value), repr(e)))
+            served.append((str(path), repr(e)))
             raise
-        served.append((str(value), None))
+        served.append((str(path), None))
         return out
 
     real_write = encode.VideoWriter.write
@@ -317,7 +330,7 @@ def test_cancel_while_a_segment_is_being_served_keeps_it_until_served(chromium, 
             release.wait(120)  # the encoder is still at work when Cancel is pressed
         return real_write(self, frame)
 
-    monkeypatch.setattr(gr.Video, "stream_output", held_stream_output)
+    monkeypatch.setattr(PreviewVideo, "segment_bytes", staticmethod(held_bytes))
     monkeypatch.setattr(encode.VideoWriter, "write", held_write)
 
     def ffmpegs():

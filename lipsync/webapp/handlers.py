@@ -296,6 +296,7 @@ def make_generate_live(engine: LipSync | None = None):
             for i, seg in enumerate(stream):
                 if i == 0 and vtt.is_file():  # captions are known before the first frame is drawn
                     yield gr.update(subtitles=str(vtt)), skip, skip, skip, skip
+                jobs.segment_seconds[str(seg.path)] = seg.duration_s  # the page's player needs no probe
                 yield str(seg.path), skip, skip, skip, skip
             result = stream.result
             preview = workdir / "preview"
@@ -331,6 +332,8 @@ def make_generate_live(engine: LipSync | None = None):
             log.exception("generation failed")
             raise gr.Error(GENERIC_ERROR, print_exception=False) from None
         finally:
+            for path in [p for p in list(jobs.segment_seconds) if p.startswith(str(workdir))]:
+                jobs.segment_seconds.pop(path, None)  # announced, never taken (a cancel): forgotten
             if kept:
                 jobs.keep_workdir(workdir)
                 job.end(keep=True)

@@ -24,7 +24,7 @@ from .messages import CANCELLED
 
 __all__ = [
     "KEEP_OUTPUTS_S", "new_workdir", "keep_workdir", "remove_workdirs", "Job", "start_job", "cancel_generation",
-    "InUse", "in_use", "session_key", "running_jobs",
+    "InUse", "in_use", "segment_seconds", "session_key", "running_jobs",
 ]
 
 log = logging.getLogger("lipsync.app")
@@ -119,6 +119,10 @@ class InUse:
 
 #: the files of this process that Gradio is reading
 in_use = InUse()
+
+#: preview segments' lengths in seconds, by path: told by the handler that yields a segment, taken by
+#: :class:`~lipsync.webapp.page.PreviewVideo` when it hands the segment to the page as it is
+segment_seconds: dict[str, float] = {}
 
 
 class Job:

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import anyio
 import gradio as gr
 
 from lipsync import LipSync, LipSyncError
@@ -89,7 +90,18 @@ def default_frame_step() -> int:
 
 
 class PreviewVideo(gr.Video):
-    """``gr.Video(streaming=True)`` that marks each segment as in use while Gradio turns it into a chunk.
+    """``gr.Video(streaming=True)`` that hands the library's preview segments to the page as they are.
+
+    Gradio's own streaming re-makes every chunk a generator yields: it probes the
+    file (ffprobe), decodes its audio and encodes it again (so that chunks encoded
+    one by one join without a click) and muxes a new segment (ffmpeg): three
+    processes, about 0.5 s of CPU per one-second segment on a 2-core machine,
+    which delayed the first frame by as much and slowed the frames after it. The
+    library's segments need none of it: they are cut from one encode (one AAC
+    stream running across the joins, each segment starting on a keyframe with its
+    headers) and are already what an HLS player takes. A segment the handler
+    announced in :data:`lipsync.webapp.jobs.segment_seconds` goes out as its bytes
+    and that length; anything else takes Gradio's way.
 
     Gradio reads a streamed segment on a worker thread after the handler has
     yielded it, and a stopped handler cannot tell when that read ends. The mark
@@ -99,8 +111,21 @@ class PreviewVideo(gr.Video):
     async def stream_output(self, value, output_id, first_chunk):
         if not isinstance(value, (str, Path)):
             return await super().stream_output(value, output_id, first_chunk)
+        seconds = jobs.segment_seconds.pop(str(value), None)
         with jobs.in_use.hold(value):
-            return await super().stream_output(value, output_id, first_chunk)
+            if seconds is None:
+                return await super().stream_output(value, output_id, first_chunk)
+            if first_chunk:  # nothing left of an earlier stream of Gradio's own on this output
+                getattr(self, "end_stream_output", lambda _id: None)(output_id)
+            data = await anyio.to_thread.run_sync(self.segment_bytes, value)
+        chunk = {"data": data, "duration": float(seconds), "extension": ".ts"}
+        return chunk, {"path": output_id, "is_stream": True, "orig_name": "video-stream.mp4",
+                       "meta": {"_type": "gradio.FileData"}}
+
+    @staticmethod
+    def segment_bytes(path: str | Path) -> bytes:
+        """A segment's bytes, read on a worker thread while it is marked in use."""
+        return Path(path).read_bytes()
 
     def get_block_name(self) -> str:
         return "video"
