@@ -5,7 +5,9 @@ It runs the real app (same arguments) after wrapping, for measurement only, the
 page's Generate handler (its start, the stages it reports, each segment it
 yields) and Gradio's streaming video output (each segment's turn into a stream
 chunk, and its parts: ffprobe, decoding the audio, muxing), each event written
-as ``[unix time, what]`` to the JSON-lines file ``$LIPSYNC_TRACE``. Gradio's
+as ``[unix time, what]`` to the JSON-lines file ``$LIPSYNC_TRACE``. (The page's
+``PreviewVideo`` hands the library's segments over without Gradio's processing, so
+those events now show only for chunks that take Gradio's way.) Gradio's
 internals are wrapped by name: where a Gradio release renames them, that part
 of the timeline is left out (and said so), the app still runs.
 """
