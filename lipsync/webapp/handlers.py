@@ -285,7 +285,7 @@ def make_generate_live(engine: LipSync | None = None):
             # a fresh page: no old preview, no old results
             none = voices.no_captions()
             yield (gr.update(value=None, subtitles=none), gr.update(value=None, subtitles=none), None, None,
-                   "_Generating… the preview starts in a few seconds._")
+                   "_Generating… the preview starts in a moment._")
             report = progress_reporter(progress)
             eng = engine or state.get_engine()
             vtt = workdir / "preview.vtt"  # the MP4's own .vtt is published only with the MP4; this one outlives the segments
