@@ -585,18 +585,41 @@ def test_zerogpu_holds_the_gpu_only_for_the_network(engine, monkeypatch):
 # ----------------------------------------------------------------------------- the page's helpers, in-process
 
 
-def _drain(gen):
-    """Run a generator handler to its end; return what it yielded."""
-    return list(gen)
-
-
-def test_live_handler_streams_segments_then_the_results(engine):
+def test_live_handler_streams_segments_then_the_results(engine, tmp_path, monkeypatch):
     """The page's handler: first a cleared page, then the captions on the preview, then MPEG-TS
-    segments while the video is made, then the MP4 with its captions, then the HLS zip."""
-    from lipsync.webapp import make_generate_live
+    segments while the video is made, then the MP4 with its captions, then the HLS zip.
 
-    out = _drain(make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
-                                            "espeak:en-us", consent=True, frame_step=2))
+    Each segment reaches the page's stream as its own bytes and length, without Gradio's
+    per-segment ffprobe, audio re-encode and re-mux (0.5 s of CPU each on 2 cores); a .ts the
+    handler did not announce still takes Gradio's way; nothing announced is left over."""
+    import asyncio
+
+    import gradio as gr
+
+    from lipsync.webapp import jobs, make_generate_live
+    from lipsync.webapp.page import PreviewVideo
+
+    probed = []
+    real_probe = gr.Video.probe_chunk
+    monkeypatch.setattr(gr.Video, "probe_chunk", staticmethod(lambda path: probed.append(path) or real_probe(path)))
+    video = PreviewVideo(streaming=True, autoplay=True)
+    out, streamed = [], []
+    for o in make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
+                                        "espeak:en-us", consent=True, frame_step=2):
+        out.append(o)
+        if isinstance(o[0], str):  # what the page's video does with it, while the file is there
+            want = Path(o[0]).read_bytes()
+            chunk, file = asyncio.run(video.stream_output(o[0], "preview-1", not streamed))
+            streamed.append(chunk)
+            assert chunk["data"] == want and chunk["extension"] == ".ts" and file["is_stream"]
+    assert len(streamed) >= 3 and not probed and not jobs.segment_seconds
+    assert [c["duration"] for c in streamed[:-1]] == [1.0] * (len(streamed) - 1) and 0 < streamed[-1]["duration"] <= 1
+    other = tmp_path / "x.ts"  # not announced: Gradio's own processing (probed)
+    other.write_bytes(streamed[0]["data"])
+    chunk, _ = asyncio.run(video.stream_output(str(other), "preview-2", True))
+    assert probed == [str(other)] and chunk["duration"] == pytest.approx(1.0, abs=0.05)
+    video.end_stream_output("preview-2")
+
     assert all(len(o) == 5 for o in out)
     previews = [o[0] for o in out]
     first = previews[0]
@@ -614,43 +637,6 @@ def test_live_handler_streams_segments_then_the_results(engine):
     )
     # the preview's segments were served; the MP4 holds the same frames, so they are gone
     assert not Path(chunks[0]).parent.exists()
-
-
-def test_the_preview_hands_the_librarys_segments_to_the_page_as_they_are(engine, tmp_path, monkeypatch):
-    """Each segment the handler yields reaches the page's stream as its own bytes and length, without
-    Gradio's per-segment ffprobe, audio re-encode and re-mux (0.5 s of CPU each on 2 cores); a
-    .ts the handler did not announce still takes Gradio's way; nothing announced is left over."""
-    import asyncio
-
-    import gradio as gr
-
-    from lipsync.webapp import jobs, make_generate_live
-    from lipsync.webapp.page import PreviewVideo
-
-    probed = []
-    real_probe = gr.Video.probe_chunk
-    monkeypatch.setattr(gr.Video, "probe_chunk", staticmethod(lambda path: probed.append(path) or real_probe(path)))
-    video = PreviewVideo(streaming=True, autoplay=True)
-    handler = make_generate_live(engine)(str(EXAMPLE), "Hello there, astronaut. How are you today?",
-                                         "espeak:en-us", consent=True, frame_step=2)
-    chunks = []
-    for out in handler:
-        if isinstance(out[0], str):
-            path = out[0]
-            want = Path(path).read_bytes()
-            chunk, file = asyncio.run(video.stream_output(path, "preview-1", not chunks))
-            chunks.append(chunk)
-            assert chunk["data"] == want and chunk["extension"] == ".ts" and file["is_stream"]
-    assert len(chunks) >= 3 and not probed
-    assert [c["duration"] for c in chunks[:-1]] == [1.0] * (len(chunks) - 1) and 0 < chunks[-1]["duration"] <= 1.0
-    assert not jobs.segment_seconds
-
-    # an unannounced segment: Gradio's own processing (probed)
-    other = tmp_path / "x.ts"
-    other.write_bytes(chunks[0]["data"])
-    chunk, _ = asyncio.run(video.stream_output(str(other), "preview-2", True))
-    assert probed == [str(other)] and chunk["duration"] == pytest.approx(1.0, abs=0.05)
-    video.end_stream_output("preview-2")
 
 
 def test_live_handler_cancel_is_a_neutral_notice_and_leaves_nothing(engine, own_tempdir, monkeypatch):

@@ -303,7 +303,8 @@ def test_a_stall_repeats_the_picture_and_keeps_the_sound(open_live):
         if len(frames) == 14:
             break
     assert s.stats.repeated_frames >= 1
-    assert frames[2].image is frames[1].image  # caught up by repeating the picture...
+    # caught up by repeating the picture (just after the stall; where exactly depends on the machine's load)...
+    assert any(frames[i].image is frames[i - 1].image for i in range(2, 6))
     assert [f.pts for f in frames] == [pytest.approx(n / 25) for n in range(14)]
     audio = np.concatenate([f.audio for f in frames])
     start = next(i for i, f in enumerate(frames) if f.speaking) * SLOT
