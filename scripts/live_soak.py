@@ -21,7 +21,9 @@ flat, and no upload or video spool is left in its temporary folder.
 
 ``--serve`` runs the app's live routes on uvicorn in this process (so the figures
 include the clients' own memory: a conservative bound), with media on 127.0.0.1
-only. Against a running app, pass its pid and TMPDIR. Only this machine's loopback
+only, and one session at a time (the busy checks need the visitor's session to fill
+the server). Against a running app, pass its pid and TMPDIR, and start it with
+``LIPSYNC_LIVE_SESSIONS=1`` for the same reason. Only this machine's loopback
 addresses are used. Prints one JSON object; exit status 0 when every check passed.
 """
 
@@ -447,7 +449,7 @@ def main(argv=None) -> int:
 
             checkpoint = write_scratch_checkpoint(Path(tempfile.mkdtemp(prefix="live-soak-")) / "scratch.pth")
         engine = LipSync(checkpoint, device="cpu", precision=a.precision).load()
-        with serve_live(engine) as (url, _):
+        with serve_live(engine, max_sessions=1) as (url, _):  # one place: the visitor's session makes it busy
             rep = run_soak(url, os.getpid(), None, cycles=a.cycles, warmup=a.warmup, max_growth=a.max_growth, log=log)
         rep["load"] = os.getloadavg()
         rep["network"] = engine.generator.description
