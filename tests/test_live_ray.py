@@ -197,20 +197,21 @@ def _served(cluster, checkpoint):
     import live_soak
     from fastapi import FastAPI
 
-    from lipsync.batch import EngineSettings
     from lipsync.live.web import install
+    from lipsync.webapp.server import install_on_cluster
 
     box = {}
 
     @contextlib.asynccontextmanager
-    async def lifespan(app):
-        box["server"] = install(app, None, ray=cluster["address"], max_side=SIDE, offer_interval_s=0.0,
-                                per_client=2, dead_after_s=DEAD_AFTER_S,
-                                settings=EngineSettings(checkpoint=str(checkpoint), device="cpu", precision="fp32"))
+    async def lifespan(app):  # as ``app.py --ray`` installs it: the live routes, and Generate's clips on the workers
+        on_cluster = install_on_cluster(install, cluster["address"], dict(checkpoint=str(checkpoint), device="cpu",
+                                                                          precision="fp32"), app, None,
+                                        max_side=SIDE, offer_interval_s=0.0, per_client=2, dead_after_s=DEAD_AFTER_S)
+        box["server"] = on_cluster.server
         try:
             yield
         finally:
-            await box["server"].aclose()
+            await on_cluster.aclose()
 
     with live_soak.serving(FastAPI(lifespan=lifespan)) as url:
         server = box["server"]
@@ -338,10 +339,95 @@ def test_sessions_go_to_both_machines_and_the_media_comes_straight_from_each(ser
     run(main())
 
 
-def test_a_lost_machine_ends_its_session_plainly_and_the_next_goes_to_the_other(served, cluster):
+def test_a_restarted_worker_removes_the_clip_folders_of_dead_workers_only(tmp_path):
+    from lipsync.cluster.clips import CLIP_PREFIX, remove_orphans
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"{CLIP_PREFIX}{gone.pid}-abc"
+    mine = tmp_path / f"{CLIP_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "lipsync-clipboard"
+    for folder in (dead, mine, other):
+        (folder / "preview").mkdir(parents=True)
+    assert remove_orphans(tmp_path) == [dead.name]
+    assert not dead.exists() and mine.exists() and other.exists()
+
+
+def _clip_folders(cluster) -> list[str]:
+    return sorted(p.name for p in cluster["tmp"].glob("lipsync-clip-*"))
+
+
+def test_generate_runs_on_a_worker_streams_its_preview_and_packages_there(served, cluster, tmp_path):
+    """``app.py --ray``: the Generate tab's clip is made on a worker (the app loads no model): the page's
+    handler gets its preview segments as they are made, then the MP4, the captions and the HLS zip, made
+    there and written here; a Cancel stops the worker's job; the workers keep no folder afterwards."""
+    import zipfile
+
+    from lipsync import Cancelled, Request
+    from lipsync.cluster.clips import ClusterClips
+    from lipsync.media.hls.probe import probe
+    from lipsync.options import GenerateOptions
+    from lipsync.webapp import handlers, state
+
+    from conftest import EXAMPLE
+
+    url, server = served
+    clips = state.clip_engine()  # the app's clips go to the cluster's workers (installed with the routes)
+    assert isinstance(clips, ClusterClips) and clips.remote is server and clips.status()[0] == "ready"
+    assert "on 2 machines of the cluster" in state.model_status()
+    # the API's handler, as a script calls it: everything is made on a worker, the files land here
+    video, zip_path, text, captions = asyncio.run(handlers.make_generate()(
+        str(EXAMPLE), "Hello there, astronaut.", "espeak:en-us", consent=True, max_side=160, frame_step=2))
+    info = probe(Path(video))
+    assert info.has_audio and info.duration_s > 1.0 and Path(captions).read_text().startswith("WEBVTT")
+    with zipfile.ZipFile(zip_path) as z:
+        assert "master.m3u8" in z.namelist() and any(n.endswith(".ts") or n.endswith(".m4s") for n in z.namelist())
+    assert "HLS renditions" in text
+    assert not clips._running
+
+    # the page's handler streams: segments arrive while the worker still makes the rest
+    request = Request(EXAMPLE, tmp_path / "talk.mp4", text="Hello there. This is the preview.",
+                      options=GenerateOptions(voice="espeak:en-us", max_side=160, captions=True, frame_step=2))
+    stages, cues = set(), []
+    stream = clips.stream(request, lambda stage, done, total: stages.add(stage), folder=tmp_path / "preview",
+                          on_captions=cues.extend)
+    segments = []
+    for seg in stream:
+        assert seg.path.read_bytes()[:1] == b"\x47"  # an MPEG-TS packet: playable as it is
+        segments.append(seg)
+    result = stream.result
+    assert len(segments) >= 2 and result.video == tmp_path / "talk.mp4" and result.video.is_file()
+    assert abs(segments[-1].end_s - result.duration_s) < 0.1 and cues and {"speech", "lipsync"} <= stages
+    # its worker kept the MP4 for the HLS package, and lets it go once packaged
+    assert _clip_folders(cluster)
+    hls = clips.package(result, tmp_path)
+    assert hls.zip == tmp_path / "lipsync_hls.zip" and hls.zip.stat().st_size > 0 and hls.subtitles is not None
+    assert not _clip_folders(cluster)
+
+    # a Cancel stops the worker's job: the stream ends with Cancelled, and the worker's folder goes
+    long = Request(EXAMPLE, tmp_path / "long.mp4", text="Counting slowly from one to twenty now. " * 6,
+                   options=GenerateOptions(voice="espeak:en-us", max_side=160, frame_step=2))
+    cancel = __import__("threading").Event()
+    stream = clips.stream(long, cancel=cancel)
+    with pytest.raises(Cancelled):
+        for _ in stream:
+            cancel.set()
+    assert not (tmp_path / "long.mp4").exists()
+    t = time.monotonic()
+    while _clip_folders(cluster) and time.monotonic() - t < 10:
+        time.sleep(0.2)
+    assert not _clip_folders(cluster), "a worker kept a clip's folder"
+
+
+def test_a_lost_machine_ends_its_session_plainly_and_the_next_goes_to_the_other(served, cluster, tmp_path):
     import httpx
 
+    from lipsync import Request
     from lipsync.live.web.remote import STOPPED
+    from lipsync.options import GenerateOptions
+    from lipsync.webapp import state
+
+    from conftest import EXAMPLE
 
     url, server = served
 
@@ -358,6 +444,10 @@ def test_a_lost_machine_ends_its_session_plainly_and_the_next_goes_to_the_other(
                 assert await on_a[0].media() and await on_b[0].media()
                 t = time.monotonic()
                 cluster["node_b"].kill()  # the machine is gone: its raylet, its agents, its worker
+                # a Generate click now: the app may not know yet; whichever worker it tries, the clip is made
+                request = Request(EXAMPLE, tmp_path / "after.mp4", text="Still here.",
+                                  options=GenerateOptions(voice="espeak:en-us", max_side=160, frame_step=2))
+                clip = asyncio.ensure_future(asyncio.to_thread(state.clip_engine().run, request))
                 while True:
                     r = await http.get(f"/live/{on_b[1]}")
                     if r.status_code != 200:
@@ -374,6 +464,8 @@ def test_a_lost_machine_ends_its_session_plainly_and_the_next_goes_to_the_other(
                 await asyncio.sleep(1.0)
                 assert on_a[0].got["video"] > before
                 assert (await http.delete(f"/live/{on_a[1]}")).status_code == 200
+                result = await clip
+                assert result.video == tmp_path / "after.mp4" and result.video.stat().st_size > 0
                 t = time.monotonic()
                 while [w["node_id"] for w in server.describe()] != [cluster["a"]] and time.monotonic() - t < 20:
                     await asyncio.sleep(0.2)  # the dead worker is dropped once Ray has it for dead

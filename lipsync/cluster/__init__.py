@@ -1,7 +1,8 @@
 """Workers on Ray: joining a cluster, and where the workers go (one loaded engine per GPU, else per node).
 
-The live avatar's workers (:mod:`lipsync.live.web.remote`) are placed with :func:`plan_nodes`;
-``ray`` is imported only when a cluster is asked for (:func:`import_ray` says how to install it).
+The live avatar's workers (:mod:`lipsync.live.web.remote`) are placed with :func:`plan_nodes`; the app's
+Generate tab makes its clips on the same workers (:mod:`lipsync.cluster.clips`). ``ray`` is imported only
+when a cluster is asked for (:func:`import_ray` says how to install it).
 """
 
 from __future__ import annotations

@@ -146,23 +146,30 @@ def _run(engine, request, progress, workdir: Path, cancel: threading.Event | Non
     and HLS packaging run here, on the CPU, before and after it.
     """
     report = progress_reporter(progress)
-    if engine is None:
-        result = state.get_engine().run(request, report, predict=predictor(), cancel=cancel)
+    if engine is None:  # this process's engine, or the cluster's workers (``app.py --ray``)
+        engine = state.clip_engine()
+        result = engine.run(request, report, predict=predictor(), cancel=cancel)
     else:
         result = engine.run(request, report, cancel=cancel)
-    return result, package(result, workdir, report)
+    return result, package(result, workdir, report, engine)
 
 
-def package(result, workdir: Path, report):
-    """The HLS package (with the captions as subtitles), or the plain reason it could not be made."""
+def package(result, workdir: Path, report, engine=None):
+    """The HLS package (with the captions as subtitles), or the plain reason it could not be made.
+
+    A clip made on a cluster's worker (``engine`` has ``package``) is packaged there.
+    """
     from lipsync.media.hls import package_hls
 
     t = time.perf_counter()
     try:
-        hls = package_hls(
-            result.video, workdir / "hls", zip_path=workdir / "lipsync_hls.zip", progress=report,
-            captions=result.captions,
-        )
+        if hasattr(engine, "package"):
+            hls = engine.package(result, workdir, report)
+        else:
+            hls = package_hls(
+                result.video, workdir / "hls", zip_path=workdir / "lipsync_hls.zip", progress=report,
+                captions=result.captions,
+            )
     except LipSyncError as e:  # the MP4 is still worth having
         log.warning("HLS packaging failed: %s", e)
         hls = plain_message(e)
@@ -287,10 +294,11 @@ def make_generate_live(engine: LipSync | None = None):
             yield (gr.update(value=None, subtitles=none), gr.update(value=None, subtitles=none), None, None,
                    "_Generating… the preview starts in a moment._")
             report = progress_reporter(progress)
-            eng = engine or state.get_engine()
+            eng = engine or state.clip_engine()
             vtt = workdir / "preview.vtt"  # the MP4's own .vtt is published only with the MP4; this one outlives the segments
             stream = eng.stream(
-                req, report, cancel=job.cancel, folder=workdir / "preview", predict=None if engine else predictor(),
+                req, report, cancel=job.cancel, folder=workdir / "preview",
+                predict=None if engine else predictor(),
                 on_captions=lambda cues: write_vtt(cues, vtt),
             )
             for i, seg in enumerate(stream):
@@ -308,7 +316,7 @@ def make_generate_live(engine: LipSync | None = None):
             video, _, captions, text = finished(result, None, workdir, values["voice"], values["audio"], started)
             note = "\n\n_Packaging for streaming (HLS)…_"
             yield skip, gr.update(value=video, subtitles=captions or none), skip, captions, text + note
-            hls = package(result, workdir, report)
+            hls = package(result, workdir, report, eng)
             video, zip_path, captions, text = finished(result, hls, workdir, values["voice"], values["audio"], started)
             log.info("made %.1f s of video in %.1f s", result.duration_s, time.perf_counter() - started)
             if job.cancel.is_set():

@@ -45,8 +45,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default $GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
     p.add_argument("--ray", metavar="ADDRESS", default=None,
-                   help="run the Live tab's sessions on the workers of a Ray cluster: its head's HOST:PORT "
-                        "(default $LIPSYNC_RAY; none: on this machine). See the README's 'Live on a Ray cluster'.")
+                   help="run the Live tab's sessions and the Generate tab's clips on the workers of a Ray "
+                        "cluster: its head's HOST:PORT (default $LIPSYNC_RAY; none: on this machine). "
+                        "See the README's 'Live on a Ray cluster'.")
     add_engine_args(p)
     return p
 
@@ -72,16 +73,37 @@ def default_routes(ray: str | None = None, settings: dict | None = None) -> list
     """The HTTP routes to install before serving: the Live tab's signalling where it is installed.
 
     With ``ray`` (a cluster's head, ``HOST:PORT``) its sessions run on the cluster's workers, each
-    building its engine from ``settings`` (``checkpoint``, ``s3fd``, ``device``, ``precision``).
+    building its engine from ``settings`` (``checkpoint``, ``s3fd``, ``device``, ``precision``), and
+    the Generate tab's clips are made there too (:class:`~lipsync.cluster.clips.ClusterClips`).
     """
     install = _optional("lipsync.live.web", "install")
     if not install:
         return []
     if ray:
-        from lipsync.batch.execute import EngineSettings
-
-        return [functools.partial(install, ray=ray, settings=EngineSettings(**(settings or {})))]
+        return [functools.partial(install_on_cluster, install, ray, settings)]
     return [install]
+
+
+class _OnCluster:
+    """The live routes' server on a cluster, and the Generate tab's clips made on its workers until it closes."""
+
+    def __init__(self, server):
+        from lipsync.cluster.clips import ClusterClips
+
+        self.server = server
+        state.set_clip_engine(ClusterClips(server))
+
+    async def aclose(self) -> None:
+        state.set_clip_engine(None)
+        await self.server.aclose()
+
+
+def install_on_cluster(install, ray: str, settings: dict | None, app, get_engine, **options):
+    """Install the live routes with their sessions on the cluster at ``ray``; Generate's clips go there too.
+    ``options`` go to ``install``."""
+    from lipsync.batch.execute import EngineSettings
+
+    return _OnCluster(install(app, get_engine, ray=ray, settings=EngineSettings(**(settings or {})), **options))
 
 
 def lifespan_with(routes: Sequence[Callable]):
@@ -149,7 +171,9 @@ def main(argv: list[str] | None = None) -> None:
             connect(ray)
         except LipSyncError as e:
             raise SystemExit(str(e)) from None
-    if handlers.spaces is not None:  # ZeroGPU forks a worker per GPU call: it inherits the model loaded here, once
+    if ray:  # the model runs on the cluster's workers, each loading its own; this machine only signals
+        pass
+    elif handlers.spaces is not None:  # ZeroGPU forks a worker per GPU call: it inherits the model loaded here, once
         state.start_model_loading().join()
     else:  # in the background: the page comes up at once and shows the loading state
         state.start_model_loading()

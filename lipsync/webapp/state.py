@@ -16,7 +16,8 @@ from lipsync import LipSync, LipSyncError
 
 from .messages import plain_message
 
-__all__ = ["ENGINE_CONFIG", "get_engine", "set_engine", "model_status", "start_model_loading", "plain_mode"]
+__all__ = ["ENGINE_CONFIG", "get_engine", "set_engine", "clip_engine", "set_clip_engine", "model_status",
+           "start_model_loading", "plain_mode"]
 
 log = logging.getLogger("lipsync.app")
 
@@ -48,6 +49,22 @@ def set_engine(engine: LipSync | None) -> None:
     global _engine
     with _engine_lock:
         _engine = engine
+
+
+#: where the Generate tab's clips are made when not here: a cluster's workers (``app.py --ray``)
+_clips = None
+
+
+def set_clip_engine(clips) -> None:
+    """Make the Generate tab's clips with ``clips`` (a :class:`~lipsync.cluster.clips.ClusterClips`; None: here)."""
+    global _clips
+    _clips = clips
+
+
+def clip_engine():
+    """What makes the Generate tab's clips: the cluster's workers where the app runs on one, else this process's
+    engine (both have ``run`` and ``stream``)."""
+    return _clips if _clips is not None else get_engine()
 
 
 #: the model's state, shown on the page: loading starts in the background when the app starts
@@ -95,8 +112,11 @@ def start_model_loading() -> threading.Thread:
 
 def model_status() -> str:
     """One plain line for the page: is the model loading, ready, or missing (the details go to the log)."""
-    with _model_lock:
-        state, message = _model_state["state"], _model_state["message"]
+    if _clips is not None:  # the model runs on the cluster's machines
+        state, message = _clips.status()
+    else:
+        with _model_lock:
+            state, message = _model_state["state"], _model_state["message"]
     if state == "ready":
         return f"✅ **Ready:** {message}"
     if state == "loading":
@@ -108,5 +128,7 @@ def model_status() -> str:
 
 
 def model_loading() -> bool:
+    if _clips is not None:
+        return _clips.status()[0] == "loading"
     with _model_lock:
         return _model_state["state"] == "loading"

@@ -1,4 +1,4 @@
-"""A live worker on a Ray cluster: one loaded engine and the live sessions placed on its machine.
+"""A worker on a Ray cluster: one loaded engine, the live sessions placed on its machine, and clips.
 
 The app (:class:`~lipsync.live.web.remote.RemoteLive`) keeps the routes and their checks; it
 hands each admitted offer to a worker, which opens the session and answers the SDP itself,
@@ -7,8 +7,11 @@ The worker is a :class:`~lipsync.live.web.server.LiveServer` inside an async Ray
 its sessions end as they do on one machine (time limit, a quiet page, the visitor's stop),
 with the page told why on the data channel.
 
-Each call answers ``{"ok": value}`` or ``{"problem": [status, message, retry_after]}`` (the
+Each session call answers ``{"ok": value}`` or ``{"problem": [status, message, retry_after]}`` (the
 refusal the route passes on), so a plain refusal never travels as a Ray error.
+
+The app's Generate tab (``app.py --ray``) makes its clips here too, on the same engine
+(:mod:`lipsync.cluster.clips`): the engine's scheduler serves the live sessions' frames first.
 
 Settings read on the worker's machine: the engine's (``LIPSYNC_CHECKPOINT``, ``LIPSYNC_DEVICE``...,
 unless the app sends its own), ``LIPSYNC_LIVE_SESSIONS`` (its capacity, unless the app gives one)
@@ -25,6 +28,7 @@ import secrets
 import socket
 
 from ...batch.execute import EngineSettings, make_engine, set_threads
+from ...cluster.clips import ClipJobs
 from .http import HTTPProblem
 from .server import LiveServer
 
@@ -69,6 +73,7 @@ class LiveWorker:
         # admission, rates and visitors are the app's to count; this server only holds the sessions
         self.server = LiveServer(lambda: self.engine, image=image, max_sessions=capacity, max_side=max_side,
                                  max_s=max_s, per_client=2**31, offer_interval_s=0.0, max_pending=2**31)
+        self.clips = ClipJobs(self.engine)  #: the Generate tab's clips, on the same engine (live frames first)
         self.incarnation = secrets.token_hex(8)  #: a new one after each restart: its sessions are gone
 
     async def ready(self) -> dict:
@@ -115,6 +120,23 @@ class LiveWorker:
     async def close(self, peer_id: str, notice: str = "") -> dict:
         return await _answer(self.server.close(peer_id, notice), self.incarnation)
 
+    # -- clips (the app's Generate tab: :class:`~lipsync.cluster.clips.ClusterClips`) ------------------
+    async def clip(self, job_id: str, request, files: dict):
+        """Make a clip here, streaming its progress, preview segments and result (see :meth:`ClipJobs.make`)."""
+        async for item in self.clips.make(job_id, request, files):
+            yield item
+
+    async def cancel_clip(self, job_id: str) -> bool:
+        return self.clips.cancel(job_id)
+
+    async def package_clip(self, job_id: str) -> dict:
+        return await self.clips.package(job_id)
+
+    async def discard_clip(self, job_id: str) -> None:
+        self.clips.discard(job_id)
+
     async def shutdown(self) -> dict:
-        """End every session (the app is shutting down: the pages are told) and stop the server's threads."""
+        """End every session (the app is shutting down: the pages are told), stop every clip, and stop the
+        server's threads."""
+        await asyncio.to_thread(self.clips.close)
         return await _answer(self.server.aclose(), self.incarnation)
