@@ -158,7 +158,7 @@ class _Plan:
     render_s: float = 0.0
 
 
-def _submit(generator, face, mels: np.ndarray, due: float):
+def _submit(generator, face, mels: np.ndarray, due: float, ticket=None):
     """The one call into the generator for a frame: (B, 80, 16) mel windows -> a pending forward whose
     ``result()`` is ((B, 96, 96, 3) float32 BGR in [0, 1], how the call went). It runs in one batch
     with the frames the engine's other live sessions wait for (:mod:`lipsync.runtime.scheduler`),
@@ -167,7 +167,7 @@ def _submit(generator, face, mels: np.ndarray, due: float):
     ``face`` is from ``generator.prepare_face(crop)``: the still face encoded once per
     session (the photo fast path; int8 where the engine's checkpoint passed its check).
     """
-    return generator.submit_live(face, mels, due)
+    return generator.submit_live(face, mels, due, ticket)
 
 
 class LiveSession:
@@ -456,7 +456,7 @@ class LiveSession:
             if self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is face.rest:
                 prepared = face.face_for(n)  # None: a video frame without a face keeps the last mouth
                 if prepared is not None:
-                    plan.pending = _submit(face.generator, prepared, mel_window(slot.segment)[None], due)
+                    plan.pending = _submit(face.generator, prepared, mel_window(slot.segment)[None], due, self._ticket)
                 plan.faceless = prepared is None
             elif w > 0 and (n + 1) % self.mode.step == 0:
                 face.prefetch(n + 1)  # a video: the next network frame's face encoder runs on this one

@@ -312,10 +312,11 @@ class Generator:
         Returns the mouths and how the call went (its wall time, its share of the batch)."""
         return self.scheduler.live(face, mels, due)
 
-    def submit_live(self, face: _Prepared, mels: np.ndarray, due: float | None = None):
+    def submit_live(self, face: _Prepared, mels: np.ndarray, due: float | None = None, ticket=None):
         """:meth:`forward_live` without waiting: returns a :class:`~lipsync.runtime.scheduler.Pending`
-        whose ``result()`` gives (mouths, timing) (a session starts its next frame's batch early)."""
-        return self.scheduler.submit(face, mels, due)
+        whose ``result()`` gives (mouths, timing) (a session starts its next frame's batch early).
+        ``ticket``: the session's place on the scheduler (:meth:`~lipsync.runtime.scheduler.Scheduler.join`)."""
+        return self.scheduler.submit(face, mels, due, ticket)
 
     def forward_many(self, items: list[tuple[_Prepared, np.ndarray]]) -> list[np.ndarray]:
         """Several faces' forwards as one batch: ``[(face, (B_i, 80, 16) mels), ...]`` ->

@@ -94,13 +94,14 @@ class Withdrawn(RuntimeError):
 class Ticket:
     """A live session's place on the scheduler (:meth:`Scheduler.join`)."""
 
-    __slots__ = ("t0", "order", "shed", "adapt")
+    __slots__ = ("t0", "order", "shed", "adapt", "last_due")
 
     def __init__(self, t0: float, order: int, adapt: bool = True):
         self.t0 = t0  #: when the session's frame 0 is due (``time.monotonic()``), on the shared grid
         self.order = order
         self.adapt = adapt  #: it may give way (a session opened with ``adapt=False`` never does)
         self.shed = False  #: the network is full: this session (the newest) must run it on fewer frames
+        self.last_due = -math.inf  #: when the latest frame it asked the network for is due
 
 
 class Pending:
@@ -164,7 +165,6 @@ class Scheduler:
         self._grid: tuple[float, float] | None = None  # (origin, fps) of the open sessions' frames
         self._live = _Rate()
         self._clip = _Rate()
-        self._last_due = -math.inf  # the latest frame time a live batch has served
         self._measured: tuple[float, str] | None = None  # (frames per second, how)
         self._served_s = 0.0  # network seconds of live batches since the last re-measure
         self._served_frames = 0
@@ -245,10 +245,13 @@ class Scheduler:
         other sessions are waiting for. ``due``: when the frame is shown (``time.monotonic()``)."""
         return self.submit(prep, mels, due).result()
 
-    def submit(self, prep, mels: np.ndarray, due: float | None = None) -> Pending:
-        """:meth:`live` without waiting: the frame joins the next batch; ``.result()`` gives its mouths."""
+    def submit(self, prep, mels: np.ndarray, due: float | None = None, ticket: Ticket | None = None) -> Pending:
+        """:meth:`live` without waiting: the frame joins the next batch; ``.result()`` gives its mouths.
+        ``ticket``: the asking session's (clips then plan their pieces around its next frame)."""
         w = Pending(prep, mels, time.monotonic() if due is None else due)
         with self._cond:
+            if ticket is not None:
+                ticket.last_due = max(ticket.last_due, w.due)
             self._waiting.append(w)
             if self._thread is None:
                 first = self._inherit() if self._inherit is not None else None
@@ -338,7 +341,6 @@ class Scheduler:
                 st.batch_sizes[frames] += 1
                 now = time.monotonic()
                 self._check_load(now, dt, frames, sum(len(w.mels) for w in batch if w.due < now))
-                self._last_due = max(self._last_due, max(w.due for w in batch))
                 self._cond.notify_all()
             ready = time.perf_counter()
             for w in batch:
@@ -384,12 +386,19 @@ class Scheduler:
 
     def _gap(self) -> float:
         """Seconds until the next live batch must start (lock held, no live frame waiting): the batch
-        of the first tick not yet served, all open sessions in it."""
+        of the earliest tick a session may still ask for, all open sessions in it.
+
+        That tick is each session's next after the last frame it asked for (a session whose
+        frames run ahead of the others' must not hide that the others still need the tick
+        before: a clip piece planned up to its tick would hold up theirs), and never before
+        the next tick from now (a resting session may start speaking)."""
         if self._grid is None:
             return math.inf
         now = time.monotonic()
         origin, fps = self._grid
-        after = max(now, self._last_due + 0.5 / fps)
+        asked = [t.last_due for t in self._tickets]
+        # a session that never asked for a frame may ask for the next tick
+        after = max(now, min(asked) + 0.5 / fps) if asked else now
         tick = origin + math.ceil((after - origin) * fps) / fps
         cost = (self._live.per_frame or 0.0) * self._sessions
         return max(0.0, tick - cost - MARGIN_S - now)
