@@ -250,7 +250,14 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
         "max_repeated_pct": max(r["repeated_pct"] for r in results),
         "steps": [r["step"] for r in results], "first_speech_p50_ms": round(float(np.median(first)), 1),
         "clip": clip, "batches": dict(sorted(sched.batch_sizes.items())), "load": load(),
+        "admits_after": _admits(engine),
     }
+
+
+def _admits(engine) -> dict:
+    """What admission (``LIPSYNC_LIVE_SESSIONS=auto``) says after the run: the limit and how it was found."""
+    cap = engine.generator.scheduler.capacity(25.0)
+    return {"sessions": cap.sessions, "how": cap.source} if cap is not None else {}
 
 
 def frame_cost(engine, image, n: int, max_side: int) -> dict:

@@ -199,6 +199,28 @@ def test_capacity_is_the_batched_rate_with_a_margin():
     assert cap.source == "measured while serving" and cap.sessions == 1
 
 
+def test_on_a_cpu_admission_counts_the_sessions_picture_work():
+    """On 2 cores at 100 frames/s the network alone says 3 sessions (0.75 x 100 / 25); they held 90-97 % on time,
+    as each session's own picture work takes the same cores. Counted, the limit is what held (2, at 99.6 %)."""
+    sched = Scheduler(Net(), cores=2)
+    sched._measured = (100.0, "measured at load")
+    assert sched.capacity(25.0).sessions == 3  # no session has run yet: the network alone
+    ticket = sched.join(25.0)
+    for _ in range(40):
+        sched.note_picture(ticket, 0.004)  # 4 ms of picture work a frame, spread over 2 cores
+    cap = sched.capacity(25.0)
+    assert cap.sessions == int(CAPACITY_MARGIN / (25 * (1 / 100 + 0.004 / 2))) == 2
+    assert "picture work (4.0 ms a frame)" in cap.source
+    sched.leave(ticket)
+    assert sched.capacity(25.0).sessions == 2  # remembered after the session closed
+    # with a device of its own (a GPU), the network's rate alone decides
+    gpu = Scheduler(Net())
+    gpu._measured = (100.0, "measured at load")
+    ticket = gpu.join(25.0)
+    gpu.note_picture(ticket, 0.004)
+    assert gpu.capacity(25.0).sessions == 3
+
+
 # -- on a real engine ----------------------------------------------------------------------------------
 
 

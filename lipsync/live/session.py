@@ -510,6 +510,7 @@ class LiveSession:
         net = plan.net
         dt = plan.plan_s + plan.render_s + (net.wall_s if net is not None else 0.0)
         own = plan.plan_s + plan.render_s + (net.share_s if net is not None else 0.0)
+        self._scheduler.note_picture(self._ticket, plan.plan_s + plan.render_s)  # admission counts it
         speed = self._speed
         change = speed.note(n, dt, ran=not plan.faceless, own=own)
         self.stats.frame_ms = speed.frame_ms

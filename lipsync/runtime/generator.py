@@ -23,6 +23,7 @@ runs on is planned by :mod:`lipsync.runtime.frames`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -203,7 +204,9 @@ class Generator:
         self.model = model.eval().requires_grad_(False)
         #: the one way into the network: live frames batched across sessions, clips in the gaps
         threads = torch.get_num_threads()  # the network thread computes with the count the engine was made with
-        self.scheduler = Scheduler(self._forward_many, inherit=lambda: lambda: torch.set_num_threads(threads))
+        cores = _cores() if self.device.type == "cpu" else None  # the sessions' picture work shares them
+        self.scheduler = Scheduler(self._forward_many, inherit=lambda: lambda: torch.set_num_threads(threads),
+                                   cores=cores)
 
     def _load_int8(self, model: Wav2Lip, digest: str, *, explicit: bool) -> None:
         """The int8 network, or the torch fast path with :attr:`note` saying why not."""
@@ -541,3 +544,11 @@ class _PerFrame:
             return gen._forward(gen._prepare(faces[i : i + b], still=False), mels[i : i + b])
 
         return gen.chunked(len(idx), forward, batch)
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
