@@ -431,3 +431,41 @@ def test_the_mode_in_one_plain_line(open_live):
     mode = LiveMode("cuda", 2, 384, 216, enhance="off (asked for)", blink="off: the video's own eyes blink",
                     source="video: 8 frames, back and forth", plain_device="GPU mode")
     assert mode.summary() == "GPU mode, 384×216, face from a video, every second frame"
+
+
+def test_a_program_that_exits_with_a_session_open_exits_cleanly(checkpoint, example_image):
+    """A session iterated on a daemon thread, left open at exit: without closing it first, the thread was inside
+    OpenCV when the interpreter stopped its threads, and the process aborted (exit status 134; it ended a
+    full test run that had passed). Here most of each frame is spent in OpenCV, so the exit lands inside it."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from conftest import ROOT
+
+    code = textwrap.dedent(r'''
+        import sys, threading, time
+        import cv2, numpy as np
+        from lipsync import LipSync
+        from lipsync.face import HaarDetector
+        from lipsync.live import session as live
+        engine = LipSync(sys.argv[1], device="cpu", precision="fp32", detector=HaarDetector()).load()
+        big = np.zeros((3000, 3000, 3), np.uint8)
+        real = live.LiveSession._finish
+        def slow_finish(self, plan):  # a large picture's paste: most of the frame inside OpenCV
+            cv2.GaussianBlur(big, (31, 31), 0)
+            return real(self, plan)
+        live.LiveSession._finish = slow_finish
+        s = engine.live(sys.argv[2], max_side=160, blink=False, enhance="off")
+        started = threading.Event()
+        def run():
+            for _ in s:
+                started.set()
+        threading.Thread(target=run, daemon=True).start()
+        assert started.wait(60)
+        time.sleep(0.3)
+        print("exiting with the session open", flush=True)
+    ''')
+    r = subprocess.run([sys.executable, "-c", code, str(checkpoint), str(example_image)], capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and "exiting with the session open" in r.stdout, (r.returncode, r.stderr[-2000:])

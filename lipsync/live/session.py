@@ -33,10 +33,12 @@ once; a frame being made finishes, then the iterating thread lets go of the face
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import logging
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -271,6 +273,7 @@ class LiveSession:
         self._lock = threading.Lock()  # the timeline: push / interrupt / close against the frame being made
         self._picture = threading.Lock()  # held while a frame is made (the face in use)
         self._closed = threading.Event()
+        _OPEN.add(self)
         self._face_closed = False  # the face's resources (a video's spool) are let go of
         self._timeline = SpeechTimeline(self.fps, self.sample_rate)
         self._weight = 0.0
@@ -542,6 +545,32 @@ class LiveSession:
             reason = f"{m.reason}; still {cost_ms:.0f} ms a frame: working at {self._face.width}x{self._face.height}"
             self.mode = dataclasses.replace(m, step=2, width=self._face.width, height=self._face.height, reason=reason)
         log.warning("live: %s", reason)
+
+
+#: the sessions not yet garbage: closed at the interpreter's exit (see :func:`_close_at_exit`)
+_OPEN: "weakref.WeakSet[LiveSession]" = weakref.WeakSet()
+EXIT_WAIT_S = 2.0  #: at exit, the longest wait for a frame being made to be done
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """End every open session before the interpreter finalizes, and wait for the frames being made.
+
+    A session iterated on a daemon thread (a program that exits without closing it) would
+    otherwise be inside OpenCV when the interpreter stops its threads: the thread is unwound
+    through C++ code that cannot be unwound, and the process aborts (exit status 134, seen
+    at the end of the test suite). Closed, the iteration stops at its next check.
+    """
+    sessions = list(_OPEN)
+    for session in sessions:
+        try:
+            session.close()
+        except Exception:  # noqa: BLE001 - exiting: close the others
+            log.debug("closing a live session at exit failed", exc_info=True)
+    deadline = time.monotonic() + EXIT_WAIT_S
+    for session in sessions:
+        if session._picture.acquire(timeout=max(0.0, deadline - time.monotonic())):  # no frame being made
+            session._picture.release()
 
 
 def _scan_video(engine, video, *, fps: float, max_side: int, box, label: bool, loop: str, max_video_s: float):
