@@ -17,9 +17,17 @@ from functools import lru_cache
 
 from .errors import EncodeError, LipSyncError
 
-__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group"]
+__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group", "cpu_count"]
 
 log = logging.getLogger("lipsync")
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, where the system has one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 @lru_cache(maxsize=None)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import collections
 import logging
 import multiprocessing as mp
-import os
 import shutil
 import signal
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from ..errors import LipSyncError
+from ..proc import cpu_count
 from .execute import EngineSettings, Outcome, execute, make_engine, set_threads
 from .manifest import Job
 
@@ -41,13 +41,6 @@ log = logging.getLogger("lipsync")
 MAX_ATTEMPTS = 2
 #: seconds a stopping worker gets to finish cleaning up before it is killed
 STOP_GRACE_S = 15.0
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _on_sigterm(signum, frame):  # pragma: no cover - runs in the worker

@@ -218,15 +218,16 @@ class ClipJobs:
 # ----------------------------------------------------------------------------- the app's side
 
 
-def _portable(request) -> tuple[object, dict[str, tuple[str, bytes]]]:
-    """The request as it travels: files named by path go as their bytes (the worker writes them back)."""
+def _portable(request) -> dict[str, tuple[str, bytes]]:
+    """The request's files named by path, as ``{field: (file name, bytes)}``: they travel beside the
+    request (the worker writes them back)."""
     files = {}
     for name in FILE_FIELDS:
         value = getattr(request, name)
         if isinstance(value, (str, Path)):
             path = Path(value)
             files[name] = (path.name, path.read_bytes())
-    return request, files
+    return files
 
 
 class ClusterClips:
@@ -291,7 +292,7 @@ class ClusterClips:
                              folder=folder, cancel=cancel)
 
     def _make(self, request, progress, on_segment, cancel: threading.Event, on_captions):
-        _, files = _portable(request)
+        files = _portable(request)
         tried: set[str] = set()
         while True:
             worker = self._choose(tried)
@@ -312,7 +313,8 @@ class ClusterClips:
 
     def _on(self, worker, job_id, request, files, progress, on_segment, cancel, on_captions):
         """One try on ``worker``: (whether a segment was handed over, the Result or None if the worker died)."""
-        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+        from ray.exceptions import (ActorUnschedulableError, GetTimeoutError, NodeDiedError, RayActorError,
+                                    RayTaskError)
 
         ray = self.remote.ray
         stream = worker.handle.clip.remote(job_id, request, files)
@@ -348,7 +350,8 @@ class ClusterClips:
                 except RayTaskError:
                     log.exception("cluster: a clip failed on %s", worker.place.address)
                     raise LipSyncError(GENERIC) from None
-                except RayActorError:
+                except (RayActorError, ActorUnschedulableError, NodeDiedError):
+                    # the worker, or its machine, is gone (an actor pinned to a dead node is unschedulable)
                     return started, None
                 kind = item[0]
                 if kind == "progress":

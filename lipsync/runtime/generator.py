@@ -23,7 +23,6 @@ runs on is planned by :mod:`lipsync.runtime.frames`.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -35,6 +34,7 @@ from ..errors import BackendError, ResourceError
 from ..face import model_input
 from ..models import Wav2Lip
 from ..models.still import StillFaceDecoder, StillFaceGraph
+from ..proc import cpu_count
 from .frames import KeyFrames
 from .scheduler import Capacity, LiveTiming, Scheduler
 
@@ -204,7 +204,7 @@ class Generator:
         self.model = model.eval().requires_grad_(False)
         #: the one way into the network: live frames batched across sessions, clips in the gaps
         threads = torch.get_num_threads()  # the network thread computes with the count the engine was made with
-        cores = _cores() if self.device.type == "cpu" else None  # the sessions' picture work shares them
+        cores = cpu_count() if self.device.type == "cpu" else None  # the sessions' picture work shares them
         self.scheduler = Scheduler(self._forward_many, inherit=lambda: lambda: torch.set_num_threads(threads),
                                    cores=cores)
 
@@ -545,10 +545,3 @@ class _PerFrame:
 
         return gen.chunked(len(idx), forward, batch)
 
-
-def _cores() -> int:
-    """The CPU cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1

@@ -202,9 +202,7 @@ class Scheduler:
         motion): on a CPU it takes the cores the network computes on, so admission counts it."""
         if ticket is None or not math.isfinite(seconds) or seconds < 0:
             return
-        with self._cond:
-            ticket.picture_s = seconds if ticket.picture_s == 0.0 else 0.95 * ticket.picture_s + 0.05 * seconds
-            self._picture_s = max(t.picture_s for t in self._tickets) if self._tickets else ticket.picture_s
+        ticket.picture_s = seconds if ticket.picture_s == 0.0 else 0.95 * ticket.picture_s + 0.05 * seconds
 
     def leave(self, ticket: Ticket | None = None) -> None:
         """A live session closed."""
@@ -212,6 +210,8 @@ class Scheduler:
             self._sessions = max(0, self._sessions - 1)
             if ticket in self._tickets:
                 self._tickets.remove(ticket)
+                if ticket.picture_s:  # remembered for admission after the sessions close
+                    self._picture_s = max([ticket.picture_s, *(t.picture_s for t in self._tickets)])
             if self._sessions == 0:
                 self._grid = None
             self._window_from = time.monotonic()
@@ -459,6 +459,9 @@ class Scheduler:
             if self._measured is None:
                 return None
             rate, how = self._measured
+            measured = [t.picture_s for t in self._tickets if t.picture_s]
+            if measured:  # the dearest open session's (remembered once they have all closed)
+                self._picture_s = max(measured)
             picture = self._picture_s if self.cores else 0.0
         per_frame = 1.0 / rate + picture / (self.cores or 1)
         if picture:
