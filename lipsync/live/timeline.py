@@ -45,7 +45,7 @@ __all__ = ["FADE_S", "MAX_QUEUE_S", "START_WAIT_S", "Slot", "SpeechTimeline", "f
 START_WAIT_S = 0.08  #: a shorter utterance starts once the pusher has paused this long
 FADE_S = 0.005  #: fades at the edges of each utterance
 MAX_QUEUE_S = 120.0  #: the most speech queued at once
-HISTORY = 2048  #: samples (16 kHz) of the model's timeline kept for the next mel windows
+HISTORY = SEGMENT  #: samples (16 kHz) of the model's timeline kept for the next mel windows (a slot and 600 more: 2,400 at 10 fps)
 
 
 def fade_samples(rate: int) -> int:
