@@ -202,7 +202,9 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
 
     rate = batched_rate(engine, image, max_side)
     results: list[dict] = [{} for _ in range(n)]
-    speaking = threading.Barrier(n + 1)
+    speaking = threading.Semaphore(0)  # one release per session that started speaking (never waited on by it)
+    # made before the sessions start: computing 20 s of it on a session's thread delays that session's frames
+    speech = [voiced(seconds, seed=k) for k in range(n)]
 
     def one(k: int) -> None:
         with engine.live(**src, max_side=max_side, seed=k + 1) as s:
@@ -211,9 +213,8 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
             for f in s:
                 spoke += f.speaking
                 if th is None and f.pts >= 1.2:
-                    th = pusher(s, voiced(seconds, seed=k), threading.Event())
-                    with contextlib.suppress(threading.BrokenBarrierError):
-                        speaking.wait(timeout=30)
+                    th = pusher(s, speech[k], threading.Event())
+                    speaking.release()
                 if th is not None and not th.is_alive() and not f.speaking and s.queued_s == 0 and spoke:
                     break
             st, mode = s.stats, s.mode
@@ -221,21 +222,22 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
         results[k] = {  # on time: handed out within one slot of its time (the session's own count)
             "frames": st.frames, "on_time_pct": round(100 * (1 - st.late_frames / max(1, st.frames)), 2),
             "repeated_pct": round(100 * st.repeated_frames / max(1, st.frames), 2),
+            "held_pct": round(100 * st.held_frames / max(1, st.frames), 2),
             "latest_slots": round(st.max_late_s * 25, 2), "step": mode.step, "size": f"{mode.width}x{mode.height}", "reason": mode.reason[:60],
             "first_speech_ms": round(1000 * (st.first_speech["frame"] - st.first_speech["push"]), 1),
         }
 
-    threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(n)]
-    for th in threads:
-        th.start()
-        time.sleep(0.013)  # sessions start at scattered phases, as visitors do
-    clip = {}
-    with contextlib.suppress(threading.BrokenBarrierError):
-        speaking.wait(timeout=60)
-    if clip_s > 0:
-        with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
-            wav = Path(tmp) / "clip.wav"
-            sf.write(wav, voiced(clip_s, seed=42), RATE)
+    with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
+        wav = Path(tmp) / "clip.wav"
+        sf.write(wav, voiced(clip_s or 1.0, seed=42), RATE)
+        threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(n)]
+        for th in threads:
+            th.start()
+            time.sleep(0.013)  # sessions start at scattered phases, as visitors do
+        clip = {}
+        for _ in range(n):  # the clip starts once every session speaks
+            speaking.acquire(timeout=60)
+        if clip_s > 0:
             t = time.monotonic()
             r = engine.generate(image, audio=wav, out=Path(tmp) / "clip.mp4")
             clip = {"clip_s": clip_s, "wall_s": round(time.monotonic() - t, 2), "frames": r.frames}
@@ -248,6 +250,7 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
         "per_session": results,
         "min_on_time_pct": min(r["on_time_pct"] for r in results),
         "max_repeated_pct": max(r["repeated_pct"] for r in results),
+        "max_held_pct": max(r["held_pct"] for r in results),
         "steps": [r["step"] for r in results], "first_speech_p50_ms": round(float(np.median(first)), 1),
         "clip": clip, "batches": dict(sorted(sched.batch_sizes.items())), "load": load(),
         "admits_after": _admits(engine),
