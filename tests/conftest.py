@@ -176,6 +176,7 @@ def every_picture(monkeypatch):
     from lipsync.live import session as live
 
     monkeypatch.setattr(live, "CATCH_UP_SLOTS", 1e9)
+    monkeypatch.setattr(live, "CATCH_UP_HOLD", False)
 
 
 def take(session, n):

@@ -311,6 +311,33 @@ def test_a_stall_repeats_the_picture_and_keeps_the_sound(open_live):
     np.testing.assert_array_equal(audio[start + FADE : start + 15000], speech[FADE : 15000])  # ...not the sound
 
 
+def test_a_short_stall_keeps_the_mouth_for_a_frame_and_catches_up(open_live):
+    """Found with three sessions and a clip on 2 cores: after a stall of a slot or two a session ran the network
+    on every frame, one frame per slot, and stayed more than a slot late for 10-26 frames. (At 10 frames a
+    second, so that the scratch fp32 network fits a slot on a slow machine.)"""
+    fps = 10.0
+    slot = int(R / fps)
+    s = open_live(motion=1.0, fps=fps)
+    speech = noise_int16(4.0, rate=R, seed=3)
+    s.push(speech, R)
+    frames, held = [], []
+    for f in s:
+        frames.append(f)
+        held.append(s.stats.held_frames)
+        if len(frames) == 10:
+            time.sleep(2.3 / fps)  # the consumer stalls: the next frame (or the one after, if started) starts late
+        if len(frames) == 20:
+            break
+    kept = np.diff([0, *held])  # 1: that frame kept the last mouth
+    assert 1 in kept[10:13], kept
+    assert not any(kept[i] and kept[i + 1] for i in range(len(kept) - 1)), "the mouth moves on every second frame"
+    assert s.stats.repeated_frames == 0  # a new picture each time (the head moves)...
+    assert all(frames[i].image is not frames[i - 1].image for i in range(1, len(frames)))
+    audio = np.concatenate([f.audio for f in frames])
+    start = next(i for i, f in enumerate(frames) if f.speaking) * slot
+    np.testing.assert_array_equal(audio[start + FADE : start + 90_000], speech[FADE:90_000])  # ...and the sound whole
+
+
 def test_a_slow_machine_steps_then_shrinks(open_live, monkeypatch):
     monkeypatch.setattr(speed, "MEASURE_FRAMES", 3)
     monkeypatch.setattr(speed, "BUDGET_SHARE", 1e-6)  # nothing fits: every measurement fails

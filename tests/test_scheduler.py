@@ -49,10 +49,11 @@ def run_sessions(sched: Scheduler, names: list[str], frames: int, fps: float = 2
         ticket = tickets[name]
         for i in range(frames):
             due = ticket.t0 + i / fps
-            if ticket.shed and i % 2 or time.monotonic() - due > 2 / fps:
-                continue  # gave way: every second frame; two slots behind: repeat the last picture, as a session does
             time.sleep(max(0.0, due - lead - time.monotonic()))
-            out, timing = sched.live(name, MEL, due)
+            if ticket.shed and i % 2 or time.monotonic() - due > 2 / fps:
+                sched.planned(ticket, due)  # gave way: every second frame; two slots behind: repeat the last picture,
+                continue  # as a session does
+            out, timing = sched.submit(name, MEL, due, ticket).result()
             assert out.shape == (1, 96, 96, 3) and out[0, 0, 0, 0] == float(hash(name) % 97)
             late[name].append(time.monotonic() - due)
         sched.leave(ticket)
@@ -165,13 +166,27 @@ def test_a_clip_piece_ends_before_the_tick_the_slowest_session_still_needs():
     sched = Scheduler(Net())
     origin = time.monotonic()
     lagging, leading = sched.join(25.0, now=origin), sched.join(25.0, now=origin)
-    lagging.last_due, leading.last_due = origin + 5 / 25, origin + 6 / 25
+    lagging.next_due, leading.next_due = origin + 6 / 25, origin + 7 / 25  # each started frames 5 and 6
     gap = sched._gap()  # until the batch of tick 6 (the lagging session's next) must start, not tick 7's
     elapsed = time.monotonic() - origin
     assert 6 / 25 - 0.02 - elapsed <= gap <= 6 / 25 - elapsed, gap
-    # a session that has not asked yet (it rests, or just opened) may ask for the next tick from now
-    lagging.last_due = float("-inf")
+    # a session behind its time asks for its next frame as soon as it can: no clip piece goes first
+    lagging.next_due = time.monotonic() - 0.5 / 25
+    assert sched._gap() == 0.0
+    # one that started no frame for a while (no one takes its frames) may ask for the next tick from now
+    lagging.next_due = float("-inf")
     assert sched._gap() <= 1 / 25
+
+
+def test_a_session_joining_others_starts_a_lead_ahead_on_their_grid():
+    sched = Scheduler(Net())
+    origin = time.monotonic()
+    first = sched.join(25.0, now=origin)
+    second = sched.join(25.0, now=origin + 0.013)
+    assert first.t0 == origin
+    # on the first one's grid, far enough ahead that its frame 0 can be asked for two slots early, as the others'
+    k = (second.t0 - origin) * 25
+    assert abs(k - round(k)) < 1e-6 and 0.013 + 2 / 25 <= second.t0 - origin < 0.013 + 3 / 25
 
 
 def test_a_full_network_makes_the_newest_session_give_way_alone():

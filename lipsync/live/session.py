@@ -19,7 +19,9 @@ network on every second frame, then a smaller picture. :attr:`LiveSession.mode`
 says what runs. A frame more than :data:`CATCH_UP_SLOTS` slots late (a stall: a
 loaded machine, a slow consumer) repeats the last picture, with its own slot's
 sound, until the session is back on time, so a stream stays live instead of
-drifting behind.
+drifting behind; a frame started after its time, but less late than that, keeps
+the last mouth on a new picture (never two in a row), which catches up within a
+frame or two where running the network on each would stay late for many.
 
 **The face** comes from a photo (:mod:`lipsync.live.photo`: framed as a video
 call, encoded once) or a driving video (:mod:`lipsync.live.video`: played back
@@ -71,6 +73,7 @@ SAMPLE_RATE = 48_000  #: a session's sound, by default (WebRTC's Opus runs at 48
 EASE_FRAMES = 3  #: frames over which the mouth blends between talking and rest
 FADE_SAMPLES = fade_samples(16_000)  #: 5 ms fades at the edges of each utterance, at 16 kHz (80; R / 200 at rate R)
 CATCH_UP_SLOTS = 2  #: further behind than this, frames repeat the last picture until caught up
+CATCH_UP_HOLD = True  #: a frame started after its time keeps the last mouth (see LiveSession._hold)
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class LiveStats:
     underruns: int = 0  #: speech ran dry while the pusher was still sending
     frame_ms: float = 0.0  #: mean cost of making a frame (network, paste, head motion)
     repeated_frames: int = 0  #: frames that repeated the last picture to catch up after a stall
+    held_frames: int = 0  #: frames that kept the last mouth to catch up (a new picture: sound, blink, motion)
     first_speech: dict = field(default_factory=dict)  #: {"push": t, "frame": t, "pts": s} of the first utterance
     blinks: int = 0  #: blinks started
     enhanced_frames: int = 0  #: frames the mouth's enhancer ran on
@@ -155,6 +159,7 @@ class _Plan:
     net: object = None  #: how that went (a :class:`~lipsync.runtime.scheduler.LiveTiming`)
     rest: bool = False  #: the face at rest (no network)
     faceless: bool = False  #: a video frame without a face: the network could not run
+    held: bool = False  #: started after its time: keeps the last mouth, without the network (catching up)
     interrupted: bool = False  #: its sound was taken before an interrupt (it fades out)
     plan_s: float = 0.0
     render_s: float = 0.0
@@ -287,6 +292,7 @@ class LiveSession:
         self._scheduler = generator.scheduler  # shared by the engine's sessions (and its clips)
         self._ticket = None  # the session's place on the scheduler (from the first frame to the close)
         self._gave_way = False  # at frame step 2 because the shared network was full (undone when it has room)
+        self._held = -2  # the last frame that kept the mouth to catch up (see _hold)
 
     # -- input -------------------------------------------------------------------------
     def push(self, samples, sample_rate: int) -> None:
@@ -387,7 +393,7 @@ class LiveSession:
                         frame = self._finish(plan)
                     except Withdrawn:  # close() took back the frame started early: the iteration ends
                         raise StopIteration from None
-                    if not plan.repeat:
+                    if not plan.repeat and not plan.held:
                         self._note_cost(n, plan)
                     # the next frame's network starts before this one is shown when it needs more than a slot
                     # (its batch with the other sessions' frames): it then runs while this one waits for its time
@@ -429,6 +435,16 @@ class LiveSession:
         the sound stays exact, and the stream stays live instead of falling further behind."""
         return self._image is not None and time.monotonic() - due > CATCH_UP_SLOTS / self.fps
 
+    def _hold(self, n: int, due: float) -> bool:
+        """Frame ``n`` is started after its time (a stall put the session behind): it keeps the last
+        mouth and leaves out the network, which could only make it later; the picture is still new.
+        Never two frames in a row (the mouth moves at least on every second frame, as at step 2), nor
+        the first of an utterance (its mouth must open)."""
+        if not CATCH_UP_HOLD or time.monotonic() < due or self._held == n - 1 or self._mouth is self._face.rest:
+            return False
+        self._held = n
+        return True
+
     def _sleep_until(self, t: float) -> None:
         while True:
             left = t - time.monotonic()
@@ -443,6 +459,7 @@ class LiveSession:
             slot = self._timeline.slot(n, time.monotonic())
             plan = _Plan(n, due, t, repeat, slot.speaking, 0.0, to_int16(slot.sound), slot.model)
             self._unfinished = plan if slot.speaking else None
+        self._scheduler.planned(self._ticket, due)  # a clip beside it plans its pieces up to this one's next
         if slot.started:
             self.stats.utterances += 1
         if slot.underrun:
@@ -456,7 +473,10 @@ class LiveSession:
         face = self._face
         w = plan.weight
         if w > 0 or self._speed.measuring(n):
-            if self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is face.rest:
+            if self._hold(n, due):
+                plan.held = True
+                self.stats.held_frames += 1
+            elif self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is face.rest:
                 prepared = face.face_for(n)  # None: a video frame without a face keeps the last mouth
                 if prepared is not None:
                     plan.pending = _submit(face.generator, prepared, mel_window(slot.segment)[None], due, self._ticket)

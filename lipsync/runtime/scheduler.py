@@ -54,6 +54,8 @@ OVERLOAD_WINDOW_S = 1.0
 SHED_EVERY_S = 2.0  #: after one session gave way, wait this long before asking another
 RESTORE = 0.6  #: a second this quiet (busy below it, no frame late), RESTORE_AFTER_S after the last change:
 RESTORE_AFTER_S = 5.0  #: ...a session that gave way runs at full rate again (a clip beside it ended, say)
+JOIN_LEAD_SLOTS = 2  #: a session joining others starts on the grid's tick this many slots ahead (its lead)
+STALLED_SLOTS = 4  #: a session that started no frame for this long is not waited for by clips
 
 
 @dataclass
@@ -95,14 +97,17 @@ class Withdrawn(RuntimeError):
 class Ticket:
     """A live session's place on the scheduler (:meth:`Scheduler.join`)."""
 
-    __slots__ = ("t0", "order", "shed", "adapt", "last_due", "picture_s")
+    __slots__ = ("t0", "fps", "order", "shed", "adapt", "next_due", "picture_s")
 
-    def __init__(self, t0: float, order: int, adapt: bool = True):
+    def __init__(self, t0: float, order: int, adapt: bool = True, fps: float = 25.0):
         self.t0 = t0  #: when the session's frame 0 is due (``time.monotonic()``), on the shared grid
+        self.fps = fps
         self.order = order
         self.adapt = adapt  #: it may give way (a session opened with ``adapt=False`` never does)
         self.shed = False  #: the network is full: this session (the newest) must run it on fewer frames
-        self.last_due = -math.inf  #: when the latest frame it asked the network for is due
+        #: when the next frame it has not started yet is due: the earliest it may ask the network for
+        #: (:meth:`Scheduler.planned`; a session behind its time asks for it as soon as it can)
+        self.next_due = t0
         self.picture_s = 0.0  #: its own work per frame beside the network (mel window, paste...), averaged
 
 
@@ -180,8 +185,9 @@ class Scheduler:
 
     # -- sessions ---------------------------------------------------------------------------
     def join(self, fps: float, now: float | None = None, adapt: bool = True) -> Ticket:
-        """A live session opens: count it, and say when its frame 0 is due (on the shared grid: the
-        first session sets it; later ones start on its next tick, at most one frame later)."""
+        """A live session opens: count it, and say when its frame 0 is due. The first session sets
+        the shared grid; a later one starts on its tick :data:`JOIN_LEAD_SLOTS` ahead, so that its
+        first frames are asked for as early as the others' are (and share their batches)."""
         now = time.monotonic() if now is None else now
         with self._cond:
             self._sessions += 1
@@ -191,11 +197,18 @@ class Scheduler:
                 t0 = now
             else:
                 origin, rate = self._grid
-                t0 = origin + math.ceil((now - origin) * rate) / rate
-            ticket = Ticket(t0, self._joined, adapt)
+                t0 = origin + math.ceil((now + JOIN_LEAD_SLOTS / rate - origin) * rate) / rate
+            ticket = Ticket(t0, self._joined, adapt, fps)
             self._tickets.append(ticket)
             self._window_from = now
             return ticket
+
+    @staticmethod
+    def planned(ticket: Ticket | None, due: float) -> None:
+        """A session started its frame due at ``due`` (with the network or without: at rest, or
+        between the frames it runs the network on): its next may ask for the network from then on."""
+        if ticket is not None:
+            ticket.next_due = max(ticket.next_due, due + 1.0 / ticket.fps)
 
     def note_picture(self, ticket: Ticket | None, seconds: float) -> None:
         """A session's own work on one frame beside the network (its mel window, paste, blink, head
@@ -265,8 +278,7 @@ class Scheduler:
         ``ticket``: the asking session's (clips then plan their pieces around its next frame)."""
         w = Pending(prep, mels, time.monotonic() if due is None else due)
         with self._cond:
-            if ticket is not None:
-                ticket.last_due = max(ticket.last_due, w.due)
+            self.planned(ticket, w.due)
             self._waiting.append(w)
             if self._thread is None:
                 first = self._inherit() if self._inherit is not None else None
@@ -401,22 +413,21 @@ class Scheduler:
 
     def _gap(self) -> float:
         """Seconds until the next live batch must start (lock held, no live frame waiting): the batch
-        of the earliest tick a session may still ask for, all open sessions in it.
+        of the earliest frame a session may still ask for, all open sessions in it.
 
-        That tick is each session's next after the last frame it asked for (a session whose
-        frames run ahead of the others' must not hide that the others still need the tick
-        before: a clip piece planned up to its tick would hold up theirs), and never before
-        the next tick from now (a resting session may start speaking)."""
+        That frame is each session's next not yet started (:meth:`planned`): a session behind its
+        time asks for it as soon as it can, so a clip piece must not fill the time it needs to catch
+        up, and a session ahead of the others must not hide that they still need an earlier tick. A
+        session that has not started a frame for :data:`STALLED_SLOTS` slots (no one takes its frames)
+        is counted as asking on the next tick from now."""
         if self._grid is None:
             return math.inf
         now = time.monotonic()
         origin, fps = self._grid
-        asked = [t.last_due for t in self._tickets]
-        # a session that never asked for a frame may ask for the next tick
-        after = max(now, min(asked) + 0.5 / fps) if asked else now
-        tick = origin + math.ceil((after - origin) * fps) / fps
+        tick = origin + math.ceil((now - origin) * fps) / fps
+        nexts = [t.next_due if t.next_due >= now - STALLED_SLOTS / fps else tick for t in self._tickets]
         cost = (self._live.per_frame or 0.0) * self._sessions
-        return max(0.0, tick - cost - MARGIN_S - now)
+        return max(0.0, min(nexts, default=tick) - cost - MARGIN_S - now)
 
     # -- capacity -----------------------------------------------------------------------------
     def measure(self, prep_and_mels: Callable[[int], tuple], batch: int = 4, seconds: float = MEASURE_S) -> float:

@@ -374,6 +374,7 @@ class LiveServer:
             "frames": st.frames,
             "late_frames": st.late_frames,
             "repeated_frames": st.repeated_frames,
+            "held_frames": st.held_frames,
             "utterances": st.utterances,
             "frame_ms": round(st.frame_ms, 1),
             "left_s": round(max(0.0, peer.ends_at - time.monotonic())) if peer.ends_at else None,
