@@ -473,10 +473,11 @@ class LiveSession:
         face = self._face
         w = plan.weight
         if w > 0 or self._speed.measuring(n):
-            if self._hold(n, due):
+            runs = self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is face.rest
+            if runs and self._hold(n, due):
                 plan.held = True
                 self.stats.held_frames += 1
-            elif self.mode.step == 1 or n % self.mode.step == 0 or w > 0 and self._mouth is face.rest:
+            elif runs:
                 prepared = face.face_for(n)  # None: a video frame without a face keeps the last mouth
                 if prepared is not None:
                     plan.pending = _submit(face.generator, prepared, mel_window(slot.segment)[None], due, self._ticket)
