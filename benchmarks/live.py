@@ -229,7 +229,8 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
 
     with tempfile.TemporaryDirectory(prefix="lipsync-bench-") as tmp:
         wav = Path(tmp) / "clip.wav"
-        sf.write(wav, voiced(clip_s or 1.0, seed=42), RATE)
+        if clip_s > 0:
+            sf.write(wav, voiced(clip_s, seed=42), RATE)
         threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(n)]
         for th in threads:
             th.start()

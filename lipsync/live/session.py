@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, LipSyncError
-from ..runtime.scheduler import Withdrawn
+from ..runtime.scheduler import SHARED_LEAD_SLOTS, Withdrawn
 from .audio import LOOKAHEAD_S, MAX_CHUNK_S, MAX_RATE, MIN_RATE, check_chunk, mel_window, to_int16
 from .photo import FRAMINGS, PhotoFace, frame_photo
 from .pose import HeadSway
@@ -427,7 +427,7 @@ class LiveSession:
         beside other sessions, so that each asks for its next frame as soon as the batch they shared
         is done, and their frames keep sharing batches."""
         if self._scheduler.sessions > 1:
-            return 2.0 / self.fps
+            return SHARED_LEAD_SLOTS / self.fps
         return self._speed.lead
 
     def _behind(self, due: float) -> bool:

@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Capacity", "LiveTiming", "Pending", "Scheduler", "Ticket", "Withdrawn", "SchedulerStats", "MARGIN_S", "CAPACITY_MARGIN"]
+__all__ = ["Capacity", "LiveTiming", "Pending", "Scheduler", "Ticket", "Withdrawn", "SchedulerStats", "MARGIN_S", "CAPACITY_MARGIN",
+           "SHARED_LEAD_SLOTS"]
 
 log = logging.getLogger("lipsync")
 
@@ -54,7 +55,8 @@ OVERLOAD_WINDOW_S = 1.0
 SHED_EVERY_S = 2.0  #: after one session gave way, wait this long before asking another
 RESTORE = 0.6  #: a second this quiet (busy below it, no frame late), RESTORE_AFTER_S after the last change:
 RESTORE_AFTER_S = 5.0  #: ...a session that gave way runs at full rate again (a clip beside it ended, say)
-JOIN_LEAD_SLOTS = 2  #: a session joining others starts on the grid's tick this many slots ahead (its lead)
+SHARED_LEAD_SLOTS = 2  #: beside other sessions, a session asks for each frame this many slots before it is due
+#: (so that all ask as soon as the batch they shared is done); one joining them starts this far ahead on their grid
 STALLED_SLOTS = 4  #: a session that started no frame for this long is not waited for by clips
 
 
@@ -186,7 +188,7 @@ class Scheduler:
     # -- sessions ---------------------------------------------------------------------------
     def join(self, fps: float, now: float | None = None, adapt: bool = True) -> Ticket:
         """A live session opens: count it, and say when its frame 0 is due. The first session sets
-        the shared grid; a later one starts on its tick :data:`JOIN_LEAD_SLOTS` ahead, so that its
+        the shared grid; a later one starts on its tick :data:`SHARED_LEAD_SLOTS` ahead, so that its
         first frames are asked for as early as the others' are (and share their batches)."""
         now = time.monotonic() if now is None else now
         with self._cond:
@@ -197,7 +199,7 @@ class Scheduler:
                 t0 = now
             else:
                 origin, rate = self._grid
-                t0 = origin + math.ceil((now + JOIN_LEAD_SLOTS / rate - origin) * rate) / rate
+                t0 = origin + math.ceil((now + SHARED_LEAD_SLOTS / rate - origin) * rate) / rate
             ticket = Ticket(t0, self._joined, adapt, fps)
             self._tickets.append(ticket)
             self._window_from = now
