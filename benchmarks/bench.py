@@ -194,8 +194,7 @@ def other_backends(ckpt: Path, face) -> dict:
 
         shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape(list(m.shape)) for m in maps]
         with int8._quiet(), torch.inference_mode():
-            compiled = ov.Core().compile_model(ov.convert_model(graph, example_input=example, input=shapes),
-                                               "CPU", int8._config())
+            compiled = int8.Compiled(ov.convert_model(graph, example_input=example, input=shapes))
         out["openvino fp32"] = GraphPath(int8.Int8Network(compiled, None), maps)
     except ImportError:
         pass
@@ -290,6 +289,17 @@ def network_bench(args, ckpt: Path) -> dict:
         gens[name] = Generator(load_wav2lip(ckpt), device=device, **kw)
         res["paths"][name] = {"precision": gens[name].precision, "batch_size": gens[name].batch_size,
                               "load_s": time.perf_counter() - t, "description": gens[name].description}
+        net = getattr(gens[name], "_int8", None)
+        if net is not None and net.compiled.streams > 1:  # the baseline for splitting a batch over streams
+            whole = Generator(load_wav2lip(ckpt), device=device, **kw)
+            for compiled in (whole._int8.compiled, whole._int8.face and whole._int8.face.compiled):
+                if compiled:
+                    compiled.parallel = False
+            gens[f"{name} 1 stream"] = whole
+            res["paths"][f"{name} 1 stream"] = {
+                "precision": whole.precision, "batch_size": whole.batch_size, "load_s": None,
+                "description": f"{whole.description}; every batch whole on one request, not split over "
+                               f"{net.compiled.streams} streams"}
     for name in [n for n in gens if n != "reference fp32"]:  # the same paths driven by a video
         gens[f"{name} video"] = VideoPath(gens[name])
         res["paths"][f"{name} video"] = dict(res["paths"][name], load_s=None,
@@ -404,12 +414,12 @@ def table(res: dict) -> str:
         f"load average (1, 5, 15 min): {net['load_before']} before, {net['load_after']} after the network runs",
         "",
         f"network, same inputs and checkpoint ({net['frames']} frames per round; ratio to {net['baseline']})",
-        f"  {'path':<17} {'batch':>5} {'frames/s':>9} {'ratio':>6}  {'|diff| from float32, /255: max':>30} "
+        f"  {'path':<20} {'batch':>5} {'frames/s':>9} {'ratio':>6}  {'|diff| from float32, /255: max':>30} "
         f"{'mean':>6} {'mouth max':>9} {'mean':>6}",
     ]
     for name, p in net["paths"].items():
         lines.append(
-            f"  {name:<17} {p['batch_size']:>5} {p['fps']:>9.1f} {p['ratio']:>6.2f}  {p['max_255']:>30.2f} "
+            f"  {name:<20} {p['batch_size']:>5} {p['fps']:>9.1f} {p['ratio']:>6.2f}  {p['max_255']:>30.2f} "
             f"{p['mean_255']:>6.3f} {p['mouth_max_255']:>9.2f} {p['mouth_mean_255']:>6.3f}"
         )
     for name, p in net["paths"].items():

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
     def build(ignored: nncf.IgnoredScope | None):
         with int8._quiet():
             q = nncf.quantize(ov_model, nncf.Dataset(calib), subset_size=len(calib), ignored_scope=ignored)
-        net = int8.Int8Network(ov.Core().compile_model(q, "CPU", int8._config()), None)
+        net = int8.Int8Network(int8.Compiled(q), None)
         diff = np.concatenate([np.abs(net(x[0], x[1:]) - r) for x, r in zip(held, refs)])
         return net, int8.judge(diff)
 

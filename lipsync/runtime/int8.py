@@ -73,6 +73,7 @@ __all__ = [
     "RECIPE",
     "CacheUnwritable",
     "Check",
+    "Compiled",
     "Int8FaceSide",
     "Int8Network",
     "cache_root",
@@ -164,40 +165,113 @@ def judge(diff: np.ndarray) -> Check:
     return Check(ok, round(mx * 255, 4), round(mean * 255, 4), int(diff.shape[0]))
 
 
+class _Slot:
+    """One infer request and the steady inputs it has bound (read in place, kept alive here)."""
+
+    def __init__(self, request):
+        self.request = request
+        self.key: tuple | None = None
+        self.steady: list[np.ndarray] | None = None
+        self.held: list[np.ndarray] = []
+
+
+class Compiled:
+    """A model compiled for the CPU twice, run on whole batches, one call at a time.
+
+    OpenVINO runs one request on all of the process's threads (``LATENCY``), or several
+    requests at once, each on a share of the threads (``THROUGHPUT``: on 2 cores, 2
+    streams of 1 thread). One request does not keep 2 cores busy on these networks: every
+    layer waits for both threads, and many layers are small. So a batch of two frames or
+    more goes one frame per request, the streams taking the next request as they finish
+    one; a single frame (one live session's) runs on the one request on all threads, which
+    is quicker for one frame. Measured on 2 cores (``benchmarks/bench.py``, rows ``int8``
+    and ``int8 1 stream``; docs/speed.md): 1.2-1.6x the frames per second at batches of
+    2 to 16, odd ones too; halves of the batch on each stream, or an odd batch's last
+    frame on all threads, did worse.
+    :attr:`parallel` False runs every batch whole (the baseline).
+    """
+
+    def __init__(self, model):
+        import openvino as ov
+
+        core = ov.Core()
+        self.whole = core.compile_model(model, "CPU", _config("LATENCY"))
+        many = core.compile_model(model, "CPU", _config("THROUGHPUT"))
+        self.streams = max(1, int(many.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._whole = _Slot(self.whole.create_infer_request())
+        # two requests per stream: each stream has its next frame waiting when one ends
+        self._parts = [_Slot(many.create_infer_request()) for _ in range(2 * self.streams)] if self.streams > 1 else []
+        self.parallel = True
+        self._lock = threading.Lock()
+
+    @property
+    def outputs(self):
+        return self.whole.outputs
+
+    def run(self, changing: list[np.ndarray], steady: list[np.ndarray] | None, outputs: list[np.ndarray]) -> None:
+        """Run one batch of B frames, writing into ``outputs`` (B rows each).
+
+        ``changing``: inputs new on every call, then ``steady``: inputs bound once and read
+        in place while the same list object comes back (a photo's face maps). An input of
+        one row beside a batch of B is read whole for every frame (the network broadcasts it).
+        """
+        import openvino as ov
+
+        b = outputs[0].shape[0]
+        split = self.parallel and bool(self._parts) and b >= 2
+        plan = [(self._parts[i % len(self._parts)], slice(i, i + 1)) for i in range(b)] if split else [
+            (self._whole, slice(0, b))]
+        per_row = steady is not None and split and any(m.shape[0] == b for m in steady)
+
+        def part(x: np.ndarray, rows: slice) -> np.ndarray:
+            return x[rows] if split and x.shape[0] == b else x
+
+        def start(slot: _Slot, rows: slice) -> None:
+            key = (id(steady), rows.start if per_row else None)
+            if steady is not None and slot.key != key:
+                slot.held = [np.ascontiguousarray(m, dtype=np.float32) for m in steady]
+                for i, m in enumerate(slot.held, start=len(changing)):
+                    slot.request.set_input_tensor(i, ov.Tensor(part(m, rows), shared_memory=True))
+                slot.key, slot.steady = key, steady  # the list stays alive, so its id stays its own
+            for i, x in enumerate(changing):
+                slot.request.set_input_tensor(i, ov.Tensor(part(x, rows), shared_memory=True))
+            for i, o in enumerate(outputs):
+                slot.request.set_output_tensor(i, ov.Tensor(part(o, rows), shared_memory=True))
+            slot.request.start_async()
+
+        with self._lock:
+            for k, (slot, rows) in enumerate(plan):
+                if k >= len(self._parts) and split:
+                    slot.request.wait()  # its previous frame
+                start(slot, rows)
+            for slot in {id(s): s for s, _ in plan}.values():
+                slot.request.wait()
+
+
 class Int8Network:
     """A compiled int8 :class:`~lipsync.models.still.StillFaceGraph`.
 
     ``net(mel, maps)``: mel (B, 1, 80, 16) float32 and the seven face maps
     (numpy, from ``StillFaceGraph.face_maps`` or :attr:`face`) -> (B, 3, 96, 96) float32.
-    One inference at a time (a lock guards the request). :attr:`face` is the int8
+    One inference at a time (:class:`Compiled`). :attr:`face` is the int8
     face side for a video's frames, or None where it failed its check
     (:attr:`face_check` says how it went).
     """
 
-    def __init__(self, compiled, check: Check, face: "Int8FaceSide | None" = None, face_check: Check | None = None):
+    def __init__(self, compiled: "Compiled", check: Check, face: "Int8FaceSide | None" = None,
+                 face_check: Check | None = None):
         self.check = check
         self.face = face
         self.face_check = face_check
-        self._compiled = compiled
-        self._request = compiled.create_infer_request()
-        self._lock = threading.Lock()
-        self._bound: list[np.ndarray] | None = None
-        self._held: list[np.ndarray] = []  # the arrays the request reads in place
+        self.compiled = compiled
 
     def __call__(self, mel: np.ndarray, maps: list[np.ndarray]) -> np.ndarray:
-        import openvino as ov
-
         mel = np.ascontiguousarray(mel, dtype=np.float32)
-        with self._lock:
-            if self._bound is not maps:  # a new face: bind its maps once, not every batch
-                # read in place, not copied (a video's maps are tens of MB a batch); kept alive meanwhile
-                self._held = [np.ascontiguousarray(m, dtype=np.float32) for m in maps]
-                for i, m in enumerate(self._held, start=1):
-                    self._request.set_input_tensor(i, ov.Tensor(m, shared_memory=True))
-                self._bound = maps
-            self._request.set_input_tensor(0, ov.Tensor(mel))
-            self._request.infer()
-            return self._request.get_output_tensor(0).data.copy()
+        out = np.empty((mel.shape[0], 3, 96, 96), np.float32)
+        # a photo's maps are bound once, not every batch: read in place (a video's maps are
+        # tens of MB a batch), kept alive meanwhile
+        self.compiled.run([mel], maps, [out])
+        return out
 
 
 class Int8FaceSide:
@@ -207,25 +281,16 @@ class Int8FaceSide:
     arrays of their own (the network writes into them). One inference at a time.
     """
 
-    def __init__(self, compiled, check: Check):
+    def __init__(self, compiled: "Compiled", check: Check):
         self.check = check
-        self._compiled = compiled
-        self._request = compiled.create_infer_request()
+        self.compiled = compiled
         # each map's (C, H, W); the batch is free
         self._shapes = [[o.get_partial_shape()[k].get_length() for k in (1, 2, 3)] for o in compiled.outputs]
-        self._lock = threading.Lock()
 
     def __call__(self, faces: np.ndarray) -> list[np.ndarray]:
-        import openvino as ov
-
         faces = np.ascontiguousarray(faces, dtype=np.float32)
-        b = faces.shape[0]
-        outs = [np.empty((b, *shape), np.float32) for shape in self._shapes]
-        with self._lock:
-            self._request.set_input_tensor(0, ov.Tensor(faces))
-            for i, o in enumerate(outs):
-                self._request.set_output_tensor(i, ov.Tensor(o, shared_memory=True))
-            self._request.infer()
+        outs = [np.empty((faces.shape[0], *shape), np.float32) for shape in self._shapes]
+        self.compiled.run([faces], None, outs)
         return outs
 
 
@@ -262,10 +327,11 @@ def no_telemetry() -> None:
         OptInChecker.check = check
 
 
-def _config() -> dict:
-    # one stream on this process's torch thread count; float32 where not quantized
+def _config(hint: str = "LATENCY") -> dict:
+    # this process's torch thread count, as one stream (LATENCY) or several (THROUGHPUT);
+    # float32 where not quantized
     return {
-        "PERFORMANCE_HINT": "LATENCY",
+        "PERFORMANCE_HINT": hint,
         "INFERENCE_NUM_THREADS": max(1, torch.get_num_threads()),
         "INFERENCE_PRECISION_HINT": "f32",
     }
@@ -374,7 +440,7 @@ def _quantize(model, graph):
         )
     del ov_model, calib
     release_memory()
-    compiled = ov.Core().compile_model(quantized, "CPU", _config())
+    compiled = Compiled(quantized)
     net = Int8Network(compiled, Check(False, 0, 0, 0))
     diffs = []
     for inputs in held:
@@ -408,7 +474,7 @@ def _quantize_face(model, graph, net: Int8Network, held: list[list[np.ndarray]])
             ignored_scope=nncf.IgnoredScope(types=["Add"]),
         )
     del ov_model
-    compiled = ov.Core().compile_model(quantized, "CPU", _config())
+    compiled = Compiled(quantized)
     face = Int8FaceSide(compiled, Check(False, 0, 0, 0))
     # held-out faces, each speaking one held-out window: a face per frame, as in a video
     faces = _faces(FACE_HELDOUT, seed=3)
@@ -462,7 +528,7 @@ def _read(entry: Path, digest: str):
         core = ov.Core()
 
         def compiled(stem: str):
-            return core.compile_model(core.read_model(entry / f"{stem}.xml", entry / f"{stem}.bin"), "CPU", _config())
+            return Compiled(core.read_model(entry / f"{stem}.xml", entry / f"{stem}.bin"))
 
         face = Int8FaceSide(compiled("face"), face_check) if face_check and face_check.passed else None
         return Int8Network(compiled("model"), check, face, face_check), check
