@@ -50,7 +50,12 @@ MAX_LIVE_BATCH = 256  #: the most frames one live batch takes (more wait for the
 GATHER_S = 0.003  #: a batch already late waits this long after its first frame for the tick's others
 CLIP_STARVE_S = 0.25  #: a clip kept out this long gets one frame in the next pause, even a short one
 OVERLOAD = 0.85  #: live batches busy the network this share of a second...
-OVERLOAD_LATE = 0.1  #: ...and this share of their frames ready after their time: the newest session gives way
+OVERLOAD_LATE = 0.1  #: ...and this share of their frames late (below): the newest session gives way
+#: a frame counts as late for that when its mouth is ready more than this many slots after its time: a session
+#: hands a frame out up to one slot after its time and still counts it on time, and its picture work takes the
+#: rest. (Frames ready 0-10 ms after their time, from one busy second, made the newest of three sessions give
+#: way while all three kept 100 % of their frames on time.)
+OVERLOAD_LATE_SLOTS = 0.5
 OVERLOAD_WINDOW_S = 1.0
 SHED_EVERY_S = 2.0  #: after one session gave way, wait this long before asking another
 RESTORE = 0.6  #: a second this quiet (busy below it, no frame late), RESTORE_AFTER_S after the last change:
@@ -116,10 +121,11 @@ class Ticket:
 class Pending:
     """A live frame's forward on its way: :meth:`result` waits for it (:meth:`Scheduler.submit`)."""
 
-    __slots__ = ("prep", "mels", "due", "done", "out", "error", "t", "t_mono", "share", "batch", "ready")
+    __slots__ = ("prep", "mels", "due", "late_after", "done", "out", "error", "t", "t_mono", "share", "batch", "ready")
 
     def __init__(self, prep, mels: np.ndarray, due: float):
         self.prep, self.mels, self.due = prep, mels, due
+        self.late_after = due  #: ready after this, the frame counts as late for the overload rule
         self.t_mono = time.monotonic()
         self.done = threading.Event()
         self.out = self.error = None
@@ -234,9 +240,9 @@ class Scheduler:
 
     def _check_load(self, end: float, dt: float, frames: int, late: int) -> None:
         """After a live batch (lock held): a second of live batches that kept the network busy beyond
-        :data:`OVERLOAD` while :data:`OVERLOAD_LATE` of their frames were ready after their time (the
-        network, not a session's own work, is what is short) makes the newest session at full rate give
-        way (its frame step goes to 2)."""
+        :data:`OVERLOAD` while :data:`OVERLOAD_LATE` of their frames were ready more than
+        :data:`OVERLOAD_LATE_SLOTS` after their time (the network, not a session's own work, is what is
+        short) makes the newest session at full rate give way (its frame step goes to 2)."""
         recent = self._recent
         recent.append((end, dt, frames, late))
         while recent and recent[0][0] < end - OVERLOAD_WINDOW_S:
@@ -279,6 +285,7 @@ class Scheduler:
         """:meth:`live` without waiting: the frame joins the next batch; ``.result()`` gives its mouths.
         ``ticket``: the asking session's (clips then plan their pieces around its next frame)."""
         w = Pending(prep, mels, time.monotonic() if due is None else due)
+        w.late_after = w.due + OVERLOAD_LATE_SLOTS / (ticket.fps if ticket is not None else 25.0)
         with self._cond:
             self.planned(ticket, w.due)
             self._waiting.append(w)
@@ -369,7 +376,7 @@ class Scheduler:
                 st.live_frames += frames
                 st.batch_sizes[frames] += 1
                 now = time.monotonic()
-                self._check_load(now, dt, frames, sum(len(w.mels) for w in batch if w.due < now))
+                self._check_load(now, dt, frames, sum(len(w.mels) for w in batch if w.late_after < now))
                 self._cond.notify_all()
             ready = time.perf_counter()
             for w in batch:
