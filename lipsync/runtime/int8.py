@@ -185,7 +185,7 @@ class Compiled:
     more goes one frame per request, the streams taking the next request as they finish
     one; a single frame (one live session's) runs on the one request on all threads, which
     is quicker for one frame. Measured on 2 cores (``benchmarks/bench.py``, rows ``int8``
-    and ``int8 1 stream``; docs/speed.md): 1.2-1.6x the frames per second at batches of
+    and ``int8 1 stream``; docs/speed.md): 1.2-1.8x the frames per second at batches of
     2 to 16, odd ones too; halves of the batch on each stream, or an odd batch's last
     frame on all threads, did worse.
     :attr:`parallel` False runs every batch whole (the baseline).
