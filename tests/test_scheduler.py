@@ -200,18 +200,18 @@ def test_a_full_network_makes_the_newest_session_give_way_alone():
     assert np.mean(np.array(late["first"][-25:]) <= 0.04) >= 0.9, late["first"][-25:]
 
 
-def test_a_busy_network_whose_frames_are_a_few_ms_late_keeps_every_session_at_full_rate():
-    # 3 x 12.5 ms: the network busy 94 % of each second, every mouth ready about 2.5 ms after its time. A session
-    # hands a frame out up to a slot after its time and counts it on time: no one need give way for that
+def test_a_busy_network_whose_mouths_still_make_their_slot_keeps_every_session_at_full_rate():
+    # 3 x 12.5 ms: the network busy 94 % of each second, every mouth ready about 25 ms after its frame's time. A
+    # session hands a frame out up to a slot (40 ms) after its time and counts it on time: no one need give way
     net = Net(cost=0.0125)
     sched = Scheduler(net)
     tickets: dict = {}
-    late = run_sessions(sched, ["first", "second", "newest"], frames=75, tickets=tickets, lead=0.035)
+    late = run_sessions(sched, ["first", "second", "newest"], frames=75, tickets=tickets, lead=0.0125)
     assert sched.stats.shed == 0 and not any(t.shed for t in tickets.values())
     assert sched.stats.batch_sizes[3] >= 60, sched.stats.batch_sizes  # the ticks really were full
-    # mostly just after their time, within half a slot (bounded: the machine is shared)
+    # after their time by more than half a slot, within a slot (bounded: the machine is shared)
     every = np.concatenate([np.array(v) for v in late.values()])
-    assert np.mean(every > 0) >= 0.5 and np.mean(every <= 0.02) >= 0.9, np.percentile(every, [10, 50, 90])
+    assert np.mean(every > 0.02) >= 0.5 and np.mean(every <= 0.035) >= 0.9, np.percentile(every, [10, 50, 90])
 
 
 def test_capacity_is_the_batched_rate_with_a_margin():

@@ -51,11 +51,12 @@ GATHER_S = 0.003  #: a batch already late waits this long after its first frame 
 CLIP_STARVE_S = 0.25  #: a clip kept out this long gets one frame in the next pause, even a short one
 OVERLOAD = 0.85  #: live batches busy the network this share of a second...
 OVERLOAD_LATE = 0.1  #: ...and this share of their frames late (below): the newest session gives way
-#: a frame counts as late for that when its mouth is ready more than this many slots after its time: a session
-#: hands a frame out up to one slot after its time and still counts it on time, and its picture work takes the
-#: rest. (Frames ready 0-10 ms after their time, from one busy second, made the newest of three sessions give
-#: way while all three kept 100 % of their frames on time.)
-OVERLOAD_LATE_SLOTS = 0.5
+#: a frame counts as late for that when its mouth comes too late for the session to hand the frame out within one
+#: slot of its time (what the session counts as on time): more than this many slots after its time, less the
+#: session's own picture work per frame (:meth:`Scheduler.note_picture`), and at least half a slot. (Counting every
+#: mouth ready after its time, one busy second made the newest of three sessions give way while all three kept 100 %
+#: of their frames on time; so did mouths 20-40 ms late, half a slot, which the sessions still handed out in time.)
+OVERLOAD_LATE_SLOTS = 1.0
 OVERLOAD_WINDOW_S = 1.0
 SHED_EVERY_S = 2.0  #: after one session gave way, wait this long before asking another
 RESTORE = 0.6  #: a second this quiet (busy below it, no frame late), RESTORE_AFTER_S after the last change:
@@ -240,9 +241,9 @@ class Scheduler:
 
     def _check_load(self, end: float, dt: float, frames: int, late: int) -> None:
         """After a live batch (lock held): a second of live batches that kept the network busy beyond
-        :data:`OVERLOAD` while :data:`OVERLOAD_LATE` of their frames were ready more than
-        :data:`OVERLOAD_LATE_SLOTS` after their time (the network, not a session's own work, is what is
-        short) makes the newest session at full rate give way (its frame step goes to 2)."""
+        :data:`OVERLOAD` while :data:`OVERLOAD_LATE` of their frames came too late to be handed out within a
+        slot (:data:`OVERLOAD_LATE_SLOTS`; the network, not a session's own work, is what is short) makes the
+        newest session at full rate give way (its frame step goes to 2)."""
         recent = self._recent
         recent.append((end, dt, frames, late))
         while recent and recent[0][0] < end - OVERLOAD_WINDOW_S:
@@ -285,7 +286,9 @@ class Scheduler:
         """:meth:`live` without waiting: the frame joins the next batch; ``.result()`` gives its mouths.
         ``ticket``: the asking session's (clips then plan their pieces around its next frame)."""
         w = Pending(prep, mels, time.monotonic() if due is None else due)
-        w.late_after = w.due + OVERLOAD_LATE_SLOTS / (ticket.fps if ticket is not None else 25.0)
+        slot = 1.0 / (ticket.fps if ticket is not None else 25.0)
+        picture = ticket.picture_s if ticket is not None else 0.0
+        w.late_after = w.due + max(0.5 * slot, OVERLOAD_LATE_SLOTS * slot - picture)
         with self._cond:
             self.planned(ticket, w.due)
             self._waiting.append(w)
