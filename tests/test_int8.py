@@ -473,13 +473,13 @@ def test_int8_stacks_several_faces_in_one_batch(calibrated):
 
 
 def test_int8_splits_a_batch_over_its_streams_and_gives_the_same_mouths(calibrated, monkeypatch):
-    # on 2 cores one request leaves a core waiting at every layer: a batch of two frames or more
-    # goes one frame per request, the streams running them at once; a single frame runs on the one
-    # request on all threads
+    # on 2 cores one request leaves a core waiting at every layer: a batch of at least one frame per
+    # stream goes one frame per request, the streams running them at once; a single frame runs on the
+    # one request on all threads
     gen = calibrated["gen"]
     net = gen._int8
-    if net.compiled.streams < 2:
-        pytest.skip("OpenVINO gives this machine one stream: nothing to split")
+    if not 2 <= net.compiled.streams <= 8:
+        pytest.skip(f"OpenVINO gives this machine {net.compiled.streams} streams; the batch of 8 here assumes 2 to 8")
 
     class Counted:
         def __init__(self, request):

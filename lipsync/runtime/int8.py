@@ -181,10 +181,10 @@ class Compiled:
     OpenVINO runs one request on all of the process's threads (``LATENCY``), or several
     requests at once, each on a share of the threads (``THROUGHPUT``: on 2 cores, 2
     streams of 1 thread). One request does not keep 2 cores busy on these networks: every
-    layer waits for both threads, and many layers are small. So a batch of two frames or
-    more goes one frame per request, the streams taking the next request as they finish
-    one; a single frame (one live session's) runs on the one request on all threads, which
-    is quicker for one frame. Measured on 2 cores (``benchmarks/bench.py``, rows ``int8``
+    layer waits for both threads, and many layers are small. So a batch of at least one
+    frame per stream goes one frame per request, the streams taking the next request as
+    they finish one; a smaller batch (on 2 cores: one live session's single frame) runs on
+    the one request on all threads, which is quicker for it. Measured on 2 cores (``benchmarks/bench.py``, rows ``int8``
     and ``int8 1 stream``; docs/speed.md): 1.2-1.8x the frames per second at batches of
     2 to 16, odd ones too; halves of the batch on each stream, or an odd batch's last
     frame on all threads, did worse.
@@ -218,7 +218,8 @@ class Compiled:
         import openvino as ov
 
         b = outputs[0].shape[0]
-        split = self.parallel and bool(self._parts) and b >= 2
+        # fewer frames than streams would leave threads idle that the one request uses (a CPU of many cores)
+        split = self.parallel and bool(self._parts) and b >= self.streams
         plan = [(self._parts[i % len(self._parts)], slice(i, i + 1)) for i in range(b)] if split else [
             (self._whole, slice(0, b))]
         per_row = steady is not None and split and any(m.shape[0] == b for m in steady)
