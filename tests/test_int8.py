@@ -1,7 +1,8 @@
 """The int8 backend: accuracy against float32, refusal of checkpoints it cannot carry, its cache.
 
-Quantizing costs several seconds, so the seed-1234 checkpoint is calibrated
-once per module (in its own cache folder) and its build is kept: the cache
+Quantizing costs tens of seconds, so the seed-1234 checkpoint is calibrated
+once (here, or by an earlier test in the session's cache, whose entry is then
+copied into this module's own cache folder) and its build is kept: the cache
 tests replay it through the real cache code instead of calibrating again.
 """
 
