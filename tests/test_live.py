@@ -291,17 +291,23 @@ def test_bad_chunks_are_refused_and_the_session_goes_on(open_live):
     assert f.speaking
 
 
+def _stalled(session, speech, *, after: int, stall_s: float, count: int) -> list:
+    """Push ``speech``, take ``count`` frames, and stall the consumer for ``stall_s`` after the ``after``-th."""
+    session.push(speech, R)
+    frames = []
+    for f in session:
+        frames.append(f)
+        if len(frames) == after:
+            time.sleep(stall_s)
+        if len(frames) == count:
+            return frames
+    return frames
+
+
 def test_a_stall_repeats_the_picture_and_keeps_the_sound(open_live):
     s = open_live(motion=1.0)
     speech = noise_int16(0.6, rate=R, seed=2)
-    s.push(speech, R)
-    frames = []
-    for f in s:
-        frames.append(f)
-        if len(frames) == 2:
-            time.sleep(0.3)  # the consumer stalls for 7 slots
-        if len(frames) == 14:
-            break
+    frames = _stalled(s, speech, after=2, stall_s=0.3, count=14)  # the consumer stalls for 7 slots
     assert s.stats.repeated_frames >= 1
     # caught up by repeating the picture (just after the stall; where exactly depends on the machine's load)...
     assert any(frames[i].image is frames[i - 1].image for i in range(2, 6))
@@ -322,14 +328,8 @@ def test_a_short_stall_keeps_the_mouth_for_a_frame_and_catches_up(open_live):
     decide = s._hold
     s._hold = lambda n, due: decide(n, due) and (held.append(n) or True)
     speech = noise_int16(4.0, rate=R, seed=3)
-    s.push(speech, R)
-    frames = []
-    for f in s:
-        frames.append(f)
-        if len(frames) == 10:
-            time.sleep(2.3 / fps)  # the consumer stalls: the next frame (or the one after, if started) starts late
-        if len(frames) == 20:
-            break
+    # the consumer stalls: the next frame (or the one after, if started) starts late
+    frames = _stalled(s, speech, after=10, stall_s=2.3 / fps, count=20)
     assert any(10 <= n <= 13 for n in held), held
     assert not any(b == a + 1 for a, b in zip(held, held[1:])), f"the mouth moves on every second frame: {held}"
     assert s.stats.held_frames == len(held)

@@ -170,8 +170,8 @@ class _Slot:
 
     def __init__(self, request):
         self.request = request
-        self.key: tuple | None = None
-        self.steady: list[np.ndarray] | None = None
+        self.steady: list[np.ndarray] | None = None  #: the list whose arrays are bound (kept alive)
+        self.row: int | None = None  #: the one row of them bound, for inputs with a row per frame
         self.held: list[np.ndarray] = []
 
 
@@ -184,11 +184,11 @@ class Compiled:
     layer waits for both threads, and many layers are small. So a batch of at least one
     frame per stream goes one frame per request, the streams taking the next request as
     they finish one; a smaller batch (on 2 cores: one live session's single frame) runs on
-    the one request on all threads, which is quicker for it. Measured on 2 cores (``benchmarks/bench.py``, rows ``int8``
-    and ``int8 1 stream``; docs/speed.md): 1.2-1.8x the frames per second at batches of
-    2 to 16, odd ones too; halves of the batch on each stream, or an odd batch's last
-    frame on all threads, did worse.
-    :attr:`parallel` False runs every batch whole (the baseline).
+    the one request on all threads, which is quicker for it. Measured on 2 cores
+    (``benchmarks/bench.py``, rows ``int8`` and ``int8 1 stream``; docs/speed.md): 1.2-1.8x
+    the frames per second at batches of 2 to 16, odd ones too; halves of the batch on each
+    stream, or an odd batch's last frame on all threads, did worse. :attr:`parallel` False
+    runs every batch whole (the baseline).
     """
 
     def __init__(self, model):
@@ -228,12 +228,12 @@ class Compiled:
             return x[rows] if split and x.shape[0] == b else x
 
         def start(slot: _Slot, rows: slice) -> None:
-            key = (id(steady), rows.start if per_row else None)
-            if steady is not None and slot.key != key:
+            row = rows.start if per_row else None
+            if steady is not None and (slot.steady is not steady or slot.row != row):
                 slot.held = [np.ascontiguousarray(m, dtype=np.float32) for m in steady]
                 for i, m in enumerate(slot.held, start=len(changing)):
                     slot.request.set_input_tensor(i, ov.Tensor(part(m, rows), shared_memory=True))
-                slot.key, slot.steady = key, steady  # the list stays alive, so its id stays its own
+                slot.steady, slot.row = steady, row
             for i, x in enumerate(changing):
                 slot.request.set_input_tensor(i, ov.Tensor(part(x, rows), shared_memory=True))
             for i, o in enumerate(outputs):

@@ -124,9 +124,9 @@ class Pending:
 
     __slots__ = ("prep", "mels", "due", "late_after", "done", "out", "error", "t", "t_mono", "share", "batch", "ready")
 
-    def __init__(self, prep, mels: np.ndarray, due: float):
+    def __init__(self, prep, mels: np.ndarray, due: float, late_after: float):
         self.prep, self.mels, self.due = prep, mels, due
-        self.late_after = due  #: ready after this, the frame counts as late for the overload rule
+        self.late_after = late_after  #: ready after this, the frame counts as late for the overload rule
         self.t_mono = time.monotonic()
         self.done = threading.Event()
         self.out = self.error = None
@@ -285,10 +285,10 @@ class Scheduler:
     def submit(self, prep, mels: np.ndarray, due: float | None = None, ticket: Ticket | None = None) -> Pending:
         """:meth:`live` without waiting: the frame joins the next batch; ``.result()`` gives its mouths.
         ``ticket``: the asking session's (clips then plan their pieces around its next frame)."""
-        w = Pending(prep, mels, time.monotonic() if due is None else due)
+        due = time.monotonic() if due is None else due
         slot = 1.0 / (ticket.fps if ticket is not None else 25.0)
         picture = ticket.picture_s if ticket is not None else 0.0
-        w.late_after = w.due + max(0.5 * slot, OVERLOAD_LATE_SLOTS * slot - picture)
+        w = Pending(prep, mels, due, due + max(0.5 * slot, OVERLOAD_LATE_SLOTS * slot - picture))
         with self._cond:
             self.planned(ticket, w.due)
             self._waiting.append(w)
