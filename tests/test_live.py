@@ -481,9 +481,9 @@ def test_a_program_that_exits_with_a_session_open_exits_cleanly(checkpoint, exam
         engine = LipSync(sys.argv[1], device="cpu", precision="fp32", detector=HaarDetector()).load()
         big = np.zeros((3000, 3000, 3), np.uint8)
         real = live.LiveSession._finish
-        def slow_finish(self, plan):  # a large picture's paste: most of the frame inside OpenCV
+        def slow_finish(self, plan, **kw):  # a large picture's paste: most of the frame inside OpenCV
             cv2.GaussianBlur(big, (31, 31), 0)
-            return real(self, plan)
+            return real(self, plan, **kw)
         live.LiveSession._finish = slow_finish
         s = engine.live(sys.argv[2], max_side=160, blink=False, enhance="off")
         started = threading.Event()

@@ -306,6 +306,41 @@ def test_stacked_faces_give_each_face_its_own_mouth(fp32_engine, example_image):
     assert not np.allclose(together[0], together[3])
 
 
+def test_on_a_full_network_the_next_batch_runs_while_the_sessions_make_their_pictures(open_live, fp32_engine,
+                                                                                       monkeypatch):
+    """Three sessions whose batch (10 ms a frame) and pictures (20 ms each) together fill more
+    than a slot: each asks for its next frame as soon as it has this one's mouth, so the network
+    runs the next batch while they paste, and they stay on time."""
+    import torch
+
+    gen = fp32_engine.generator
+
+    def forward(prep, mels):
+        time.sleep(0.010 * len(mels))
+        return torch.full((len(mels), 3, 96, 96), 0.5)
+
+    monkeypatch.setattr(gen, "_forward", forward)
+    sessions = [open_live() for _ in range(3)]
+    for k, s in enumerate(sessions):  # every frame speaks: every frame runs the network
+        s.push(noise_int16(4.0, seed=k), 16000)
+        real = s._face.render
+
+        def dear(*a, _real=real, **kw):
+            time.sleep(0.020)
+            return _real(*a, **kw)
+
+        monkeypatch.setattr(s._face, "render", dear)
+    threads = [threading.Thread(target=take, args=(s, 75)) for s in sessions]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for s in sessions:  # waiting for the pictures before the next batch made most frames late (0-1 now)
+        st = s.stats
+        assert st.frames == 75 and st.late_frames + st.repeated_frames <= 8, st
+        assert s.mode.step == 1, s.mode
+
+
 def test_a_slow_session_degrades_alone(open_live, quick_network, monkeypatch):
     fast = [open_live(adapt=True) for _ in range(2)]
     slow = open_live(adapt=True)

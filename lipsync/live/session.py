@@ -41,6 +41,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -390,18 +391,13 @@ class LiveSession:
                         plan = self._plan(n, due, repeat=self._behind(due))
                 if not self._closed.is_set():
                     try:
-                        frame = self._finish(plan)
+                        # the next frame may start as soon as this one has its mouth, before its picture
+                        frame = self._finish(plan, then=lambda: self._start_next(n, due, wait=False))
                     except Withdrawn:  # close() took back the frame started early: the iteration ends
                         raise StopIteration from None
                     if not plan.repeat and not plan.held:
                         self._note_cost(n, plan)
-                    # the next frame's network starts before this one is shown when it needs more than a slot
-                    # (its batch with the other sessions' frames): it then runs while this one waits for its time
-                    ahead = due + 1.0 / self.fps - self._lead()
-                    if ahead < due:
-                        self._sleep_until(ahead)
-                        if not self._closed.is_set():
-                            self._ahead = self._plan(n + 1, due + 1.0 / self.fps, repeat=self._behind(due + 1.0 / self.fps))
+                    self._start_next(n, due, wait=True)
         finally:
             if self._closed.is_set():  # closed while the frame was made: close() left the face to this thread
                 self._let_go()
@@ -444,6 +440,26 @@ class LiveSession:
             return False
         self._held = n
         return True
+
+    def _start_next(self, n: int, due: float, *, wait: bool) -> None:
+        """Start frame ``n + 1`` before frame ``n`` is shown when its lead asks for more than a slot
+        (beside other sessions): its network then runs while this thread makes frame ``n``'s picture
+        and waits for its time. Called once frame ``n`` has its mouth, without waiting (``wait=False``:
+        only if its time to start has come, so the shared network has the next batch while the
+        sessions paste), and again once the picture is made (``wait=True``: it sleeps until then)."""
+        if self._ahead is not None or self._closed.is_set():
+            return
+        nxt = due + 1.0 / self.fps
+        start = nxt - self._lead()
+        if start >= due:
+            return  # it starts in its own __next__, after this one is shown
+        if time.monotonic() < start:
+            if not wait:
+                return
+            self._sleep_until(start)
+            if self._closed.is_set():
+                return
+        self._ahead = self._plan(n + 1, nxt, repeat=self._behind(nxt))
 
     def _sleep_until(self, t: float) -> None:
         while True:
@@ -489,8 +505,9 @@ class LiveSession:
         plan.plan_s = time.perf_counter() - t
         return plan
 
-    def _finish(self, plan: _Plan) -> LiveFrame:
-        """Frame ``plan.n``'s second half: its mouth (from the batch), blink, head motion, the picture."""
+    def _finish(self, plan: _Plan, then: Callable[[], None] | None = None) -> LiveFrame:
+        """Frame ``plan.n``'s second half: its mouth (from the batch), blink, head motion, the picture.
+        ``then`` runs once the mouth is known, before the picture is made."""
         with self._lock:
             if self._unfinished is plan:
                 self._unfinished = None
@@ -512,6 +529,8 @@ class LiveSession:
         elif plan.rest:
             self._mouth = face.rest
         mouth = self._mouth
+        if then is not None:
+            then()
         t = time.perf_counter()
         audio = plan.model
         loud = float(np.sqrt(np.mean(audio * audio))) * 8.0 if speaking else 0.0
