@@ -8,6 +8,7 @@ tests replay it through the real cache code instead of calibrating again.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -497,6 +498,31 @@ def test_int8_stacks_several_faces_in_one_batch(calibrated):
         np.testing.assert_allclose(got, gen.forward_many([(face, mel)])[0], atol=1e-3)
 
 
+class Counted:
+    """An OpenVINO infer request that counts its starts (and may be made slower by ``delay`` seconds)."""
+
+    def __init__(self, request, delay: float = 0.0):
+        self.request, self.started, self.delay = request, 0, delay
+
+    def start_async(self):
+        self.started += 1
+        time.sleep(self.delay)
+        return self.request.start_async()
+
+    def __getattr__(self, name):
+        return getattr(self.request, name)
+
+
+def count_requests(compiled, monkeypatch) -> None:
+    for slot in [compiled._whole, *compiled._parts]:
+        monkeypatch.setattr(slot, "request", Counted(slot.request))
+
+
+def started(compiled) -> list[int]:
+    """Starts of the request on all threads, then of each stream's requests."""
+    return [s.request.started for s in [compiled._whole, *compiled._parts]]
+
+
 def test_int8_splits_a_batch_over_its_streams_and_gives_the_same_mouths(calibrated, monkeypatch):
     # on 2 cores one request leaves a core waiting at every layer: a batch of at least one frame per
     # stream goes one frame per request, the streams running them at once; a single frame runs on the
@@ -506,23 +532,9 @@ def test_int8_splits_a_batch_over_its_streams_and_gives_the_same_mouths(calibrat
     if not 2 <= net.compiled.streams <= 8:
         pytest.skip(f"OpenVINO gives this machine {net.compiled.streams} streams; the batch of 8 here assumes 2 to 8")
 
-    class Counted:
-        def __init__(self, request):
-            self.request, self.started = request, 0
-
-        def start_async(self):
-            self.started += 1
-            return self.request.start_async()
-
-        def __getattr__(self, name):
-            return getattr(self.request, name)
-
     for compiled in (net.compiled, net.face.compiled):
-        for slot in [compiled._whole, *compiled._parts]:
-            monkeypatch.setattr(slot, "request", Counted(slot.request))
-
-    def started(compiled):
-        return [s.request.started for s in [compiled._whole, *compiled._parts]]
+        monkeypatch.setattr(compiled, "choose", False)  # every batch that can be split is
+        count_requests(compiled, monkeypatch)
 
     rng = np.random.default_rng(9)
     photo = gen.prepare_face(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
@@ -554,3 +566,45 @@ def test_int8_splits_a_batch_over_its_streams_and_gives_the_same_mouths(calibrat
     before = started(net.compiled)
     net(mels[:1], photo.maps)  # one frame: the request on all threads
     assert [a - b for a, b in zip(started(net.compiled), before)] == [1, *[0] * pool]
+
+
+def test_int8_runs_a_batch_the_way_that_was_quicker_on_this_machine(calibrated, monkeypatch):
+    # one frame per request is quicker on some CPUs, the whole batch on one request on others: each
+    # batch size tries both, then keeps the quicker, trying the other again every SPLIT_RETRY batches
+    from lipsync.runtime.int8 import SPLIT_RETRY, SPLIT_SAMPLES
+
+    gen = calibrated["gen"]
+    compiled = gen._int8.compiled
+    if not 2 <= compiled.streams <= 8:
+        pytest.skip(f"OpenVINO gives this machine {compiled.streams} streams")
+    b = 2 * compiled.streams
+    rng = np.random.default_rng(4)
+    photo = gen.prepare_face(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    mels = rng.uniform(-4, 2, (b, 1, 80, 16)).astype(np.float32)
+    count_requests(compiled, monkeypatch)
+
+    def ways(calls: int) -> list[bool]:
+        """Whether each of ``calls`` batches was split."""
+        out = []
+        for _ in range(calls):
+            before = started(compiled)[0]
+            gen._int8(mels, photo.maps)
+            out.append(started(compiled)[0] == before)
+        return out
+
+    for slot in compiled._parts:  # split batches made slow: the whole batch wins
+        slot.request.delay = 0.02
+    monkeypatch.setattr(compiled, "_times", {})
+    monkeypatch.setattr(compiled, "_runs", collections.Counter())
+    warm = 2 * (SPLIT_SAMPLES // 2 + 1)
+    got = ways(2 * SPLIT_RETRY + 2)
+    assert got[:warm] == [True, False] * (warm // 2)  # both ways, in turn
+    retried = [n for n in range(warm, len(got)) if got[n]]
+    assert retried == [SPLIT_RETRY, 2 * SPLIT_RETRY], got  # otherwise whole, but the split way tried again
+
+    for slot in compiled._parts:  # now the whole batch is the slow way: split wins
+        slot.request.delay = 0.0
+    compiled._whole.request.delay = 0.1
+    monkeypatch.setattr(compiled, "_times", {})
+    monkeypatch.setattr(compiled, "_runs", collections.Counter())
+    assert ways(warm + 3)[warm:] == [True, True, True]

@@ -47,6 +47,7 @@ OpenVINO and NNCF are imported here only when int8 is used.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import importlib.util
@@ -165,6 +166,12 @@ def judge(diff: np.ndarray) -> Check:
     return Check(ok, round(mx * 255, 4), round(mean * 255, 4), int(diff.shape[0]))
 
 
+#: :class:`Compiled` compares the two ways to run a batch on the median of this many recent batches of each
+SPLIT_SAMPLES = 5
+#: ...and runs one batch of every this many of a size the other way, to notice when the machine changes
+SPLIT_RETRY = 16
+
+
 class _Slot:
     """One infer request and the steady inputs it has bound (read in place, kept alive here)."""
 
@@ -180,15 +187,21 @@ class Compiled:
 
     OpenVINO runs one request on all of the process's threads (``LATENCY``), or several
     requests at once, each on a share of the threads (``THROUGHPUT``: on 2 cores, 2
-    streams of 1 thread). One request does not keep 2 cores busy on these networks: every
-    layer waits for both threads, and many layers are small. So a batch of at least one
-    frame per stream goes one frame per request, the streams taking the next request as
-    they finish one; a smaller batch (on 2 cores: one live session's single frame) runs on
-    the one request on all threads, which is quicker for it. Measured on 2 cores
-    (``benchmarks/bench.py``, rows ``int8`` and ``int8 1 stream``; docs/speed.md): 1.2-1.8x
-    the frames per second at batches of 2 to 16, odd ones too; halves of the batch on each
-    stream, or an odd batch's last frame on all threads, did worse. :attr:`parallel` False
-    runs every batch whole (the baseline).
+    streams of 1 thread). A batch of at least one frame per stream can go either way:
+    one frame per request, the streams taking the next request as they finish one, or
+    whole on the one request; a smaller batch (on 2 cores: one live session's single
+    frame) always runs on the one request, which is quicker for it.
+
+    Which way is quicker depends on the CPU, so it is measured as the batches run
+    (:attr:`choose`): each batch size tries both ways, then takes the one whose recent
+    batches were quicker (the median of the last :data:`SPLIT_SAMPLES`), trying the other
+    again every :data:`SPLIT_RETRY` batches of that size, as a machine's speed changes.
+    Measured on 2 cores (docs/speed.md, "int8 on two streams"): on an Intel CPU with AMX,
+    one frame per request made 1.2-1.8x the frames per second at batches of 2 to 16 (a
+    batch of 3 in 16 ms against 29 ms whole); on an AMD EPYC with AVX-512, where one
+    request already keeps both cores busy, it made 0.88-1.1x (a batch of 3 in 40 ms
+    against 36 ms whole). :attr:`parallel` False runs every batch whole (the baseline);
+    :attr:`choose` False splits every batch that can be split.
     """
 
     def __init__(self, model):
@@ -202,7 +215,26 @@ class Compiled:
         # two requests per stream: each stream has its next frame waiting when one ends
         self._parts = [_Slot(many.create_infer_request()) for _ in range(2 * self.streams)] if self.streams > 1 else []
         self.parallel = True
+        self.choose = True
         self._lock = threading.Lock()
+        # per batch size (:func:`_size_key`), per way (split or not): seconds per frame of recent batches
+        self._times: dict[tuple[int, bool], collections.deque] = {}
+        self._runs: collections.Counter = collections.Counter()  # batches run, per batch size
+
+    def _split(self, b: int) -> bool:
+        """Whether a batch of ``b`` frames goes one frame per request (lock held)."""
+        if not (self.parallel and self._parts and b >= self.streams):
+            return False
+        if not self.choose:
+            return True
+        key = _size_key(b)
+        n = self._runs[key]
+        self._runs[key] += 1
+        split, whole = self._times.get((key, True)), self._times.get((key, False))
+        if split is None or len(split) < SPLIT_SAMPLES // 2 + 1 or whole is None or len(whole) < SPLIT_SAMPLES // 2 + 1:
+            return n % 2 == 0  # trying both ways, in turn
+        better = float(np.median(split)) <= float(np.median(whole))
+        return not better if n % SPLIT_RETRY == 0 else better
 
     @property
     def outputs(self):
@@ -215,11 +247,16 @@ class Compiled:
         in place while the same list object comes back (a photo's face maps). An input of
         one row beside a batch of B is read whole for every frame (the network broadcasts it).
         """
+        b = outputs[0].shape[0]
+        with self._lock:
+            self._run(b, changing, steady, outputs)
+
+    def _run(self, b: int, changing, steady, outputs) -> None:
         import openvino as ov
 
-        b = outputs[0].shape[0]
         # fewer frames than streams would leave threads idle that the one request uses (a CPU of many cores)
-        split = self.parallel and bool(self._parts) and b >= self.streams
+        split = self._split(b)
+        t = time.perf_counter()
         plan = [(self._parts[i % len(self._parts)], slice(i, i + 1)) for i in range(b)] if split else [
             (self._whole, slice(0, b))]
         per_row = steady is not None and split and any(m.shape[0] == b for m in steady)
@@ -240,13 +277,20 @@ class Compiled:
                 slot.request.set_output_tensor(i, ov.Tensor(part(o, rows), shared_memory=True))
             slot.request.start_async()
 
-        with self._lock:
-            for k, (slot, rows) in enumerate(plan):
-                if k >= len(self._parts) and split:
-                    slot.request.wait()  # its previous frame
-                start(slot, rows)
-            for slot in {id(s): s for s, _ in plan}.values():
-                slot.request.wait()
+        for k, (slot, rows) in enumerate(plan):
+            if k >= len(self._parts) and split:
+                slot.request.wait()  # its previous frame
+            start(slot, rows)
+        for slot in {id(s): s for s, _ in plan}.values():
+            slot.request.wait()
+        if b >= self.streams and self._parts:
+            key = (_size_key(b), split)
+            self._times.setdefault(key, collections.deque(maxlen=SPLIT_SAMPLES)).append((time.perf_counter() - t) / b)
+
+
+def _size_key(b: int) -> int:
+    """Batch sizes that share a measurement of which way is quicker: each up to 8, then by powers of two."""
+    return b if b <= 8 else 1 << (b - 1).bit_length()
 
 
 class Int8Network:
