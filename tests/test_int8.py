@@ -156,7 +156,7 @@ def test_int8_keeps_silence_skipping_and_frame_step(calibrated, oracle, monkeypa
     full = predict_all(gen, face, mels)
     ran = []
     net = gen._int8
-    monkeypatch.setattr(gen, "_int8", lambda m, maps: (ran.append(len(m)), net(m, maps))[1])
+    monkeypatch.setattr(gen, "_int8", lambda m, maps, **kw: (ran.append(len(m)), net(m, maps, **kw))[1])
     weights = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], np.float32)
     out = predict_all(gen, face, mels, weights=weights)
     assert ran[0] == 1 and sum(ran[1:]) == 9  # the rest face once, then only the 9 speaking frames
@@ -379,9 +379,9 @@ class Counting:
         self.fn, self.calls = fn, calls
         self.__dict__.update(attrs)
 
-    def __call__(self, *args):
+    def __call__(self, *args, **kw):
         self.calls.append(tuple(len(a[0]) if isinstance(a, list) else len(a) for a in args))
-        return self.fn(*args)
+        return self.fn(*args, **kw)
 
 
 @needs_int8
@@ -533,7 +533,6 @@ def test_int8_splits_a_batch_over_its_streams_and_gives_the_same_mouths(calibrat
         pytest.skip(f"OpenVINO gives this machine {net.compiled.streams} streams; the batch of 8 here assumes 2 to 8")
 
     for compiled in (net.compiled, net.face.compiled):
-        monkeypatch.setattr(compiled, "choose", False)  # every batch that can be split is
         count_requests(compiled, monkeypatch)
 
     rng = np.random.default_rng(9)
@@ -568,9 +567,10 @@ def test_int8_splits_a_batch_over_its_streams_and_gives_the_same_mouths(calibrat
     assert [a - b for a, b in zip(started(net.compiled), before)] == [1, *[0] * pool]
 
 
-def test_int8_runs_a_batch_the_way_that_was_quicker_on_this_machine(calibrated, monkeypatch):
-    # one frame per request is quicker on some CPUs, the whole batch on one request on others: each
-    # batch size tries both, then keeps the quicker, trying the other again every SPLIT_RETRY batches
+def test_int8_runs_a_live_batch_the_way_that_was_quicker_on_this_machine(calibrated, monkeypatch):
+    # one frame per request is quicker on some CPUs, the whole batch on one request on others: for the
+    # live sessions' batches each size tries both, then keeps the quicker, trying the other again every
+    # SPLIT_RETRY batches (a clip's batches split, so that a clip comes out the same every run)
     from lipsync.runtime.int8 import SPLIT_RETRY, SPLIT_SAMPLES
 
     gen = calibrated["gen"]
@@ -588,7 +588,7 @@ def test_int8_runs_a_batch_the_way_that_was_quicker_on_this_machine(calibrated, 
         out = []
         for _ in range(calls):
             before = started(compiled)[0]
-            gen._int8(mels, photo.maps)
+            gen._int8(mels, photo.maps, adaptive=True)  # as the live sessions' shared batches run
             out.append(started(compiled)[0] == before)
         return out
 
@@ -601,6 +601,9 @@ def test_int8_runs_a_batch_the_way_that_was_quicker_on_this_machine(calibrated, 
     assert got[:warm] == [True, False] * (warm // 2)  # both ways, in turn
     retried = [n for n in range(warm, len(got)) if got[n]]
     assert retried == [SPLIT_RETRY, 2 * SPLIT_RETRY], got  # otherwise whole, but the split way tried again
+    before = started(compiled)[0]
+    gen._int8(mels, photo.maps)  # a clip's batch: split, whatever the live batches found
+    assert started(compiled)[0] == before
 
     for slot in compiled._parts:  # now the whole batch is the slow way: split wins
         slot.request.delay = 0.0

@@ -261,7 +261,7 @@ def quick_network(fp32_engine, monkeypatch):
 
     gen = fp32_engine.generator
 
-    def forward(prep, mels):
+    def forward(prep, mels, **kw):
         time.sleep(0.004 * len(mels))
         return torch.full((len(mels), 3, 96, 96), 0.5)
 
@@ -306,6 +306,28 @@ def test_stacked_faces_give_each_face_its_own_mouth(fp32_engine, example_image):
     assert not np.allclose(together[0], together[3])
 
 
+def test_the_same_faces_in_any_order_reuse_their_stack_and_keep_their_mouths(fp32_engine, monkeypatch):
+    from lipsync.live.audio import mel_window
+    from lipsync.runtime import generator as generator_module
+
+    gen = fp32_engine.generator
+    rng = np.random.default_rng(5)
+    a, b, c = (gen.prepare_face(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)) for _ in range(3))
+    m1, m2 = (mel_window(rng.normal(0, 0.1, 4000).astype(np.float32))[None] for _ in range(2))
+    stacks = []
+    real = generator_module._stack
+    monkeypatch.setattr(generator_module, "_stack", lambda *x: stacks.append(1) or real(*x))
+    first = gen.forward_many([(a, m1), (b, m2)])
+    swapped = gen.forward_many([(b, m2), (a, m1)])  # the sessions' frames came in the other order
+    assert len(stacks) == 1  # one stack for both
+    np.testing.assert_array_equal(swapped[0], first[1])
+    np.testing.assert_array_equal(swapped[1], first[0])
+    other = gen.forward_many([(a, m1), (c, m2)])  # another face: stacked anew, its own mouth
+    assert len(stacks) == 2
+    np.testing.assert_allclose(other[1], gen.forward_many([(c, m2)])[0], atol=2e-5)
+    assert not np.allclose(other[1], first[1])
+
+
 def test_on_a_full_network_the_next_batch_runs_while_the_sessions_make_their_pictures(open_live, fp32_engine,
                                                                                        monkeypatch):
     """Three sessions whose batch (10 ms a frame) and pictures (20 ms each) together fill more
@@ -315,7 +337,7 @@ def test_on_a_full_network_the_next_batch_runs_while_the_sessions_make_their_pic
 
     gen = fp32_engine.generator
 
-    def forward(prep, mels):
+    def forward(prep, mels, **kw):
         time.sleep(0.010 * len(mels))
         return torch.full((len(mels), 3, 96, 96), 0.5)
 

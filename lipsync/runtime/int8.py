@@ -192,16 +192,18 @@ class Compiled:
     whole on the one request; a smaller batch (on 2 cores: one live session's single
     frame) always runs on the one request, which is quicker for it.
 
-    Which way is quicker depends on the CPU, so it is measured as the batches run
-    (:attr:`choose`): each batch size tries both ways, then takes the one whose recent
-    batches were quicker (the median of the last :data:`SPLIT_SAMPLES`), trying the other
-    again every :data:`SPLIT_RETRY` batches of that size, as a machine's speed changes.
+    Which way is quicker depends on the CPU. A clip's batches split (the same numbers
+    every run: the two ways round a last bit differently). The live sessions' shared
+    batches (``run(..., adaptive=True)``) are timed (:attr:`choose`): each batch size
+    tries both ways, then takes the one whose recent batches were quicker (the median of
+    the last :data:`SPLIT_SAMPLES`), trying the other again every :data:`SPLIT_RETRY`
+    batches of that size, as a machine's speed changes.
     Measured on 2 cores (docs/speed.md, "int8 on two streams"): on an Intel CPU with AMX,
     one frame per request made 1.2-1.8x the frames per second at batches of 2 to 16 (a
     batch of 3 in 16 ms against 29 ms whole); on an AMD EPYC with AVX-512, where one
     request already keeps both cores busy, it made 0.88-1.1x (a batch of 3 in 40 ms
     against 36 ms whole). :attr:`parallel` False runs every batch whole (the baseline);
-    :attr:`choose` False splits every batch that can be split.
+    :attr:`choose` False splits live batches too.
     """
 
     def __init__(self, model):
@@ -221,11 +223,11 @@ class Compiled:
         self._times: dict[tuple[int, bool], collections.deque] = {}
         self._runs: collections.Counter = collections.Counter()  # batches run, per batch size
 
-    def _split(self, b: int) -> bool:
+    def _split(self, b: int, adaptive: bool) -> bool:
         """Whether a batch of ``b`` frames goes one frame per request (lock held)."""
         if not (self.parallel and self._parts and b >= self.streams):
             return False
-        if not self.choose:
+        if not (adaptive and self.choose):
             return True
         key = _size_key(b)
         n = self._runs[key]
@@ -240,8 +242,10 @@ class Compiled:
     def outputs(self):
         return self.whole.outputs
 
-    def run(self, changing: list[np.ndarray], steady: list[np.ndarray] | None, outputs: list[np.ndarray]) -> None:
-        """Run one batch of B frames, writing into ``outputs`` (B rows each).
+    def run(self, changing: list[np.ndarray], steady: list[np.ndarray] | None, outputs: list[np.ndarray],
+            adaptive: bool = False) -> None:
+        """Run one batch of B frames, writing into ``outputs`` (B rows each); ``adaptive``: the
+        way found quicker on this machine for B frames (live batches), else the fixed way.
 
         ``changing``: inputs new on every call, then ``steady``: inputs bound once and read
         in place while the same list object comes back (a photo's face maps). An input of
@@ -249,13 +253,13 @@ class Compiled:
         """
         b = outputs[0].shape[0]
         with self._lock:
-            self._run(b, changing, steady, outputs)
+            self._run(b, changing, steady, outputs, adaptive)
 
-    def _run(self, b: int, changing, steady, outputs) -> None:
+    def _run(self, b: int, changing, steady, outputs, adaptive: bool) -> None:
         import openvino as ov
 
         # fewer frames than streams would leave threads idle that the one request uses (a CPU of many cores)
-        split = self._split(b)
+        split = self._split(b, adaptive)
         t = time.perf_counter()
         plan = [(self._parts[i % len(self._parts)], slice(i, i + 1)) for i in range(b)] if split else [
             (self._whole, slice(0, b))]
@@ -283,7 +287,7 @@ class Compiled:
             start(slot, rows)
         for slot in {id(s): s for s, _ in plan}.values():
             slot.request.wait()
-        if b >= self.streams and self._parts:
+        if adaptive and b >= self.streams and self._parts:
             key = (_size_key(b), split)
             self._times.setdefault(key, collections.deque(maxlen=SPLIT_SAMPLES)).append((time.perf_counter() - t) / b)
 
@@ -310,12 +314,12 @@ class Int8Network:
         self.face_check = face_check
         self.compiled = compiled
 
-    def __call__(self, mel: np.ndarray, maps: list[np.ndarray]) -> np.ndarray:
+    def __call__(self, mel: np.ndarray, maps: list[np.ndarray], adaptive: bool = False) -> np.ndarray:
         mel = np.ascontiguousarray(mel, dtype=np.float32)
         out = np.empty((mel.shape[0], 3, 96, 96), np.float32)
         # a photo's maps are bound once, not every batch: read in place (a video's maps are
         # tens of MB a batch), kept alive meanwhile
-        self.compiled.run([mel], maps, [out])
+        self.compiled.run([mel], maps, [out], adaptive)
         return out
 
 
