@@ -182,7 +182,7 @@ class Generator:
         self.batch_size = batch_size or (128 if self.device.type == "cuda" else 8)
         self.note = ""  #: why the precision is not the one asked for (int8 refused), else ""
         self._int8 = None
-        self._stacked = None  # (key, faces, the last batch's faces stacked) for _forward_many
+        self._stacked = None  # (faces, windows per face, them stacked): the last batch's, for _forward_many
         self._graph: StillFaceGraph | None = None
         if self.precision == "int8" and not fast:
             raise InputError("int8 runs on the fast path only; leave fast on or choose fp32.")
@@ -351,14 +351,14 @@ class Generator:
         items = [items[i] for i in order]
         counts = [len(m) for _, m in items]
         mels = np.concatenate([m for _, m in items])
-        key = tuple((id(p), n) for (p, _), n in zip(items, counts))
+        preps = [p for p, _ in items]
         last = self._stacked
-        if last is not None and last[0] == key:
+        if last is not None and last[1] == counts and len(last[0]) == len(preps) and all(
+                a is b for a, b in zip(last[0], preps)):
             stacked = last[2]
         else:
-            preps = [p for p, _ in items]
             stacked = _stack(preps, counts)
-            self._stacked = (key, preps, stacked)  # the faces kept alive with it: their ids stay theirs
+            self._stacked = (preps, counts, stacked)
         try:
             y = self._forward(stacked, mels, live=True)
         except Exception as e:  # noqa: BLE001 - only OOM is handled

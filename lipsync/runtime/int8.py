@@ -225,6 +225,7 @@ class Compiled:
 
     def _split(self, b: int, adaptive: bool) -> bool:
         """Whether a batch of ``b`` frames goes one frame per request (lock held)."""
+        # fewer frames than streams would leave threads idle that the one request uses (a CPU of many cores)
         if not (self.parallel and self._parts and b >= self.streams):
             return False
         if not (adaptive and self.choose):
@@ -232,8 +233,8 @@ class Compiled:
         key = _size_key(b)
         n = self._runs[key]
         self._runs[key] += 1
-        split, whole = self._times.get((key, True)), self._times.get((key, False))
-        if split is None or len(split) < SPLIT_SAMPLES // 2 + 1 or whole is None or len(whole) < SPLIT_SAMPLES // 2 + 1:
+        split, whole = (self._times.get((key, way), ()) for way in (True, False))
+        if min(len(split), len(whole)) <= SPLIT_SAMPLES // 2:  # a median of each needs most of its samples
             return n % 2 == 0  # trying both ways, in turn
         better = float(np.median(split)) <= float(np.median(whole))
         return not better if n % SPLIT_RETRY == 0 else better
@@ -258,7 +259,6 @@ class Compiled:
     def _run(self, b: int, changing, steady, outputs, adaptive: bool) -> None:
         import openvino as ov
 
-        # fewer frames than streams would leave threads idle that the one request uses (a CPU of many cores)
         split = self._split(b, adaptive)
         t = time.perf_counter()
         plan = [(self._parts[i % len(self._parts)], slice(i, i + 1)) for i in range(b)] if split else [
