@@ -95,9 +95,12 @@ def running_app(
 
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
+    """One app for the module: (url, log path, pid, its TMPDIR). Its queue holds 2 requests, so that the
+    load test at the end can fill it (one server start and stop fewer: each costs 10-20 s)."""
     tmp = tmp_path_factory.mktemp("app")
-    with running_app(checkpoint, tmp) as (url, log_path):
-        yield url, log_path
+    info: dict = {}
+    with running_app(checkpoint, tmp, env_extra={"LIPSYNC_QUEUE_SIZE": "2"}, info=info) as (url, log_path):
+        yield url, log_path, info["pid"], tmp
     # stopped with SIGTERM, the app removes its request folders (its TMPDIR is tmp)
     assert not list(tmp.glob("lipsync-app-*")), "request folders left behind"
     assert "Traceback" not in log_path.read_text(errors="replace")
@@ -846,3 +849,43 @@ def test_model_status_is_plain_and_follows_the_background_load(monkeypatch, chec
         assert "could not be loaded" in status and "wav2lip.pth" in status and "/nonexistent" not in status
     finally:
         set_engine(None)
+
+
+# -- the running app under load, then a short soak (last: they leave the module's server busy) --------
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+@pytest.mark.slow
+def test_concurrent_requests_with_a_small_queue(server):
+    """Many concurrent API requests against the queue of 2: each succeeds or is turned away quickly,
+    nothing errors, and the server's resources return to where they started."""
+    from load_test import run_load
+
+    url, log, pid, tmp = server
+    report = run_load(url, requests=8, concurrency=8, server_pid=pid, tmpdir=tmp, timeout=240)
+    print(report)
+    assert report["counts"]["error"] == 0 and report["counts"]["bad-result"] == 0, report
+    assert report["counts"]["ok"] >= 1, report
+    assert report["counts"]["queue-full"] >= 1, report  # the small queue really filled up
+    assert report["slowest_rejection_s"] < 30, report  # turned away quickly, not after waiting its turn
+    assert {"open_files", "children"} <= set(report["server_before"]), report
+    for key, before in report["server_before"].items():
+        assert report["server_after"][key] <= before, report
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and " 500 " not in text
+
+
+def test_fourteen_requests_leave_the_server_as_they_found_it(server):
+    """A short soak (scripts/soak.py; the full run is ``scripts/soak.py --requests 200`` against a running
+    app): text, audio and video requests, one cancelled mid-run, bad inputs with clear messages; after the
+    warm-up RSS grows <= 5 %, and file descriptors, threads, children and folders stay flat."""
+    import soak
+
+    url, log_path, pid, tmp = server
+    t = time.perf_counter()
+    report = soak.run_soak(url, pid, tmp, requests=14, warmup=8, base={"max_side": 480, "frame_step": 2})
+    print(f"\nsoak: {time.perf_counter() - t:.0f} s, RSS {report['after_warmup']['rss_mb']:.0f} -> "
+          f"{report['end']['rss_mb']:.0f} MB ({report['rss_growth']:+.1%})")
+    assert not report["failed"], report["failed"]
+    assert report["passed"], report["checks"]
+    assert "Traceback" not in log_path.read_text(errors="replace")
