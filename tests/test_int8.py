@@ -27,7 +27,8 @@ from conftest import predict_all, reference_inputs
 from lipsync.errors import BackendError
 from lipsync.models import load_wav2lip
 from lipsync.models.loading import fold_batchnorm
-from lipsync.models.still import StillFaceGraph
+from lipsync.face import model_input
+from lipsync.models.still import MOUTH_FROM, StillFaceGraph
 from lipsync.runtime import int8
 from lipsync.runtime.generator import Generator, _torch_auto, resolve_precision
 
@@ -118,7 +119,6 @@ def outlier_checkpoint(path, k: float = 1000.0):
 
 
 def test_still_face_graph_equals_the_full_forward(checkpoint, oracle):
-    from lipsync.face import model_input
 
     face, mels = reference_inputs(oracle)
     model = fold_batchnorm(load_wav2lip(checkpoint))
@@ -129,6 +129,12 @@ def test_still_face_graph_equals_the_full_forward(checkpoint, oracle):
         full = model(m, faces.expand(len(m), -1, -1, -1))
         split = graph(m, *graph.face_maps(model.encode_face(faces)))
     assert (full - split).abs().max().item() <= 1e-5
+    with torch.inference_mode():  # the mouth's rows alone: exactly those rows of the whole graph, from any row
+        maps = graph.face_maps(model.encode_face(faces))
+        for rows_from in (1, MOUTH_FROM, 47, 95):
+            mouth = graph.mouth(rows_from)(m, *maps)
+            assert mouth.shape == (len(m), 3, 96 - rows_from, 96)
+            assert (mouth - split[:, :, rows_from:]).abs().max().item() <= 1e-6
     with pytest.raises(ValueError, match="fold batch norm"):
         StillFaceGraph(load_wav2lip(checkpoint))
 
@@ -142,10 +148,16 @@ def test_int8_stays_within_its_bound_on_thereference_inputs(calibrated, oracle):
     assert gen.precision == "int8" and gen.note == ""
     assert "int8 (OpenVINO; checked" in gen.description
     face, mels = reference_inputs(oracle)
-    diff = np.abs(predict_all(gen, face, mels) - oracle["prediction_bgr"])  # the original code's float32 output
+    out = predict_all(gen, face, mels)
+    diff = np.abs(out - oracle["prediction_bgr"])  # the original code's float32 output
     mouth = diff[:, int8.CHECK_ROWS]
     assert mouth.max() <= int8.BOUND_MAX and mouth.mean() <= int8.BOUND_MEAN
-    assert diff.max() <= int8.BOUND_MAX
+    top = gen._int8.rows_from
+    assert top == MOUTH_FROM <= int8.CHECK_ROWS.start  # every row that reaches the video is computed...
+    assert diff[:, top:].max() <= int8.BOUND_MAX  # ...and every row computed is as close
+    # the rows above are the face's own: the top of the crop the network was given
+    own = model_input(face)[0, :3, :top].transpose(1, 2, 0)
+    np.testing.assert_array_equal(out[:, :top], np.broadcast_to(own, out[:, :top].shape))
     assert gen._int8.check.passed and gen._int8.check.frames == 32
 
 
@@ -263,7 +275,7 @@ def test_a_corrupt_cache_entry_is_rebuilt_not_trusted(
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((entry / name).read_bytes()).hexdigest() == digest
     face, mels = reference_inputs(oracle)
-    assert np.abs(predict_all(gen, face, mels) - oracle["prediction_bgr"]).max() <= int8.BOUND_MAX
+    assert np.abs(predict_all(gen, face, mels) - oracle["prediction_bgr"])[:, MOUTH_FROM:].max() <= int8.BOUND_MAX
     Generator(load_wav2lip(checkpoint), device="cpu", precision="int8")  # and the rebuilt entry is read
     assert replay.calls == 1
 

@@ -14,13 +14,20 @@ Expects batch norm already folded (see :func:`lipsync.models.loading.fold_batchn
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .wav2lip import ConvBN, ConvTransposeBN, Wav2Lip
 
-__all__ = ["FaceSideGraph", "StillFaceDecoder", "StillFaceGraph"]
+__all__ = ["FaceSideGraph", "StillFaceDecoder", "StillFaceGraph", "MOUTH_FROM"]
+
+#: The first row of the 96x96 output that :meth:`StillFaceGraph.mouth` computes. The blender's feather
+#: mask is zero above 0.42 of the face's height (row 40); 8 rows more cover the few rows above it that a
+#: resize to the face box reads (2 rows bilinear, 4 bicubic, 8 Lanczos, a small box's area average).
+MOUTH_FROM = 32
 
 
 def _split_apply(layer: nn.Module, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,6 +151,41 @@ class StillFaceGraph(nn.Module):
             self._face.append((conv, w_f.contiguous(), feat))
         self.rests = nn.ModuleList(nn.Sequential(*blocks[i][1:]) for i in range(1, len(blocks)))
         self.output = nn.Sequential(model.output_block[1], model.output_block[2])
+        self.rows_from = 0  #: the first output row computed (:meth:`mouth`); 0: all of them
+        self._starts: list[int] = []
+
+    def mouth(self, rows_from: int = MOUTH_FROM) -> "StillFaceGraph":
+        """The same graph (the same weights, shared) computing only the output rows from ``rows_from``
+        down: ``forward`` gives (B, 3, 96 - rows_from, 96), exactly those rows of the whole output.
+
+        The rows above reach the video only through the blender's mask, which is zero there, yet the
+        decoder's last stages, at 24, 48 and 96 rows, are most of its work: it skips a share of them
+        (about a fifth of the multiply-adds at row 32). Each stage computes the rows it is given, less
+        the first one after a 3x3 convolution (whose padding stands in for the row above, cut off);
+        a transposed convolution (stride 2) makes rows ``2a`` on exactly from rows ``a`` on, so each
+        stage starts where the next needs it (:attr:`_starts`, planned from the output back).
+        """
+        out = copy.copy(self)
+        out.rows_from = rows_from
+        out._starts = self._plan(rows_from)
+        return out
+
+    def _plan(self, rows_from: int) -> list[int]:
+        """Per decoder stage (the blocks after the first), the first row of its input to keep."""
+        need = rows_from - 1  # the output block's 3x3 convolution reads one row above
+        starts = []
+        for conv, rest in zip(reversed(self.x_convs[:-1]), reversed(self.rests)):
+            need -= len(rest)  # each residual 3x3 convolution, one row above
+            stride = conv.stride[0]
+            # a stride-1 stage (3 -> 3 rows, padding 0) and any stage needing all of its rows keep them all
+            starts.append(max(0, need // 2) if stride == 2 and conv.padding[0] == 1 else 0)
+            need = starts[-1]
+        return starts[::-1]
+
+    @staticmethod
+    def _drop_top(x: torch.Tensor, a: int) -> tuple[torch.Tensor, int]:
+        """After a 3x3 convolution of rows from ``a`` > 0: its first row read padding, not the row above."""
+        return (x[:, :, 1:], a + 1) if a > 0 else (x, a)
 
     @torch.no_grad()
     def face_maps(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -160,9 +202,24 @@ class StillFaceGraph(nn.Module):
 
     def forward(self, mel: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
         x = self.first(self.audio_encoder(mel))
-        for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps[:-1]):
-            x = rest(torch.relu(conv(x) + fmap))
-        return self.output(torch.relu(self.x_convs[-1](x) + maps[-1]))
+        if not self.rows_from:
+            for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps[:-1]):
+                x = rest(torch.relu(conv(x) + fmap))
+            return self.output(torch.relu(self.x_convs[-1](x) + maps[-1]))
+        a = 0  # x holds the rows from a on
+        for conv, rest, fmap, start in zip(self.x_convs[:-1], self.rests, maps[:-1], self._starts):
+            if start > a:
+                x, a = x[:, :, start - a :], start
+            if conv.stride[0] == 2:  # rows from a -> rows from 2a, exactly
+                a *= 2
+            x = torch.relu(conv(x) + fmap[:, :, a:])
+            for layer in rest:  # ConvBN with a residual: conv, + x, ReLU
+                y = layer.conv_block(x)
+                x = layer.act(y + x if layer.residual else y)
+                x, a = self._drop_top(x, a)
+        y, a2 = self._drop_top(self.x_convs[-1](x), a)
+        y = self.output(torch.relu(y + maps[-1][:, :, a2:]))
+        return y[:, :, self.rows_from - a2 :]
 
 
 class FaceSideGraph(nn.Module):

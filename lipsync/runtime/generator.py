@@ -283,8 +283,8 @@ class Generator:
     def _forward(self, prep: _Prepared, mel: np.ndarray, live: bool = False) -> torch.Tensor:
         """(B, 80, 16) mel windows -> (B, 3, 96, 96) float32 on the CPU. ``live``: the live sessions'
         shared batch, which int8 runs the way found quicker on this machine (see ``int8.Compiled``)."""
-        if prep.maps is not None:
-            return torch.from_numpy(self._int8(mel[:, None], prep.maps, adaptive=live))
+        if prep.maps is not None:  # the rows above the mouth are the face's own
+            return torch.from_numpy(self._int8(mel[:, None], prep.maps, adaptive=live, faces=prep.faces.numpy()))
         m = self._tensor(mel[:, None])
         with torch.inference_mode(), self._autocast():
             if prep.decoder is not None:
@@ -495,7 +495,7 @@ def _stack(preps: list[_Prepared], counts: list[int]) -> _Prepared:
     first = preps[0]
     if first.maps is not None:
         maps = [np.concatenate([rows(p.maps[k], n) for p, n in zip(preps, counts)]) for k in range(len(first.maps))]
-        return _Prepared(first.faces, None, maps)
+        return _Prepared(torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)]), None, maps)
     if first.decoder is not None:
         return _Prepared(first.faces, StillFaceDecoder.stacked([(p.decoder, n) for p, n in zip(preps, counts)]))
     return _Prepared(torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)]), None)

@@ -90,7 +90,9 @@ log = logging.getLogger("lipsync")
 
 #: Names the cache entries: change it when the graph, the calibration data or the
 #: quantization settings change, and old entries are no longer read.
-RECIPE = "ov-nncf-3"  # 2: the face maps take a batch (a face per frame); 3: the face side in int8 too
+# 2: the face maps take a batch (a face per frame); 3: the face side in int8 too; 4: the decoder computes the
+# mouth's rows only (StillFaceGraph.mouth)
+RECIPE = "ov-nncf-4"
 #: Rows of the 96x96 output that reach the video: the blender's feather mask is
 #: zero above 0.42 of the face box's height (row 40), i.e. the mouth and chin.
 CHECK_ROWS = slice(40, 96)
@@ -300,8 +302,11 @@ def _size_key(b: int) -> int:
 class Int8Network:
     """A compiled int8 :class:`~lipsync.models.still.StillFaceGraph`.
 
-    ``net(mel, maps)``: mel (B, 1, 80, 16) float32 and the seven face maps
+    ``net(mel, maps, faces=...)``: mel (B, 1, 80, 16) float32 and the seven face maps
     (numpy, from ``StillFaceGraph.face_maps`` or :attr:`face`) -> (B, 3, 96, 96) float32.
+    The graph computes the rows from :attr:`rows_from` down (``StillFaceGraph.mouth``); the
+    rows above, which the blender's mask leaves out, are the face's own (``faces``, its model
+    inputs, (B or 1, 6, 96, 96): the unmasked top of the frame's crop), or zero without it.
     One inference at a time (:class:`Compiled`). :attr:`face` is the int8
     face side for a video's frames, or None where it failed its check
     (:attr:`face_check` says how it went).
@@ -313,13 +318,24 @@ class Int8Network:
         self.face = face
         self.face_check = face_check
         self.compiled = compiled
+        self.rows_from = 96 - compiled.outputs[0].get_partial_shape()[2].get_length()
 
-    def __call__(self, mel: np.ndarray, maps: list[np.ndarray], adaptive: bool = False) -> np.ndarray:
+    def __call__(self, mel: np.ndarray, maps: list[np.ndarray], adaptive: bool = False,
+                 faces: np.ndarray | None = None) -> np.ndarray:
         mel = np.ascontiguousarray(mel, dtype=np.float32)
-        out = np.empty((mel.shape[0], 3, 96, 96), np.float32)
+        b, r = mel.shape[0], self.rows_from
+        rows = np.empty((b, 3, 96 - r, 96), np.float32)
         # a photo's maps are bound once, not every batch: read in place (a video's maps are
         # tens of MB a batch), kept alive meanwhile
-        self.compiled.run([mel], maps, [out], adaptive)
+        self.compiled.run([mel], maps, [rows], adaptive)
+        if not r:
+            return rows
+        out = np.empty((b, 3, 96, 96), np.float32)
+        out[:, :, r:] = rows
+        if faces is None:
+            out[:, :, :r] = 0.0
+        else:
+            out[:, :, :r] = faces[:, :3, :r]
         return out
 
 
@@ -478,7 +494,8 @@ def _quantize(model, graph):
     shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape([-1, *m.shape[1:]]) for m in calib[0][1:]]
     with _quiet(), torch.inference_mode():
         example = tuple(torch.from_numpy(x) for x in calib[0])
-        ov_model = ov.convert_model(graph, example_input=example, input=shapes)
+        # the mouth's rows only; checked below against the whole float32 graph, on the rows that reach the video
+        ov_model = ov.convert_model(graph.mouth(), example_input=example, input=shapes)
         del example
         release_memory()
         quantized = nncf.quantize(
