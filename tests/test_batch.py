@@ -378,7 +378,7 @@ def test_missing_weights_stop_the_batch_with_one_clear_line(inputs, tmp_path):
     assert [x["id"] for x in lines(out)] == ["nofile"]
 
 
-def _long_jobs(inputs: Path, n: int = 2) -> Path:
+def _long_jobs(inputs: Path, n: int = 1) -> Path:
     text = "This sentence is long enough to keep one worker busy for a few seconds of video."
     return write_csv(inputs / "long.csv", [
         {"id": f"long{i}", "image": "face.jpg", "text": text, "voice": "espeak:en-us"} for i in range(n)
@@ -420,7 +420,7 @@ def test_interrupt_leaves_no_partial_file(inputs, checkpoint, tmp_path, signum):
     if signum == signal.SIGTERM:  # and the next run finishes the rest
         r = cli("batch", jobs, "--out-dir", out, "--checkpoint", checkpoint)
         assert r.returncode == 0, r.stderr
-        assert sorted(x["id"] for x in lines(out)) == ["long0", "long1"]
+        assert [x["id"] for x in lines(out)] == ["long0"]
 
 
 def test_local_worker_killed_mid_job_is_retried(inputs, checkpoint, tmp_path):
