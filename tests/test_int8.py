@@ -413,13 +413,14 @@ def test_a_video_runs_the_int8_network_with_a_face_per_frame(calibrated, checkpo
     out = np.concatenate(list(gen.predict(lambda i: faces[i], mels, batch_size=5)))
     assert [r[0] for r in ran] == [5, 5, 2] and all(b == f for b, f in ran)  # a face per frame, in int8
     assert [s[0] for s in sides] == [5, 5, 2]  # the faces' own side ran in int8 too
-    from lipsync.face import model_input
-
     plain = load_wav2lip(checkpoint).eval()
     with torch.inference_mode():
         want = plain(torch.from_numpy(mels[:, None]), torch.from_numpy(np.concatenate([model_input(f) for f in faces])))
     mouth = np.abs(out - want.permute(0, 2, 3, 1).numpy())[:, int8.CHECK_ROWS]
     assert mouth.max() <= int8.BOUND_MAX and mouth.mean() <= int8.BOUND_MEAN
+    # above the mouth's rows, each frame keeps its own face
+    own = np.stack([model_input(f)[0, :3, :MOUTH_FROM].transpose(1, 2, 0) for f in faces])
+    np.testing.assert_array_equal(out[:, :MOUTH_FROM], own)
     # per frame and still agree for the same face (not bit for bit: OpenVINO's kernels depend on the batch)
     assert np.abs(out[3] - predict_all(gen, faces[3], mels)[3]).max() <= 2 / 255
 
