@@ -159,6 +159,25 @@ def test_clip_pieces_wait_for_live_frames_and_fit_between_ticks():
     assert set(pieces[before:]) == {8}
 
 
+def test_a_clip_piece_returns_after_the_live_batch_due_at_its_end():
+    # the clip's own work after a piece (its pastes, its encoder's pipe) must not share the cores with the live
+    # batch that starts as the piece ends: the piece returns once that batch has run
+    net = Net(cost=0.02)
+    sched = Scheduler(net)
+    ticket = sched.join(25.0)
+    try:
+        for _ in range(3):
+            with sched.clip(1):
+                pending = sched.submit("live", MEL, time.monotonic() + 0.01, ticket)  # asked during the piece
+                time.sleep(0.005)
+                assert not pending.done.is_set()  # the network is the clip's until the piece ends
+            assert pending.done.is_set(), "the clip went on before the live batch ran"
+            pending.result()
+    finally:
+        sched.leave(ticket)
+    assert sched.stats.live_batches == 3 and sched.stats.clip_waits == 3
+
+
 def test_a_clip_piece_ends_before_the_tick_the_slowest_session_still_needs():
     """Found on the 2-core benchmark: one session's frames ran a tick ahead of the other's (they shared batches
     a tick apart), the clip's pieces were planned up to the leading session's next tick, and the other

@@ -67,6 +67,11 @@ RESTORE_AFTER_S = 5.0  #: ...a session that gave way runs at full rate again (a 
 SHARED_LEAD_SLOTS = 2  #: beside other sessions, a session asks for each frame this many slots before it is due
 #: (so that all ask as soon as the batch they shared is done); one joining them starts this far ahead on their grid
 STALLED_SLOTS = 4  #: a session that started no frame for this long is not waited for by clips
+#: a clip piece that ends with a live batch due to start within this long (or live frames waiting) returns only once
+#: that batch has run (at most CLIP_YIELD_MAX_S): the clip's own work after its piece (pastes, the encoder's pipe)
+#: would take the cores the batch computes on
+CLIP_YIELD_S = 0.015
+CLIP_YIELD_MAX_S = 0.06
 
 
 @dataclass
@@ -78,7 +83,7 @@ class SchedulerStats:
     batch_sizes: collections.Counter = field(default_factory=collections.Counter)  #: live batches by frame count
     clip_calls: int = 0  #: network calls made for clips
     clip_frames: int = 0
-    clip_waits: int = 0  #: clip calls that waited for live frames first
+    clip_waits: int = 0  #: clip calls that waited for live frames (before their piece, or after it for the next batch)
     shed: int = 0  #: sessions asked to give way (the network was full)
 
 
@@ -395,7 +400,8 @@ class Scheduler:
         """Hold the network for a clip's next piece: ``with scheduler.clip(n) as b: run b frames``.
 
         Waits while live frames wait; ``b`` (1 to ``frames``) is what fits before the next live
-        batch must start, all of ``frames`` when no live session is open.
+        batch must start, all of ``frames`` when no live session is open. A piece that ends as the
+        next live batch is due returns once that batch has run (:data:`CLIP_YIELD_S`).
         """
         waited, since = False, time.monotonic()
         with self._cond:
@@ -425,6 +431,11 @@ class Scheduler:
                 self.stats.clip_calls += 1
                 self.stats.clip_frames += b
                 self._cond.notify_all()
+                if self._sessions and (self._waiting or self._gap() < CLIP_YIELD_S):
+                    self.stats.clip_waits += int(not waited)
+                    ran, until = self.stats.live_batches, time.monotonic() + CLIP_YIELD_MAX_S
+                    while self.stats.live_batches == ran and self._sessions and time.monotonic() < until:
+                        self._cond.wait(max(0.0005, until - time.monotonic()))
 
     def _gap(self) -> float:
         """Seconds until the next live batch must start (lock held, no live frame waiting): the batch
