@@ -152,7 +152,7 @@ class StillFaceGraph(nn.Module):
         self.rests = nn.ModuleList(nn.Sequential(*blocks[i][1:]) for i in range(1, len(blocks)))
         self.output = nn.Sequential(model.output_block[1], model.output_block[2])
         self.rows_from = 0  #: the first output row computed (:meth:`mouth`); 0: all of them
-        self._starts: list[int] = []
+        self._starts = [0] * len(self.rests)  #: per decoder stage, the first row of its input kept (:meth:`_plan`)
 
     def mouth(self, rows_from: int = MOUTH_FROM) -> "StillFaceGraph":
         """The same graph (the same weights, shared) computing only the output rows from ``rows_from``
@@ -202,24 +202,18 @@ class StillFaceGraph(nn.Module):
 
     def forward(self, mel: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
         x = self.first(self.audio_encoder(mel))
-        if not self.rows_from:
-            for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps[:-1]):
-                x = rest(torch.relu(conv(x) + fmap))
-            return self.output(torch.relu(self.x_convs[-1](x) + maps[-1]))
-        a = 0  # x holds the rows from a on
+        a = 0  # x holds the rows from a on (all of them unless :meth:`mouth`)
         for conv, rest, fmap, start in zip(self.x_convs[:-1], self.rests, maps[:-1], self._starts):
             if start > a:
                 x, a = x[:, :, start - a :], start
             if conv.stride[0] == 2:  # rows from a -> rows from 2a, exactly
                 a *= 2
             x = torch.relu(conv(x) + fmap[:, :, a:])
-            for layer in rest:  # ConvBN with a residual: conv, + x, ReLU
-                y = layer.conv_block(x)
-                x = layer.act(y + x if layer.residual else y)
-                x, a = self._drop_top(x, a)
-        y, a2 = self._drop_top(self.x_convs[-1](x), a)
-        y = self.output(torch.relu(y + maps[-1][:, :, a2:]))
-        return y[:, :, self.rows_from - a2 :]
+            for layer in rest:  # residual 3x3 convolutions
+                x, a = self._drop_top(layer(x), a)
+        y, a = self._drop_top(self.x_convs[-1](x), a)
+        y = self.output(torch.relu(y + maps[-1][:, :, a:]))
+        return y[:, :, self.rows_from - a :]
 
 
 class FaceSideGraph(nn.Module):
