@@ -49,3 +49,21 @@ def test_prediction_is_bgr():
     pred[..., 0] = 1.0  # blue in BGR
     out = Blender(img, FaceBox(0, 100, 0, 100)).paste(pred)
     assert out[75, 50, 2] > 200 and out[75, 50, 0] == 0  # blue in RGB
+
+
+def test_the_rows_above_the_mouths_rows_never_reach_the_video():
+    """The int8 network computes only the crop's rows from MOUTH_FROM down (the face's own pixels above): a
+    paste, plain or with the fast enhancement, must not read the rows above, at any box size."""
+    from lipsync.enhance.detail import DetailTransfer
+    from lipsync.models.still import MOUTH_FROM
+
+    rng = np.random.default_rng(3)
+    pred = rng.uniform(0, 1, (96, 96, 3)).astype(np.float32)
+    other = pred.copy()
+    other[:MOUTH_FROM] = rng.uniform(0, 1, (MOUTH_FROM, 96, 3))  # anything at all above
+    for size in (24, 48, 95, 96, 150, 300, 460):
+        img = rng.integers(0, 256, (size + 40, size + 40, 3), dtype=np.uint8)
+        box = FaceBox(20, 20 + size, 20, 20 + size)
+        for enhance in (None, DetailTransfer(), DetailTransfer(still=False)):
+            a, b = Blender(img, box, enhance).paste(pred), Blender(img, box, enhance).paste(other)
+            np.testing.assert_array_equal(a, b, err_msg=f"box {size}, enhance {enhance}")
