@@ -364,7 +364,7 @@ def test_sound_goes_out_in_20_ms_frames_with_their_own_timestamps():
 
 
 def test_a_short_live_soak_with_hostile_visitors_leaves_the_server_as_it_found_it(fp32_engine, own_tempdir):
-    """scripts/live_soak.py, 12 cycles (the full run is 100): a visitor served each cycle, every hostile
+    """scripts/live_soak.py, 9 cycles (the full run is 100): a visitor served each cycle, every hostile
     request refused plainly; after the warm-up RSS grows <= 5 %, fds, threads and children flat, nothing left."""
     import os
     import sys
@@ -377,7 +377,7 @@ def test_a_short_live_soak_with_hostile_visitors_leaves_the_server_as_it_found_i
     t = time.perf_counter()
     # one place (the busy checks need the visitor to fill the server); the visitor's pace: quicker here
     with live_soak.serve_live(fp32_engine, offer_interval_s=0.3, max_sessions=1) as (url, _):
-        report = live_soak.run_soak(url, os.getpid(), None, cycles=12, warmup=6, offer_interval_s=0.3)
+        report = live_soak.run_soak(url, os.getpid(), None, cycles=9, warmup=5, offer_interval_s=0.3)
     print(f"\nlive soak: {time.perf_counter() - t:.0f} s, RSS {report['after_warmup']['rss_mb']:.0f} -> "
           f"{report['end']['rss_mb']:.0f} MB ({report['rss_growth']:+.1%}), fds {report['after_warmup']['fds']} -> "
           f"{report['end']['fds']}, threads {report['after_warmup']['threads']} -> {report['end']['threads']}")
