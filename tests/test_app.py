@@ -103,7 +103,10 @@ def server(checkpoint, tmp_path_factory):
         yield url, log_path, info["pid"], tmp
     # stopped with SIGTERM, the app removes its request folders (its TMPDIR is tmp)
     assert not list(tmp.glob("lipsync-app-*")), "request folders left behind"
-    assert "Traceback" not in log_path.read_text(errors="replace")
+    text = log_path.read_text(errors="replace")
+    assert "Traceback" not in text
+    # and its routes closed (the Live tab's sessions and spools), although a client's page was still open
+    assert "stopped: the routes are closed" in text, text[-2000:]
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import signal
+import time
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -37,6 +38,12 @@ log = logging.getLogger("lipsync.app")
 #: sleeping, with less CPU time in all (see README, Speed). Set before torch loads; an explicit
 #: OMP_WAIT_POLICY in the environment wins.
 OMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+#: On a stop (SIGTERM, Ctrl+C), the requests still running get this long to finish, then they are cancelled and
+#: the routes close (the Live tab's sessions, their threads and video spools): Gradio gives the server 5 s in all
+#: before the process exits. (Each open page's heartbeat stream, which never finishes by itself, is ended first:
+#: before, one open page meant 5 s to stop, and the routes never closed.)
+STOP_GRACE_S = 2.0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -119,6 +126,7 @@ def lifespan_with(routes: Sequence[Callable]):
                 close = getattr(part, "aclose", None)
                 if close is not None:
                     await close()
+            log.info("stopped: the routes are closed")
 
     return lifespan
 
@@ -127,23 +135,37 @@ def launch(demo: gr.Blocks, *, routes: Sequence[Callable] = (), share: bool = Fa
     """Serve ``demo``; each of ``routes`` is called as ``install(fastapi_app, get_engine)`` before serving.
 
     ``share`` asks Gradio for a public link too, and serves locally only when none can be made.
-    Other keyword arguments go to :meth:`gradio.Blocks.launch`.
+    Other keyword arguments go to :meth:`gradio.Blocks.launch`. Returns when the server stops
+    (:data:`STOP_GRACE_S`), or at once with ``prevent_thread_lock=True`` (then ``demo.close()`` stops it).
     """
     kwargs.setdefault("app_kwargs", {})["lifespan"] = lifespan_with(routes)
+    wait = not kwargs.pop("prevent_thread_lock", False)
     if share:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return demo.launch(share=True, **kwargs)
+                served = demo.launch(share=True, prevent_thread_lock=True, **kwargs)
         except Exception as e:  # noqa: BLE001 - no network: serve locally instead
             log.warning("could not create a share link (%s); serving locally only", e)
             demo.close()
             kwargs["app_kwargs"]["lifespan"] = lifespan_with(routes)
-    return demo.launch(share=False, **kwargs)
+            share = False
+    if not share:
+        served = demo.launch(share=False, prevent_thread_lock=True, **kwargs)
+    demo.server.config.timeout_graceful_shutdown = STOP_GRACE_S  # read when the server stops
+    if not wait:  # the caller stops it (demo.close())
+        return served
+    try:
+        while demo.is_running:
+            time.sleep(0.1)
+    except KeyboardInterrupt:  # (SIGTERM raises it too) Gradio's own wait would stop the server only, and
+        log.info("stopping")  # the pages' heartbeat streams would hold it: closing the app ends them first
+        demo.close()
+    return served
 
 
 def _stop(signum, frame):  # noqa: ARG001 - signal handler signature
-    raise KeyboardInterrupt  # Gradio closes the server on it; then atexit removes request folders
+    raise KeyboardInterrupt  # launch() closes the app on it; then atexit removes request folders
 
 
 def _remove_files() -> None:
