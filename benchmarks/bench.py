@@ -314,9 +314,10 @@ def network_bench(args, ckpt: Path) -> dict:
 
     for name, gen in gens.items():  # accuracy on the reference inputs, and a warm-up
         pred = np.concatenate(list(gen.predict(face, sub)))
-        # the rows the path computes: int8 computes the mouth's rows only, and gives the face's own above them
+        # the rows the path computes: the fast paths compute the mouth's rows only, and give the face's own above
         whole = np.abs(pred - oracle["prediction_bgr"])
-        diff, mouth = whole[:, getattr(getattr(gen, "_int8", None), "rows_from", 0):], whole[:, int8.CHECK_ROWS]
+        top = gen.gen.rows_from(still=False) if isinstance(gen, VideoPath) else getattr(gen, "rows_from", lambda: 0)()
+        diff, mouth = whole[:, top:], whole[:, int8.CHECK_ROWS]
         res["paths"][name].update(
             max_255=float(diff.max() * 255),
             mean_255=float(diff.mean() * 255),

@@ -8,6 +8,8 @@ import torch
 
 from lipsync.speech.activity import speech_weights
 from lipsync.errors import ResourceError
+from lipsync.face import model_input
+from lipsync.models.still import MOUTH_FROM
 from lipsync.runtime.generator import Generator
 from lipsync.models import load_wav2lip
 
@@ -26,8 +28,11 @@ def test_fast_path_stays_within_2_over_255_of_float32(checkpoint, oracle, precis
     face, mels = reference_inputs(oracle)
     gen = Generator(load_wav2lip(checkpoint), device="cpu", precision=precision, fast=True)
     out = predict_all(gen, face, mels)
-    top = gen._int8.rows_from if gen._int8 is not None else 0  # int8 computes the mouth's rows (test_int8.py)
+    top = gen.rows_from()  # the fast path computes the mouth's rows (test_int8.py, below)
+    assert top == MOUTH_FROM
     assert np.abs(out - oracle["prediction_bgr"])[:, top:].max() <= 2 / 255
+    own = model_input(face)[0, :3, :top].transpose(1, 2, 0)  # the face's own pixels above them
+    np.testing.assert_allclose(out[:, :top], np.broadcast_to(own, out[:, :top].shape), atol=1 / 255)
 
 
 def test_face_encoder_reuse_equals_full_forward(checkpoint, oracle):
@@ -99,7 +104,7 @@ def test_oom_halves_the_batch_and_finishes(checkpoint, oracle, monkeypatch):
     out = predict_all(gen, face, mels)
     # 8 fails, 4 fails, then the rest of the call runs at 2
     assert sizes[:2] == [8, 4] and max(sizes[2:]) == 2
-    assert np.abs(out - oracle["prediction_bgr"]).max() <= 1e-4
+    assert np.abs(out - oracle["prediction_bgr"])[:, gen.rows_from():].max() <= 1e-4
     # the back-off belongs to that call: the next one starts at the generator's size again
     sizes.clear()
     predict_all(gen, face, mels)
@@ -143,7 +148,7 @@ def test_cuda_fp16_stays_close_to_float32(checkpoint, oracle):
     gen = Generator(load_wav2lip(checkpoint), device="cuda")
     assert gen.precision == "fp16"
     out = predict_all(gen, face, mels)
-    assert np.abs(out - oracle["prediction_bgr"]).max() <= 2 / 255
+    assert np.abs(out - oracle["prediction_bgr"])[:, gen.rows_from():].max() <= 2 / 255
 
 
 @pytest.mark.parametrize("step", [2, 3])
@@ -178,7 +183,18 @@ def test_still_face_decoder_equals_the_full_forward(checkpoint, oracle):
     with torch.inference_mode():
         full = model(m, faces.expand(len(m), -1, -1, -1))
         still = StillFaceDecoder(model, model.encode_face(faces))(model.encode_audio(m))
+        # given the face, only the mouth's rows are computed (the same values), the face's own pixels above
+        mouth = StillFaceDecoder(model, model.encode_face(faces), faces)
+        rows = mouth(model.encode_audio(m))
+        # and stacked with another face, each keeps its own pixels above
+        other = torch.from_numpy(model_input(np.ascontiguousarray(oracle["face_crop_bgr"][:, ::-1])))
+        pair = StillFaceDecoder.stacked([(mouth, 2), (StillFaceDecoder(model, model.encode_face(other), other), 1)])
+        stacked = pair(model.encode_audio(m[:3]))
     assert (full - still).abs().max().item() <= 1e-5
+    assert rows.shape == full.shape and (full - rows)[:, :, MOUTH_FROM:].abs().max().item() <= 1e-5
+    assert torch.equal(rows[:, :, :MOUTH_FROM], faces[:, :3, :MOUTH_FROM].expand(len(m), -1, -1, -1))
+    assert (stacked[:2] - rows[:2]).abs().max().item() <= 1e-5
+    assert torch.equal(stacked[2, :, :MOUTH_FROM], other[0, :3, :MOUTH_FROM])
     with pytest.raises(ValueError, match="fold batch norm"):
         StillFaceDecoder(load_wav2lip(checkpoint), model.encode_face(faces))
 

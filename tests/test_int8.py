@@ -196,7 +196,8 @@ def test_a_checkpoint_int8_cannot_carry_runs_in_float32_and_says_why(
     ckpt = outlier_checkpoint(tmp_path / "outlier.pth")
     face, mels = reference_inputs(oracle)
     fp32 = Generator(load_wav2lip(ckpt), device="cpu", precision="fp32")
-    assert np.abs(predict_all(fp32, face, mels) - oracle["prediction_bgr"]).max() <= 1e-4  # same function in float32
+    assert np.abs(predict_all(fp32, face, mels) - oracle["prediction_bgr"])[:, MOUTH_FROM:].max() <= 1e-4  # same
+    # function in float32 (on the mouth's rows, which the fast path computes)
 
     with caplog.at_level(logging.WARNING, logger="lipsync"):
         engine = LipSync(ckpt, device="cpu", precision="int8")

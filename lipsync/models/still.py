@@ -47,16 +47,43 @@ def _split_apply(layer: nn.Module, face: torch.Tensor) -> tuple[torch.Tensor, to
     return w_x, fmap
 
 
-class StillFaceDecoder(nn.Module):
-    """``decode(audio_embedding)`` for one face: (B, 512, 1, 1) -> (B, 3, 96, 96)."""
+def _row_plan(stages: list[tuple[nn.Module, int]], rows_from: int) -> list[int]:
+    """Per decoder stage after the first (its first convolution, how many residual 3x3 convolutions follow
+    it), the first row of the stage's input to keep so that the output's rows from ``rows_from`` on come out
+    exact; planned from the output back (see :meth:`StillFaceGraph.mouth`)."""
+    need = rows_from - 1  # the output block's 3x3 convolution reads one row above
+    starts = []
+    for conv, residuals in reversed(stages):
+        need -= residuals  # each residual 3x3 convolution, one row above
+        # a stride-1 stage (3 -> 3 rows, padding 0) and any stage needing all of its rows keep them all
+        starts.append(max(0, need // 2) if conv.stride[0] == 2 and conv.padding[0] == 1 else 0)
+        need = starts[-1]
+    return starts[::-1]
 
-    def __init__(self, model: Wav2Lip, feats: list[torch.Tensor]):
+
+def _drop_top(x: torch.Tensor, a: int) -> tuple[torch.Tensor, int]:
+    """After a 3x3 convolution of rows from ``a`` > 0: its first row read padding, not the row above."""
+    return (x[:, :, 1:], a + 1) if a > 0 else (x, a)
+
+
+class StillFaceDecoder(nn.Module):
+    """``decode(audio_embedding)`` for one face: (B, 512, 1, 1) -> (B, 3, 96, 96).
+
+    Given ``face`` (the face's model input, (1, 6, 96, 96)), it computes only the rows from
+    :data:`MOUTH_FROM` down, as :meth:`StillFaceGraph.mouth` does, and the rows above are the
+    face's own pixels (its input's first three channels): they never reach the video.
+    """
+
+    def __init__(self, model: Wav2Lip, feats: list[torch.Tensor], face: torch.Tensor | None = None):
         super().__init__()
         for m in model.modules():
             if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
                 raise ValueError("fold batch norm into the convolutions first")
         self.model = model
         blocks = model.face_decoder_blocks
+        self.rows_from = 0 if face is None else MOUTH_FROM
+        self._starts = _row_plan([(b[0].conv_block[0], len(b) - 1) for b in blocks[1:]], self.rows_from)
+        self._top = None if face is None else face[:, :3, : self.rows_from]
         # block i (i >= 1) reads cat(x, feats[7 - i]); the output block reads cat(x, feats[0])
         self._weights: list[torch.Tensor] = []
         self._maps: list[torch.Tensor] = []
@@ -77,13 +104,16 @@ class StillFaceDecoder(nn.Module):
         out = cls.__new__(cls)
         nn.Module.__init__(out)
         out.model, out._weights = first.model, first._weights
+        out.rows_from, out._starts = first.rows_from, first._starts
+        out._top = None if first._top is None else torch.cat([d._top.expand(n, -1, -1, -1) for d, n in parts])
         out._maps = [
             torch.cat([d._maps[k].expand(n, *d._maps[k].shape[1:]) for d, n in parts])
             for k in range(len(first._maps))
         ]
         return out
 
-    def _first(self, layer: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+    def _first(self, layer: nn.Module, x: torch.Tensor, k: int, a: int) -> torch.Tensor:
+        """A skip convolution's decoded channels on ``x`` plus the face's map, from output row ``a``."""
         conv = layer.conv_block[0]
         w = self._weights[k]
         if x.dtype != w.dtype:  # autocast: match the input
@@ -92,17 +122,27 @@ class StillFaceDecoder(nn.Module):
             y = F.conv_transpose2d(x, w, None, conv.stride, conv.padding, conv.output_padding)
         else:
             y = F.conv2d(x, w, None, conv.stride, conv.padding)
-        return torch.relu(y + self._maps[k].to(y.dtype))
+        return torch.relu(y + self._maps[k][:, :, a:].to(y.dtype))
 
     def forward(self, audio_embedding: torch.Tensor) -> torch.Tensor:
         blocks = self.model.face_decoder_blocks
         x = blocks[0](audio_embedding)
+        a = 0  # x holds the rows from a on (see StillFaceGraph.forward)
         for i in range(1, len(blocks)):
-            x = self._first(blocks[i][0], x, i - 1)
+            start = self._starts[i - 1]
+            if start > a:
+                x, a = x[:, :, start - a :], start
+            if blocks[i][0].conv_block[0].stride[0] == 2:
+                a *= 2
+            x = self._first(blocks[i][0], x, i - 1, a)
             for layer in blocks[i][1:]:
-                x = layer(x)
-        x = self._first(self.model.output_block[0], x, len(blocks) - 1)
-        return self.model.output_block[2](self.model.output_block[1](x))
+                x, a = _drop_top(layer(x), a)
+        x, a = _drop_top(self._first(self.model.output_block[0], x, len(blocks) - 1, a), a)
+        y = self.model.output_block[2](self.model.output_block[1](x))
+        if self._top is None:
+            return y
+        top = self._top if len(self._top) == len(y) else self._top.expand(len(y), -1, -1, -1)
+        return torch.cat([top.to(y.dtype), y[:, :, self.rows_from - a :]], dim=2)
 
 
 
@@ -172,20 +212,7 @@ class StillFaceGraph(nn.Module):
 
     def _plan(self, rows_from: int) -> list[int]:
         """Per decoder stage (the blocks after the first), the first row of its input to keep."""
-        need = rows_from - 1  # the output block's 3x3 convolution reads one row above
-        starts = []
-        for conv, rest in zip(reversed(self.x_convs[:-1]), reversed(self.rests)):
-            need -= len(rest)  # each residual 3x3 convolution, one row above
-            stride = conv.stride[0]
-            # a stride-1 stage (3 -> 3 rows, padding 0) and any stage needing all of its rows keep them all
-            starts.append(max(0, need // 2) if stride == 2 and conv.padding[0] == 1 else 0)
-            need = starts[-1]
-        return starts[::-1]
-
-    @staticmethod
-    def _drop_top(x: torch.Tensor, a: int) -> tuple[torch.Tensor, int]:
-        """After a 3x3 convolution of rows from ``a`` > 0: its first row read padding, not the row above."""
-        return (x[:, :, 1:], a + 1) if a > 0 else (x, a)
+        return _row_plan([(conv, len(rest)) for conv, rest in zip(self.x_convs[:-1], self.rests)], rows_from)
 
     @torch.no_grad()
     def face_maps(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -210,8 +237,8 @@ class StillFaceGraph(nn.Module):
                 a *= 2
             x = torch.relu(conv(x) + fmap[:, :, a:])
             for layer in rest:  # residual 3x3 convolutions
-                x, a = self._drop_top(layer(x), a)
-        y, a = self._drop_top(self.x_convs[-1](x), a)
+                x, a = _drop_top(layer(x), a)
+        y, a = _drop_top(self.x_convs[-1](x), a)
         y = self.output(torch.relu(y + maps[-1][:, :, a:]))
         return y[:, :, self.rows_from - a :]
 

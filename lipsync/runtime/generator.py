@@ -33,7 +33,7 @@ import torch
 from ..errors import BackendError, ResourceError
 from ..face import model_input
 from ..models import Wav2Lip
-from ..models.still import StillFaceDecoder, StillFaceGraph
+from ..models.still import MOUTH_FROM, StillFaceDecoder, StillFaceGraph
 from ..proc import cpu_count
 from .frames import KeyFrames
 from .scheduler import Capacity, LiveTiming, Scheduler
@@ -247,6 +247,14 @@ class Generator:
         note = f" ({self.note})" if self.note else ""
         return f"{name}, {precision}{', fast path' if self.fast else ''}{note}"
 
+    def rows_from(self, still: bool = True) -> int:
+        """The first row of the 96-row mouth crops this generator's network computes; the rows above
+        are the face's own pixels (they never reach the video: see ``MOUTH_FROM``). ``still``: a
+        photo's (on torch, a video's faces run the whole model)."""
+        if self._int8 is not None:
+            return self._int8.rows_from
+        return MOUTH_FROM if self.fast and still else 0
+
     # -- tensors ---------------------------------------------------------------
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device, non_blocking=True)
@@ -277,7 +285,8 @@ class Generator:
             return _Prepared(faces, None, [m.numpy() for m in maps])
         if self.fast and still:
             with torch.inference_mode(), self._autocast():
-                return _Prepared(faces, StillFaceDecoder(self.model, self.model.encode_face(faces)))
+                # the mouth's rows only, the face's own above them (as int8 computes them)
+                return _Prepared(faces, StillFaceDecoder(self.model, self.model.encode_face(faces), faces))
         return _Prepared(faces, None)
 
     def _forward(self, prep: _Prepared, mel: np.ndarray, live: bool = False) -> torch.Tensor:
