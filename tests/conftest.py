@@ -312,3 +312,44 @@ def coturn(tmp_path_factory):
         stop()
 
 
+# ----------------------------------------------------------------------------- the command line in process
+
+#: the engine flags of the command-line runs that share one loaded engine (``shared_engine``)
+SHARED_ENGINE = ("--device", "cpu", "--precision", "fp32")
+
+
+@pytest.fixture(scope="module")
+def cli_engine(checkpoint):
+    """The engine `generate` builds from SHARED_ENGINE, loaded once for a module's in-process runs."""
+    from lipsync.cli import _parser, engine_from_args
+
+    args = _parser().parse_args(["generate", "--image", "x", "--audio", "y", "--out", "z.mp4",
+                                 "--checkpoint", str(checkpoint), *SHARED_ENGINE])
+    engine = engine_from_args(args)
+    engine.load()
+    return engine
+
+
+@pytest.fixture
+def shared_engine(cli_engine, monkeypatch):
+    """`generate` in this process gets the loaded module engine, once it checked that the flags
+    ask for the same engine (a model load per run cost seconds each)."""
+    import lipsync.cli
+
+    def reuse(args, **kw):
+        assert lipsync.cli.engine_settings(args) == {
+            "checkpoint": str(cli_engine.checkpoint), "s3fd": None, "device": "cpu", "precision": "fp32"}
+        return cli_engine
+
+    monkeypatch.setattr(lipsync.cli, "engine_from_args", reuse)
+
+
+def in_process(capsys, *args):
+    """`lipsync ARGS` run by main() in this process (with the shared engine): its exit status, stderr and stdout."""
+    from types import SimpleNamespace
+
+    from lipsync.cli import main
+
+    code = main([str(a) for a in args] + list(SHARED_ENGINE))
+    said = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stderr=said.err, stdout=said.out)

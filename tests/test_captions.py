@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import EXAMPLE, ROOT
+from conftest import EXAMPLE, ROOT, in_process
 from lipsync import GenerateOptions, InputError, Request
 from lipsync.face import FaceBox
 from lipsync.media.audio import Phrase, Speech
@@ -322,11 +322,12 @@ def _cli(*args):
 
 
 @pytest.mark.slow
-def test_cli_captions_and_burnt_captions(checkpoint, tmp_path):
+def test_cli_captions_and_burnt_captions(checkpoint, tmp_path, capsys, shared_engine):
+    """The command line's own code path, in this process (one loaded engine for both runs)."""
     out = tmp_path / "talk.mp4"
     base = ["generate", "--image", EXAMPLE, "--text", "Hello there, astronaut. How is the view?",
             "--voice", "espeak:en-us", "--checkpoint", checkpoint, "--frame-step", "2"]
-    r = _cli(*base, "--out", out, "--captions", "--hls-zip", tmp_path / "pkg.zip", "--json")
+    r = in_process(capsys, *base, "--out", out, "--captions", "--hls-zip", tmp_path / "pkg.zip", "--json")
     assert r.returncode == 0, r.stderr
     import json
     import zipfile
@@ -338,7 +339,7 @@ def test_cli_captions_and_burnt_captions(checkpoint, tmp_path):
         assert "subs/index.m3u8" in z.namelist() and b"SUBTITLES=" in z.read("master.m3u8")
 
     burnt = tmp_path / "burnt.mp4"
-    r = _cli(*base, "--out", burnt, "--burn-captions", "--no-label")
+    r = in_process(capsys, *base, "--out", burnt, "--burn-captions", "--no-label")
     assert r.returncode == 0, r.stderr
     assert not burnt.with_suffix(".vtt").exists()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ROOT, ffprobe
+from conftest import ROOT, SHARED_ENGINE, ffprobe, in_process
 
 
 def cli(*args, env_extra=None, timeout=300):
@@ -69,45 +69,6 @@ def _base(example_image, oracle_wav, out, checkpoint):
 
 
 #: the engine flags of the in-process runs (fp32: they are about inputs; int8 is tested in test_int8.py)
-SHARED_ENGINE = ("--device", "cpu", "--precision", "fp32")
-
-
-@pytest.fixture(scope="module")
-def cli_engine(checkpoint):
-    """The engine `generate` builds from SHARED_ENGINE, loaded once for the module's in-process runs."""
-    from lipsync.cli import _parser, engine_from_args
-
-    args = _parser().parse_args(["generate", "--image", "x", "--audio", "y", "--out", "z.mp4",
-                                 "--checkpoint", str(checkpoint), *SHARED_ENGINE])
-    engine = engine_from_args(args)
-    engine.load()
-    return engine
-
-
-@pytest.fixture
-def shared_engine(cli_engine, monkeypatch):
-    """`generate` in this process gets the loaded module engine, once it checked that the flags
-    ask for the same engine (a model load per run cost seconds each)."""
-    import lipsync.cli
-
-    def reuse(args, **kw):
-        assert lipsync.cli.engine_settings(args) == {
-            "checkpoint": str(cli_engine.checkpoint), "s3fd": None, "device": "cpu", "precision": "fp32"}
-        return cli_engine
-
-    monkeypatch.setattr(lipsync.cli, "engine_from_args", reuse)
-
-
-def in_process(capsys, *args):
-    """`lipsync ARGS` run by main() in this process (with the shared engine): its exit status and stderr."""
-    from types import SimpleNamespace
-
-    from lipsync.cli import main
-
-    code = main([str(a) for a in args] + list(SHARED_ENGINE))
-    return SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
-
-
 def test_missing_image(tmp_path, oracle_wav, out, checkpoint):
     r = cli(*_base(tmp_path / "nope.jpg", oracle_wav, out, checkpoint))
     assert_clean_failure(r, out, "does not exist")
