@@ -316,7 +316,7 @@ def network_bench(args, ckpt: Path) -> dict:
         pred = np.concatenate(list(gen.predict(face, sub)))
         # the rows the path computes: the fast paths compute the mouth's rows only, and give the face's own above
         whole = np.abs(pred - oracle["prediction_bgr"])
-        top = gen.gen.rows_from(still=False) if isinstance(gen, VideoPath) else getattr(gen, "rows_from", lambda: 0)()
+        top = getattr(getattr(gen, "gen", gen), "rows_from", lambda: 0)()
         diff, mouth = whole[:, top:], whole[:, int8.CHECK_ROWS]
         res["paths"][name].update(
             max_255=float(diff.max() * 255),

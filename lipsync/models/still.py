@@ -30,20 +30,23 @@ __all__ = ["FaceSideGraph", "StillFaceDecoder", "StillFaceGraph", "MOUTH_FROM"]
 MOUTH_FROM = 32
 
 
-def _split_apply(layer: nn.Module, face: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(weight for the decoded channels, bias map = conv of the face channels + bias)."""
+def _split_apply(layer: nn.Module, face: torch.Tensor, w_x: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight for the decoded channels, bias map = conv of the face channels + bias). ``w_x``: that
+    weight from an earlier split of the same layer (it does not depend on the face): not copied again."""
     conv = layer.conv_block[0]
     c_face = face.shape[1]
     if isinstance(conv, nn.ConvTranspose2d):  # weight (in, out, k, k)
         c_x = conv.weight.shape[0] - c_face
-        w_x, w_f = conv.weight[:c_x], conv.weight[c_x:]
+        x_part, w_f = conv.weight[:c_x], conv.weight[c_x:]
         fmap = F.conv_transpose2d(face, w_f, conv.bias, conv.stride, conv.padding, conv.output_padding)
     else:  # weight (out, in, k, k)
         c_x = conv.weight.shape[1] - c_face
-        w_x, w_f = conv.weight[:, :c_x], conv.weight[:, c_x:]
+        x_part, w_f = conv.weight[:, :c_x], conv.weight[:, c_x:]
         fmap = F.conv2d(face, w_f, conv.bias, conv.stride, conv.padding)
-    fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else None
-    w_x = w_x.contiguous(memory_format=fmt) if fmt is not None else w_x.contiguous()
+    if w_x is None:
+        fmt = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else None
+        w_x = x_part.contiguous(memory_format=fmt) if fmt is not None else x_part.contiguous()
     return w_x, fmap
 
 
@@ -72,9 +75,14 @@ class StillFaceDecoder(nn.Module):
     Given ``face`` (the face's model input, (1, 6, 96, 96)), it computes only the rows from
     :data:`MOUTH_FROM` down, as :meth:`StillFaceGraph.mouth` does, and the rows above are the
     face's own pixels (its input's first three channels): they never reach the video.
+
+    The face may also be a batch of B faces, one per window (a driving video's frames: ``feats``
+    and ``face`` of batch B). ``weights``: :attr:`weights` of an earlier decoder of the same model
+    (the decoded channels' share of each skip convolution), so that they are not copied again.
     """
 
-    def __init__(self, model: Wav2Lip, feats: list[torch.Tensor], face: torch.Tensor | None = None):
+    def __init__(self, model: Wav2Lip, feats: list[torch.Tensor], face: torch.Tensor | None = None,
+                 weights: list[torch.Tensor] | None = None):
         super().__init__()
         for m in model.modules():
             if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
@@ -87,13 +95,17 @@ class StillFaceDecoder(nn.Module):
         # block i (i >= 1) reads cat(x, feats[7 - i]); the output block reads cat(x, feats[0])
         self._weights: list[torch.Tensor] = []
         self._maps: list[torch.Tensor] = []
-        for i in range(1, len(blocks)):
-            w, fmap = _split_apply(blocks[i][0], feats[len(feats) - i])
+        skips = [(blocks[i][0], feats[len(feats) - i]) for i in range(1, len(blocks))]
+        skips.append((model.output_block[0], feats[0]))
+        for k, (layer, feat) in enumerate(skips):
+            w, fmap = _split_apply(layer, feat, None if weights is None else weights[k])
             self._weights.append(w)
             self._maps.append(fmap)
-        w, fmap = _split_apply(model.output_block[0], feats[0])
-        self._weights.append(w)
-        self._maps.append(fmap)
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """The decoded channels' weights, the same for every face (see ``weights`` above)."""
+        return self._weights
 
     @classmethod
     def stacked(cls, parts: list[tuple["StillFaceDecoder", int]]) -> "StillFaceDecoder":

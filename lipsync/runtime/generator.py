@@ -184,6 +184,7 @@ class Generator:
         self._int8 = None
         self._stacked = None  # (faces, windows per face, them stacked): the last batch's, for _forward_many
         self._graph: StillFaceGraph | None = None
+        self._x_weights: list[torch.Tensor] | None = None  # the torch decoders' face-free weights, shared
         if self.precision == "int8" and not fast:
             raise InputError("int8 runs on the fast path only; leave fast on or choose fp32.")
         digest = None
@@ -247,13 +248,12 @@ class Generator:
         note = f" ({self.note})" if self.note else ""
         return f"{name}, {precision}{', fast path' if self.fast else ''}{note}"
 
-    def rows_from(self, still: bool = True) -> int:
+    def rows_from(self) -> int:
         """The first row of the 96-row mouth crops this generator's network computes; the rows above
-        are the face's own pixels (they never reach the video: see ``MOUTH_FROM``). ``still``: a
-        photo's (on torch, a video's faces run the whole model)."""
+        are the face's own pixels (they never reach the video: see ``MOUTH_FROM``)."""
         if self._int8 is not None:
             return self._int8.rows_from
-        return MOUTH_FROM if self.fast and still else 0
+        return MOUTH_FROM if self.fast else 0
 
     # -- tensors ---------------------------------------------------------------
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -273,7 +273,8 @@ class Generator:
         The face encoder runs here: once per clip for a still face (``still``), once per
         batch for a face per frame. For int8 its features become the int8 network's face
         maps: for a photo in float (once per clip), for a video's frames in int8 where
-        the int8 face side passed its check.
+        the int8 face side passed its check. On the torch fast path they become the
+        face's decoder (the mouth's rows only), for one face or a batch of them.
         """
         if self._int8 is not None and not still and self._int8.face is not None:
             # a video's frames: the face side in int8 too (the crops stay as they are, never copied)
@@ -283,10 +284,11 @@ class Generator:
             with torch.inference_mode():
                 maps = self._graph.face_maps(self.model.encode_face(faces))
             return _Prepared(faces, None, [m.numpy() for m in maps])
-        if self.fast and still:
+        if self.fast:  # the mouth's rows only, the face's own above them (as int8 computes them)
             with torch.inference_mode(), self._autocast():
-                # the mouth's rows only, the face's own above them (as int8 computes them)
-                return _Prepared(faces, StillFaceDecoder(self.model, self.model.encode_face(faces), faces))
+                decoder = StillFaceDecoder(self.model, self.model.encode_face(faces), faces, self._x_weights)
+            self._x_weights = decoder.weights
+            return _Prepared(faces, decoder)
         return _Prepared(faces, None)
 
     def _forward(self, prep: _Prepared, mel: np.ndarray, live: bool = False) -> torch.Tensor:
