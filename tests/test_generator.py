@@ -174,7 +174,7 @@ def test_frame_step_runs_the_network_on_key_frames_and_blends_between(checkpoint
 def test_still_face_decoder_equals_the_full_forward(checkpoint, oracle):
     from lipsync.face import model_input
     from lipsync.models.loading import fold_batchnorm
-    from lipsync.models.still import StillFaceDecoder
+    from lipsync.models.still import FaceDecoder
 
     _, mels = reference_inputs(oracle)
     model = fold_batchnorm(load_wav2lip(checkpoint))
@@ -182,13 +182,13 @@ def test_still_face_decoder_equals_the_full_forward(checkpoint, oracle):
     m = torch.from_numpy(mels[:, None])
     with torch.inference_mode():
         full = model(m, faces.expand(len(m), -1, -1, -1))
-        still = StillFaceDecoder(model, model.encode_face(faces))(model.encode_audio(m))
+        still = FaceDecoder(model, model.encode_face(faces))(model.encode_audio(m))
         # given the face, only the mouth's rows are computed (the same values), the face's own pixels above
-        mouth = StillFaceDecoder(model, model.encode_face(faces), faces)
+        mouth = FaceDecoder(model, model.encode_face(faces), faces)
         rows = mouth(model.encode_audio(m))
         # and stacked with another face, each keeps its own pixels above
         other = torch.from_numpy(model_input(np.ascontiguousarray(oracle["face_crop_bgr"][:, ::-1])))
-        pair = StillFaceDecoder.stacked([(mouth, 2), (StillFaceDecoder(model, model.encode_face(other), other), 1)])
+        pair = FaceDecoder.stacked([(mouth, 2), (FaceDecoder(model, model.encode_face(other), other), 1)])
         stacked = pair(model.encode_audio(m[:3]))
     assert (full - still).abs().max().item() <= 1e-5
     assert rows.shape == full.shape and (full - rows)[:, :, MOUTH_FROM:].abs().max().item() <= 1e-5
@@ -196,7 +196,7 @@ def test_still_face_decoder_equals_the_full_forward(checkpoint, oracle):
     assert (stacked[:2] - rows[:2]).abs().max().item() <= 1e-5
     assert torch.equal(stacked[2, :, :MOUTH_FROM], other[0, :3, :MOUTH_FROM])
     with pytest.raises(ValueError, match="fold batch norm"):
-        StillFaceDecoder(load_wav2lip(checkpoint), model.encode_face(faces))
+        FaceDecoder(load_wav2lip(checkpoint), model.encode_face(faces))
 
 
 CPU_OOM = "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes. Error code 12 (Cannot allocate memory)"

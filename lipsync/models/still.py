@@ -1,4 +1,4 @@
-"""Wav2Lip's decoder specialised to one still face.
+"""Wav2Lip's decoder specialised to a face: its share computed once, the mouth's rows only.
 
 Every decoder stage concatenates its output with a face-encoder feature map
 and feeds the result to a convolution. A convolution is linear in its input
@@ -7,7 +7,11 @@ channels, so ``conv(cat(x, f)) = conv_x(x) + conv_f(f)``; for a still portrait
 computed once here and each frame only pays for ``conv_x(x)``. That skips the
 face channels' share of those convolutions (about 6 % of the network's
 multiply-adds) and the concatenation copies, with the same result up to float
-rounding.
+rounding. A video's frames take the same split with a face per window.
+
+Only the rows that reach the video are computed (:data:`MOUTH_FROM` on): the
+blender's mask is zero above them, and the decoder's last, largest stages are
+most of its work.
 
 Expects batch norm already folded (see :func:`lipsync.models.loading.fold_batchnorm`).
 """
@@ -22,7 +26,7 @@ from torch import nn
 
 from .wav2lip import ConvBN, ConvTransposeBN, Wav2Lip
 
-__all__ = ["FaceSideGraph", "StillFaceDecoder", "StillFaceGraph", "MOUTH_FROM"]
+__all__ = ["FaceSideGraph", "FaceDecoder", "StillFaceGraph", "MOUTH_FROM"]
 
 #: The first row of the 96x96 output that :meth:`StillFaceGraph.mouth` computes. The blender's feather
 #: mask is zero above 0.42 of the face's height (row 40); 8 rows more cover the few rows above it that a
@@ -69,7 +73,7 @@ def _drop_top(x: torch.Tensor, a: int) -> tuple[torch.Tensor, int]:
     return (x[:, :, 1:], a + 1) if a > 0 else (x, a)
 
 
-class StillFaceDecoder(nn.Module):
+class FaceDecoder(nn.Module):
     """``decode(audio_embedding)`` for one face: (B, 512, 1, 1) -> (B, 3, 96, 96).
 
     Given ``face`` (the face's model input, (1, 6, 96, 96)), it computes only the rows from
@@ -108,7 +112,7 @@ class StillFaceDecoder(nn.Module):
         return self._weights
 
     @classmethod
-    def stacked(cls, parts: list[tuple["StillFaceDecoder", int]]) -> "StillFaceDecoder":
+    def stacked(cls, parts: list[tuple["FaceDecoder", int]]) -> "FaceDecoder":
         """One decoder for several faces of one model, face ``i`` for ``n_i`` windows in a row:
         ``decode`` of the stacked embeddings gives each face's mouths in order (live sessions
         batched together)."""
@@ -161,7 +165,7 @@ class StillFaceDecoder(nn.Module):
 class StillFaceGraph(nn.Module):
     """The per-frame part of the fast path as one graph, with the face as inputs.
 
-    The same computation as ``StillFaceDecoder(model, feats)(model.encode_audio(mel))``,
+    The same computation as ``FaceDecoder(model, feats)(model.encode_audio(mel))``,
     but the face's contributions (:meth:`face_maps`: the face channels of each
     skip convolution, plus its bias) are ``forward`` arguments instead of stored
     tensors. So the graph can be exported and quantized once per checkpoint

@@ -33,7 +33,7 @@ import torch
 from ..errors import BackendError, ResourceError
 from ..face import model_input
 from ..models import Wav2Lip
-from ..models.still import MOUTH_FROM, StillFaceDecoder, StillFaceGraph
+from ..models.still import MOUTH_FROM, FaceDecoder, StillFaceGraph
 from ..proc import cpu_count
 from .frames import KeyFrames
 from .scheduler import Capacity, LiveTiming, Scheduler
@@ -134,7 +134,7 @@ class _Prepared:
     """The face side of a forward: one still face (broadcast over the batch) or one face per frame."""
 
     faces: torch.Tensor  # (1 or B, 6, 96, 96)
-    decoder: StillFaceDecoder | None  # the decoder specialised to this face (torch fast path, a still face)
+    decoder: FaceDecoder | None  # the decoder specialised to this face (torch fast path, a still face)
     maps: list[np.ndarray] | None = None  # this face's (or these faces') inputs to the int8 network
 
 
@@ -286,7 +286,7 @@ class Generator:
             return _Prepared(faces, None, [m.numpy() for m in maps])
         if self.fast:  # the mouth's rows only, the face's own above them (as int8 computes them)
             with torch.inference_mode(), self._autocast():
-                decoder = StillFaceDecoder(self.model, self.model.encode_face(faces), faces, self._x_weights)
+                decoder = FaceDecoder(self.model, self.model.encode_face(faces), faces, self._x_weights)
             self._x_weights = decoder.weights
             return _Prepared(faces, decoder)
         return _Prepared(faces, None)
@@ -508,7 +508,7 @@ def _stack(preps: list[_Prepared], counts: list[int]) -> _Prepared:
         maps = [np.concatenate([rows(p.maps[k], n) for p, n in zip(preps, counts)]) for k in range(len(first.maps))]
         return _Prepared(torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)]), None, maps)
     if first.decoder is not None:
-        return _Prepared(first.faces, StillFaceDecoder.stacked([(p.decoder, n) for p, n in zip(preps, counts)]))
+        return _Prepared(first.faces, FaceDecoder.stacked([(p.decoder, n) for p, n in zip(preps, counts)]))
     return _Prepared(torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)]), None)
 
 
