@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from bad_videos import CORPUS, child_processes, make
-from conftest import ffprobe
+from conftest import ffprobe, in_process
 from conftest import temp_entries as _temp_entries
 from lipsync import GenerateOptions, LipSyncError, NoFaceError, Request, Speech, VideoError
 from lipsync.face import FaceBox
@@ -425,8 +425,8 @@ def test_video_corpus_through_the_api(engine, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", _names())
-def test_video_corpus_through_the_command_line(name, tmp_path, checkpoint, capsys):
-    from lipsync.cli import main
+def test_video_corpus_through_the_command_line(name, tmp_path, checkpoint, capsys, shared_engine):
+    """The command line's own code path, in this process, on one engine loaded for the module."""
     from lipsync.media.encode import write_wav
 
     fname, _, expect, needles = CORPUS[name]
@@ -434,9 +434,8 @@ def test_video_corpus_through_the_command_line(name, tmp_path, checkpoint, capsy
     path.write_bytes(make(name))
     wav = write_wav(tmp_path / "speech.wav", speechlike(1.0), 16000)
     out = tmp_path / "out" / "v.mp4"
-    code = main(["generate", "--video", str(path), "--audio", str(wav), "--out", str(out),
-                 "--checkpoint", str(checkpoint), "--device", "cpu"])
-    err = capsys.readouterr().err
+    r = in_process(capsys, "generate", "--video", path, "--audio", wav, "--out", out, "--checkpoint", checkpoint)
+    code, err = r.returncode, r.stderr
     assert "Traceback" not in err
     if expect == "photo":
         assert code == 0, err
