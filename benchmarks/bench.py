@@ -154,12 +154,18 @@ class VideoPath:
     def predict(self, face, mels):
         return self.gen.predict(lambda i: face, mels)
 
+    def rows_from(self) -> int:
+        return self.gen.rows_from()
+
 
 class GraphPath:
     """Another backend on the fast path's per-frame graph: callable(mels (B,80,16)) -> (B,96,96,3)."""
 
     def __init__(self, run, maps, batch_size: int = 8):
         self.run, self.maps, self.batch_size = run, maps, batch_size
+
+    def rows_from(self) -> int:
+        return 0  # the whole graph
 
     def predict(self, face, mels):
         import numpy as np
@@ -316,8 +322,7 @@ def network_bench(args, ckpt: Path) -> dict:
         pred = np.concatenate(list(gen.predict(face, sub)))
         # the rows the path computes: the fast paths compute the mouth's rows only, and give the face's own above
         whole = np.abs(pred - oracle["prediction_bgr"])
-        top = getattr(getattr(gen, "gen", gen), "rows_from", lambda: 0)()
-        diff, mouth = whole[:, top:], whole[:, int8.CHECK_ROWS]
+        diff, mouth = whole[:, gen.rows_from():], whole[:, int8.CHECK_ROWS]
         res["paths"][name].update(
             max_255=float(diff.max() * 255),
             mean_255=float(diff.mean() * 255),

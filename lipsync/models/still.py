@@ -88,9 +88,10 @@ class FaceDecoder(nn.Module):
     def __init__(self, model: Wav2Lip, feats: list[torch.Tensor], face: torch.Tensor | None = None,
                  weights: list[torch.Tensor] | None = None):
         super().__init__()
-        for m in model.modules():
-            if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
-                raise ValueError("fold batch norm into the convolutions first")
+        if weights is None:  # (weights come from a decoder of this model that passed this check)
+            for m in model.modules():
+                if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
+                    raise ValueError("fold batch norm into the convolutions first")
         self.model = model
         blocks = model.face_decoder_blocks
         self.rows_from = 0 if face is None else MOUTH_FROM

@@ -134,7 +134,7 @@ class _Prepared:
     """The face side of a forward: one still face (broadcast over the batch) or one face per frame."""
 
     faces: torch.Tensor  # (1 or B, 6, 96, 96)
-    decoder: FaceDecoder | None  # the decoder specialised to this face (torch fast path, a still face)
+    decoder: FaceDecoder | None  # the decoder specialised to this face or these faces (torch fast path)
     maps: list[np.ndarray] | None = None  # this face's (or these faces') inputs to the int8 network
 
 
