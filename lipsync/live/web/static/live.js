@@ -26,11 +26,17 @@ export function mount(root, prefix) {
   const video = $(".lipsync-live-video");
   const status = $(".lipsync-live-status");
   let pc = null, id = null, ping = null, mic = null, poll = null, intro = "", ended = false;
+  let connected = false, shown = null;  // the media flows; the session's last mode, as the server said
   const say = (text, title = "") => { status.textContent = text; status.title = title; };
-  const show = (m) => say(`Live: ${m.summary}. ${intro}`, details(m));
+  // "Live" (and what to do) only once the media flows: speech before that would be lost
+  const show = (m) => {
+    shown = m;
+    if (connected) say(`Live: ${m.summary}. ${intro}`, details(m));
+    else say(`Connecting to the avatar (${m.summary})...`, details(m));
+  };
   const buttons = (running, mode) => {
     $(".lipsync-live-stop").disabled = !running;
-    $(".lipsync-live-say").disabled = !running || mode !== "text";
+    $(".lipsync-live-say").disabled = !running || mode !== "text" || !connected;
     $(".lipsync-live-mic").disabled = running;
     $(".lipsync-live-text").disabled = running;
   };
@@ -42,7 +48,8 @@ export function mount(root, prefix) {
     if (id) fetch(`${prefix}/${id}`, {method: "DELETE"}).catch(() => {});
     if (pc) pc.close();
     if (mic) mic.getTracks().forEach((t) => t.stop());
-    pc = id = mic = null;
+    pc = id = mic = shown = null;
+    connected = false;
     buttons(false);
   }
 
@@ -94,6 +101,20 @@ export function mount(root, prefix) {
       if (!r.ok) { await stop(); say(answer.error || `Could not start (${r.status}).`); return; }
       id = answer.id;
       window.lipsyncLive = {pc, mic, id};  // for the page's own checks (the browser tests read it)
+      pc.onconnectionstatechange = () => {
+        const state = pc && pc.connectionState;
+        if (state === "connected" && !connected) {
+          connected = true;
+          buttons(true, mode);
+          if (shown) show(shown);
+        } else if (!ended && ["failed", "closed"].includes(state)) {
+          const never = !connected;
+          stop();
+          say(never ? "Could not connect to the avatar: the network between you and the server blocks the " +
+                      "media (the server may need a TURN relay; see the README's Live section)."
+                    : "Disconnected.");
+        }
+      };
       await pc.setRemoteDescription({sdp: answer.sdp, type: answer.type});
       buttons(true, mode);
       intro = mode === "mic" ? "Speak: the avatar repeats what you say." : "Type a sentence and press Say it.";
@@ -109,9 +130,6 @@ export function mount(root, prefix) {
           stop(); say(why || "The live session ended; start again.");
         }
       }, 2000);
-      pc.onconnectionstatechange = () => {
-        if (!ended && ["failed", "closed"].includes(pc && pc.connectionState)) { stop(); say("Disconnected."); }
-      };
     } catch (err) {
       await stop();
       say(`Could not start: ${err.message || err}`);
