@@ -49,8 +49,7 @@ def test_v14_state_dict_layout_is_the_published_checkpoints():
     for line in (DATA / "gfpgan_v14_state_dict.tsv").read_text().splitlines():
         key, shape = line.split("\t")
         expected.append((key, tuple(int(s) for s in shape.split(","))))
-    with torch.device("meta"):
-        model = gfpgan_v14()
+    model = gfpgan_v14()  # on the CPU: 0.7 s, against 5 s for torch's one-off set-up of the meta device
     got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
     assert sorted(got) == sorted(expected)
     assert len(got) == 285
