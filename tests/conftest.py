@@ -345,11 +345,15 @@ def shared_engine(cli_engine, monkeypatch):
 
 
 def in_process(capsys, *args):
-    """`lipsync ARGS` run by main() in this process (with the shared engine): its exit status, stderr and stdout."""
+    """`lipsync ARGS` run by main() in this process (with the shared engine): its exit status, stderr and stdout
+    (argparse's own refusals exit: their status is the code)."""
     from types import SimpleNamespace
 
     from lipsync.cli import main
 
-    code = main([str(a) for a in args] + list(SHARED_ENGINE))
+    try:
+        code = main([str(a) for a in args] + list(SHARED_ENGINE))
+    except SystemExit as e:
+        code = e.code
     said = capsys.readouterr()
     return SimpleNamespace(returncode=code, stderr=said.err, stdout=said.out)

@@ -483,22 +483,25 @@ def test_video_playlists_follow_nothing(tmp_path, fname, head):
 
 
 @pytest.mark.slow
-def test_command_line_video_end_to_end(tmp_path, pan, checkpoint):
-    from test_cli import cli
-
+def test_command_line_video_end_to_end(tmp_path, pan, checkpoint, shared_engine, capsys):
+    """`lipsync generate --video` through main() in this process, on the shared engine (test_cli.py starts
+    the command as a user does)."""
     from lipsync.media.encode import write_wav
 
     wav = write_wav(tmp_path / "speech.wav", speechlike(3.0), 16000)
     out = tmp_path / "talk.mp4"
-    r = cli("generate", "--video", pan[0], "--audio", wav, "--out", out, "--checkpoint", checkpoint,
-            "--video-loop", "loop", "--json")
+    r = in_process(capsys, "generate", "--video", pan[0], "--audio", wav, "--out", out, "--checkpoint", checkpoint,
+                   "--video-loop", "loop", "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert result["source"] == "video" and result["face_frames"] == 75 and result["frames"] == 75
     assert result["motion"] == 0.0
-    both = cli("generate", "--video", pan[0], "--image", pan[0], "--audio", wav, "--out", out)
+    assert ffprobe(out)["streams"]
+    both = in_process(capsys, "generate", "--video", pan[0], "--image", pan[0], "--audio", wav, "--out", out,
+                      "--checkpoint", checkpoint)
     assert both.returncode == 2 and "not allowed with" in both.stderr
-    bad = cli("generate", "--image", pan[0], "--audio", wav, "--out", tmp_path / "m.mp4", "--motion", "2")
+    bad = in_process(capsys, "generate", "--image", pan[0], "--audio", wav, "--out", tmp_path / "m.mp4", "--motion", "2",
+                     "--checkpoint", checkpoint)
     assert bad.returncode == 2 and "motion must be between 0" in bad.stderr
 
 
