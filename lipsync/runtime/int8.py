@@ -418,6 +418,13 @@ def _inputs(model, graph, batches) -> list[list[np.ndarray]]:
     ]
 
 
+def _traced(module: torch.nn.Module, example: tuple) -> torch.jit.ScriptModule:
+    """``module`` traced once for the converter. The converter's own trace runs the module a second time
+    to check the trace (about 1 s a graph on 2 cores); the graphs have no branch on their inputs, and the
+    int8 network is checked against float32 anyway."""
+    return torch.jit.trace(module.eval(), example, check_trace=False, strict=False)
+
+
 def _float32(graph, inputs: list[np.ndarray]) -> np.ndarray:
     with torch.inference_mode():
         return graph(*(torch.from_numpy(x) for x in inputs)).numpy()
@@ -495,7 +502,7 @@ def _quantize(model, graph):
     with _quiet(), torch.inference_mode():
         example = tuple(torch.from_numpy(x) for x in calib[0])
         # the mouth's rows only; checked below against the whole float32 graph, on the rows that reach the video
-        ov_model = ov.convert_model(graph.mouth(), example_input=example, input=shapes)
+        ov_model = ov.convert_model(_traced(graph.mouth(), example), input=shapes)
         del example
         release_memory()
         quantized = nncf.quantize(
@@ -531,7 +538,7 @@ def _quantize_face(model, graph, net: Int8Network, held: list[list[np.ndarray]])
     side = FaceSideGraph(model, graph).eval()
     calib = [f[None] for f in _faces(FACE_CALIBRATION, seed=2)]
     with _quiet(), torch.inference_mode():
-        ov_model = ov.convert_model(side, example_input=torch.from_numpy(calib[0]),
+        ov_model = ov.convert_model(_traced(side, (torch.from_numpy(calib[0]),)),
                                     input=[ov.PartialShape([-1, 6, 96, 96])])
         quantized = nncf.quantize(
             ov_model,
