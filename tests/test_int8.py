@@ -168,7 +168,8 @@ def test_int8_keeps_silence_skipping_and_frame_step(calibrated, oracle, monkeypa
     full = predict_all(gen, face, mels)
     ran = []
     net = gen._int8
-    monkeypatch.setattr(gen, "_int8", lambda m, maps, **kw: (ran.append(len(m)), net(m, maps, **kw))[1])
+    rows = net.rows
+    monkeypatch.setattr(net, "rows", lambda m, maps, **kw: (ran.append(len(m)), rows(m, maps, **kw))[1])
     weights = np.array([1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1], np.float32)
     out = predict_all(gen, face, mels, weights=weights)
     assert ran[0] == 1 and sum(ran[1:]) == 9  # the rest face once, then only the 9 speaking frames
@@ -410,7 +411,7 @@ def test_a_video_runs_the_int8_network_with_a_face_per_frame(calibrated, checkpo
     assert "video faces int8" in gen.description
     ran, sides, net = [], [], gen._int8
     monkeypatch.setattr(net, "face", Counting(net.face, sides))
-    monkeypatch.setattr(gen, "_int8", Counting(net, ran, face=net.face, check=net.check, face_check=net.face_check))
+    monkeypatch.setattr(net, "rows", Counting(net.rows, ran))
     out = np.concatenate(list(gen.predict(lambda i: faces[i], mels, batch_size=5)))
     assert [r[0] for r in ran] == [5, 5, 2] and all(b == f for b, f in ran)  # a face per frame, in int8
     assert [s[0] for s in sides] == [5, 5, 2]  # the faces' own side ran in int8 too

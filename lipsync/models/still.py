@@ -74,18 +74,18 @@ def _drop_top(x: torch.Tensor, a: int) -> tuple[torch.Tensor, int]:
 
 
 class FaceDecoder(nn.Module):
-    """``decode(audio_embedding)`` for one face: (B, 512, 1, 1) -> (B, 3, 96, 96).
+    """``decode(audio_embedding)`` for one face: (B, 512, 1, 1) -> (B, 3, 96 - rows_from, 96).
 
-    Given ``face`` (the face's model input, (1, 6, 96, 96)), it computes only the rows from
-    :data:`MOUTH_FROM` down, as :meth:`StillFaceGraph.mouth` does, and the rows above are the
-    face's own pixels (its input's first three channels): they never reach the video.
+    With ``rows_from`` (:data:`MOUTH_FROM`, as :meth:`StillFaceGraph.mouth`), only the output's
+    rows from there down are computed: the rows above never reach the video (the generator puts
+    the face's own pixels there). 0: the whole crop.
 
     The face may also be a batch of B faces, one per window (a driving video's frames: ``feats``
-    and ``face`` of batch B). ``weights``: :attr:`weights` of an earlier decoder of the same model
+    of batch B). ``weights``: :attr:`weights` of an earlier decoder of the same model
     (the decoded channels' share of each skip convolution), so that they are not copied again.
     """
 
-    def __init__(self, model: Wav2Lip, feats: list[torch.Tensor], face: torch.Tensor | None = None,
+    def __init__(self, model: Wav2Lip, feats: list[torch.Tensor], rows_from: int = 0,
                  weights: list[torch.Tensor] | None = None):
         super().__init__()
         if weights is None:  # (weights come from a decoder of this model that passed this check)
@@ -94,9 +94,8 @@ class FaceDecoder(nn.Module):
                     raise ValueError("fold batch norm into the convolutions first")
         self.model = model
         blocks = model.face_decoder_blocks
-        self.rows_from = 0 if face is None else MOUTH_FROM
-        self._starts = _row_plan([(b[0].conv_block[0], len(b) - 1) for b in blocks[1:]], self.rows_from)
-        self._top = None if face is None else face[:, :3, : self.rows_from]
+        self.rows_from = rows_from
+        self._starts = _row_plan([(b[0].conv_block[0], len(b) - 1) for b in blocks[1:]], rows_from)
         # block i (i >= 1) reads cat(x, feats[7 - i]); the output block reads cat(x, feats[0])
         self._weights: list[torch.Tensor] = []
         self._maps: list[torch.Tensor] = []
@@ -122,7 +121,6 @@ class FaceDecoder(nn.Module):
         nn.Module.__init__(out)
         out.model, out._weights = first.model, first._weights
         out.rows_from, out._starts = first.rows_from, first._starts
-        out._top = None if first._top is None else torch.cat([d._top.expand(n, -1, -1, -1) for d, n in parts])
         out._maps = [
             torch.cat([d._maps[k].expand(n, *d._maps[k].shape[1:]) for d, n in parts])
             for k in range(len(first._maps))
@@ -156,10 +154,7 @@ class FaceDecoder(nn.Module):
                 x, a = _drop_top(layer(x), a)
         x, a = _drop_top(self._first(self.model.output_block[0], x, len(blocks) - 1, a), a)
         y = self.model.output_block[2](self.model.output_block[1](x))
-        if self._top is None:
-            return y
-        top = self._top if len(self._top) == len(y) else self._top.expand(len(y), -1, -1, -1)
-        return torch.cat([top.to(y.dtype), y[:, :, self.rows_from - a :]], dim=2)
+        return y[:, :, self.rows_from - a :]
 
 
 

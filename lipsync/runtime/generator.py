@@ -284,26 +284,35 @@ class Generator:
             with torch.inference_mode():
                 maps = self._graph.face_maps(self.model.encode_face(faces))
             return _Prepared(faces, None, [m.numpy() for m in maps])
-        if self.fast:  # the mouth's rows only, the face's own above them (as int8 computes them)
+        if self.fast:  # the mouth's rows only (as int8 computes them)
             with torch.inference_mode(), self._autocast():
-                decoder = FaceDecoder(self.model, self.model.encode_face(faces), faces, self._x_weights)
+                decoder = FaceDecoder(self.model, self.model.encode_face(faces), MOUTH_FROM, self._x_weights)
             self._x_weights = decoder.weights
             return _Prepared(faces, decoder)
         return _Prepared(faces, None)
 
     def _forward(self, prep: _Prepared, mel: np.ndarray, live: bool = False) -> torch.Tensor:
         """(B, 80, 16) mel windows -> (B, 3, 96, 96) float32 on the CPU. ``live``: the live sessions'
-        shared batch, which int8 runs the way found quicker on this machine (see ``int8.Compiled``)."""
-        if prep.maps is not None:  # the rows above the mouth are the face's own
-            return torch.from_numpy(self._int8(mel[:, None], prep.maps, adaptive=live, faces=prep.faces.numpy()))
-        m = self._tensor(mel[:, None])
-        with torch.inference_mode(), self._autocast():
-            if prep.decoder is not None:
-                out = prep.decoder(self.model.encode_audio(m))
-            else:
-                faces = prep.faces if prep.faces.shape[0] == m.shape[0] else prep.faces.expand(m.shape[0], -1, -1, -1)
-                out = self.model(m, faces)
-        return out.float().cpu()
+        shared batch, which int8 runs the way found quicker on this machine (see ``int8.Compiled``).
+
+        int8 and the torch fast path compute the rows from :meth:`rows_from` down; the rows above,
+        which the blender's mask leaves out, are the face's own (the top of its model input)."""
+        if prep.maps is not None:
+            out = torch.from_numpy(self._int8.rows(mel[:, None], prep.maps, adaptive=live))
+        else:
+            m = self._tensor(mel[:, None])
+            with torch.inference_mode(), self._autocast():
+                if prep.decoder is not None:
+                    out = prep.decoder(self.model.encode_audio(m))
+                else:
+                    faces = prep.faces if len(prep.faces) == len(m) else prep.faces.expand(len(m), -1, -1, -1)
+                    out = self.model(m, faces)
+        out = out.float().cpu()
+        top = 96 - out.shape[2]
+        if not top:
+            return out
+        face = prep.faces[:, :3, :top].float().cpu()
+        return torch.cat([face if len(face) == len(out) else face.expand(len(out), -1, -1, -1), out], dim=2)
 
     # -- public ------------------------------------------------------------------
     def prepare_face(self, face_bgr: np.ndarray, *, still: bool = True) -> _Prepared:
@@ -504,12 +513,13 @@ def _stack(preps: list[_Prepared], counts: list[int]) -> _Prepared:
         return np.broadcast_to(x, (n, *x.shape[1:])) if isinstance(x, np.ndarray) else x.expand(n, *x.shape[1:])
 
     first = preps[0]
+    faces = torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)])
     if first.maps is not None:
         maps = [np.concatenate([rows(p.maps[k], n) for p, n in zip(preps, counts)]) for k in range(len(first.maps))]
-        return _Prepared(torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)]), None, maps)
+        return _Prepared(faces, None, maps)
     if first.decoder is not None:
-        return _Prepared(first.faces, FaceDecoder.stacked([(p.decoder, n) for p, n in zip(preps, counts)]))
-    return _Prepared(torch.cat([rows(p.faces, n) for p, n in zip(preps, counts)]), None)
+        return _Prepared(faces, FaceDecoder.stacked([(p.decoder, n) for p, n in zip(preps, counts)]))
+    return _Prepared(faces, None)
 
 
 def _oom_message(device: torch.device) -> str:

@@ -302,12 +302,11 @@ def _size_key(b: int) -> int:
 class Int8Network:
     """A compiled int8 :class:`~lipsync.models.still.StillFaceGraph`.
 
-    ``net(mel, maps, faces=...)``: mel (B, 1, 80, 16) float32 and the seven face maps
-    (numpy, from ``StillFaceGraph.face_maps`` or :attr:`face`) -> (B, 3, 96, 96) float32.
-    The graph computes the rows from :attr:`rows_from` down (``StillFaceGraph.mouth``); the
-    rows above, which the blender's mask leaves out, are the face's own (``faces``, its model
-    inputs, (B or 1, 6, 96, 96): the unmasked top of the frame's crop), or zero without it.
-    One inference at a time (:class:`Compiled`). :attr:`face` is the int8
+    ``net.rows(mel, maps)``: mel (B, 1, 80, 16) float32 and the seven face maps (numpy, from
+    ``StillFaceGraph.face_maps`` or :attr:`face`) -> (B, 3, 96 - rows_from, 96) float32: the
+    graph computes the rows from :attr:`rows_from` down (``StillFaceGraph.mouth``), those the
+    blender pastes. ``net(mel, maps)``: the same as a whole crop, zero above them, to compare with
+    the whole float32 graph. One inference at a time (:class:`Compiled`). :attr:`face` is the int8
     face side for a video's frames, or None where it failed its check
     (:attr:`face_check` says how it went).
     """
@@ -320,22 +319,20 @@ class Int8Network:
         self.compiled = compiled
         self.rows_from = 96 - compiled.outputs[0].get_partial_shape()[2].get_length()
 
-    def __call__(self, mel: np.ndarray, maps: list[np.ndarray], adaptive: bool = False,
-                 faces: np.ndarray | None = None) -> np.ndarray:
+    def rows(self, mel: np.ndarray, maps: list[np.ndarray], adaptive: bool = False) -> np.ndarray:
         mel = np.ascontiguousarray(mel, dtype=np.float32)
-        b, r = mel.shape[0], self.rows_from
-        rows = np.empty((b, 3, 96 - r, 96), np.float32)
+        rows = np.empty((mel.shape[0], 3, 96 - self.rows_from, 96), np.float32)
         # a photo's maps are bound once, not every batch: read in place (a video's maps are
         # tens of MB a batch), kept alive meanwhile
         self.compiled.run([mel], maps, [rows], adaptive)
-        if not r:
+        return rows
+
+    def __call__(self, mel: np.ndarray, maps: list[np.ndarray], adaptive: bool = False) -> np.ndarray:
+        rows = self.rows(mel, maps, adaptive)
+        if not self.rows_from:
             return rows
-        out = np.empty((b, 3, 96, 96), np.float32)
-        out[:, :, r:] = rows
-        if faces is None:
-            out[:, :, :r] = 0.0
-        else:
-            out[:, :, :r] = faces[:, :3, :r]
+        out = np.zeros((len(rows), 3, 96, 96), np.float32)
+        out[:, :, self.rows_from :] = rows
         return out
 
 
