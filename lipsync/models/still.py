@@ -68,6 +68,13 @@ def _row_plan(stages: list[tuple[nn.Module, int]], rows_from: int) -> list[int]:
     return starts[::-1]
 
 
+def _check_folded(model: Wav2Lip) -> None:
+    """ValueError unless batch norm is folded into the convolutions (the split weights assume it)."""
+    for m in model.modules():
+        if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
+            raise ValueError("fold batch norm into the convolutions first")
+
+
 def _drop_top(x: torch.Tensor, a: int) -> tuple[torch.Tensor, int]:
     """After a 3x3 convolution of rows from ``a`` > 0: its first row read padding, not the row above."""
     return (x[:, :, 1:], a + 1) if a > 0 else (x, a)
@@ -89,9 +96,7 @@ class FaceDecoder(nn.Module):
                  weights: list[torch.Tensor] | None = None):
         super().__init__()
         if weights is None:  # (weights come from a decoder of this model that passed this check)
-            for m in model.modules():
-                if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
-                    raise ValueError("fold batch norm into the convolutions first")
+            _check_folded(model)
         self.model = model
         blocks = model.face_decoder_blocks
         self.rows_from = rows_from
@@ -176,9 +181,7 @@ class StillFaceGraph(nn.Module):
 
     def __init__(self, model: Wav2Lip):
         super().__init__()
-        for m in model.modules():
-            if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
-                raise ValueError("fold batch norm into the convolutions first")
+        _check_folded(model)
         blocks = model.face_decoder_blocks
         self.audio_encoder = model.audio_encoder
         self.first = blocks[0]
