@@ -130,11 +130,17 @@ def test_still_face_graph_equals_the_full_forward(checkpoint, oracle):
         split = graph(m, *graph.face_maps(model.encode_face(faces)))
     assert (full - split).abs().max().item() <= 1e-5
     with torch.inference_mode():  # the mouth's rows alone: exactly those rows of the whole graph, from any row
-        maps = graph.face_maps(model.encode_face(faces))
+        feats = model.encode_face(faces)
+        maps = graph.face_maps(feats)
         for rows_from in (1, MOUTH_FROM, 47, 95):
-            mouth = graph.mouth(rows_from)(m, *maps)
+            graph_rows = graph.mouth(rows_from)
+            cut = graph_rows.face_maps(feats)  # only the maps' rows it reads: the same values
+            assert [c.shape[2] for c in cut] == [w.shape[2] - r for w, r in zip(maps, graph_rows.map_rows)]
+            assert all(torch.equal(c, w) for c, w in zip(cut, graph_rows.crop(maps)))
+            mouth = graph_rows(m, *cut)
             assert mouth.shape == (len(m), 3, 96 - rows_from, 96)
             assert (mouth - split[:, :, rows_from:]).abs().max().item() <= 1e-6
+        assert sum(graph.mouth().map_rows) > 0  # the mouth's graph reads fewer rows of the maps
     with pytest.raises(ValueError, match="fold batch norm"):
         StillFaceGraph(load_wav2lip(checkpoint))
 

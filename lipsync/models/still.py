@@ -19,7 +19,9 @@ Expects batch norm already folded (see :func:`lipsync.models.loading.fold_batchn
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,10 +56,11 @@ def _split_apply(layer: nn.Module, face: torch.Tensor, w_x: torch.Tensor | None 
     return w_x, fmap
 
 
-def _row_plan(stages: list[tuple[nn.Module, int]], rows_from: int) -> list[int]:
+def _row_plan(stages: list[tuple[nn.Module, int]], rows_from: int) -> tuple[list[int], list[int]]:
     """Per decoder stage after the first (its first convolution, how many residual 3x3 convolutions follow
-    it), the first row of the stage's input to keep so that the output's rows from ``rows_from`` on come out
-    exact; planned from the output back (see :meth:`StillFaceGraph.mouth`)."""
+    it): the first row of the stage's input to keep so that the output's rows from ``rows_from`` on come out
+    exact, planned from the output back (see :meth:`StillFaceGraph.mouth`); and the first row of each skip
+    convolution's output (the stages', then the output block's): where the face's maps start."""
     need = rows_from - 1  # the output block's 3x3 convolution reads one row above
     starts = []
     for conv, residuals in reversed(stages):
@@ -65,7 +68,36 @@ def _row_plan(stages: list[tuple[nn.Module, int]], rows_from: int) -> list[int]:
         # a stride-1 stage (3 -> 3 rows, padding 0) and any stage needing all of its rows keep them all
         starts.append(max(0, need // 2) if conv.stride[0] == 2 and conv.padding[0] == 1 else 0)
         need = starts[-1]
-    return starts[::-1]
+    starts.reverse()
+    a, map_rows = 0, []
+    for (conv, _), start in zip(stages, starts):
+        a = max(a, start)
+        a *= 2 if conv.stride[0] == 2 else 1  # rows from a -> rows from 2a, exactly
+        map_rows.append(a)
+    return starts, map_rows + [a]
+
+
+def _decode(x: torch.Tensor, stages: list[tuple[bool, Callable]], starts: list[int], output: Callable,
+            rows_from: int) -> torch.Tensor:
+    """The decoder's walk down the rows, shared by :class:`FaceDecoder` and :class:`StillFaceGraph`.
+
+    ``x``: the first block's output (all of its rows); ``stages``: per later stage, whether its first
+    convolution doubles the rows (stride 2), and the stage on rows from ``a`` (its skip convolution plus the
+    face's map, which starts at that row, then its residual convolutions); ``output(x)``: the output block.
+
+    A stage's input is cut once, to the row its plan starts at (:func:`_row_plan`). Each 3x3 convolution of
+    rows that start below the top reads padding instead of the row above, so its first row is wrong; those
+    rows are carried to the next cut rather than dropped after every convolution (which cost a copy each:
+    about a tenth of the int8 network's time). The plan keeps them out of every row that is returned.
+    """
+    a = 0  # x holds the rows from a on
+    for (doubles, stage), start in zip(stages, starts):
+        if start > a:
+            x, a = x[:, :, start - a :], start
+        if doubles:
+            a *= 2
+        x = stage(x)
+    return output(x)[:, :, rows_from - a :]
 
 
 def _check_folded(model: Wav2Lip) -> None:
@@ -73,11 +105,6 @@ def _check_folded(model: Wav2Lip) -> None:
     for m in model.modules():
         if isinstance(m, (ConvBN, ConvTransposeBN)) and not isinstance(m.conv_block[1], nn.Identity):
             raise ValueError("fold batch norm into the convolutions first")
-
-
-def _drop_top(x: torch.Tensor, a: int) -> tuple[torch.Tensor, int]:
-    """After a 3x3 convolution of rows from ``a`` > 0: its first row read padding, not the row above."""
-    return (x[:, :, 1:], a + 1) if a > 0 else (x, a)
 
 
 class FaceDecoder(nn.Module):
@@ -100,16 +127,16 @@ class FaceDecoder(nn.Module):
         self.model = model
         blocks = model.face_decoder_blocks
         self.rows_from = rows_from
-        self._starts = _row_plan([(b[0].conv_block[0], len(b) - 1) for b in blocks[1:]], rows_from)
+        self._starts, map_rows = _row_plan([(b[0].conv_block[0], len(b) - 1) for b in blocks[1:]], rows_from)
         # block i (i >= 1) reads cat(x, feats[7 - i]); the output block reads cat(x, feats[0])
         self._weights: list[torch.Tensor] = []
-        self._maps: list[torch.Tensor] = []
+        self._maps: list[torch.Tensor] = []  # from the row its stage starts at (a view)
         skips = [(blocks[i][0], feats[len(feats) - i]) for i in range(1, len(blocks))]
         skips.append((model.output_block[0], feats[0]))
-        for k, (layer, feat) in enumerate(skips):
+        for k, ((layer, feat), row) in enumerate(zip(skips, map_rows)):
             w, fmap = _split_apply(layer, feat, None if weights is None else weights[k])
             self._weights.append(w)
-            self._maps.append(fmap)
+            self._maps.append(fmap[:, :, row:])
 
     @property
     def weights(self) -> list[torch.Tensor]:
@@ -132,8 +159,8 @@ class FaceDecoder(nn.Module):
         ]
         return out
 
-    def _first(self, layer: nn.Module, x: torch.Tensor, k: int, a: int) -> torch.Tensor:
-        """A skip convolution's decoded channels on ``x`` plus the face's map, from output row ``a``."""
+    def _first(self, layer: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
+        """A skip convolution's decoded channels on ``x`` plus the face's map."""
         conv = layer.conv_block[0]
         w = self._weights[k]
         if x.dtype != w.dtype:  # autocast: match the input
@@ -142,25 +169,17 @@ class FaceDecoder(nn.Module):
             y = F.conv_transpose2d(x, w, None, conv.stride, conv.padding, conv.output_padding)
         else:
             y = F.conv2d(x, w, None, conv.stride, conv.padding)
-        return torch.relu(y + self._maps[k][:, :, a:].to(y.dtype))
+        return torch.relu(y + self._maps[k].to(y.dtype))
 
     def forward(self, audio_embedding: torch.Tensor) -> torch.Tensor:
-        blocks = self.model.face_decoder_blocks
-        x = blocks[0](audio_embedding)
-        a = 0  # x holds the rows from a on (see StillFaceGraph.forward)
-        for i in range(1, len(blocks)):
-            start = self._starts[i - 1]
-            if start > a:
-                x, a = x[:, :, start - a :], start
-            if blocks[i][0].conv_block[0].stride[0] == 2:
-                a *= 2
-            x = self._first(blocks[i][0], x, i - 1, a)
-            for layer in blocks[i][1:]:
-                x, a = _drop_top(layer(x), a)
-        x, a = _drop_top(self._first(self.model.output_block[0], x, len(blocks) - 1, a), a)
-        y = self.model.output_block[2](self.model.output_block[1](x))
-        return y[:, :, self.rows_from - a :]
+        blocks, out = self.model.face_decoder_blocks, self.model.output_block
 
+        def stage(i: int) -> Callable[[torch.Tensor], torch.Tensor]:
+            return lambda x: blocks[i][1:](self._first(blocks[i][0], x, i - 1))
+
+        stages = [(blocks[i][0].conv_block[0].stride[0] == 2, stage(i)) for i in range(1, len(blocks))]
+        return _decode(blocks[0](audio_embedding), stages, self._starts,
+                       lambda x: out[2](out[1](self._first(out[0], x, len(blocks) - 1))), self.rows_from)
 
 
 class StillFaceGraph(nn.Module):
@@ -207,31 +226,39 @@ class StillFaceGraph(nn.Module):
         self.rests = nn.ModuleList(nn.Sequential(*blocks[i][1:]) for i in range(1, len(blocks)))
         self.output = nn.Sequential(model.output_block[1], model.output_block[2])
         self.rows_from = 0  #: the first output row computed (:meth:`mouth`); 0: all of them
-        self._starts = [0] * len(self.rests)  #: per decoder stage, the first row of its input kept (:meth:`_plan`)
+        self._starts = [0] * len(self.rests)  #: per decoder stage, the first row of its input kept (:meth:`mouth`)
+        self.map_rows = [0] * len(self.x_convs)  #: per face map, the first row the graph reads (:meth:`crop`)
 
     def mouth(self, rows_from: int = MOUTH_FROM) -> "StillFaceGraph":
         """The same graph (the same weights, shared) computing only the output rows from ``rows_from``
-        down: ``forward`` gives (B, 3, 96 - rows_from, 96), exactly those rows of the whole output.
+        down: ``forward`` gives (B, 3, 96 - rows_from, 96), exactly those rows of the whole output,
+        from the face maps cut to the rows it reads (:meth:`face_maps`, :meth:`crop`).
 
         The rows above reach the video only through the blender's mask, which is zero there, yet the
         decoder's last stages, at 24, 48 and 96 rows, are most of its work: it skips a share of them
-        (about a fifth of the multiply-adds at row 32). Each stage computes the rows it is given, less
-        the first one after a 3x3 convolution (whose padding stands in for the row above, cut off);
-        a transposed convolution (stride 2) makes rows ``2a`` on exactly from rows ``a`` on, so each
-        stage starts where the next needs it (:attr:`_starts`, planned from the output back).
+        (about a fifth of the multiply-adds at row 32). Each 3x3 convolution of rows below the top gets
+        its first row wrong (its padding stands in for the row above, cut off); a transposed convolution
+        (stride 2) makes rows ``2a`` on exactly from rows ``a`` on; so each stage starts where the next
+        needs it (:attr:`_starts`, planned from the output back), and the wrong rows are cut there.
         """
         out = copy.copy(self)
         out.rows_from = rows_from
-        out._starts = self._plan(rows_from)
+        out._starts, out.map_rows = _row_plan(
+            [(conv, len(rest)) for conv, rest in zip(self.x_convs[:-1], self.rests)], rows_from)
         return out
 
-    def _plan(self, rows_from: int) -> list[int]:
-        """Per decoder stage (the blocks after the first), the first row of its input to keep."""
-        return _row_plan([(conv, len(rest)) for conv, rest in zip(self.x_convs[:-1], self.rests)], rows_from)
+    def crop(self, maps: list) -> list:
+        """The whole graph's face maps (torch or numpy) cut to the rows this one reads, contiguous."""
+        out = []
+        for m, row in zip(maps, self.map_rows):
+            m = m[:, :, row:]
+            out.append(m.contiguous() if isinstance(m, torch.Tensor) else np.ascontiguousarray(m))
+        return out
 
     @torch.no_grad()
     def face_maps(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Face-encoder features (:meth:`Wav2Lip.encode_face`, batch 1) -> the seven maps."""
+        """Face-encoder features (:meth:`Wav2Lip.encode_face`, batch 1) -> the seven maps, from the rows
+        this graph reads."""
         maps = []
         for conv, w_f, k in self._face:
             f = feats[k].float()
@@ -239,31 +266,24 @@ class StillFaceGraph(nn.Module):
                 m = F.conv_transpose2d(f, w_f, conv.bias, conv.stride, conv.padding, conv.output_padding)
             else:
                 m = F.conv2d(f, w_f, conv.bias, conv.stride, conv.padding)
-            maps.append(m.contiguous())
-        return maps
+            maps.append(m)
+        return self.crop(maps)
 
     def forward(self, mel: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
-        x = self.first(self.audio_encoder(mel))
-        a = 0  # x holds the rows from a on (all of them unless :meth:`mouth`)
-        for conv, rest, fmap, start in zip(self.x_convs[:-1], self.rests, maps[:-1], self._starts):
-            if start > a:
-                x, a = x[:, :, start - a :], start
-            if conv.stride[0] == 2:  # rows from a -> rows from 2a, exactly
-                a *= 2
-            x = torch.relu(conv(x) + fmap[:, :, a:])
-            for layer in rest:  # residual 3x3 convolutions
-                x, a = _drop_top(layer(x), a)
-        y, a = _drop_top(self.x_convs[-1](x), a)
-        y = self.output(torch.relu(y + maps[-1][:, :, a:]))
-        return y[:, :, self.rows_from - a :]
+        def stage(conv, rest, fmap):
+            return lambda x: rest(torch.relu(conv(x) + fmap))
+
+        stages = [(conv.stride[0] == 2, stage(conv, rest, fmap)) for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps)]
+        return _decode(self.first(self.audio_encoder(mel)), stages, self._starts,
+                       lambda x: self.output(torch.relu(self.x_convs[-1](x) + maps[-1])), self.rows_from)
 
 
 class FaceSideGraph(nn.Module):
     """The face side of a frame as one graph: model inputs -> :class:`StillFaceGraph`'s seven maps.
 
-    ``forward(faces)``: (B, 6, 96, 96) -> the seven maps, each (B, C, H, W): the
-    face encoder, then the face channels of each skip convolution (with its
-    bias). The same computation as ``graph.face_maps(model.encode_face(faces))``,
+    ``forward(faces)``: (B, 6, 96, 96) -> the seven maps, each (B, C, H, W) from the
+    rows ``graph`` reads: the face encoder, then the face channels of each skip
+    convolution (with its bias). The same computation as ``graph.face_maps(model.encode_face(faces))``,
     as a module that can be exported and quantized on its own: a driving video
     pays it for every frame, a photo once.
     """
@@ -273,6 +293,7 @@ class FaceSideGraph(nn.Module):
         self.encoder = model.face_encoder_blocks
         self.convs = nn.ModuleList()
         self._feature: list[int] = []
+        self._rows = list(graph.map_rows)
         for conv, w_f, k in graph._face:
             if isinstance(conv, nn.ConvTranspose2d):
                 c = nn.ConvTranspose2d(w_f.shape[0], conv.out_channels, conv.kernel_size, conv.stride,
@@ -292,5 +313,5 @@ class FaceSideGraph(nn.Module):
         for block in self.encoder:
             x = block(x)
             feats.append(x)
-        return tuple(conv(feats[k]) for conv, k in zip(self.convs, self._feature))
+        return tuple(conv(feats[k])[:, :, row:] for conv, k, row in zip(self.convs, self._feature, self._rows))
 

@@ -233,7 +233,7 @@ class Generator:
         if net is None:
             self.precision = fallback
             return
-        self._int8, self._graph = net, graph
+        self._int8, self._graph = net, graph.mouth(net.rows_from)  # face maps from the rows the network reads
 
     @property
     def description(self) -> str:

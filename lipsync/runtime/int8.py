@@ -91,8 +91,9 @@ log = logging.getLogger("lipsync")
 #: Names the cache entries: change it when the graph, the calibration data or the
 #: quantization settings change, and old entries are no longer read.
 # 2: the face maps take a batch (a face per frame); 3: the face side in int8 too; 4: the decoder computes the
-# mouth's rows only (StillFaceGraph.mouth)
-RECIPE = "ov-nncf-4"
+# mouth's rows only (StillFaceGraph.mouth); 5: the face maps come cut to the rows the graph reads, and the rows a
+# convolution's padding gets wrong are cut once per stage, not after every convolution
+RECIPE = "ov-nncf-5"
 #: Rows of the 96x96 output that reach the video: the blender's feather mask is
 #: zero above 0.42 of the face box's height (row 40), i.e. the mouth and chin.
 CHECK_ROWS = slice(40, 96)
@@ -303,9 +304,9 @@ class Int8Network:
     """A compiled int8 :class:`~lipsync.models.still.StillFaceGraph`.
 
     ``net.rows(mel, maps)``: mel (B, 1, 80, 16) float32 and the seven face maps (numpy, from
-    ``StillFaceGraph.face_maps`` or :attr:`face`) -> (B, 3, 96 - rows_from, 96) float32: the
-    graph computes the rows from :attr:`rows_from` down (``StillFaceGraph.mouth``), those the
-    blender pastes. ``net(mel, maps)``: the same as a whole crop, zero above them, to compare with
+    ``StillFaceGraph.mouth().face_maps`` or :attr:`face`: from the rows the graph reads) ->
+    (B, 3, 96 - rows_from, 96) float32: the graph computes the rows from :attr:`rows_from` down
+    (``StillFaceGraph.mouth``), those the blender pastes. ``net(mel, maps)``: the same as a whole crop, zero above them, to compare with
     the whole float32 graph. One inference at a time (:class:`Compiled`). :attr:`face` is the int8
     face side for a video's frames, or None where it failed its check
     (:attr:`face_check` says how it went).
@@ -492,14 +493,16 @@ def _quantize(model, graph):
     from .calibration import calibration_batches, heldout_batches
 
     t0 = time.perf_counter()
-    calib = _inputs(model, graph, calibration_batches())
+    # the mouth's rows only, from the maps' rows it reads; checked below against the whole float32 graph, on the
+    # rows that reach the video
+    mouth = graph.mouth()
+    calib = [[x[0], *mouth.crop(x[1:])] for x in _inputs(model, graph, calibration_batches())]
     held = _inputs(model, graph, heldout_batches())
     # the maps' batch is free too: 1 for a still face (broadcast over the frames), B for a face per frame
     shapes = [ov.PartialShape([-1, 1, 80, 16])] + [ov.PartialShape([-1, *m.shape[1:]]) for m in calib[0][1:]]
     with _quiet(), torch.inference_mode():
         example = tuple(torch.from_numpy(x) for x in calib[0])
-        # the mouth's rows only; checked below against the whole float32 graph, on the rows that reach the video
-        ov_model = ov.convert_model(_traced(graph.mouth(), example), input=shapes)
+        ov_model = ov.convert_model(_traced(mouth, example), input=shapes)
         del example
         release_memory()
         quantized = nncf.quantize(
@@ -515,7 +518,7 @@ def _quantize(model, graph):
     diffs = []
     for inputs in held:
         ref = _float32(graph, inputs)
-        diffs.append(np.abs(net(inputs[0], inputs[1:]) - ref))
+        diffs.append(np.abs(net(inputs[0], mouth.crop(inputs[1:])) - ref))
     check = judge(np.concatenate(diffs))
     built = _Built(quantized, compiled, check, None, None, None, 0.0)
     if check.passed:
@@ -532,7 +535,7 @@ def _quantize_face(model, graph, net: Int8Network, held: list[list[np.ndarray]])
 
     from ..models.still import FaceSideGraph
 
-    side = FaceSideGraph(model, graph).eval()
+    side = FaceSideGraph(model, graph.mouth(net.rows_from)).eval()  # the maps the int8 decoder reads
     calib = [f[None] for f in _faces(FACE_CALIBRATION, seed=2)]
     with _quiet(), torch.inference_mode():
         ov_model = ov.convert_model(_traced(side, (torch.from_numpy(calib[0]),)),
