@@ -233,6 +233,41 @@ def test_a_busy_network_whose_mouths_still_make_their_slot_keeps_every_session_a
     assert np.mean(every > 0.02) >= 0.5 and np.mean(every <= 0.035) >= 0.9, np.percentile(every, [10, 50, 90])
 
 
+def test_a_session_that_gave_way_runs_at_full_rate_again_once_its_frames_fit():
+    """A spell of load (a clip, another program) made the newest of three sessions give way; once the network
+    has room for its skipped frames again, it gets its full rate back, and giving way again soon after waits
+    longer before the next try (no flapping). The network's live batches are fed in directly, a second at a time."""
+    from lipsync.runtime import scheduler as S
+
+    sched = Scheduler(Net())
+    now = time.monotonic()
+    oldest, middle, newest = (sched.join(25.0, now=now) for _ in range(3))
+    clock = [now + 1.0]
+
+    def second(per_frame: float, late: int = 0) -> None:  # 25 ticks, the newest's frame in every one unless shed
+        for k in range(25):
+            n = 2 if newest.shed and k % 2 else 3
+            clock[0] += 1 / 25
+            sched._check_load(clock[0], per_frame * n, n, late if k < 4 else 0)
+
+    second(0.012, late=3)  # busy 90 %, 16 % of frames too late
+    assert newest.shed and not middle.shed and not oldest.shed and sched.stats.shed == 1
+    for _ in range(8):  # at 12 ms a frame, its frames would busy the network 90 % again: it stays at half rate
+        second(0.012)
+    assert newest.shed
+    second(0.008)  # the load passed: 8 ms a frame, 50 % busy, 60 % with its frames back
+    assert not newest.shed and sched.stats.shed == 1
+    for _ in range(2):  # ...and came back at once: it gives way again, and waits twice as long this time
+        second(0.012, late=3)
+    assert newest.shed and sched.stats.shed == 2 and sched._restore_wait == 2 * S.RESTORE_AFTER_S
+    for _ in range(int(S.RESTORE_AFTER_S) + 1):
+        second(0.008)
+    assert newest.shed
+    for _ in range(int(S.RESTORE_AFTER_S)):
+        second(0.008)
+    assert not newest.shed
+
+
 def test_capacity_is_the_batched_rate_with_a_margin():
     net = Net(cost=0.002)  # 500 frames a second
     sched = Scheduler(net)

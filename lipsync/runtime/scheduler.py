@@ -62,8 +62,13 @@ OVERLOAD_LATE = 0.1  #: ...and this share of their frames late (below): the newe
 OVERLOAD_LATE_SLOTS = 1.0
 OVERLOAD_WINDOW_S = 1.0
 SHED_EVERY_S = 2.0  #: after one session gave way, wait this long before asking another
-RESTORE = 0.6  #: a second this quiet (busy below it, no frame late), RESTORE_AFTER_S after the last change:
-RESTORE_AFTER_S = 5.0  #: ...a session that gave way runs at full rate again (a clip beside it ended, say)
+#: a second without a late frame, whose live batches with the frames a session that gave way skips added back
+#: would busy the network below this share, RESTORE_AFTER_S after the last change: that session runs at full rate
+#: again (a clip beside it ended, a spell of load passed). Below OVERLOAD, so a restored session does not tip the
+#: network over by itself; CAPACITY_MARGIN, the share admission plans for.
+RESTORE = CAPACITY_MARGIN
+RESTORE_AFTER_S = 5.0
+RESTORE_MAX_S = 60.0  #: a session that has to give way again soon after a restore waits twice as long, up to this
 SHARED_LEAD_SLOTS = 2  #: beside other sessions, a session asks for each frame this many slots before it is due
 #: (so that all ask as soon as the batch they shared is done); one joining them starts this far ahead on their grid
 STALLED_SLOTS = 4  #: a session that started no frame for this long is not waited for by clips
@@ -189,7 +194,9 @@ class Scheduler:
         self._joined = 0
         self._recent: collections.deque = collections.deque()  # (end, seconds) of the last second's live batches
         self._window_from = 0.0  # the overload window starts here (after a join, a leave or a session giving way)
-        self._last_shed = -math.inf
+        self._last_shed = -math.inf  # when a session last gave way or got its full rate back
+        self._restored = -math.inf  # when a session last got its full rate back
+        self._restore_wait = RESTORE_AFTER_S  # how long after a change before a restore (doubles on flapping)
         self._grid: tuple[float, float] | None = None  # (origin, fps) of the open sessions' frames
         self._live = _Rate()
         self._clip = _Rate()
@@ -259,14 +266,16 @@ class Scheduler:
         if end - max(self._window_from, self._last_shed) < OVERLOAD_WINDOW_S:
             return
         busy = sum(r[1] for r in recent) / OVERLOAD_WINDOW_S
-        late_share = sum(r[3] for r in recent) / max(1, sum(r[2] for r in recent))
-        if busy < RESTORE and late_share == 0 and end - self._last_shed >= RESTORE_AFTER_S:
-            for ticket in self._tickets:  # the oldest that gave way gets its full rate back
-                if ticket.shed:
-                    ticket.shed = False
-                    self._last_shed = end
-                    log.info("live: the network has room again: a session runs it on every frame again")
-                    return
+        frames = sum(r[2] for r in recent)
+        late_share = sum(r[3] for r in recent) / max(1, frames)
+        if late_share == 0 and end - self._last_shed >= self._restore_wait:
+            # the oldest that gave way gets its full rate back, if its skipped frames (every second one) fit
+            ticket = next((t for t in self._tickets if t.shed), None)
+            if ticket is not None and busy * (1 + ticket.fps / 2 / max(1, frames)) < RESTORE:
+                ticket.shed = False
+                self._last_shed = self._restored = end
+                log.info("live: the network has room again: a session runs it on every frame again")
+                return
         if busy <= OVERLOAD or late_share <= OVERLOAD_LATE or end - self._last_shed < SHED_EVERY_S:
             return
         if len(self._tickets) < 2:
@@ -274,6 +283,8 @@ class Scheduler:
         for ticket in reversed(self._tickets):
             if ticket.adapt and not ticket.shed:
                 ticket.shed = True
+                if end - self._restored < 2 * self._restore_wait:  # it was too early: wait longer next time
+                    self._restore_wait = min(RESTORE_MAX_S, 2 * self._restore_wait)
                 self._last_shed = end
                 self.stats.shed += 1
                 log.warning("live: the network is full (busy %.0f%% of the last second with %d sessions): the newest "
