@@ -29,15 +29,22 @@ apt-dev:
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-# --no-compile: Python compiles a module the first time it is imported; compiling every file of
-# torch, gradio and the rest at install time cost about a minute that nothing used
-$(VENV)/.deps: requirements.txt requirements-landmarks.txt | $(VENV)/bin/python
-	$(PY) -m pip install -q --no-compile -r requirements.txt
-	$(PY) -m pip install -q --no-compile --no-deps -r requirements-landmarks.txt
+# uv installs the same pinned versions as pip, downloading in parallel: everything in 27 s against
+# pip's 103 s on a fresh machine. Like pip with --no-compile, it leaves Python to compile each module
+# the first time it is imported (compiling all of torch and gradio up front cost a minute)
+INSTALL := $(PY) -m uv pip install --python $(PY) -q
+
+$(VENV)/.uv: | $(VENV)/bin/python
+	$(PY) -m pip install -q uv
+	touch $@
+
+$(VENV)/.deps: requirements.txt requirements-landmarks.txt | $(VENV)/.uv
+	$(INSTALL) -r requirements.txt
+	$(INSTALL) --no-deps -r requirements-landmarks.txt
 	touch $@
 
 $(VENV)/.test-deps: requirements-dev.txt $(VENV)/.deps
-	$(PY) -m pip install -q --no-compile -r requirements-dev.txt
+	$(INSTALL) -r requirements-dev.txt
 	touch $@
 
 deps: $(VENV)/.deps

@@ -273,7 +273,8 @@ class StillFaceGraph(nn.Module):
         def stage(conv, rest, fmap):
             return lambda x: rest(torch.relu(conv(x) + fmap))
 
-        stages = [(conv.stride[0] == 2, stage(conv, rest, fmap)) for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps)]
+        stages = [(conv.stride[0] == 2, stage(conv, rest, fmap))
+                  for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps)]
         return _decode(self.first(self.audio_encoder(mel)), stages, self._starts,
                        lambda x: self.output(torch.relu(self.x_convs[-1](x) + maps[-1])), self.rows_from)
 
