@@ -64,9 +64,10 @@ OVERLOAD_WINDOW_S = 1.0
 SHED_EVERY_S = 2.0  #: after one session gave way, wait this long before asking another
 #: a second without a late frame, whose live batches with the frames a session that gave way skips added back
 #: would busy the network below this share, RESTORE_AFTER_S after the last change: that session runs at full rate
-#: again (a clip beside it ended, a spell of load passed). Below OVERLOAD, so a restored session does not tip the
-#: network over by itself; CAPACITY_MARGIN, the share admission plans for.
-RESTORE = CAPACITY_MARGIN
+#: again (a clip beside it ended, a spell of load passed). Between the share admission plans for (CAPACITY_MARGIN)
+#: and OVERLOAD: three sessions admitted at 0.75 get back to full rate after a spell, and a restored session does
+#: not tip the network over by itself.
+RESTORE = 0.8
 RESTORE_AFTER_S = 5.0
 RESTORE_MAX_S = 60.0  #: a session that has to give way again soon after a restore waits twice as long, up to this
 SHARED_LEAD_SLOTS = 2  #: beside other sessions, a session asks for each frame this many slots before it is due
