@@ -254,6 +254,8 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
         "max_held_pct": max(r["held_pct"] for r in results),
         "steps": [r["step"] for r in results], "first_speech_p50_ms": round(float(np.median(first)), 1),
         "clip": clip, "batches": dict(sorted(sched.batch_sizes.items())), "load": load(),
+        # a session that gave way and got its full rate back ends at step 1: these say it happened
+        "gave_way": sched.shed, "restored": sched.restored,
         "admits_after": _admits(engine),
     }
 

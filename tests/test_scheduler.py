@@ -256,7 +256,7 @@ def test_a_session_that_gave_way_runs_at_full_rate_again_once_its_frames_fit():
         second(0.012)
     assert newest.shed
     second(0.008)  # the load passed: 8 ms a frame, 50 % busy, 60 % with its frames back
-    assert not newest.shed and sched.stats.shed == 1
+    assert not newest.shed and sched.stats.shed == 1 and sched.stats.restored == 1
     for _ in range(2):  # ...and came back at once: it gives way again, and waits twice as long this time
         second(0.012, late=3)
     assert newest.shed and sched.stats.shed == 2 and sched._restore_wait == 2 * S.RESTORE_AFTER_S
@@ -265,7 +265,7 @@ def test_a_session_that_gave_way_runs_at_full_rate_again_once_its_frames_fit():
     assert newest.shed
     for _ in range(int(S.RESTORE_AFTER_S)):
         second(0.008)
-    assert not newest.shed
+    assert not newest.shed and sched.stats.restored == 2
 
 
 def test_capacity_is_the_batched_rate_with_a_margin():

@@ -91,6 +91,7 @@ class SchedulerStats:
     clip_frames: int = 0
     clip_waits: int = 0  #: clip calls that waited for live frames (before their piece, or after it for the next batch)
     shed: int = 0  #: sessions asked to give way (the network was full)
+    restored: int = 0  #: sessions that had given way and got their full rate back
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,7 @@ class Scheduler:
             if ticket is not None and busy * (1 + ticket.fps / 2 / max(1, frames)) < RESTORE:
                 ticket.shed = False
                 self._last_shed = self._restored = end
+                self.stats.restored += 1
                 log.info("live: the network has room again: a session runs it on every frame again")
                 return
         if busy <= OVERLOAD or late_share <= OVERLOAD_LATE or end - self._last_shed < SHED_EVERY_S:
