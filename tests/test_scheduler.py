@@ -266,6 +266,9 @@ def test_a_session_that_gave_way_runs_at_full_rate_again_once_its_frames_fit():
     for _ in range(int(S.RESTORE_AFTER_S)):
         second(0.008)
     assert not newest.shed and sched.stats.restored == 2
+    for ticket in (oldest, middle, newest):  # once they have all closed, the next sessions start afresh
+        sched.leave(ticket)
+    assert sched._restore_wait == S.RESTORE_AFTER_S
 
 
 def test_capacity_is_the_batched_rate_with_a_margin():

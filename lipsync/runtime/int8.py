@@ -306,10 +306,10 @@ class Int8Network:
     ``net.rows(mel, maps)``: mel (B, 1, 80, 16) float32 and the seven face maps (numpy, from
     ``StillFaceGraph.mouth().face_maps`` or :attr:`face`: from the rows the graph reads) ->
     (B, 3, 96 - rows_from, 96) float32: the graph computes the rows from :attr:`rows_from` down
-    (``StillFaceGraph.mouth``), those the blender pastes. ``net(mel, maps)``: the same as a whole crop, zero above them, to compare with
-    the whole float32 graph. One inference at a time (:class:`Compiled`). :attr:`face` is the int8
-    face side for a video's frames, or None where it failed its check
-    (:attr:`face_check` says how it went).
+    (``StillFaceGraph.mouth``), those the blender pastes. ``net(mel, maps)``: the same as a whole
+    crop, zero above them, to compare with the whole float32 graph. One inference at a time
+    (:class:`Compiled`). :attr:`face` is the int8 face side for a video's frames, or None where it
+    failed its check (:attr:`face_check` says how it went).
     """
 
     def __init__(self, compiled: "Compiled", check: Check, face: "Int8FaceSide | None" = None,

@@ -253,6 +253,7 @@ class Scheduler:
                     self._picture_s = max([ticket.picture_s, *(t.picture_s for t in self._tickets)])
             if self._sessions == 0:
                 self._grid = None
+                self._restore_wait = RESTORE_AFTER_S  # the next sessions start afresh
             self._window_from = time.monotonic()
             self._cond.notify_all()
 
@@ -260,7 +261,8 @@ class Scheduler:
         """After a live batch (lock held): a second of live batches that kept the network busy beyond
         :data:`OVERLOAD` while :data:`OVERLOAD_LATE` of their frames came too late to be handed out within a
         slot (:data:`OVERLOAD_LATE_SLOTS`; the network, not a session's own work, is what is short) makes the
-        newest session at full rate give way (its frame step goes to 2)."""
+        newest session at full rate give way (its frame step goes to 2). A quiet second after that gives the
+        oldest that gave way its full rate back, where its skipped frames fit (:data:`RESTORE`)."""
         recent = self._recent
         recent.append((end, dt, frames, late))
         while recent and recent[0][0] < end - OVERLOAD_WINDOW_S:
