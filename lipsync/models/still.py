@@ -77,26 +77,25 @@ def _row_plan(stages: list[tuple[nn.Module, int]], rows_from: int) -> tuple[list
     return starts, map_rows + [a]
 
 
-def _decode(x: torch.Tensor, stages: list[tuple[bool, Callable]], starts: list[int], output: Callable,
+def _decode(x: torch.Tensor, stages: list[Callable], starts: list[int], map_rows: list[int], output: Callable,
             rows_from: int) -> torch.Tensor:
     """The decoder's walk down the rows, shared by :class:`FaceDecoder` and :class:`StillFaceGraph`.
 
-    ``x``: the first block's output (all of its rows); ``stages``: per later stage, whether its first
-    convolution doubles the rows (stride 2), and the stage on rows from ``a`` (its skip convolution plus the
-    face's map, which starts at that row, then its residual convolutions); ``output(x)``: the output block.
+    ``x``: the first block's output (all of its rows); ``stages``: per later stage, the stage (its skip
+    convolution plus the face's map, then its residual convolutions); ``starts``, ``map_rows``: the plan
+    (:func:`_row_plan`): where each stage's input is cut, and the first row of each stage's output;
+    ``output(x)``: the output block.
 
-    A stage's input is cut once, to the row its plan starts at (:func:`_row_plan`). Each 3x3 convolution of
-    rows that start below the top reads padding instead of the row above, so its first row is wrong; those
-    rows are carried to the next cut rather than dropped after every convolution (which cost a copy each:
-    about a tenth of the int8 network's time). The plan keeps them out of every row that is returned.
+    A stage's input is cut once, to the row its plan starts at. Each 3x3 convolution of rows that start below
+    the top reads padding instead of the row above, so its first row is wrong; those rows are carried to the
+    next cut rather than dropped after every convolution (which cost a copy each: about a tenth of the int8
+    network's time). The plan keeps them out of every row that is returned.
     """
     a = 0  # x holds the rows from a on
-    for (doubles, stage), start in zip(stages, starts):
+    for stage, start, row in zip(stages, starts, map_rows):
         if start > a:
-            x, a = x[:, :, start - a :], start
-        if doubles:
-            a *= 2
-        x = stage(x)
+            x = x[:, :, start - a :]
+        x, a = stage(x), row
     return output(x)[:, :, rows_from - a :]
 
 
@@ -127,13 +126,13 @@ class FaceDecoder(nn.Module):
         self.model = model
         blocks = model.face_decoder_blocks
         self.rows_from = rows_from
-        self._starts, map_rows = _row_plan([(b[0].conv_block[0], len(b) - 1) for b in blocks[1:]], rows_from)
+        self._starts, self._map_rows = _row_plan([(b[0].conv_block[0], len(b) - 1) for b in blocks[1:]], rows_from)
         # block i (i >= 1) reads cat(x, feats[7 - i]); the output block reads cat(x, feats[0])
         self._weights: list[torch.Tensor] = []
         self._maps: list[torch.Tensor] = []  # from the row its stage starts at (a view)
         skips = [(blocks[i][0], feats[len(feats) - i]) for i in range(1, len(blocks))]
         skips.append((model.output_block[0], feats[0]))
-        for k, ((layer, feat), row) in enumerate(zip(skips, map_rows)):
+        for k, ((layer, feat), row) in enumerate(zip(skips, self._map_rows)):
             w, fmap = _split_apply(layer, feat, None if weights is None else weights[k])
             self._weights.append(w)
             self._maps.append(fmap[:, :, row:])
@@ -152,7 +151,7 @@ class FaceDecoder(nn.Module):
         out = cls.__new__(cls)
         nn.Module.__init__(out)
         out.model, out._weights = first.model, first._weights
-        out.rows_from, out._starts = first.rows_from, first._starts
+        out.rows_from, out._starts, out._map_rows = first.rows_from, first._starts, first._map_rows
         out._maps = [
             torch.cat([d._maps[k].expand(n, *d._maps[k].shape[1:]) for d, n in parts])
             for k in range(len(first._maps))
@@ -177,8 +176,8 @@ class FaceDecoder(nn.Module):
         def stage(i: int) -> Callable[[torch.Tensor], torch.Tensor]:
             return lambda x: blocks[i][1:](self._first(blocks[i][0], x, i - 1))
 
-        stages = [(blocks[i][0].conv_block[0].stride[0] == 2, stage(i)) for i in range(1, len(blocks))]
-        return _decode(blocks[0](audio_embedding), stages, self._starts,
+        stages = [stage(i) for i in range(1, len(blocks))]
+        return _decode(blocks[0](audio_embedding), stages, self._starts, self._map_rows,
                        lambda x: out[2](out[1](self._first(out[0], x, len(blocks) - 1))), self.rows_from)
 
 
@@ -273,9 +272,8 @@ class StillFaceGraph(nn.Module):
         def stage(conv, rest, fmap):
             return lambda x: rest(torch.relu(conv(x) + fmap))
 
-        stages = [(conv.stride[0] == 2, stage(conv, rest, fmap))
-                  for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps)]
-        return _decode(self.first(self.audio_encoder(mel)), stages, self._starts,
+        stages = [stage(conv, rest, fmap) for conv, rest, fmap in zip(self.x_convs[:-1], self.rests, maps)]
+        return _decode(self.first(self.audio_encoder(mel)), stages, self._starts, self.map_rows,
                        lambda x: self.output(torch.relu(self.x_convs[-1](x) + maps[-1])), self.rows_from)
 
 

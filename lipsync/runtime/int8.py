@@ -522,20 +522,20 @@ def _quantize(model, graph):
     check = judge(np.concatenate(diffs))
     built = _Built(quantized, compiled, check, None, None, None, 0.0)
     if check.passed:
-        built.face_quantized, built.face_compiled, built.face_check = _quantize_face(model, graph, net, held)
+        built.face_quantized, built.face_compiled, built.face_check = _quantize_face(model, graph, mouth, net, held)
     built.seconds = time.perf_counter() - t0
     return built
 
 
-def _quantize_face(model, graph, net: Int8Network, held: list[list[np.ndarray]]):
-    """The face side in int8, checked end to end with the int8 decoder ``net`` against float32:
-    (quantized, compiled, Check)."""
+def _quantize_face(model, graph, mouth, net: Int8Network, held: list[list[np.ndarray]]):
+    """The face side in int8 (the maps ``mouth``, the graph ``net`` was made from, reads), checked end to
+    end with the int8 decoder ``net`` against the whole float32 ``graph``: (quantized, compiled, Check)."""
     import nncf
     import openvino as ov
 
     from ..models.still import FaceSideGraph
 
-    side = FaceSideGraph(model, graph.mouth(net.rows_from)).eval()  # the maps the int8 decoder reads
+    side = FaceSideGraph(model, mouth).eval()
     calib = [f[None] for f in _faces(FACE_CALIBRATION, seed=2)]
     with _quiet(), torch.inference_mode():
         ov_model = ov.convert_model(_traced(side, (torch.from_numpy(calib[0]),)),
