@@ -632,3 +632,42 @@ def test_int8_runs_a_live_batch_the_way_that_was_quicker_on_this_machine(calibra
     monkeypatch.setattr(compiled, "_times", {})
     monkeypatch.setattr(compiled, "_runs", collections.Counter())
     assert ways(warm + 3)[warm:] == [True, True, True]
+
+
+def test_a_live_session_opens_with_its_batch_sizes_run_both_ways(calibrated, example_image, monkeypatch):
+    # the int8 network's first batch of a size is several times slower than the next (OpenVINO prepares its
+    # kernels for the shape): a size first seen live made every open session's frame late when a visitor joined.
+    # The first session's opening runs sizes 1-4 both ways, unseen by the clips' and live batches' counts.
+    from types import SimpleNamespace
+
+    from lipsync.face import HaarDetector
+    from lipsync.live import LiveSession
+    from lipsync.runtime.scheduler import WARM_SIZES, Scheduler
+
+    gen = calibrated["gen"]
+    compiled = gen._int8.compiled
+    monkeypatch.setattr(gen, "scheduler", Scheduler(gen._forward_many, cores=2))  # a fresh engine's
+    monkeypatch.setattr(compiled, "_runs", collections.Counter())
+    monkeypatch.setattr(compiled, "_times", {})
+    ran: list[tuple[int, bool]] = []
+    real = compiled._split
+    monkeypatch.setattr(compiled, "_split", lambda b, adaptive: ran.append((b, real(b, adaptive))) or ran[-1][1])
+    engine = SimpleNamespace(generator=gen, detector=HaarDetector())
+    took: list[float] = []
+    real_warm = gen.warm_live
+    monkeypatch.setattr(gen, "warm_live", lambda *a: took.append(real_warm(*a)) or took[-1])
+
+    with LiveSession(engine, image=example_image, max_side=256, blink=False) as s:
+        assert {b for b, _ in ran} == set(range(1, WARM_SIZES + 1))  # before its first frame
+        for size in range(1, WARM_SIZES + 1):
+            assert (size, False) in ran  # on the one request, whole
+            if compiled._parts and size >= compiled.streams:
+                assert (size, True) in ran  # and one frame per request
+        st = gen.scheduler.stats
+        assert st.clip_calls == st.clip_frames == 0 and st.live_frames <= 1  # the session's own mouth at rest
+        next(s)
+    with LiveSession(engine, image=example_image, max_side=256, blink=False):
+        pass
+    assert took[0] > 0 and took[1:] == [0.0]  # once per engine
+    warmed = len(ran)
+    assert real_warm(WARM_SIZES + 2) > 0 and {b for b, _ in ran[warmed:]} == {WARM_SIZES + 1, WARM_SIZES + 2}

@@ -291,6 +291,9 @@ class LiveSession:
         self._unfinished: _Plan | None = None  # a speaking frame whose sound is taken, not yet handed out
         self._image: np.ndarray | None = None  # the last picture made
         self._scheduler = generator.scheduler  # shared by the engine's sessions (and its clips)
+        # the live batch sizes the engine's sessions will share, run once before the first session's frames
+        # (a no-op after that): a size first seen live would make every open session's frame late
+        generator.warm_live()
         self._ticket = None  # the session's place on the scheduler (from the first frame to the close)
         self._gave_way = False  # at frame step 2 because the shared network was full (undone when it has room)
         self._held = -2  # the last frame that kept the mouth to catch up (see _hold)

@@ -36,7 +36,7 @@ from ..models import Wav2Lip
 from ..models.still import MOUTH_FROM, FaceDecoder, StillFaceGraph
 from ..proc import cpu_count
 from .frames import KeyFrames
-from .scheduler import Capacity, LiveTiming, Scheduler
+from .scheduler import WARM_MAX, WARM_SIZES, Capacity, LiveTiming, Scheduler
 
 __all__ = ["FaceSource", "Generator", "resolve_device", "resolve_precision", "PRECISIONS"]
 
@@ -398,16 +398,37 @@ class Generator:
 
     def measure_capacity(self, fps: float = 25.0, batch: int = 4) -> Capacity:
         """Measure the batched rate now (about half a second on stand-in faces, after any live
-        frames), and return how many live sessions this network holds at ``fps``."""
-        rng = np.random.default_rng(0)
+        frames), and return how many live sessions this network holds at ``fps``. With int8, the
+        live batch sizes up to one more than that are run too (:meth:`warm_live`)."""
+        self.warm_live()
+        self.scheduler.measure(self._stand_ins, batch=batch)
+        cap = self.scheduler.capacity(fps)
+        self.warm_live(cap.sessions + 1)
+        return cap
 
-        def items(n: int):
-            faces = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
-            mels = rng.uniform(-4, 4, (1, 80, 16)).astype(np.float32)
-            return [(self.prepare_face(f), mels) for f in faces]
+    def warm_live(self, sizes: int | None = None) -> float:
+        """With the int8 network, run the live batch sizes 1 to ``sizes`` (default
+        :data:`~.scheduler.WARM_SIZES`, at most :data:`~.scheduler.WARM_MAX`) not run yet, on stand-in
+        faces: its first batch of a size is several times slower than the next (OpenVINO prepares its
+        kernels for the new shape), and one first seen live made every open session's frame late. A live
+        session's opening calls it: the first one on an engine waits for it (about 0.6 s on 2 cores).
+        Returns the seconds it took (0 where nothing was left to run, or on torch, whose first batch of a
+        size costs about 15 % more than the next, not several times)."""
+        if self._int8 is None:
+            return 0.0
+        n = min(WARM_MAX, WARM_SIZES if sizes is None else max(1, sizes))
+        took = self.scheduler.warm(self._stand_ins, range(1, n + 1))
+        if took > 0.05:
+            log.info("live: ran the network's batch sizes 1-%d once each way in %.2f s (a first batch of a size is slow)",
+                     n, took)
+        return took
 
-        self.scheduler.measure(items, batch=batch)
-        return self.scheduler.capacity(fps)
+    def _stand_ins(self, n: int) -> list:
+        """``n`` live frames on stand-in faces (noise), one mel window each: a batch for measuring or warming."""
+        rng = np.random.default_rng(n)
+        faces = rng.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+        mels = rng.uniform(-4, 4, (1, 80, 16)).astype(np.float32)
+        return [(self.prepare_face(f), mels) for f in faces]
 
     def predict(
         self,

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Capacity", "LiveTiming", "Pending", "Scheduler", "Ticket", "Withdrawn", "SchedulerStats", "MARGIN_S", "CAPACITY_MARGIN",
-           "SHARED_LEAD_SLOTS"]
+           "SHARED_LEAD_SLOTS", "WARM_SIZES"]
 
 log = logging.getLogger("lipsync")
 
@@ -49,6 +49,13 @@ MEASURE_S = 0.6  #: the measurement at load: this long of batched forwards on a 
 #: ...after this many batches not counted: each of the network's requests runs its first inference slowly, and a
 #: live batch size tries both ways to run on int8 (measured on 2 cores: 75 frames/s with one such batch, 87-94 after)
 MEASURE_WARM = 3
+#: live batch sizes run before the first live session with the int8 network (1 to this, or to one more than
+#: admission allows): its first batch of each size is 2-6x slower (55 ms for one frame against 9, 60-75 ms for
+#: two to four against 17-31, on 2 cores), so a size first seen live made every open session's frame late
+#: (:meth:`Scheduler.warm`, called by :meth:`Generator.warm_live`)
+WARM_SIZES = 4
+WARM_MAX = 8  #: ...and never more sizes than this
+WARM_RUNS = 2  #: runs of each size (the int8 network tries a batch both ways, one frame per request and whole)
 MAX_LIVE_BATCH = 256  #: the most frames one live batch takes (more wait for the next)
 GATHER_S = 0.003  #: a batch already late waits this long after its first frame for the tick's others
 CLIP_STARVE_S = 0.25  #: a clip kept out this long gets one frame in the next pause, even a short one
@@ -206,6 +213,8 @@ class Scheduler:
         self._served_s = 0.0  # network seconds of live batches since the last re-measure
         self._served_frames = 0
         self.stats = SchedulerStats()
+        self._warmed: set[int] = set()  # live batch sizes run (warmed, or seen live)
+        self._warming = threading.Lock()  # one warm-up at a time; a second caller waits for it
         self._stopping = False
         _ALL.add(self)
 
@@ -411,7 +420,6 @@ class Scheduler:
                 w.done.set()
 
     # -- clips ---------------------------------------------------------------------------------
-    @contextmanager
     def clip(self, frames: int):
         """Hold the network for a clip's next piece: ``with scheduler.clip(n) as b: run b frames``.
 
@@ -419,6 +427,11 @@ class Scheduler:
         batch must start, all of ``frames`` when no live session is open. A piece that ends as the
         next live batch is due returns once that batch has run (:data:`CLIP_YIELD_S`).
         """
+        return self._piece(frames, count=True)
+
+    @contextmanager
+    def _piece(self, frames: int, count: bool):
+        """:meth:`clip`; ``count`` False: not a clip's frames (a warm-up): not in the stats nor the clip's rate."""
         waited, since = False, time.monotonic()
         with self._cond:
             while True:
@@ -435,7 +448,7 @@ class Scheduler:
                 waited = True
                 self._cond.wait(0.003)
             self._busy = True
-            self.stats.clip_waits += int(waited)
+            self.stats.clip_waits += int(waited and count)
         t = time.perf_counter()
         try:
             yield b
@@ -443,12 +456,13 @@ class Scheduler:
             dt = time.perf_counter() - t
             with self._cond:
                 self._busy = False
-                self._clip.note(dt, b)
-                self.stats.clip_calls += 1
-                self.stats.clip_frames += b
+                if count:
+                    self._clip.note(dt, b)
+                    self.stats.clip_calls += 1
+                    self.stats.clip_frames += b
                 self._cond.notify_all()
                 if self._sessions and (self._waiting or self._gap() < CLIP_YIELD_S):
-                    self.stats.clip_waits += int(not waited)
+                    self.stats.clip_waits += int(not waited and count)
                     ran, until = self.stats.live_batches, time.monotonic() + CLIP_YIELD_MAX_S
                     while self.stats.live_batches == ran and self._sessions and time.monotonic() < until:
                         self._cond.wait(max(0.0005, until - time.monotonic()))
@@ -491,6 +505,26 @@ class Scheduler:
         with self._cond:
             self._measured = (rate, "measured at load")
         return rate
+
+    def warm(self, prep_and_mels: Callable[[int], tuple], sizes: range) -> float:
+        """Run each live batch size in ``sizes`` not run yet (:data:`WARM_RUNS` times, on stand-in faces
+        from ``prep_and_mels(size)``), as a clip would: a network's first batch of a size is slow, and
+        one first seen live would make every open session's frame late. Returns the seconds it took
+        (0 where every size had run)."""
+        t0, ran = time.perf_counter(), False
+        with self._warming:
+            for size in sizes:
+                with self._cond:
+                    if size in self._warmed or size in self.stats.batch_sizes:
+                        continue
+                ran = True
+                items = prep_and_mels(size)
+                for _ in range(WARM_RUNS):
+                    with self._piece(size, count=False) as b:  # all of them while no live session is open
+                        self._run_many(items[:b])
+                with self._cond:
+                    self._warmed.add(size)
+        return time.perf_counter() - t0 if ran else 0.0
 
     def capacity(self, fps: float = 25.0) -> Capacity | None:
         """The live sessions this network holds at ``fps``, or None before any measurement.
