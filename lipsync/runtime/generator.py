@@ -419,8 +419,8 @@ class Generator:
         n = min(WARM_MAX, WARM_SIZES if sizes is None else max(1, sizes))
         took = self.scheduler.warm(self._stand_ins, range(1, n + 1))
         if took > 0.05:
-            log.info("live: ran the network's batch sizes 1-%d once each way in %.2f s (a first batch of a size is slow)",
-                     n, took)
+            log.info("live: ran the network's live batch sizes 1-%d, twice each, in %.2f s (its first batch of a size "
+                     "is slow)", n, took)
         return took
 
     def _stand_ins(self, n: int) -> list:

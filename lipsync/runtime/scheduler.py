@@ -517,13 +517,15 @@ class Scheduler:
                 with self._cond:
                     if size in self._warmed or size in self.stats.batch_sizes:
                         continue
-                ran = True
+                ran, whole = True, 0
                 items = prep_and_mels(size)
                 for _ in range(WARM_RUNS):
                     with self._piece(size, count=False) as b:  # all of them while no live session is open
                         self._run_many(items[:b])
-                with self._cond:
-                    self._warmed.add(size)
+                    whole += b == size
+                if whole:  # beside live sessions a piece may hold fewer: that size is tried again next time
+                    with self._cond:
+                        self._warmed.add(size)
         return time.perf_counter() - t0 if ran else 0.0
 
     def capacity(self, fps: float = 25.0) -> Capacity | None:
