@@ -400,10 +400,9 @@ class Generator:
         """Measure the batched rate now (about half a second on stand-in faces, after any live
         frames), and return how many live sessions this network holds at ``fps``. With int8, the
         live batch sizes up to one more than that are run too (:meth:`warm_live`)."""
-        self.warm_live()
         self.scheduler.measure(self._stand_ins, batch=batch)
         cap = self.scheduler.capacity(fps)
-        self.warm_live(cap.sessions + 1)
+        self.warm_live(max(WARM_SIZES, cap.sessions + 1))
         return cap
 
     def warm_live(self, sizes: int | None = None) -> float:
