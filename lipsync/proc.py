@@ -7,6 +7,8 @@ a timeout after which the whole process group is killed.
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import logging
 import os
 import shutil
@@ -17,9 +19,59 @@ from functools import lru_cache
 
 from .errors import EncodeError, LipSyncError
 
-__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group", "cpu_count"]
+__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group", "cpu_count", "background", "BACKGROUND_NICE"]
 
 log = logging.getLogger("lipsync")
+
+#: how much lower a clip's helper programs run (POSIX niceness, added to ours): on a machine
+#: that also serves live sessions, their frames come first, as the network's scheduler puts them
+#: first; alone, a program at a lower priority runs as fast
+BACKGROUND_NICE = 10
+_NICE: contextvars.ContextVar[int] = contextvars.ContextVar("lipsync_nice", default=0)
+
+
+@contextlib.contextmanager
+def background(nice: int = BACKGROUND_NICE):
+    """Run the programs this thread starts inside the block (:func:`run`, a :class:`Pipe`
+    without its own ``nice``, a video decoder) ``nice`` steps lower in CPU priority.
+
+    A clip wraps its making in it (its audio decode, espeak-ng, ffprobe): a live session's
+    thread does not, so the programs a session needs keep their normal priority.
+    """
+    token = _NICE.set(nice)
+    try:
+        yield
+    finally:
+        _NICE.reset(token)
+
+
+def current_nice() -> int:
+    """The niceness :func:`background` asks of programs started here now (0 outside it)."""
+    return _NICE.get()
+
+
+def lower(proc: subprocess.Popen, nice: int) -> None:
+    """Run ``proc`` ``nice`` steps below this process (at most 19); best effort.
+
+    Called right after the start, before the program's own start-up work and
+    before it starts threads (they inherit it). Our programs start in a session
+    of their own (:func:`kill_group` stops them whole); where Linux groups each
+    session's processes for the CPU ("autogroup", on by default on most
+    distributions), the group shares the CPU equally with ours whatever its
+    processes' niceness, so the group is lowered too.
+    """
+    if nice <= 0:
+        return
+    try:
+        value = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+        os.setpriority(os.PRIO_PROCESS, proc.pid, value)
+    except (OSError, AttributeError):  # not POSIX, not allowed, or already gone: it runs at the normal priority
+        return
+    try:
+        with open(f"/proc/{proc.pid}/autogroup", "w") as f:
+            f.write(str(value))
+    except OSError:  # no autogroup here (not Linux, or a kernel without it), or already gone
+        pass
 
 
 def cpu_count() -> int:
@@ -76,11 +128,14 @@ def run(
     input: bytes | None = None,
     what: str = "ffmpeg",
     error: type[LipSyncError] = EncodeError,
+    nice: int | None = None,
 ) -> bytes:
     """Run ``args`` to completion and return its stdout.
 
     Raises ``error`` (a :class:`LipSyncError`) with the end of stderr when the
     program fails, cannot be started, or runs past ``timeout`` seconds.
+    ``nice``: run it that many steps lower in CPU priority; ``None``: what
+    :func:`background` asks here (0 outside it).
     """
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise TypeError("args must be a list of str")
@@ -95,6 +150,7 @@ def run(
         )
     except OSError as e:
         raise error(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
+    lower(proc, current_nice() if nice is None else nice)
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -112,13 +168,14 @@ def run(
 class Pipe:
     """A long-running process fed through stdin (the streaming encoder).
 
-    ``nice``: run it at a lower CPU priority (POSIX niceness, e.g. 10): on a busy machine
-    it yields to the work that must keep time (live sessions); alone it runs as fast.
+    ``nice``: run it at a lower CPU priority (POSIX niceness, e.g. 10, added to ours): on a
+    busy machine it yields to the work that must keep time (live sessions); alone it runs
+    as fast. ``None``: what :func:`background` asks here (0 outside it).
     stderr is drained on a thread into a bounded buffer so the child never
     blocks on a full pipe, whatever it prints.
     """
 
-    def __init__(self, args: list[str], *, what: str = "ffmpeg", timeout: float = 3600.0, nice: int = 0):
+    def __init__(self, args: list[str], *, what: str = "ffmpeg", timeout: float = 3600.0, nice: int | None = None):
         self.what = what
         self.timeout = timeout
         log.debug("pipe %s", args)
@@ -132,11 +189,7 @@ class Pipe:
             )
         except OSError as e:
             raise EncodeError(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
-        if nice:  # before it starts its worker threads (they inherit it): a background job
-            try:
-                os.setpriority(os.PRIO_PROCESS, self.proc.pid, nice)
-            except (OSError, AttributeError):  # not POSIX, or not allowed: it runs at the normal priority
-                pass
+        lower(self.proc, current_nice() if nice is None else nice)
         self._err = collections.deque(maxlen=64)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()

@@ -143,3 +143,38 @@ def test_the_encoder_yields_the_cpu_to_live_work(tmp_path):
         proc = psutil.Process(w._pipe.proc.pid)
         assert proc.nice() - psutil.Process().nice() == ENCODER_NICE > 0
         assert all(psutil.Process(t.id).nice() >= ENCODER_NICE for t in proc.threads())
+        if _autogroup_nice(proc.pid) is not None:  # its session's CPU group too, where Linux has one
+            assert _autogroup_nice(proc.pid) == proc.nice()
+
+
+def _autogroup_nice(pid) -> int | None:
+    """The niceness of the CPU group a process's session forms (Linux "autogroup"), None without one."""
+    try:
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+    except OSError:
+        return None
+
+
+def test_programs_started_in_the_background_run_lower():
+    # a clip's helper programs (decode, espeak-ng, ffprobe, HLS) run lower than ours, only inside the block
+    # and only on the thread that entered it. Each starts a session of its own: where Linux shares the CPU
+    # between sessions ("autogroup"), the session is lowered too, else the program's niceness is ignored
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lipsync.proc import BACKGROUND_NICE, background, run
+
+    def niceness() -> tuple[int, int | None]:  # it waits for its input, which comes after the priority is set
+        out = run(["sh", "-c", "read go; nice; cat /proc/self/autogroup 2>/dev/null || true"], input=b"\n",
+                  timeout=10, what="sh").decode().split()
+        return int(out[0]), int(out[-1]) if len(out) > 1 else None
+
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    group = _autogroup_nice(os.getpid())
+    assert niceness() == (ours, None if group is None else 0)  # a new session's group starts at 0
+    with background():
+        low = min(19, ours + BACKGROUND_NICE)
+        assert niceness() == (low, None if group is None else low)
+        with ThreadPoolExecutor(1) as pool:
+            assert pool.submit(niceness).result()[0] == ours
+    assert niceness()[0] == ours

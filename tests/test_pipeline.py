@@ -328,3 +328,42 @@ def test_no_label_rather_than_one_on_the_face(caplog):
     out = draw_label(img, avoid=FaceBox(0, 200, 0, 200))  # the face is the whole frame
     assert np.array_equal(out, img)
     assert "no room for the visible label" in caplog.text
+
+
+def test_a_clips_helper_programs_yield_the_cpu_to_live_work(engine, example_image, speech, tmp_path, monkeypatch):
+    # beside live sessions, a clip's audio decode, its speech and its HLS transcode take what the sessions
+    # leave (as its encoder does); the speech a live session asks for keeps our priority
+    import os
+    from pathlib import Path
+
+    import soundfile as sf
+
+    from lipsync.media.hls import package_hls
+    from lipsync.proc import BACKGROUND_NICE
+    from lipsync.speech import synthesize
+
+    started, lowered = [], {}
+    real_popen, real_setpriority = subprocess.Popen, os.setpriority
+
+    class Popen(real_popen):
+        def __init__(self, args, *a, **k):
+            super().__init__(args, *a, **k)
+            started.append((Path(args[0]).name, self.pid))
+
+    def setpriority(which, pid, value):
+        lowered[pid] = value - os.getpriority(os.PRIO_PROCESS, 0)
+        real_setpriority(which, pid, value)
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
+    monkeypatch.setattr(os, "setpriority", setpriority)
+    sf.write(tmp_path / "say.wav", speech.samples, speech.sample_rate)
+    r = engine.generate(example_image, tmp_path / "say.wav", tmp_path / "a.mp4")
+    engine.generate(example_image, out=tmp_path / "b.mp4", text="Hello.", voice="espeak:en-us")
+    package_hls(r.video, tmp_path / "hls")
+    clip = list(started)
+    names = {n for n, _ in clip}
+    assert {"ffmpeg", "espeak-ng"} <= names and len(clip) >= 5  # decode, two encoders, speech, HLS
+    assert [(n, lowered.get(pid)) for n, pid in clip] == [(n, BACKGROUND_NICE) for n, _ in clip]
+    started.clear()
+    synthesize("Hello.", "espeak:en-us")  # what a live session's text does, on its own thread
+    assert [n for n, _ in started] == ["espeak-ng"] and started[0][1] not in lowered

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EncodeError
-from ..proc import Pipe, ffmpeg_exe
+from ..proc import BACKGROUND_NICE, Pipe, ffmpeg_exe
 from .files import part_file, publish
 from .segments import SegmentOutput, tee_quote
 
@@ -40,7 +40,7 @@ TOOL_NAME = "lipsync"
 KEYFRAME_S = 1.0
 #: the clip encoder's niceness: on a machine that also serves live sessions, their frames come
 #: first (the network's scheduler runs clips in the gaps; this does the same for x264's threads)
-ENCODER_NICE = 10
+ENCODER_NICE = BACKGROUND_NICE
 #: fewest frames between keyframes (the encoder reorders up to 2 frames; segment cuts need room)
 MIN_GOP = 4
 

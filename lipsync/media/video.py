@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VideoError
-from ..proc import ffmpeg_exe, kill_group, run
+from ..proc import current_nice, ffmpeg_exe, kill_group, lower, run
 from .files import check_input_file
 from .sniff import DEMUXERS, input_args, sniff_as
 
@@ -300,6 +300,8 @@ class VideoDecoder:
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
         ]
         self.proc: subprocess.Popen | None = None
+        #: a clip's decoder runs lower (made inside :func:`~lipsync.proc.background`); a live session's does not
+        self._nice = current_nice()
         self._err: collections.deque = collections.deque(maxlen=32)
         self._done = threading.Event()
         self._waiting_since: float | None = None
@@ -315,6 +317,7 @@ class VideoDecoder:
             )
         except OSError as e:
             raise VideoError(f"Could not start ffmpeg ({e.strerror or e}). Is it installed?") from None
+        lower(self.proc, self._nice)
         self._started = time.monotonic()
         self._threads = [
             threading.Thread(target=self._drain, name="lipsync-video-stderr", daemon=True),

@@ -37,6 +37,7 @@ from ..media.audio import Speech
 from ..media.captions import Cue
 from ..media.segments import Segment, SegmentStream
 from ..options import GenerateOptions, Request
+from ..proc import background
 from . import render as _render
 from .prepare import Prepared, prepare
 from .progress import Clock, Progress, cancellable, no_progress
@@ -159,6 +160,7 @@ class LipSync:
         )
         return self.run(Request(image=image, out=out, audio=audio, text=text, options=opts, video=video), progress)
 
+    @background()  # its helper programs (decode, espeak-ng, ffprobe) run lower than live sessions' work
     def run(
         self,
         request: Request,

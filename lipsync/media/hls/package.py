@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ...errors import EncodeError, InputError
-from ...proc import ffmpeg_exe, run
+from ...proc import background, ffmpeg_exe, run
 from ..captions import Cue, read_vtt
 from ..files import part_file, publish
 from .ladder import Rendition, plan_ladder
@@ -169,6 +169,7 @@ def _write_zip(root: Path, names: list[str], zip_path: Path) -> None:
         raise
 
 
+@background()  # its ffmpeg runs lower: on a machine that serves live sessions, they come first
 def package_hls(
     mp4: Path,
     outdir: Path,
