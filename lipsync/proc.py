@@ -128,14 +128,12 @@ def run(
     input: bytes | None = None,
     what: str = "ffmpeg",
     error: type[LipSyncError] = EncodeError,
-    nice: int | None = None,
 ) -> bytes:
     """Run ``args`` to completion and return its stdout.
 
     Raises ``error`` (a :class:`LipSyncError`) with the end of stderr when the
     program fails, cannot be started, or runs past ``timeout`` seconds.
-    ``nice``: run it that many steps lower in CPU priority; ``None``: what
-    :func:`background` asks here (0 outside it).
+    Inside :func:`background` it runs at a lower CPU priority.
     """
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise TypeError("args must be a list of str")
@@ -150,7 +148,7 @@ def run(
         )
     except OSError as e:
         raise error(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
-    lower(proc, current_nice() if nice is None else nice)
+    lower(proc, current_nice())
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
