@@ -5,6 +5,8 @@
     python benchmarks/live.py --precisions int8 --sessions 5 --sustained 10 --cycles 5
     python benchmarks/live.py --checkpoint wav2lip_gan.pth --json out.json
     python benchmarks/live.py --precisions int8 --video film --sessions 5 --sustained 30 --cycles 5 --web-cycles 0
+    python benchmarks/live.py --precisions int8 --at-once 3 --sustained 24 --sessions 0 --cycles 0 --web-cycles 0 \
+        --frame-cost 0 --clip-hls
 
 For each precision, one engine is loaded, then:
 
@@ -26,6 +28,11 @@ For each precision, one engine is loaded, then:
   ``benchmarks/film.py``): latency, sustained and memory run on it instead of the
   photo. Each speaking frame then runs the face encoder on its own face as well;
   the frame cost gives that per-frame network beside the photo's, in one process.
+* **many at once** (``--at-once N``): N sessions on threads of one engine, each fed
+  ``--sustained`` seconds of speech, with a ``--clip-s`` clip made on the same engine
+  once they speak; ``--clip-hls`` then packages the clip for HLS, as the Generate tab
+  does, and counts the sessions' late frames meanwhile. Per session: frames on time,
+  repeated, the step it ended at; the batched rate, and what admission says after.
 * **memory**: ``--cycles`` open/push/close cycles; RSS, open file descriptors,
   threads and child processes after the first cycle and after the last; then the
   same over ``--web-cycles`` WebRTC connect/disconnect cycles (an in-process
@@ -193,10 +200,30 @@ def batched_rate(engine, image, max_side: int, frames: int = 96) -> float:
     return round(float(np.median(rates)), 1)
 
 
-def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: float, image) -> dict:
+def _package_beside(video: Path, tmp: Path, sessions: list, threads: list) -> dict:
+    """Package ``video`` for HLS while the sessions run: how long it took, and the sessions' frames
+    handed out meanwhile and how many of them late (their own counters, read before and after)."""
+    from lipsync.media.hls import package_hls
+
+    def counts() -> tuple[int, int]:
+        open_ = [s for s in sessions if s is not None]
+        return sum(s.stats.frames for s in open_), sum(s.stats.late_frames for s in open_)
+
+    frames, late = counts()
+    t = time.monotonic()
+    package_hls(video, tmp / "hls", zip_path=tmp / "hls.zip")
+    wall = time.monotonic() - t
+    frames2, late2 = counts()
+    return {"wall_s": round(wall, 2), "session_frames": frames2 - frames, "late_frames": late2 - late,
+            # the sessions must outlast the package for the count to mean anything (--sustained)
+            "sessions_still_open": sum(th.is_alive() for th in threads)}
+
+
+def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: float, image, hls: bool = False) -> dict:
     """``n`` sessions on threads of one engine, each fed its own speech at real-time pace for
     ``seconds``, and (``clip_s`` > 0) a clip of ``clip_s`` seconds rendered on the same engine
-    meanwhile, started once the sessions speak. Per session: frames on time, repeated
+    meanwhile, started once the sessions speak; with ``hls``, the clip is then packaged for
+    HLS with its zip, as the Generate tab does. Per session: frames on time, repeated
     pictures, the step and size it ended at, and the first speaking frame's latency."""
     import soundfile as sf
 
@@ -205,9 +232,11 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
     speaking = threading.Semaphore(0)  # one release per session that started speaking (never waited on by it)
     # made before the sessions start: computing 20 s of it on a session's thread delays that session's frames
     speech = [voiced(seconds, seed=k) for k in range(n)]
+    sessions: list = [None] * n
 
     def one(k: int) -> None:
         with engine.live(**src, max_side=max_side, seed=k + 1) as s:
+            sessions[k] = s
             th = None
             spoke = 0
             for f in s:
@@ -242,6 +271,8 @@ def at_once(engine, src: dict, n: int, seconds: float, max_side: int, clip_s: fl
             t = time.monotonic()
             r = engine.generate(image, audio=wav, out=Path(tmp) / "clip.mp4")
             clip = {"clip_s": clip_s, "wall_s": round(time.monotonic() - t, 2), "frames": r.frames}
+            if hls:
+                clip["hls"] = _package_beside(r.video, Path(tmp), sessions, threads)
     for th in threads:
         th.join()
     first = [r["first_speech_ms"] for r in results]
@@ -432,6 +463,9 @@ def main(argv=None) -> int:
     ap.add_argument("--at-once", type=int, default=0, metavar="N",
                     help="N sessions at once on one engine, with a clip rendered beside them (0: skip)")
     ap.add_argument("--clip-s", type=float, default=6.0, help="the clip beside --at-once sessions, in seconds (0: none)")
+    ap.add_argument("--clip-hls", action="store_true",
+                    help="then package the clip for HLS with its zip, as the Generate tab does, while the sessions "
+                         "run (give --sustained enough seconds for both)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     if args.malloc_arenas > 0:  # before any thread starts, as lipsync.webapp.server does
@@ -478,7 +512,8 @@ def main(argv=None) -> int:
             r["frame_cost"] = frame_cost(engine, args.image, args.frame_cost, args.max_side)
             print("frame    ", r["frame_cost"], flush=True)
         if args.at_once:
-            r["at_once"] = at_once(engine, src, args.at_once, args.sustained, args.max_side, args.clip_s, args.image)
+            r["at_once"] = at_once(engine, src, args.at_once, args.sustained, args.max_side, args.clip_s, args.image,
+                                 hls=args.clip_hls)
             print("at once  ", json.dumps(r["at_once"]), flush=True)
         if args.sessions:
             r["latency"] = latency(engine, src, args.sessions, args.max_side)
