@@ -35,8 +35,9 @@ def background(nice: int = BACKGROUND_NICE):
     """Run the programs this thread starts inside the block (:func:`run`, a :class:`Pipe`
     without its own ``nice``, a video decoder) ``nice`` steps lower in CPU priority.
 
-    A clip wraps its making in it (its audio decode, espeak-ng, ffprobe): a live session's
-    thread does not, so the programs a session needs keep their normal priority.
+    A clip wraps its making in it (its audio decode, espeak-ng, ffprobe), and a new live
+    session the reading of its driving video (the running sessions come first); the speech
+    of a live session's text keeps our priority.
     """
     token = _NICE.set(nice)
     try:

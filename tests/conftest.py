@@ -357,3 +357,26 @@ def in_process(capsys, *args):
         code = e.code
     said = capsys.readouterr()
     return SimpleNamespace(returncode=code, stderr=said.err, stdout=said.out)
+
+
+@pytest.fixture
+def program_priorities(monkeypatch):
+    """(started, lowered): the programs the library starts from now on, as (name, pid), and the
+    niceness asked of each lowered one, by pid, relative to ours."""
+    import os
+
+    started, lowered = [], {}
+    real_popen, real_setpriority = subprocess.Popen, os.setpriority
+
+    class Popen(real_popen):
+        def __init__(self, args, *a, **k):
+            super().__init__(args, *a, **k)
+            started.append((Path(args[0]).name, self.pid))
+
+    def setpriority(which, pid, value):
+        lowered[pid] = value - os.getpriority(os.PRIO_PROCESS, 0)
+        real_setpriority(which, pid, value)
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
+    monkeypatch.setattr(os, "setpriority", setpriority)
+    return started, lowered

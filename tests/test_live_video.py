@@ -259,6 +259,17 @@ def test_bad_video_input_says_what_to_do(fp32_engine, tmp_path, example_image, p
         fp32_engine.live(video=grey)
 
 
+def test_a_new_sessions_video_is_read_below_the_running_sessions(open_live, pan8, program_priorities):
+    # the new session has no frame due yet, the running ones have: its probe and decoder run lower
+    from lipsync.proc import BACKGROUND_NICE
+
+    started, lowered = program_priorities
+    s = open_live(video=pan8[0])
+    assert s.mode.source.startswith("video")
+    assert {n for n, _ in started} == {"ffprobe", "ffmpeg"}
+    assert [(n, lowered.get(pid)) for n, pid in started] == [(n, BACKGROUND_NICE) for n, _ in started]
+
+
 def test_a_one_frame_video_is_a_photo(fp32_engine, tmp_path, pan8):
     one = write_video(tmp_path / "one.mp4", pan8[1][:1])
     with fp32_engine.live(video=one, max_side=SIZE, adapt=False, enhance="off", blink=False) as s:

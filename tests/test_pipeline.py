@@ -330,32 +330,17 @@ def test_no_label_rather_than_one_on_the_face(caplog):
     assert "no room for the visible label" in caplog.text
 
 
-def test_a_clips_helper_programs_yield_the_cpu_to_live_work(engine, example_image, speech, tmp_path, monkeypatch):
+def test_a_clips_helper_programs_yield_the_cpu_to_live_work(engine, example_image, speech, tmp_path,
+                                                            program_priorities):
     # beside live sessions, a clip's audio decode, its speech and its HLS transcode take what the sessions
     # leave (as its encoder does); the speech a live session asks for keeps our priority
-    import os
-    from pathlib import Path
-
     import soundfile as sf
 
     from lipsync.media.hls import package_hls
     from lipsync.proc import BACKGROUND_NICE
     from lipsync.speech import synthesize
 
-    started, lowered = [], {}
-    real_popen, real_setpriority = subprocess.Popen, os.setpriority
-
-    class Popen(real_popen):
-        def __init__(self, args, *a, **k):
-            super().__init__(args, *a, **k)
-            started.append((Path(args[0]).name, self.pid))
-
-    def setpriority(which, pid, value):
-        lowered[pid] = value - os.getpriority(os.PRIO_PROCESS, 0)
-        real_setpriority(which, pid, value)
-
-    monkeypatch.setattr(subprocess, "Popen", Popen)
-    monkeypatch.setattr(os, "setpriority", setpriority)
+    started, lowered = program_priorities
     sf.write(tmp_path / "say.wav", speech.samples, speech.sample_rate)
     r = engine.generate(example_image, tmp_path / "say.wav", tmp_path / "a.mp4")
     engine.generate(example_image, out=tmp_path / "b.mp4", text="Hello.", voice="espeak:en-us")

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError, LipSyncError
+from ..proc import background
 from ..runtime.scheduler import SHARED_LEAD_SLOTS, Withdrawn
 from .audio import LOOKAHEAD_S, MAX_CHUNK_S, MAX_RATE, MIN_RATE, check_chunk, mel_window, to_int16
 from .photo import FRAMINGS, PhotoFace, frame_photo
@@ -616,9 +617,14 @@ def _close_at_exit() -> None:
             session._picture.release()
 
 
+@background()  # its probe and decoder run lower: the sessions already running come first
 def _scan_video(engine, video, *, fps: float, max_side: int, box, label: bool, loop: str, max_video_s: float):
     """(the scanned :class:`~lipsync.sources.VideoSource`, None), or (None, the frame) for a
-    video of one frame, which is used as a photo. Checked and decoded as a clip's video is."""
+    video of one frame, which is used as a photo. Checked and decoded as a clip's video is.
+
+    The new session has no frame due yet; the sessions already running have. Beside two of them
+    (2 cores, int8), the decoder at our priority made 11-16 of their frames late while a 6 s
+    video opened; lowered, 0-3 (the open took 3.2-3.6 s instead of 2.5-3.1 s; alone, no longer)."""
     from ..media.video import probe_video
     from ..options import GenerateOptions
     from ..sources import scan_or_still
