@@ -19,7 +19,8 @@ from functools import lru_cache
 
 from .errors import EncodeError, LipSyncError
 
-__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group", "cpu_count", "background", "BACKGROUND_NICE"]
+__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group", "cpu_count", "background", "current_nice", "lower",
+           "BACKGROUND_NICE"]
 
 log = logging.getLogger("lipsync")
 

@@ -622,9 +622,8 @@ def _scan_video(engine, video, *, fps: float, max_side: int, box, label: bool, l
     """(the scanned :class:`~lipsync.sources.VideoSource`, None), or (None, the frame) for a
     video of one frame, which is used as a photo. Checked and decoded as a clip's video is.
 
-    The new session has no frame due yet; the sessions already running have. Beside two of them
-    (2 cores, int8), the decoder at our priority made 11-16 of their frames late while a 6 s
-    video opened; lowered, 0-3 (the open took 3.2-3.6 s instead of 2.5-3.1 s; alone, no longer)."""
+    The new session has no frame due yet; the sessions already running have, so its programs
+    run lower (measured in docs/live.md: their late frames during the open, with and without)."""
     from ..media.video import probe_video
     from ..options import GenerateOptions
     from ..sources import scan_or_still
