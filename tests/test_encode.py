@@ -191,3 +191,52 @@ def test_programs_started_in_the_background_run_lower():
         with ThreadPoolExecutor(1) as pool:
             assert pool.submit(niceness).result()[0] == ours
     assert niceness()[0] == ours
+
+
+_LOWER_TOGETHER = """
+import json, os, subprocess, sys, time
+from lipsync.proc import BACKGROUND_NICE, lower
+
+os.setgroups([]); os.setgid(65534); os.setuid(65534)  # as a Space or a desktop user runs: not root
+procs = []
+for _ in range(4):  # started together, as a video's ffprobe and decoder or a clip's decode and encoder
+    procs.append(subprocess.Popen(["sleep", "30"], start_new_session=True))
+    lower(procs[-1], BACKGROUND_NICE)
+
+def groups():
+    out = []
+    for p in procs:
+        words = open(f"/proc/{p.pid}/autogroup").read().split()
+        out.append(int(words[2]) if len(words) == 3 else None)
+    return out
+
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline and groups() != [BACKGROUND_NICE] * 4:
+    time.sleep(0.05)
+print(json.dumps(groups()))
+for p in procs:
+    p.kill(); p.wait()
+"""
+
+
+def test_programs_started_together_by_a_user_who_is_not_root_are_all_lowered():
+    # Linux lets a user who is not root change one session group's priority per 100 ms: lowering each
+    # program's group once left all but the first of programs started together at a full share of the CPU
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from lipsync.proc import BACKGROUND_NICE
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run the programs as another user")
+    if not Path("/proc/self/autogroup").exists():
+        pytest.skip("this kernel has no session groups (autogroup)")
+    out = subprocess.run([sys.executable, "-c", _LOWER_TOGETHER], capture_output=True, text=True, timeout=30,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    groups = json.loads(out.stdout)
+    if groups == [None] * 4:
+        pytest.skip("programs get no session group of their own here")
+    assert groups == [BACKGROUND_NICE] * 4
