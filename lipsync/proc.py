@@ -29,11 +29,6 @@ log = logging.getLogger("lipsync")
 #: first; alone, a program at a lower priority runs as fast
 BACKGROUND_NICE = 10
 _NICE: contextvars.ContextVar[int] = contextvars.ContextVar("lipsync_nice", default=0)
-#: Linux takes one change of a session group's priority per 100 ms from a user who is not root,
-#: machine-wide (EAGAIN before): of programs started together, only the first would be lowered,
-#: so the others are tried again at this pace, for as long as they run (and at most this many times)
-_GROUP_RETRY_S = 0.11
-_GROUP_TRIES = 100
 
 
 @contextlib.contextmanager
@@ -74,27 +69,11 @@ def lower(proc: subprocess.Popen, nice: int) -> None:
         os.setpriority(os.PRIO_PROCESS, proc.pid, value)
     except (OSError, AttributeError):  # not POSIX, not allowed, or already gone: it runs at the normal priority
         return
-    try:  # the file stays bound to this program: should it end, a later write fails, never reaches another
-        fd = os.open(f"/proc/{proc.pid}/autogroup", os.O_WRONLY)
-    except OSError:  # no autogroup here (not Linux, or a kernel without it), or already gone
-        return
-    _lower_group(fd, value, _GROUP_TRIES)
-
-
-def _lower_group(fd: int, value: int, tries: int) -> None:
-    """Set the niceness of a program's session group through its open autogroup file; where the
-    kernel asks to wait (see ``_GROUP_RETRY_S``), try again on a timer, leaving the caller free."""
     try:
-        os.write(fd, str(value).encode())
-    except BlockingIOError:  # EAGAIN: some group was changed less than 100 ms ago
-        if tries > 1:
-            timer = threading.Timer(_GROUP_RETRY_S, _lower_group, (fd, value, tries - 1))
-            timer.daemon = True
-            timer.start()
-            return
-    except OSError:  # the program has ended, or this kernel has no groups to change
+        with open(f"/proc/{proc.pid}/autogroup", "w") as f:
+            f.write(str(value))
+    except OSError:  # no autogroup here (not Linux, or a kernel without it), or already gone
         pass
-    os.close(fd)
 
 
 def cpu_count() -> int:
