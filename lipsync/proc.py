@@ -14,13 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 from functools import lru_cache
 
 from .errors import EncodeError, LipSyncError
 
 __all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group", "cpu_count", "background", "current_nice", "lower",
-           "BACKGROUND_NICE"]
+           "BACKGROUND_NICE", "SPAWN"]
 
 log = logging.getLogger("lipsync")
 
@@ -29,6 +30,13 @@ log = logging.getLogger("lipsync")
 #: first; alone, a program at a lower priority runs as fast
 BACKGROUND_NICE = 10
 _NICE: contextvars.ContextVar[int] = contextvars.ContextVar("lipsync_nice", default=0)
+#: how our programs start: in a process group of their own, so that a timeout stops them whole
+#: (:func:`kill_group`), but in our session. Where Linux groups each session's processes for the CPU
+#: ("autogroup", the default of most distributions), a session of their own was a CPU group of its
+#: own, sharing the CPU equally with all of ours whatever the program's niceness; in our session its
+#: niceness counts against each of our threads. (Python 3.10 has no ``process_group``: a session of
+#: their own there, whose group :func:`lower` lowers too.)
+SPAWN = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 
 
 @contextlib.contextmanager
@@ -56,17 +64,18 @@ def lower(proc: subprocess.Popen, nice: int) -> None:
     """Run ``proc`` ``nice`` steps below this process (at most 19); best effort.
 
     Called right after the start, before the program's own start-up work and
-    before it starts threads (they inherit it). Our programs start in a session
-    of their own (:func:`kill_group` stops them whole); where Linux groups each
-    session's processes for the CPU ("autogroup", on by default on most
-    distributions), the group shares the CPU equally with ours whatever its
-    processes' niceness, so the group is lowered too.
+    before it starts threads (they inherit it). A program started in a session
+    of its own (see :data:`SPAWN`) has its session's CPU group lowered too,
+    where Linux has one ("autogroup"); one in our session shares our group,
+    which stays as it is.
     """
     if nice <= 0:
         return
     try:
         value = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
         os.setpriority(os.PRIO_PROCESS, proc.pid, value)
+        if os.getsid(proc.pid) == os.getsid(0):
+            return
     except (OSError, AttributeError):  # not POSIX, not allowed, or already gone: it runs at the normal priority
         return
     try:
@@ -105,7 +114,7 @@ def ffmpeg_exe() -> str:
 
 
 def kill_group(proc: subprocess.Popen) -> None:
-    """Kill ``proc`` and every child it started (it runs in its own session)."""
+    """Kill ``proc`` and every child it started (it runs in a process group of its own)."""
     if proc.poll() is not None:
         return
     try:
@@ -146,7 +155,7 @@ def run(
             stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            start_new_session=True,
+            **SPAWN,
         )
     except OSError as e:
         raise error(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
@@ -185,7 +194,7 @@ class Pipe:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                start_new_session=True,
+                **SPAWN,
             )
         except OSError as e:
             raise EncodeError(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None

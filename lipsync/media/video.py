@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VideoError
-from ..proc import current_nice, ffmpeg_exe, kill_group, lower, run
+from ..proc import SPAWN, current_nice, ffmpeg_exe, kill_group, lower, run
 from .files import check_input_file
 from .sniff import DEMUXERS, input_args, sniff_as
 
@@ -312,8 +312,7 @@ class VideoDecoder:
         log.debug("decode %s", self.args)
         try:
             self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                start_new_session=True,
+                self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **SPAWN,
             )
         except OSError as e:
             raise VideoError(f"Could not start ffmpeg ({e.strerror or e}). Is it installed?") from None
