@@ -151,8 +151,11 @@ def test_face_enhance_is_cuda_only_in_live_mode():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_live_mel_window_is_the_offline_spectrogram_bit_for_bit(seed):
-    """The frame path computes only the 16 columns it uses; they equal the full spectrogram's."""
+def test_the_live_mel_window_is_the_offline_spectrogram(seed):
+    """The frame path computes only the 16 columns it uses; they equal the full spectrogram's up to float32
+    rounding: the mel product's summation order is the BLAS library's, and on some CPUs it differs with the
+    number of columns (an AMD Zen 5 gave 27 of 1,280 values 1-2 units in the last place apart; a Zen 4, none).
+    A column off by one would be 0.1 or more apart."""
     from lipsync import features
 
     rng = np.random.default_rng(seed)
@@ -160,7 +163,9 @@ def test_the_live_mel_window_is_the_offline_spectrogram_bit_for_bit(seed):
     if seed == 2:
         segment[:1500] = 0  # silence then speech
     want = features.melspectrogram(segment)[:, 3 : 3 + features.MEL_STEP]
-    np.testing.assert_array_equal(audio.mel_window(segment), want)
+    got = audio.mel_window(segment)
+    np.testing.assert_allclose(got, want, rtol=0, atol=8 * np.spacing(np.float32(features.MAX_ABS)))
+    assert np.abs(features.melspectrogram(segment)[:, 4 : 4 + features.MEL_STEP] - got).max() > 0.05
 
 
 @needs_model
