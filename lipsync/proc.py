@@ -20,8 +20,8 @@ from functools import lru_cache
 
 from .errors import EncodeError, LipSyncError
 
-__all__ = ["ffmpeg_exe", "run", "Pipe", "kill_group", "cpu_count", "background", "current_nice", "lower",
-           "BACKGROUND_NICE", "SPAWN"]
+__all__ = ["ffmpeg_exe", "run", "Pipe", "start", "kill_group", "cpu_count", "background", "current_nice",
+           "BACKGROUND_NICE"]
 
 log = logging.getLogger("lipsync")
 
@@ -35,8 +35,8 @@ _NICE: contextvars.ContextVar[int] = contextvars.ContextVar("lipsync_nice", defa
 #: ("autogroup", the default of most distributions), a session of their own was a CPU group of its
 #: own, sharing the CPU equally with all of ours whatever the program's niceness; in our session its
 #: niceness counts against each of our threads. (Python 3.10 has no ``process_group``: a session of
-#: their own there, whose group :func:`lower` lowers too.)
-SPAWN = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
+#: their own there, whose group :func:`_lower` lowers too.)
+_SPAWN = {"process_group": 0} if sys.version_info >= (3, 11) else {"start_new_session": True}
 
 
 @contextlib.contextmanager
@@ -60,12 +60,22 @@ def current_nice() -> int:
     return _NICE.get()
 
 
-def lower(proc: subprocess.Popen, nice: int) -> None:
+def start(args: list[str], *, nice: int | None = None, **popen) -> subprocess.Popen:
+    """Start a program as all of ours start (:func:`run`, :class:`Pipe`, the video decoder): in a
+    process group of its own (:func:`kill_group` stops it whole), ``nice`` steps lower (``None``:
+    what :func:`background` asks here). ``popen``: the pipes, as for :class:`subprocess.Popen`;
+    raises its :class:`OSError` when the program cannot be started."""
+    proc = subprocess.Popen(args, **popen, **_SPAWN)
+    _lower(proc, current_nice() if nice is None else nice)
+    return proc
+
+
+def _lower(proc: subprocess.Popen, nice: int) -> None:
     """Run ``proc`` ``nice`` steps below this process (at most 19); best effort.
 
     Called right after the start, before the program's own start-up work and
     before it starts threads (they inherit it). A program started in a session
-    of its own (see :data:`SPAWN`) has its session's CPU group lowered too,
+    of its own (see :data:`_SPAWN`) has its session's CPU group lowered too,
     where Linux has one ("autogroup"); one in our session shares our group,
     which stays as it is.
     """
@@ -150,16 +160,10 @@ def run(
         raise TypeError("args must be a list of str")
     log.debug("run %s", args)
     try:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            **SPAWN,
-        )
+        proc = start(args, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
         raise error(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
-    lower(proc, current_nice())
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -189,16 +193,9 @@ class Pipe:
         self.timeout = timeout
         log.debug("pipe %s", args)
         try:
-            self.proc = subprocess.Popen(
-                args,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                **SPAWN,
-            )
+            self.proc = start(args, nice=nice, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         except OSError as e:
             raise EncodeError(f"Could not start {what} ({e.strerror or e}). Is it installed?") from None
-        lower(self.proc, current_nice() if nice is None else nice)
         self._err = collections.deque(maxlen=64)
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()

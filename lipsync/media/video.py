@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import VideoError
-from ..proc import SPAWN, current_nice, ffmpeg_exe, kill_group, lower, run
+from ..proc import current_nice, ffmpeg_exe, kill_group, run, start
 from .files import check_input_file
 from .sniff import DEMUXERS, input_args, sniff_as
 
@@ -311,12 +311,10 @@ class VideoDecoder:
     def __enter__(self) -> "VideoDecoder":
         log.debug("decode %s", self.args)
         try:
-            self.proc = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **SPAWN,
-            )
+            self.proc = start(self.args, nice=self._nice, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
         except OSError as e:
             raise VideoError(f"Could not start ffmpeg ({e.strerror or e}). Is it installed?") from None
-        lower(self.proc, self._nice)
         self._started = time.monotonic()
         self._threads = [
             threading.Thread(target=self._drain, name="lipsync-video-stderr", daemon=True),
