@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -90,10 +91,11 @@ class Node:
         return out
 
 
-def _node_args(resource: str) -> list[str]:
-    """One node's own ports (two nodes share this machine), one CPU, no GPU, a small object store."""
+def _node_args(resource: str, gpus: int = 0) -> list[str]:
+    """One node's own ports (two nodes share this machine), one CPU, ``gpus`` GPUs (this machine has none: Ray
+    counts what it is told, and a worker given one finds no CUDA and runs on the CPU), a small object store."""
     base = 20000 + secrets.randbelow(400) * 100
-    return ["--num-cpus", "1", "--num-gpus", "0", "--resources", json.dumps({resource: 1}),
+    return ["--num-cpus", "1", "--num-gpus", str(gpus), "--resources", json.dumps({resource: 1}),
             "--node-ip-address", "127.0.0.1", "--object-store-memory", str(80 * 2**20),
             "--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
             "--metrics-export-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
@@ -103,8 +105,8 @@ def _node_args(resource: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cluster(checkpoint):
-    """A head (``node_a``) and a second node (``node_b``), each one CPU, with a token of their own; the nodes'
-    workers import lipsync from this checkout and offer 127.0.0.1 only. Stopped at the module's end, with
+    """A head (``node_a``) and a second node (``node_b``, which says it has a GPU), each one CPU, with a token of
+    their own; the nodes' workers import lipsync from this checkout and offer 127.0.0.1 only. Stopped at the module's end, with
     every process of theirs (and only theirs) killed."""
     import ray
     from ray._private.authentication_test_utils import reset_auth_token_state  # Ray's own tests' helper
@@ -135,7 +137,7 @@ def cluster(checkpoint):
             if nodes[0].proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the Ray head did not start:\n{(temp / 'head.log').read_text()[-3000:]}")
             time.sleep(0.2)
-        nodes.append(Node(["--address", f"127.0.0.1:{port}", *_node_args("node_b")], env, temp / "b.log"))
+        nodes.append(Node(["--address", f"127.0.0.1:{port}", *_node_args("node_b", gpus=1)], env, temp / "b.log"))
         os.environ.update(auth)
         reset_auth_token_state()  # this process read Ray's settings when it imported ray
         while True:
@@ -192,11 +194,15 @@ def served(cluster, checkpoint, coturn):
                 os.environ[k] = v
 
 
-def _served(cluster, checkpoint):
+def _served(cluster, checkpoint, device="cpu", clips=True, **options):
+    """The app's routes on uvicorn, its sessions on the cluster's workers (``device="cpu"``: one per node, GPUs or
+    not), and with ``clips`` the Generate tab's clips (this process's one clip engine); yields once two workers
+    have loaded their model."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import live_soak
     from fastapi import FastAPI
 
+    from lipsync.batch.execute import EngineSettings
     from lipsync.live.web import install
     from lipsync.webapp.server import install_on_cluster
 
@@ -204,9 +210,14 @@ def _served(cluster, checkpoint):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):  # as ``app.py --ray`` installs it: the live routes, and Generate's clips on the workers
-        on_cluster = install_on_cluster(install, cluster["address"], dict(checkpoint=str(checkpoint), device="cpu",
-                                                                          precision="fp32"), app, None,
-                                        max_side=SIDE, offer_interval_s=0.0, per_client=2, dead_after_s=DEAD_AFTER_S)
+        settings = dict(checkpoint=str(checkpoint), device=device, precision="fp32")
+        options.update(max_side=SIDE, offer_interval_s=0.0, per_client=2, dead_after_s=DEAD_AFTER_S)
+        if clips:
+            on_cluster = install_on_cluster(install, cluster["address"], settings, app, None, **options)
+        else:
+            on_cluster = SimpleNamespace(server=install(app, None, ray=cluster["address"],
+                                                        settings=EngineSettings(**settings), **options))
+            on_cluster.aclose = on_cluster.server.aclose
         box["server"] = on_cluster.server
         try:
             yield
@@ -337,6 +348,65 @@ def test_sessions_go_to_both_machines_and_the_media_comes_straight_from_each(ser
                 await two.close()
 
     run(main())
+
+
+def test_several_workers_share_a_gpu_each_with_its_share_and_sessions_spread_over_them(served, cluster, checkpoint):
+    """``app.py --ray ADDRESS --workers-per-gpu 2``: node_b's one GPU gets two worker processes, each with half of
+    it (Ray's own accounting) and its own engine; the head has no GPU and gets none. Two visitors land on the two
+    processes. (node_b's one CPU is the first app's worker's: these reserve none.)"""
+    import httpx
+
+    with contextlib.contextmanager(_served)(cluster, checkpoint, device="auto", clips=False, workers_per_gpu=2,
+                                            cpus_per_worker=0) as (url, server):
+        workers = server.describe()
+        assert len(workers) == 2 and {w["node_id"] for w in workers} == {cluster["b"]}, workers
+        assert [w["gpu_share"] for w in workers] == [0.5, 0.5] and len({w["pid"] for w in workers}) == 2
+        infos = [w.info for w in server.workers.values()]
+        assert all(i["gpus"] == infos[0]["gpus"] and len(i["gpus"]) == 1 for i in infos), infos  # the same GPU
+        assert all(i["resources"].get("GPU") == 0.5 for i in infos), infos
+
+        async def main():
+            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                one, two = Client(http), Client(http)
+                try:
+                    a1, a2 = await one.open(), await two.open()
+                    pids = {server.where(a1["id"])["pid"], server.where(a2["id"])["pid"]}
+                    assert pids == {w["pid"] for w in workers}, server.describe()  # the freer process each time
+                    assert await one.media() and await two.media(), (one.got, two.got)
+                    for answer in (a1, a2):
+                        assert (await http.delete(f"/live/{answer['id']}")).status_code == 200
+                finally:
+                    await one.close()
+                    await two.close()
+
+        run(main())
+    assert not server.workers  # closed with the app: its processes are gone (the cluster fixture checks the rest)
+
+
+def test_workers_are_planned_per_gpu_or_per_node_each_with_its_share_of_the_machine(monkeypatch):
+    from lipsync.cluster import env_workers_per_gpu, plan_nodes
+    from lipsync.errors import LipSyncError
+
+    def node(name, cpus, gpus=0, alive=True):
+        return {"NodeID": name, "Alive": alive, "NodeManagerAddress": f"10.0.0.{len(name)}",
+                "Resources": {"CPU": cpus, **({"GPU": gpus} if gpus else {})}}
+
+    nodes = [node("app", 4), node("gpus", 16, gpus=2), node("gone", 16, gpus=8, alive=False)]
+    one = plan_nodes(nodes)  # one per GPU, on the GPU machine only, each with half its cores
+    assert [(p.node_id, p.num_gpus, p.cores) for p in one] == [("gpus", 1, 8.0)] * 2
+    four = plan_nodes(nodes, per_gpu=4, cpus_per_worker=2)
+    assert [(p.node_id, p.num_cpus, p.num_gpus, p.cores) for p in four] == [("gpus", 2, 0.25, 2.0)] * 8
+    assert len({p.key for p in four}) == 8
+    three = plan_nodes(nodes, per_gpu=3)  # Ray counts a GPU in steps of 1/10,000: three shares fit in one
+    assert three[0].num_gpus == 0.3333 and 3 * three[0].num_gpus <= 1
+    cpu = plan_nodes(nodes, device="cpu", per_gpu=4, cpus_per_worker=2)  # GPUs aside: one per node, whole
+    assert [(p.node_id, p.num_gpus, p.cores) for p in cpu] == [("app", 0, 4.0), ("gpus", 0, 16.0)]
+    assert [p.node_id for p in plan_nodes(nodes, device="cpu", cpus_per_worker=8)] == ["gpus"]
+    with pytest.raises(LipSyncError, match="at least 1"):
+        plan_nodes(nodes, per_gpu=0)
+    for value, want in (("", 1), ("3", 3), ("0", 1), ("two", 1)):
+        monkeypatch.setenv("LIPSYNC_WORKERS_PER_GPU", value)
+        assert env_workers_per_gpu() == want
 
 
 def test_a_restarted_worker_removes_the_clip_folders_of_dead_workers_only(tmp_path):

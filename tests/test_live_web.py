@@ -347,3 +347,39 @@ def test_the_web_app_carries_the_live_tab_and_its_routes():
 
     assert [name for name, _ in server.default_tabs()] == ["Live"]
     assert server.default_routes() == [web.install]
+
+
+def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypatch):
+    """Each worker's limit on a GPU: the network's measured rate (0.75 x rate / 25) times its share of the GPU
+    (several processes share one with ``--workers-per-gpu``), and at most 4 sessions per CPU core that is its to
+    encode pictures on (its share of the machine, not the whole machine that every worker on it would count)."""
+    import os
+    from types import SimpleNamespace
+
+    import torch
+
+    from lipsync.live.web.server import GPU_SESSIONS_PER_CORE, LiveServer
+    from lipsync.runtime.scheduler import Scheduler
+
+    monkeypatch.delenv("LIPSYNC_LIVE_SESSIONS", raising=False)
+    sched = Scheduler(lambda *a, **k: None)
+    engine = SimpleNamespace(generator=SimpleNamespace(device=torch.device("cuda"), scheduler=sched))
+    sched._measured = (10_000.0, "measured at load")  # 300 sessions by the network
+    assert LiveServer(lambda: engine).capacity(engine)["limit"] == min(300, GPU_SESSIONS_PER_CORE * os.cpu_count())
+    assert LiveServer(lambda: engine, cores=2.0, gpu_share=0.25).capacity(engine)["limit"] == 8  # 4 per core
+    sched._measured = (1_000.0, "measured while serving")  # 30 by the whole GPU
+    assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.25).capacity(engine)["limit"] == 7  # a quarter of it
+    assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.01).capacity(engine)["limit"] == 1  # never none
+    engine.generator.device = torch.device("cpu")  # on a CPU the network's own measure decides, shares aside
+    assert LiveServer(lambda: engine, cores=1.0, gpu_share=0.25).capacity(engine)["limit"] == 30
+
+
+def test_workers_per_gpu_is_asked_for_with_a_cluster_and_a_whole_number(capsys):
+    pytest.importorskip("gradio")
+    from lipsync.webapp import server
+
+    for argv, said in ((["--workers-per-gpu", "2"], "give --ray HEAD:PORT too"),
+                       (["--ray", "127.0.0.1:1", "--workers-per-gpu", "0"], "at least 1, not '0'")):
+        with pytest.raises(SystemExit) as e:
+            server.main(argv)
+        assert e.value.code == 2 and said in capsys.readouterr().err

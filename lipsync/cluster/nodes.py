@@ -1,4 +1,5 @@
-"""Joining a Ray cluster and planning its workers: one per GPU where there are GPUs, else one per node.
+"""Joining a Ray cluster and planning its workers: one per GPU (or several sharing it) where there are GPUs,
+else one per node.
 
 ``ray`` is imported only inside these functions (and only when a cluster is asked for).
 """
@@ -6,13 +7,15 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
 from dataclasses import dataclass
 
 from ..errors import LipSyncError
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["Place", "connect", "import_ray", "plan_nodes"]
+__all__ = ["Place", "connect", "env_workers_per_gpu", "import_ray", "plan_nodes"]
 
 
 def import_ray():
@@ -47,36 +50,60 @@ def connect(address: str) -> bool:
     return True
 
 
+def env_workers_per_gpu() -> int:
+    """``$LIPSYNC_WORKERS_PER_GPU``: worker processes that share each GPU (default 1)."""
+    env = os.environ.get("LIPSYNC_WORKERS_PER_GPU", "").strip()
+    if not env:
+        return 1
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    log.warning("LIPSYNC_WORKERS_PER_GPU=%r is not a positive whole number; using 1", env)
+    return 1
+
+
 @dataclass(frozen=True)
 class Place:
     """Where one worker goes: a node (Ray's hex id and address) and what it reserves there."""
 
     node_id: str
     address: str
-    num_cpus: float
-    num_gpus: int
-    slot: int = 0  #: which of the node's workers (one per GPU)
+    num_cpus: float  #: CPUs Ray reserves for it (and its network's threads)
+    num_gpus: float  #: its share of a GPU: 1, or 1/N where N workers share one
+    slot: int = 0  #: which of the node's workers
+    #: the node's CPU cores that are this worker's to encode its sessions' pictures on (its share of the
+    #: machine: a GPU worker's network runs on the GPU, and every session's picture is encoded on a core)
+    cores: float = 1.0
 
     @property
     def key(self) -> str:
         return f"{self.node_id}:{self.slot}"
 
 
-def plan_nodes(nodes: list[dict], *, device: str = "auto", cpus_per_worker: float = 1) -> list[Place]:
+def plan_nodes(nodes: list[dict], *, device: str = "auto", cpus_per_worker: float = 1,
+               per_gpu: int = 1) -> list[Place]:
     """The workers for the live nodes of ``ray.nodes()``.
 
-    Where any node has a GPU (and ``device`` is not ``cpu``), one worker per GPU, on the
-    GPU nodes only (a machine without one, such as the app's own, serves nobody slowly);
-    otherwise one worker per node that has ``cpus_per_worker`` CPUs.
+    Where any node has a GPU (and ``device`` is not ``cpu``), ``per_gpu`` workers per GPU (each
+    a process with its own engine and 1/``per_gpu`` of the GPU), on the GPU nodes only (a machine
+    without one, such as the app's own, serves nobody slowly); otherwise one worker per node that
+    has ``cpus_per_worker`` CPUs. Each worker's :attr:`Place.cores` is its even share of its
+    node's CPUs.
     """
+    if int(per_gpu) != per_gpu or per_gpu < 1:
+        raise LipSyncError(f"Workers per GPU must be a whole number of at least 1, not {per_gpu}.")
+    per_gpu = int(per_gpu)
     alive = [n for n in nodes if n.get("Alive", n.get("alive", False))]
     gpus = {n["NodeID"]: int(n.get("Resources", {}).get("GPU", 0)) for n in alive}
     use_gpus = device != "cpu" and any(gpus.values())
     places = []
     for n in alive:
         address = n.get("NodeManagerAddress", "")
+        cpus = float(n.get("Resources", {}).get("CPU", 0))
         if use_gpus:
-            places += [Place(n["NodeID"], address, cpus_per_worker, 1, k) for k in range(gpus[n["NodeID"]])]
-        elif n.get("Resources", {}).get("CPU", 0) >= cpus_per_worker:
-            places.append(Place(n["NodeID"], address, cpus_per_worker, 0))
+            count = gpus[n["NodeID"]] * per_gpu
+            share = math.floor(10_000 / per_gpu) / 10_000  # Ray counts a GPU in steps of 1/10,000
+            places += [Place(n["NodeID"], address, cpus_per_worker, share, k, max(cpus / count, 1.0))
+                       for k in range(count)]
+        elif cpus >= cpus_per_worker:
+            places.append(Place(n["NodeID"], address, cpus_per_worker, 0, 0, max(cpus, 1.0)))
     return places

@@ -55,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
                    help="run the Live tab's sessions and the Generate tab's clips on the workers of a Ray "
                         "cluster: its head's HOST:PORT (default $LIPSYNC_RAY; none: on this machine). "
                         "See the README's 'Live on a Ray cluster'.")
+    p.add_argument("--workers-per-gpu", metavar="N", type=_positive, default=None,
+                   help="with --ray: worker processes per GPU, each with its own model, sharing the GPU "
+                        "(default $LIPSYNC_WORKERS_PER_GPU, else 1); one process's picture work limits the "
+                        "live sessions it holds, so several use more of a GPU machine's cores")
     add_engine_args(p)
     return p
 
@@ -76,18 +80,25 @@ def default_tabs() -> list[tuple[str, Callable[[], object]]]:
     return [("Live", lambda: build_tab(state.get_engine))] if build_tab else []
 
 
-def default_routes(ray: str | None = None, settings: dict | None = None) -> list[Callable]:
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return int(text)
+
+
+def default_routes(ray: str | None = None, settings: dict | None = None, **cluster) -> list[Callable]:
     """The HTTP routes to install before serving: the Live tab's signalling where it is installed.
 
     With ``ray`` (a cluster's head, ``HOST:PORT``) its sessions run on the cluster's workers, each
     building its engine from ``settings`` (``checkpoint``, ``s3fd``, ``device``, ``precision``), and
-    the Generate tab's clips are made there too (:class:`~lipsync.cluster.clips.ClusterClips`).
+    the Generate tab's clips are made there too (:class:`~lipsync.cluster.clips.ClusterClips`);
+    ``cluster`` goes to :class:`~lipsync.live.web.remote.RemoteLive` (``workers_per_gpu``...).
     """
     install = _optional("lipsync.live.web", "install")
     if not install:
         return []
     if ray:
-        return [functools.partial(install_on_cluster, install, ray, settings)]
+        return [functools.partial(install_on_cluster, install, ray, settings, **cluster)]
     return [install]
 
 
@@ -174,17 +185,22 @@ def _remove_files() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python app.py [--host H] [--port P] [--share] [--ray HEAD:PORT] [--checkpoint C] [--device D] [--precision P]``."""
+    """``python app.py [--host H] [--port P] [--share] [--ray HEAD:PORT [--workers-per-gpu N]] [--checkpoint C]
+    [--device D] [--precision P]``."""
     for key, value in OMP_ENV.items():
         os.environ.setdefault(key, value)
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    ray = args.ray or os.environ.get("LIPSYNC_RAY", "").strip() or None
+    if args.workers_per_gpu is not None and not ray:
+        p.error("--workers-per-gpu places workers on a Ray cluster: give --ray HEAD:PORT too")
     limit_malloc_arenas()
     signal.signal(signal.SIGTERM, _stop)
     atexit.register(_remove_files)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     state.ENGINE_CONFIG.update(engine_settings(args))
-    ray = args.ray or os.environ.get("LIPSYNC_RAY", "").strip() or None
+    cluster = {} if args.workers_per_gpu is None else {"workers_per_gpu": args.workers_per_gpu}
     if ray:  # joined before anything starts: a missing Ray or an unreachable cluster is a plain line
         from lipsync.cluster import connect
         from lipsync.errors import LipSyncError
@@ -201,6 +217,6 @@ def main(argv: list[str] | None = None) -> None:
         state.start_model_loading()
     demo = build_demo(extra_tabs=default_tabs())
     launch(
-        demo, routes=default_routes(ray, engine_settings(args)), share=args.share, server_name=args.host, server_port=args.port,
+        demo, routes=default_routes(ray, engine_settings(args), **cluster), share=args.share, server_name=args.host, server_port=args.port,
         max_file_size="20mb", show_error=False, js=PAGE_JS, css=CSS or None,
     )

@@ -3,8 +3,8 @@
 The app keeps the signalling: its routes and their checks (the page's origin, JSON only,
 sizes, one offer a second and one session per visitor, consent for a face of one's own) run
 here, as on one machine. Each admitted offer goes to the ready worker with the most free
-places (:class:`~lipsync.live.web.worker.LiveWorker`: one loaded engine per GPU, else per
-node, with its capacity), which opens the session and answers with its own machine's ICE
+places (:class:`~lipsync.live.web.worker.LiveWorker`: one loaded engine per GPU, or several
+processes sharing a GPU (``workers_per_gpu``), else one per node, with its capacity), which opens the session and answers with its own machine's ICE
 candidates: the media flows between the visitor and that machine, not through the app.
 
 **Failover.** The app pings every worker each :data:`PING_S`. A worker whose process or
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...batch.execute import EngineSettings
-from ...cluster import Place, connect, import_ray, plan_nodes
+from ...cluster import Place, connect, env_workers_per_gpu, import_ray, plan_nodes
 from .http import HTTPProblem
 from .server import LOADING, MAX_PENDING, OFFER_INTERVAL_S, busy, check_offer, release_place, take_place
 from .worker import ICE_VARS, LiveWorker
@@ -87,6 +87,9 @@ class RemoteLive:
         max_side, max_s: the picture's long side and a session's longest life (as :class:`LiveServer`).
         per_client, offer_interval_s, max_pending: the app's admission (as :class:`LiveServer`).
         cpus_per_worker: CPUs each worker reserves (and its network's threads).
+        workers_per_gpu: worker processes per GPU, each with its own engine and its share of the GPU
+            (default ``$LIPSYNC_WORKERS_PER_GPU``, else 1). One process's picture work, not the GPU, limits
+            the sessions it holds; several share the GPU and use more of the machine's cores.
         dead_after_s: a worker silent this long is taken for dead.
 
     Raises:
@@ -96,7 +99,8 @@ class RemoteLive:
     def __init__(self, address: str, *, settings: EngineSettings | None = None, image=None,
                  max_sessions: int | None = None, max_side: int = 512, max_s: float | None = None,
                  per_client: int = 1, offer_interval_s: float = OFFER_INTERVAL_S, max_pending: int = MAX_PENDING,
-                 cpus_per_worker: float = 1, dead_after_s: float = DEAD_AFTER_S):
+                 cpus_per_worker: float = 1, workers_per_gpu: int | None = None,
+                 dead_after_s: float = DEAD_AFTER_S):
         self.address = address
         self.settings = settings
         self.image = Path(image).read_bytes() if isinstance(image, (str, Path)) else image
@@ -107,6 +111,7 @@ class RemoteLive:
         self.offer_interval_s = offer_interval_s
         self.max_pending = max_pending
         self.cpus_per_worker = cpus_per_worker
+        self.workers_per_gpu = env_workers_per_gpu() if workers_per_gpu is None else workers_per_gpu
         self.dead_after_s = dead_after_s
         self.workers: dict[str, Worker] = {}  #: by :attr:`Place.key`
         self.owners: dict[str, tuple[str, str]] = {}  #: session id -> (visitor's address, worker's key)
@@ -134,7 +139,7 @@ class RemoteLive:
 
         self._last_discovery = time.monotonic()
         device = self.settings.device if self.settings is not None else os.environ.get("LIPSYNC_DEVICE", "auto")
-        places = plan_nodes(nodes, device=device, cpus_per_worker=self.cpus_per_worker)
+        places = plan_nodes(nodes, device=device, cpus_per_worker=self.cpus_per_worker, per_gpu=self.workers_per_gpu)
         alive = {p.node_id for p in places}
         for worker in list(self.workers.values()):
             if worker.place.node_id not in alive:
@@ -148,7 +153,8 @@ class RemoteLive:
                 num_cpus=place.num_cpus, num_gpus=place.num_gpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
                 max_concurrency=1000, scheduling_strategy=NodeAffinitySchedulingStrategy(place.node_id, soft=False),
             ).remote(self.settings, capacity=self.max_sessions, max_side=self.max_side, max_s=self.max_s,
-                     image=self.image, env=env, threads=max(1, int(place.num_cpus)))
+                     image=self.image, env=env, threads=max(1, int(place.num_cpus)), cores=place.cores,
+                     gpu_share=place.num_gpus or 1.0)
             self.workers[place.key] = Worker(place, handle)
             log.info("live: a worker is starting on %s (%s)", place.address, place.key[:8])
 
@@ -416,7 +422,8 @@ class RemoteLive:
         """Each worker: where it runs, whether it is ready, its capacity and sessions."""
         return [{"key": w.place.key, "node_id": w.place.node_id, "address": w.place.address, "ready": w.info is not None,
                  "capacity": w.info["capacity"] if w.info else 0, "sessions": sorted(w.peers),
-                 "pid": w.info["pid"] if w.info else None} for w in list(self.workers.values())]
+                 "pid": w.info["pid"] if w.info else None, "gpus": w.info.get("gpus", []) if w.info else [],
+                 "gpu_share": w.place.num_gpus} for w in list(self.workers.values())]
 
     async def report(self) -> dict:
         """``GET /live/capacity`` on a cluster: sessions running and the limit, summed over the ready

@@ -33,8 +33,9 @@ def install(app, get_engine, *, image=None, prefix: str = "/live", max_sessions:
 
     ``options`` go to :class:`LiveServer` (``max_s``, ``per_client``, ``offer_interval_s``, ``max_pending``).
     With ``ray`` (a Ray cluster's head, ``HOST:PORT``) the sessions run on the cluster's workers instead
-    (:class:`~lipsync.live.web.remote.RemoteLive`, which also takes ``settings``, ``cpus_per_worker`` and ``dead_after_s``;
-    ``max_sessions`` is then each worker's); the routes and their checks stay here.
+    (:class:`~lipsync.live.web.remote.RemoteLive`, which also takes ``settings``, ``cpus_per_worker``,
+    ``workers_per_gpu`` and ``dead_after_s``; ``max_sessions`` is then each worker's); the routes and their
+    checks stay here.
     """
     from fastapi.responses import FileResponse, JSONResponse
 

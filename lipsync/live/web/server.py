@@ -168,11 +168,14 @@ class LiveServer:
         per_client: sessions one visitor's address may hold at once.
         offer_interval_s: one address may send an offer this often.
         max_pending: offers handled at once.
+        cores: the CPU cores its sessions' pictures are encoded on, for the limit on a GPU (default: the
+            machine's; a worker that shares its machine with others has its share).
+        gpu_share: the share of its GPU its engine has (1/N where N workers share one), for the limit on a GPU.
     """
 
     def __init__(self, get_engine, *, image=None, max_sessions: int | None = None, max_side: int = 512,
                  max_s: float | None = None, per_client: int = 1, offer_interval_s: float = OFFER_INTERVAL_S,
-                 max_pending: int = MAX_PENDING):
+                 max_pending: int = MAX_PENDING, cores: float | None = None, gpu_share: float = 1.0):
         self.get_engine = get_engine
         self.image = image if image is not None else EXAMPLE
         self.max_sessions = max_sessions
@@ -181,6 +184,8 @@ class LiveServer:
         self.per_client = per_client
         self.offer_interval_s = offer_interval_s
         self.max_pending = max_pending
+        self.cores = cores
+        self.gpu_share = gpu_share
         self.peers: dict[str, Peer] = {}
         self.pending: dict[str, int] = {}  #: offers being handled, by visitor's address
         self._last_offer: dict[str, float] = {}
@@ -214,7 +219,8 @@ class LiveServer:
             return {"limit": 1, "how": "not measured yet"}
         limit = cap.sessions
         if generator.device.type == "cuda":  # each session's picture is encoded on a CPU core
-            limit = min(limit, GPU_SESSIONS_PER_CORE * (os.cpu_count() or 1))
+            limit = max(1, min(int(limit * self.gpu_share),  # its share, whether the others were idle or busy then
+                               int(GPU_SESSIONS_PER_CORE * (self.cores or os.cpu_count() or 1))))
         return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": cap.source}
 
     async def measured(self, engine) -> None:

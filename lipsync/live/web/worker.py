@@ -60,10 +60,13 @@ class LiveWorker:
         image: the default portrait's bytes (None: the package's example).
         env: environment to set first (the app's ICE server settings, :data:`ICE_VARS`).
         threads: compute threads for the network (the CPUs the worker reserved).
+        cores, gpu_share: this worker's share of its machine's CPU cores and of its GPU, for its capacity
+            on a GPU (see :class:`~lipsync.live.web.server.LiveServer`).
     """
 
     def __init__(self, settings: EngineSettings | None = None, *, capacity: int | None = None, max_side: int = 512,
-                 max_s: float | None = None, image: bytes | None = None, env: dict | None = None, threads: int = 1):
+                 max_s: float | None = None, image: bytes | None = None, env: dict | None = None, threads: int = 1,
+                 cores: float | None = None, gpu_share: float = 1.0):
         for key in ICE_VARS:  # the app's ICE settings replace this machine's, set or not
             os.environ.pop(key, None)
         os.environ.update(env or {})
@@ -72,7 +75,8 @@ class LiveWorker:
             device=os.environ.get("LIPSYNC_DEVICE") or "auto", precision=os.environ.get("LIPSYNC_PRECISION") or "auto"))
         # admission, rates and visitors are the app's to count; this server only holds the sessions
         self.server = LiveServer(lambda: self.engine, image=image, max_sessions=capacity, max_side=max_side,
-                                 max_s=max_s, per_client=2**31, offer_interval_s=0.0, max_pending=2**31)
+                                 max_s=max_s, per_client=2**31, offer_interval_s=0.0, max_pending=2**31,
+                                 cores=cores, gpu_share=gpu_share)
         self.clips = ClipJobs(self.engine)  #: the Generate tab's clips, on the same engine (live frames first)
         self.incarnation = secrets.token_hex(8)  #: a new one after each restart: its sessions are gone
 
@@ -91,6 +95,8 @@ class LiveWorker:
             "address": ray.util.get_node_ip_address(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            "gpus": [str(g) for g in ray.get_gpu_ids()],  #: the GPU(s) Ray gave it (shared where several per GPU)
+            "resources": context.get_assigned_resources(),  #: what it holds of its node: CPU, GPU (a share)...
             "engine": self.engine.generator.description,
         }
 
