@@ -202,6 +202,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run on Ray: alone, a local Ray instance; with ADDRESS (HOST:PORT or auto), "
                    "an existing cluster (put --ray after JOBS, or write --ray=ADDRESS)")
     b.add_argument("--cpus-per-worker", type=int, metavar="N", help="CPUs per Ray worker on CPU-only nodes (default 4)")
+    b.add_argument("--workers-per-gpu", type=int, metavar="N",
+                   help="with --ray: Ray workers per GPU, each with its own model, sharing it (default 1)")
     b.add_argument("--retry-failed", action="store_true", help="run the jobs that failed before again")
     b.add_argument("--strict", action="store_true", help="stop before any work if any row is bad")
     add_engine_args(b)  # with --ray the checkpoint path must exist on every node
@@ -322,6 +324,7 @@ def _batch(a: argparse.Namespace) -> int:
         s = run_batch(
             a.jobs, a.out_dir, workers=a.workers, ray=a.ray is not None,
             ray_address=None if a.ray in (None, "local") else a.ray, cpus_per_worker=a.cpus_per_worker,
+            workers_per_gpu=a.workers_per_gpu,
             retry_failed=a.retry_failed, strict=a.strict, settings=settings, progress=progress, notify=say,
         )
     except Interrupted as e:

@@ -256,6 +256,8 @@ def test_ray_workers_are_planned_per_gpu_or_per_cpus():
     assert plan_workers(gpus, workers=None, cpus_per_worker=None, device="auto") == (3, 1, 1)
     assert plan_workers(gpus, workers=2, cpus_per_worker=4, device="auto") == (2, 4, 1)
     assert plan_workers(gpus, workers=None, cpus_per_worker=None, device="cpu") == (8, 4, 0)
+    assert plan_workers(gpus, workers=None, cpus_per_worker=2, device="auto", per_gpu=4) == (12, 2, 0.25)
+    assert plan_workers(gpus, workers=5, cpus_per_worker=None, device="auto", per_gpu=3) == (5, 1, 0.3333)
     cpus = [node(8), node(6), node(2)]
     assert plan_workers(cpus, workers=None, cpus_per_worker=None, device="auto") == (3, 4, 0)  # 2 + 1 + 0
     assert plan_workers(cpus, workers=None, cpus_per_worker=2, device="auto") == (8, 2, 0)

@@ -251,3 +251,17 @@ def test_batch_passes_int8_to_its_workers(tmp_path, monkeypatch):
                  "--device", "cpu", "--checkpoint", "w.pth"])
     assert code == 130
     assert seen["settings"] == EngineSettings(checkpoint="w.pth", device="cpu", precision="int8", s3fd=None)
+
+
+def test_batch_shares_gpus_between_ray_workers_only_when_asked_well(tmp_path, capsys):
+    """`batch --workers-per-gpu N` is for Ray's workers (local --workers share the GPU already): without --ray,
+    or with N < 1, one line says what to do and nothing is written."""
+    from lipsync.cli import main
+
+    jobs = tmp_path / "jobs.csv"
+    jobs.write_text("id,image,audio\n")
+    for extra, said in ((["--workers-per-gpu", "2"], "add --ray"), (["--ray", "--workers-per-gpu", "0"], "1 or more")):
+        code = main(["batch", str(jobs), "--out-dir", str(tmp_path / "out"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and said in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..cluster import import_ray
+from ..cluster import gpu_share, import_ray
 from ..errors import LipSyncError
 from .execute import EngineSettings, Outcome, execute, make_engine, set_threads, worker_name
 from .manifest import Job
@@ -79,21 +79,22 @@ class RayWorker:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def plan_workers(nodes: list[dict], *, workers: int | None, cpus_per_worker: int | None, device: str):
+def plan_workers(nodes: list[dict], *, workers: int | None, cpus_per_worker: int | None, device: str,
+                 per_gpu: int = 1):
     """How many actors, and each one's resources, for the live ``nodes`` (``ray.nodes()``).
 
     Returns:
-        ``(count, num_cpus, num_gpus)``: one actor per GPU when there are GPUs (and
-        ``device`` is not ``cpu``), else one per ``cpus_per_worker`` CPUs of each node.
-        ``workers`` caps (or, on CPUs, sets) the count.
+        ``(count, num_cpus, num_gpus)``: ``per_gpu`` actors per GPU (each with 1/``per_gpu`` of
+        it) when there are GPUs (and ``device`` is not ``cpu``), else one per ``cpus_per_worker``
+        CPUs of each node. ``workers`` caps (or, on CPUs, sets) the count.
     """
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", n.get("alive", False))]
     gpus = [int(r.get("GPU", 0)) for r in alive]
     cpus = [int(r.get("CPU", 0)) for r in alive]
     if sum(gpus) > 0 and device != "cpu":
         num_cpus = cpus_per_worker or 1
-        count = sum(gpus)
-        return (min(count, workers) if workers else count), num_cpus, 1
+        count = sum(gpus) * per_gpu
+        return (min(count, workers) if workers else count), num_cpus, gpu_share(per_gpu)
     biggest = max(cpus, default=0)
     if biggest < 1:
         raise LipSyncError("The Ray cluster has no CPUs or GPUs to run on.")
@@ -137,6 +138,7 @@ def run_ray(
     address: str | None = None,
     workers: int | None = None,
     cpus_per_worker: int | None = None,
+    workers_per_gpu: int = 1,
     on_connected: Callable[[], None] | None = None,
 ) -> None:
     """Run ``jobs`` on Ray actors; ``deliver(job, outcome, attempts)`` runs here as each finishes.
@@ -146,6 +148,8 @@ def run_ray(
             None starts a local instance (unless Ray is already initialised in this
             process, which is then used as it is).
         workers: number of actors (default: one per GPU, else one per ``cpus_per_worker`` CPUs).
+        workers_per_gpu: actors that share each GPU, each with its own model (its clips' CPU work,
+            decoding, face finding and encoding, leaves one process's GPU idle much of the time).
         on_connected: called once Ray is connected (the driver re-installs its signal handlers).
 
     Raises:
@@ -162,10 +166,11 @@ def run_ray(
     actors: list = []
     try:
         count, num_cpus, num_gpus = plan_workers(
-            ray.nodes(), workers=workers, cpus_per_worker=cpus_per_worker, device=settings.device
+            ray.nodes(), workers=workers, cpus_per_worker=cpus_per_worker, device=settings.device,
+            per_gpu=workers_per_gpu,
         )
         count = min(count, len(jobs))
-        log.info("starting %d Ray worker(s), each with %d CPU(s) and %d GPU(s)", count, num_cpus, num_gpus)
+        log.info("starting %d Ray worker(s), each with %d CPU(s) and %g GPU(s)", count, num_cpus, num_gpus)
         Actor = ray.remote(RayWorker).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=MAX_RESTARTS, max_task_retries=0
         )

@@ -160,6 +160,7 @@ def run_batch(
     ray: bool = False,
     ray_address: str | None = None,
     cpus_per_worker: int | None = None,
+    workers_per_gpu: int | None = None,
     retry_failed: bool = False,
     strict: bool = False,
     settings: EngineSettings | None = None,
@@ -176,6 +177,7 @@ def run_batch(
         ray: run on Ray; ``ray_address`` joins a cluster (``auto`` or ``HOST:PORT``),
             None starts a local Ray instance (or uses the one this process already has).
         cpus_per_worker: CPUs each Ray actor reserves (and uses as threads).
+        workers_per_gpu: with ``ray``, actors that share each GPU (default 1).
         retry_failed: run the jobs that failed before again.
         strict: any bad row stops the batch before any work.
         settings: how each worker builds its engine (checkpoint, device, ...).
@@ -197,6 +199,11 @@ def run_batch(
         raise InputError("--workers must be 1 or more.")
     if cpus_per_worker is not None and int(cpus_per_worker) < 1:
         raise InputError("--cpus-per-worker must be 1 or more.")
+    if workers_per_gpu is not None and (int(workers_per_gpu) != workers_per_gpu or workers_per_gpu < 1):
+        raise InputError("--workers-per-gpu must be a whole number, 1 or more.")
+    if workers_per_gpu is not None and not ray:
+        raise InputError("--workers-per-gpu shares GPUs between Ray workers: add --ray (here, --workers N runs N "
+                         "processes, which share the GPU already).")
     manifest = jobs if isinstance(jobs, Manifest) else load_manifest(jobs)
     out = Path(out_dir).expanduser()
     manifest = _refuse_overwriting_inputs(manifest, out)
@@ -285,7 +292,8 @@ def run_batch(
                     from .ray_backend import run_ray
 
                     run_ray(to_run, deliver, settings=settings, address=ray_address, workers=workers,
-                            cpus_per_worker=cpus_per_worker, on_connected=guard.install)
+                            cpus_per_worker=cpus_per_worker, workers_per_gpu=workers_per_gpu or 1,
+                            on_connected=guard.install)
                 else:
                     from .local import run_local
 

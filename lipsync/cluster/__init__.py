@@ -7,6 +7,6 @@ when a cluster is asked for (:func:`import_ray` says how to install it).
 
 from __future__ import annotations
 
-from .nodes import Place, connect, env_workers_per_gpu, import_ray, plan_nodes
+from .nodes import Place, connect, env_workers_per_gpu, gpu_share, import_ray, plan_nodes
 
-__all__ = ["Place", "connect", "env_workers_per_gpu", "import_ray", "plan_nodes"]
+__all__ = ["Place", "connect", "env_workers_per_gpu", "gpu_share", "import_ray", "plan_nodes"]

@@ -15,7 +15,7 @@ from ..errors import LipSyncError
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["Place", "connect", "env_workers_per_gpu", "import_ray", "plan_nodes"]
+__all__ = ["Place", "connect", "env_workers_per_gpu", "gpu_share", "import_ray", "plan_nodes"]
 
 
 def import_ray():
@@ -48,6 +48,12 @@ def connect(address: str) -> bool:
             "others (with the same RAY_AUTH_TOKEN where the cluster checks one), then give HEAD:6379 here."
         ) from None
     return True
+
+
+def gpu_share(per_gpu: int) -> float:
+    """Each worker's share of a GPU that ``per_gpu`` workers share: 1/``per_gpu``, rounded down to Ray's step of
+    1/10,000 of a GPU (three shares of 0.3333 fit in one; three of a third might not)."""
+    return 1 if per_gpu == 1 else math.floor(10_000 / per_gpu) / 10_000
 
 
 def env_workers_per_gpu() -> int:
@@ -101,8 +107,7 @@ def plan_nodes(nodes: list[dict], *, device: str = "auto", cpus_per_worker: floa
         cpus = float(n.get("Resources", {}).get("CPU", 0))
         if use_gpus:
             count = gpus[n["NodeID"]] * per_gpu
-            share = math.floor(10_000 / per_gpu) / 10_000  # Ray counts a GPU in steps of 1/10,000
-            places += [Place(n["NodeID"], address, cpus_per_worker, share, k, max(cpus / count, 1.0))
+            places += [Place(n["NodeID"], address, cpus_per_worker, gpu_share(per_gpu), k, max(cpus / count, 1.0))
                        for k in range(count)]
         elif cpus >= cpus_per_worker:
             places.append(Place(n["NodeID"], address, cpus_per_worker, 0, 0, max(cpus, 1.0)))
