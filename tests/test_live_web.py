@@ -378,7 +378,7 @@ def test_workers_per_gpu_is_asked_for_with_a_cluster_and_a_whole_number(capsys):
     pytest.importorskip("gradio")
     from lipsync.webapp import server
 
-    for argv, said in ((["--workers-per-gpu", "2"], "give --ray HEAD:PORT too"),
+    for argv, said in ((["--workers-per-gpu", "2"], "add --ray (a Ray instance on this machine)"),
                        (["--ray", "127.0.0.1:1", "--workers-per-gpu", "0"], "at least 1, not '0'")):
         with pytest.raises(SystemExit) as e:
             server.main(argv)

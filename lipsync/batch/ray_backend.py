@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..cluster import gpu_share, import_ray
+from ..cluster import connect, gpu_share, import_ray
 from ..errors import LipSyncError
 from .execute import EngineSettings, Outcome, execute, make_engine, set_threads, worker_name
 from .manifest import Job
@@ -109,27 +108,6 @@ def plan_workers(nodes: list[dict], *, workers: int | None, cpus_per_worker: int
     return (workers or max(1, count)), num_cpus, 0
 
 
-def _connect(ray, address: str | None) -> bool:
-    """Join ``address`` (or ``auto``), or start a local instance when None. True if we started/joined it."""
-    if ray.is_initialized():
-        return False
-    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
-    if address is None:
-        # a private local instance; its workers must import lipsync from where this process does
-        here = str(Path(__file__).resolve().parents[2])
-        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
-        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}}, **kwargs)
-    else:
-        try:
-            ray.init(address=address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise LipSyncError(
-                f"Could not join the Ray cluster at {address}: {e}. Start one with 'ray start --head' "
-                "(and 'ray start --address=HEAD:6379' on the other machines), or use --ray alone for a local one."
-            ) from None
-    return True
-
-
 def run_ray(
     jobs: list[Job],
     deliver: Callable[[Job, Outcome, int], None],
@@ -160,7 +138,7 @@ def run_ray(
     ray = import_ray()
     from ray.exceptions import GetTimeoutError, RayError, RayTaskError
 
-    started = _connect(ray, address)
+    started = connect(address or "local")
     if on_connected:
         on_connected()
     actors: list = []

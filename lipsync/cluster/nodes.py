@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from pathlib import Path
 from dataclasses import dataclass
 
 from ..errors import LipSyncError
@@ -30,8 +31,9 @@ def import_ray():
 
 
 def connect(address: str) -> bool:
-    """Join the cluster at ``address`` (``HOST:PORT`` of its head, or ``auto``); True if this call joined it,
-    False if this process was connected already.
+    """Join the cluster at ``address`` (``HOST:PORT`` of its head, or ``auto``), or start a Ray instance of this
+    process's own on this machine (``local``); True if this call joined or started it, False if this process
+    was connected already.
 
     Raises:
         LipSyncError: Ray missing, or the cluster cannot be reached (saying how to start one).
@@ -39,13 +41,21 @@ def connect(address: str) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True)
+    if address == "local":
+        # its workers must import lipsync from where this process does (a checkout is not installed)
+        here = str(Path(__file__).resolve().parents[2])
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+        ray.init(address="local", include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": path}}, **kwargs)
+        return True
     try:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True)
+        ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise LipSyncError(
             f"Could not join the Ray cluster at {address}: {str(e).strip().splitlines()[0] if str(e).strip() else e}. "
             "Start one with 'ray start --head --port=6379' on one machine and 'ray start --address=HEAD:6379' on the "
-            "others (with the same RAY_AUTH_TOKEN where the cluster checks one), then give HEAD:6379 here."
+            "others (with the same RAY_AUTH_TOKEN where the cluster checks one), then give HEAD:6379 here; or give "
+            "--ray alone for a Ray instance on this machine only."
         ) from None
     return True
 

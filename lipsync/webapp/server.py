@@ -51,10 +51,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=None, help="address to listen on (default $GRADIO_SERVER_NAME or 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default $GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--share", action="store_true", help="also make a temporary public link (needs internet)")
-    p.add_argument("--ray", metavar="ADDRESS", default=None,
+    p.add_argument("--ray", metavar="ADDRESS", nargs="?", const="local", default=None,
                    help="run the Live tab's sessions and the Generate tab's clips on the workers of a Ray "
-                        "cluster: its head's HOST:PORT (default $LIPSYNC_RAY; none: on this machine). "
-                        "See the README's 'Live on a Ray cluster'.")
+                        "cluster: its head's HOST:PORT or auto (default $LIPSYNC_RAY; none: in this process); "
+                        "--ray alone starts a Ray instance on this machine only (with --workers-per-gpu: several "
+                        "processes on each of its GPUs). See the README's 'Live on a Ray cluster'.")
     p.add_argument("--workers-per-gpu", metavar="N", type=_positive, default=None,
                    help="with --ray: worker processes per GPU, each with its own model, sharing the GPU "
                         "(default $LIPSYNC_WORKERS_PER_GPU, else 1); one process's picture work limits the "
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     ray = args.ray or os.environ.get("LIPSYNC_RAY", "").strip() or None
     if args.workers_per_gpu is not None and not ray:
-        p.error("--workers-per-gpu places workers on a Ray cluster: give --ray HEAD:PORT too")
+        p.error("--workers-per-gpu places workers with Ray: add --ray (a Ray instance on this machine) or "
+                "--ray HEAD:PORT (a cluster)")
     limit_malloc_arenas()
     signal.signal(signal.SIGTERM, _stop)
     atexit.register(_remove_files)
