@@ -383,3 +383,6 @@ def test_workers_per_gpu_is_asked_for_with_a_cluster_and_a_whole_number(capsys):
         with pytest.raises(SystemExit) as e:
             server.main(argv)
         assert e.value.code == 2 and said in capsys.readouterr().err
+    # --ray alone: a Ray instance on this machine (lipsync.cluster.connect("local")), so one GPU machine needs no
+    # cluster for several workers per GPU
+    assert server.parser().parse_args(["--ray", "--workers-per-gpu", "3"]).ray == "local"
