@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import LipSyncError
 
@@ -83,7 +83,8 @@ class Place:
 
     node_id: str
     address: str
-    num_cpus: float  #: CPUs Ray reserves for it (and its network's threads)
+    #: CPUs Ray reserves for it (a GPU worker's network threads; a CPU machine's one worker computes on all its cores)
+    num_cpus: float
     num_gpus: float  #: its share of a GPU: 1, or 1/N where N workers share one
     slot: int = 0  #: which of the node's workers
     #: the node's CPU cores that are this worker's to encode its sessions' pictures on (its share of the
@@ -117,7 +118,7 @@ def plan_nodes(nodes: list[dict], *, device: str = "auto", cpus_per_worker: floa
         cpus = float(n.get("Resources", {}).get("CPU", 0))
         if use_gpus:
             count = gpus[n["NodeID"]] * per_gpu
-            places += [Place(n["NodeID"], address, cpus_per_worker, gpu_share(per_gpu), k, max(cpus / count, 1.0))
+            places += [Place(n["NodeID"], address, cpus_per_worker, gpu_share(per_gpu), k, cpus / count if cpus else 1.0)
                        for k in range(count)]
         elif cpus >= cpus_per_worker:
             places.append(Place(n["NodeID"], address, cpus_per_worker, 0, 0, max(cpus, 1.0)))

@@ -186,7 +186,7 @@ def _remove_files() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python app.py [--host H] [--port P] [--share] [--ray HEAD:PORT [--workers-per-gpu N]] [--checkpoint C]
+    """``python app.py [--host H] [--port P] [--share] [--ray [HEAD:PORT] [--workers-per-gpu N]] [--checkpoint C]
     [--device D] [--precision P]``."""
     for key, value in OMP_ENV.items():
         os.environ.setdefault(key, value)

@@ -4,8 +4,9 @@ The app keeps the signalling: its routes and their checks (the page's origin, JS
 sizes, one offer a second and one session per visitor, consent for a face of one's own) run
 here, as on one machine. Each admitted offer goes to the ready worker with the most free
 places (:class:`~lipsync.live.web.worker.LiveWorker`: one loaded engine per GPU, or several
-processes sharing a GPU (``workers_per_gpu``), else one per node, with its capacity), which opens the session and answers with its own machine's ICE
-candidates: the media flows between the visitor and that machine, not through the app.
+processes sharing each GPU (``workers_per_gpu``), else one per node, with its capacity), which
+opens the session and answers with its own machine's ICE candidates: the media flows between
+the visitor and that machine, not through the app.
 
 **Failover.** The app pings every worker each :data:`PING_S`. A worker whose process or
 machine dies (Ray says so, or it leaves pings unanswered for ``dead_after_s``) ends its
@@ -86,7 +87,8 @@ class RemoteLive:
             its network holds, measured when it loads).
         max_side, max_s: the picture's long side and a session's longest life (as :class:`LiveServer`).
         per_client, offer_interval_s, max_pending: the app's admission (as :class:`LiveServer`).
-        cpus_per_worker: CPUs each worker reserves (and its network's threads).
+        cpus_per_worker: CPUs each worker reserves in Ray's count (a GPU worker's network threads; a CPU
+            machine's one worker computes on all its cores).
         workers_per_gpu: worker processes per GPU, each with its own engine and its share of the GPU
             (default ``$LIPSYNC_WORKERS_PER_GPU``, else 1). One process's picture work, not the GPU, limits
             the sessions it holds; several share the GPU and use more of the machine's cores.

@@ -219,7 +219,7 @@ class LiveServer:
             return {"limit": 1, "how": "not measured yet"}
         limit = cap.sessions
         if generator.device.type == "cuda":  # each session's picture is encoded on a CPU core
-            limit = max(1, min(int(limit * self.gpu_share),  # its share, whether the others were idle or busy then
+            limit = max(1, min(int(limit * self.gpu_share),  # its share (measured, the others may have been idle)
                                int(GPU_SESSIONS_PER_CORE * (self.cores or os.cpu_count() or 1))))
         return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": cap.source}
 

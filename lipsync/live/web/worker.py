@@ -95,8 +95,8 @@ class LiveWorker:
             "address": ray.util.get_node_ip_address(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
-            "gpus": [str(g) for g in ray.get_gpu_ids()],  #: the GPU(s) Ray gave it (shared where several per GPU)
-            "resources": context.get_assigned_resources(),  #: what it holds of its node: CPU, GPU (a share)...
+            "gpus": [str(g) for g in ray.get_gpu_ids()],  # the GPU(s) Ray gave it (shared where several per GPU)
+            "resources": context.get_assigned_resources(),  # what it holds of its node: CPU, GPU (a share)...
             "engine": self.engine.generator.description,
         }
 
