@@ -1,4 +1,4 @@
-"""The same jobs on a Ray cluster: one actor per GPU (or per few CPUs) holds a model.
+"""The same jobs on a Ray cluster: one actor per GPU (or several sharing it, or one per few CPUs) holds a model.
 
 Nothing here needs a shared filesystem. The driver reads each input file once
 and puts its bytes in Ray's object store (a photo used by many rows is sent

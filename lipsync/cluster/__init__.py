@@ -1,4 +1,5 @@
-"""Workers on Ray: joining a cluster, and where the workers go (one loaded engine per GPU, else per node).
+"""Workers on Ray: joining a cluster (or starting one on this machine), and where the workers go (one loaded engine
+per GPU, or several sharing it; else one per node).
 
 The live avatar's workers (:mod:`lipsync.live.web.remote`) are placed with :func:`plan_nodes`; the app's
 Generate tab makes its clips on the same workers (:mod:`lipsync.cluster.clips`). ``ray`` is imported only
