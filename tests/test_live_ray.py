@@ -412,6 +412,17 @@ def test_workers_are_planned_per_gpu_or_per_node_each_with_its_share_of_the_mach
         assert env_workers_per_gpu() == want
 
 
+def test_without_ray_the_message_says_how_to_install_it_and_not_another_project(monkeypatch):
+    """`pip install 'lipsync[ray]'`, as the message said before, installs another project of that name."""
+    from lipsync.cluster import import_ray
+    from lipsync.errors import LipSyncError
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as where it is not installed
+    with pytest.raises(LipSyncError) as e:
+        import_ray()
+    assert "pip install '.[ray]'" in str(e.value) and "'lipsync[" not in str(e.value)
+
+
 def test_a_restarted_worker_removes_the_clip_folders_of_dead_workers_only(tmp_path):
     from lipsync.cluster.clips import CLIP_PREFIX, remove_orphans
 

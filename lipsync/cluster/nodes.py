@@ -25,7 +25,8 @@ def import_ray():
         import ray
     except ImportError:
         raise LipSyncError(
-            "Ray is not installed. Install it with: pip install 'lipsync[ray]' (or pip install 'ray[default]')."
+            "Ray is not installed. Install it with: pip install '.[ray]' from the project's folder (or pip install "
+            "'ray[default]>=2.60,<3'). The name lipsync on PyPI belongs to another project."
         ) from None
     return ray
 
