@@ -404,9 +404,8 @@ def test_workers_are_planned_per_gpu_or_per_node_each_with_its_share_of_the_mach
     assert [p.node_id for p in plan_nodes(nodes, device="cpu", cpus_per_worker=8)] == ["gpus"]
     with pytest.raises(LipSyncError, match="at least 1"):
         plan_nodes(nodes, per_gpu=0)
-    from lipsync.live.web.remote import RemoteLive  # the network's threads: a CPU worker's, all its machine's
-
-    assert [RemoteLive._threads(p) for p in cpu] == [4, 16] and {RemoteLive._threads(p) for p in four} == {2}
+    # the network's threads: a CPU worker's, all its machine's
+    assert [p.threads for p in cpu] == [4, 16] and {p.threads for p in four} == {2}
     for value, want in (("", 1), ("3", 3), ("0", 1), ("two", 1)):
         monkeypatch.setenv("LIPSYNC_WORKERS_PER_GPU", value)
         assert env_workers_per_gpu() == want

@@ -96,6 +96,13 @@ class Place:
     def key(self) -> str:
         return f"{self.node_id}:{self.slot}"
 
+    @property
+    def threads(self) -> int:
+        """The network's compute threads: a GPU worker's CPUs; a CPU worker, alone on its machine, its cores (it
+        reserves only ``num_cpus`` of Ray's count, but a network on one thread of a many-core machine holds a
+        fraction of the sessions)."""
+        return max(1, int(self.num_cpus if self.num_gpus else self.cores))
+
 
 def plan_nodes(nodes: list[dict], *, device: str = "auto", cpus_per_worker: float = 1,
                per_gpu: int = 1) -> list[Place]:

@@ -158,17 +158,10 @@ class RemoteLive:
                 num_cpus=place.num_cpus, num_gpus=place.num_gpus, max_restarts=MAX_RESTARTS, max_task_retries=0,
                 max_concurrency=1000, scheduling_strategy=NodeAffinitySchedulingStrategy(place.node_id, soft=False),
             ).remote(self.settings, capacity=self.max_sessions, max_side=self.max_side, max_s=self.max_s,
-                     image=self.image, env=env, threads=self._threads(place), cores=place.cores,
+                     image=self.image, env=env, threads=place.threads, cores=place.cores,
                      gpu_share=place.num_gpus or 1.0)
             self.workers[place.key] = Worker(place, handle)
             log.info("live: a worker is starting on %s (%s)", place.address, place.key[:8])
-
-    @staticmethod
-    def _threads(place: Place) -> int:
-        """The network's compute threads: a GPU worker's CPUs; a CPU worker, alone on its machine, its cores (it
-        reserves only ``cpus_per_worker`` of Ray's count, but a network on one thread of a many-core machine
-        holds a fraction of the sessions)."""
-        return max(1, int(place.num_cpus if place.num_gpus else place.cores))
 
     def _start(self) -> None:
         """Load every worker's model and watch them, once this runs on an event loop."""
