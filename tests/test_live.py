@@ -341,6 +341,27 @@ def test_a_short_stall_keeps_the_mouth_for_a_frame_and_catches_up(open_live):
     np.testing.assert_array_equal(audio[start + FADE : start + 90_000], speech[FADE:90_000])  # ...and the sound whole
 
 
+def test_admission_counts_a_frames_own_cpu_time_not_its_wait_for_a_core(open_live):
+    """A session's own work per frame counts for admission as its thread's CPU time. Its wall time also holds every
+    wait for a core or the interpreter lock: at 10 sessions on 2 cores, 15 ms a frame against 2.5 ms of CPU, and
+    admission said 3 sessions where 20 held. Here each picture also waits 30 ms, as a thread kept off the cores."""
+    s = open_live(motion=1.0)
+    face = s._face
+    render = face.render
+
+    def waits(*args, **kw):
+        frame = render(*args, **kw)
+        time.sleep(0.03)  # kept off the cores: wall time, no CPU
+        return frame
+
+    face.render = waits
+    s.push(noise_int16(0.5, rate=R, seed=5), R)
+    take(s, 8)
+    ticket = s._ticket
+    assert ticket.picture_s >= 0.03  # what the frame needs after its mouth (the lateness allowance): the wall time
+    assert ticket.work_s < ticket.picture_s - 0.025, (ticket.work_s, ticket.picture_s)  # what admission counts
+
+
 def test_a_slow_machine_steps_then_shrinks(open_live, monkeypatch):
     monkeypatch.setattr(speed, "MEASURE_FRAMES", 3)
     monkeypatch.setattr(speed, "BUDGET_SHARE", 1e-6)  # nothing fits: every measurement fails

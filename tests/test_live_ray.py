@@ -422,6 +422,32 @@ def test_without_ray_the_message_says_how_to_install_it_and_not_another_project(
     assert "pip install '.[ray]'" in str(e.value) and "'lipsync[" not in str(e.value)
 
 
+def test_the_app_follows_each_workers_capacity_as_the_worker_measures_it_again_while_serving():
+    """A worker measures what it holds at load (the network, and an assumed cost of its sessions' own work), then
+    again as its sessions run (their work, measured): each ping brings the app its capacity now."""
+    import concurrent.futures
+
+    from lipsync.live.web.remote import RemoteLive, Worker
+
+    reply = {"incarnation": 1, "sessions": ["s1"], "capacity": 7}
+
+    def ping():
+        done = concurrent.futures.Future()
+        done.set_result(reply)
+        return SimpleNamespace(future=lambda: done)
+
+    worker = Worker(SimpleNamespace(key="node-1"), SimpleNamespace(ping=SimpleNamespace(remote=ping)),
+                    info={"incarnation": 1, "capacity": 12})
+    worker.peers["s1"] = time.monotonic()
+    live = RemoteLive.__new__(RemoteLive)  # the app's side without a cluster: its pings only
+    live.workers, live.owners, live.dead_after_s = {"node-1": worker}, {}, 5.0
+    run(live._ping(worker))
+    assert worker.info["capacity"] == 7 and worker.free == 6
+    del reply["capacity"]  # a worker of an older version says nothing of it: the last figure stays
+    run(live._ping(worker))
+    assert worker.info["capacity"] == 7
+
+
 def test_a_restarted_worker_removes_the_clip_folders_of_dead_workers_only(tmp_path):
     from lipsync.cluster.clips import CLIP_PREFIX, remove_orphans
 

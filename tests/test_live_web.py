@@ -351,8 +351,9 @@ def test_the_web_app_carries_the_live_tab_and_its_routes():
 
 def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypatch):
     """Each worker's limit on a GPU: the network's measured rate (0.75 x rate / 25) times its share of the GPU
-    (several processes share one with ``--workers-per-gpu``), and at most 4 sessions per CPU core that is its to
-    encode pictures on (its share of the machine, not the whole machine that every worker on it would count)."""
+    (several processes share one with ``--workers-per-gpu``), what its own process holds (its sessions' own work,
+    one interpreter), and at most 4 sessions per CPU core that is its to encode pictures on (its share of the
+    machine, not the whole machine that every worker on it would count)."""
     import os
     from types import SimpleNamespace
 
@@ -365,8 +366,13 @@ def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypa
     sched = Scheduler(lambda *a, **k: None)
     engine = SimpleNamespace(generator=SimpleNamespace(device=torch.device("cuda"), scheduler=sched))
     sched._measured = (10_000.0, "measured at load")  # 300 sessions by the network
-    assert LiveServer(lambda: engine).capacity(engine)["limit"] == min(300, GPU_SESSIONS_PER_CORE * os.cpu_count())
+    # no session has run yet: one process is assumed to hold 10 (ASSUMED_WORK_S a frame)
+    assert LiveServer(lambda: engine).capacity(engine)["limit"] == min(10, GPU_SESSIONS_PER_CORE * os.cpu_count())
     assert LiveServer(lambda: engine, cores=2.0, gpu_share=0.25).capacity(engine)["limit"] == 8  # 4 per core
+    ticket = sched.join(25.0)
+    sched.note_picture(ticket, 0.004, 0.001)  # measured: 1 ms of CPU a frame, 30 in one process
+    assert LiveServer(lambda: engine, cores=16.0).capacity(engine)["limit"] == 30  # not the GPU's 300
+    assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.5).capacity(engine)["limit"] == 30  # each process its own
     sched._measured = (1_000.0, "measured while serving")  # 30 by the whole GPU
     assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.25).capacity(engine)["limit"] == 7  # a quarter of it
     assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.01).capacity(engine)["limit"] == 1  # never none

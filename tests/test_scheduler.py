@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import noise_int16, take
-from lipsync.runtime.scheduler import CAPACITY_MARGIN, Scheduler
+from lipsync.runtime.scheduler import ASSUMED_WORK_S, CAPACITY_MARGIN, Scheduler
 
 
 class Net:
@@ -278,7 +278,10 @@ def test_capacity_is_the_batched_rate_with_a_margin():
     rate = sched.measure(lambda b: [(f"face{i}", MEL) for i in range(b)], seconds=0.3)
     assert 300 < rate < 520
     cap = sched.capacity(25.0)
-    assert cap.sessions == int(CAPACITY_MARGIN * cap.frames_per_s / 25) and cap.source == "measured at load"
+    assert cap.network == int(CAPACITY_MARGIN * cap.frames_per_s / 25) and cap.source.startswith("measured at load")
+    # until sessions have run, one process is assumed to hold what ASSUMED_WORK_S a frame allows
+    assert cap.process == int(CAPACITY_MARGIN / (25 * ASSUMED_WORK_S)) == 10
+    assert cap.sessions == min(cap.network, cap.process) == 10 and "10 in one process" in cap.source
     net.cost = 0.02  # the machine got slower: re-measured from the live batches as they run
     sched._served_s, sched._served_frames = 10.0, 500  # (10 s of serving at 50 frames/s)
     cap = sched.capacity(25.0)
@@ -296,15 +299,40 @@ def test_on_a_cpu_admission_counts_the_sessions_picture_work():
         sched.note_picture(ticket, 0.004)  # 4 ms of picture work a frame, spread over 2 cores
     cap = sched.capacity(25.0)
     assert cap.sessions == int(CAPACITY_MARGIN / (25 * (1 / 100 + 0.004 / 2))) == 2
-    assert "picture work (4.0 ms a frame)" in cap.source
+    assert "own work (4.0 ms of CPU a frame; 7 in one process)" in cap.source
     sched.leave(ticket)
     assert sched.capacity(25.0).sessions == 2  # remembered after the session closed
-    # with a device of its own (a GPU), the network's rate alone decides
+    # with a device of its own (a GPU), the network's rate decides while one process holds more
     gpu = Scheduler(Net())
     gpu._measured = (100.0, "measured at load")
     ticket = gpu.join(25.0)
     gpu.note_picture(ticket, 0.004)
     assert gpu.capacity(25.0).sessions == 3
+
+
+def test_admission_counts_the_sessions_own_work_as_cpu_time_and_one_process_holds_what_its_interpreter_does():
+    """Measured with a GPU's batch times standing in for the network (``benchmarks/gpu_live.py --stand-in 4,0.03``,
+    2 cores): 10 sessions each took 2.5 ms of CPU a frame but 15 ms of wall time, waiting for a core or the
+    interpreter lock, and admission counted the wall time: 3 sessions, where 20 held 100 % on time. An H200's one
+    process held 15 at 97 % and fell behind at 20 while admission, by the network alone, said hundreds."""
+    gpu = Scheduler(Net())
+    gpu._measured = (10_000.0, "measured at load")  # 300 sessions by the network
+    ticket = gpu.join(25.0)
+    for _ in range(40):
+        gpu.note_picture(ticket, 0.015, 0.0025)  # 15 ms of wall time, 2.5 ms of it the thread's own CPU
+    assert ticket.picture_s == pytest.approx(0.015)  # (the wall time: how long a frame needs after its mouth)
+    cap = gpu.capacity(25.0)
+    assert (cap.network, cap.process, cap.sessions) == (300, 12, 12)
+    cpu = Scheduler(Net(), cores=2)
+    cpu._measured = (1_000.0, "measured at load")
+    ticket = cpu.join(25.0)
+    for _ in range(40):
+        cpu.note_picture(ticket, 0.015, 0.0025)
+    cap = cpu.capacity(25.0)  # the cores: 13; the process: 12 (with wall time counted it said 3)
+    assert (cap.network, cap.process, cap.sessions) == (int(CAPACITY_MARGIN / (25 * (1 / 1000 + 0.0025 / 2))), 12, 12)
+    heavy = cpu.join(25.0)  # a dearer session (a driving video): the limit follows the dearest
+    cpu.note_picture(heavy, 0.02, 0.01)
+    assert cpu.capacity(25.0).process == int(CAPACITY_MARGIN / (25 * 0.01)) == 3
 
 
 # -- on a real engine ----------------------------------------------------------------------------------

@@ -165,6 +165,7 @@ class _Plan:
     interrupted: bool = False  #: its sound was taken before an interrupt (it fades out)
     plan_s: float = 0.0
     render_s: float = 0.0
+    cpu_s: float = 0.0  #: this thread's CPU time in both halves (waiting for a core or the interpreter lock not counted)
 
 
 def _submit(generator, face, mels: np.ndarray, due: float, ticket=None):
@@ -474,7 +475,7 @@ class LiveSession:
     def _plan(self, n: int, due: float, repeat: bool = False) -> _Plan:
         """Frame ``n``'s first half: its slot of sound, whether the network runs, and if so its
         forward handed to the scheduler (the batch runs while this thread goes on)."""
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         with self._lock:
             slot = self._timeline.slot(n, time.monotonic())
             plan = _Plan(n, due, t, repeat, slot.speaking, 0.0, to_int16(slot.sound), slot.model)
@@ -507,6 +508,7 @@ class LiveSession:
         else:
             plan.rest = True
         plan.plan_s = time.perf_counter() - t
+        plan.cpu_s = time.thread_time() - cpu
         return plan
 
     def _finish(self, plan: _Plan, then: Callable[[], None] | None = None) -> LiveFrame:
@@ -535,7 +537,7 @@ class LiveSession:
         mouth = self._mouth
         if then is not None:
             then()
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.thread_time()
         audio = plan.model
         loud = float(np.sqrt(np.mean(audio * audio))) * 8.0 if speaking else 0.0
         closure = 0.0
@@ -548,6 +550,7 @@ class LiveSession:
         if self._enhance is not None:
             self.stats.enhanced_frames += self._enhance.calls - enhanced
         plan.render_s = time.perf_counter() - t
+        plan.cpu_s += time.thread_time() - cpu
         return LiveFrame(n / self.fps, image, plan.sound, self.sample_rate, speaking)
 
     # -- speed -------------------------------------------------------------------------
@@ -557,7 +560,7 @@ class LiveSession:
         net = plan.net
         dt = plan.plan_s + plan.render_s + (net.wall_s if net is not None else 0.0)
         own = plan.plan_s + plan.render_s + (net.share_s if net is not None else 0.0)
-        self._scheduler.note_picture(self._ticket, plan.plan_s + plan.render_s)  # admission counts it
+        self._scheduler.note_picture(self._ticket, plan.plan_s + plan.render_s, plan.cpu_s)  # admission counts it
         speed = self._speed
         change = speed.note(n, dt, ran=not plan.faceless, own=own)
         self.stats.frame_ms = speed.frame_ms

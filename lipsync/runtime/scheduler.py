@@ -37,14 +37,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["Capacity", "LiveTiming", "Pending", "Scheduler", "Ticket", "Withdrawn", "SchedulerStats", "MARGIN_S", "CAPACITY_MARGIN",
-           "SHARED_LEAD_SLOTS", "WARM_SIZES"]
+           "SHARED_LEAD_SLOTS", "WARM_SIZES", "ASSUMED_WORK_S"]
 
 log = logging.getLogger("lipsync")
 
 MARGIN_S = 0.006  #: a live batch is planned to end this long before its earliest frame is due
 IDLE_S = 5.0  #: the network thread ends after this long without live frames (a new one starts on demand)
 CAPACITY_MARGIN = 0.75  #: sessions admitted = this share of (batched frames per second / fps), rounded down
-#: (on a CPU, with the sessions' picture work counted: see :meth:`Scheduler.capacity`)
+#: (with the sessions' own work counted once they have run: see :meth:`Scheduler.capacity`)
+#: a live session's own work per frame (mel window, paste, enhancement, head motion), CPU time, that admission
+#: assumes for one process until its sessions have run and measured their own: a photo's session with the mouth's
+#: enhancement took 2.0-3.0 ms a frame (the dearest of 5 to 25 sessions) on a 2-core AMD EPYC (Zen 2), the network
+#: standing in for a GPU's (``benchmarks/gpu_live.py --stand-in 4,0.03``)
+ASSUMED_WORK_S = 0.003
 MEASURE_S = 0.6  #: the measurement at load: this long of batched forwards on a stand-in face
 #: ...after this many batches not counted: each of the network's requests runs its first inference slowly, and a
 #: live batch size tries both ways to run on int8 (measured on 2 cores: 75 frames/s with one such batch, 87-94 after)
@@ -114,10 +119,16 @@ class LiveTiming:
 class Capacity:
     """How many live sessions this network holds, and from what."""
 
-    sessions: int  #: the limit: CAPACITY_MARGIN x frames_per_s / fps, at least 1
+    sessions: int  #: the limit: the least of :attr:`network` and :attr:`process`, at least 1
     frames_per_s: float  #: the batched rate (measured at load, then on the live batches as they run)
     fps: float
     source: str  #: ``measured at load`` or ``measured while serving``
+    #: what the network holds: CAPACITY_MARGIN x frames_per_s / fps (on a CPU, with the sessions' own
+    #: work spread over the cores it shares with them)
+    network: int = 0
+    #: what one process holds, its sessions' own work counted one thread at a time (Python runs one
+    #: thread at a time); before any session has run, with :data:`ASSUMED_WORK_S` a frame
+    process: int = 0
 
 
 class Withdrawn(RuntimeError):
@@ -127,7 +138,7 @@ class Withdrawn(RuntimeError):
 class Ticket:
     """A live session's place on the scheduler (:meth:`Scheduler.join`)."""
 
-    __slots__ = ("t0", "fps", "order", "shed", "adapt", "next_due", "picture_s")
+    __slots__ = ("t0", "fps", "order", "shed", "adapt", "next_due", "picture_s", "work_s")
 
     def __init__(self, t0: float, order: int, adapt: bool = True, fps: float = 25.0):
         self.t0 = t0  #: when the session's frame 0 is due (``time.monotonic()``), on the shared grid
@@ -138,7 +149,8 @@ class Ticket:
         #: when the next frame it has not started yet is due: the earliest it may ask the network for
         #: (:meth:`Scheduler.planned`; a session behind its time asks for it as soon as it can)
         self.next_due = t0
-        self.picture_s = 0.0  #: its own work per frame beside the network (mel window, paste...), averaged
+        self.picture_s = 0.0  #: its own work per frame beside the network (mel window, paste...), averaged, wall time
+        self.work_s = 0.0  #: the same work's CPU time (its thread's), averaged: what admission counts
 
 
 class Pending:
@@ -191,7 +203,7 @@ class Scheduler:
         #: the CPU cores the network computes on when the sessions' own work shares them (a CPU engine);
         #: None: the network has a device of its own
         self.cores = cores
-        self._picture_s = 0.0  # the sessions' own work per frame, as last measured (kept after they close)
+        self._work_s = 0.0  # the sessions' own work per frame (CPU time), as last measured (kept after they close)
         self._inherit = inherit
         self._name = name
         self._cond = threading.Condition()
@@ -245,12 +257,16 @@ class Scheduler:
         if ticket is not None:
             ticket.next_due = max(ticket.next_due, due + 1.0 / ticket.fps)
 
-    def note_picture(self, ticket: Ticket | None, seconds: float) -> None:
+    def note_picture(self, ticket: Ticket | None, seconds: float, cpu_s: float | None = None) -> None:
         """A session's own work on one frame beside the network (its mel window, paste, blink, head
-        motion): on a CPU it takes the cores the network computes on, so admission counts it."""
+        motion): ``seconds`` of wall time (how long its frame needs after its mouth) and ``cpu_s`` of
+        its thread's CPU time (default: ``seconds``), which admission counts: on a CPU it takes the cores
+        the network computes on, and on any device the one interpreter its process runs Python on."""
         if ticket is None or not math.isfinite(seconds) or seconds < 0:
             return
+        cpu_s = seconds if cpu_s is None or not math.isfinite(cpu_s) or cpu_s < 0 else cpu_s
         ticket.picture_s = seconds if ticket.picture_s == 0.0 else 0.95 * ticket.picture_s + 0.05 * seconds
+        ticket.work_s = cpu_s if ticket.work_s == 0.0 else 0.95 * ticket.work_s + 0.05 * cpu_s
 
     def leave(self, ticket: Ticket | None = None) -> None:
         """A live session closed."""
@@ -258,8 +274,8 @@ class Scheduler:
             self._sessions = max(0, self._sessions - 1)
             if ticket in self._tickets:
                 self._tickets.remove(ticket)
-                if ticket.picture_s:  # remembered for admission after the sessions close
-                    self._picture_s = max([ticket.picture_s, *(t.picture_s for t in self._tickets)])
+                if ticket.work_s:  # remembered for admission after the sessions close
+                    self._work_s = max([ticket.work_s, *(t.work_s for t in self._tickets)])
             if self._sessions == 0:
                 self._grid = None
                 self._restore_wait = RESTORE_AFTER_S  # the next sessions start afresh
@@ -534,12 +550,21 @@ class Scheduler:
         Measured at load (:meth:`measure`), then re-measured from the live batches as
         they run (every 10 s of network time): the rate the sessions actually get.
 
-        On a CPU (:attr:`cores` set) the sessions' own picture work shares the cores with the
-        network: once sessions have run, each frame counts its network time (1 / rate, the whole
-        machine) and its picture work spread over the cores, and the sessions admitted keep
-        the machine busy at most :data:`CAPACITY_MARGIN` of the time. (Measured on 2 cores at
-        100 frames/s: three sessions by the network alone, which held 90-97 % on time; two with
-        their picture work counted, which held 99.6 %.)
+        Once sessions have run, their own work beside the network counts too (:meth:`note_picture`:
+        the dearest session's, as its thread's CPU time per frame; not its wall time, which grows
+        with every session waiting for a core or the interpreter lock and made admission shrink as
+        sessions were added: 15 ms a frame at 10 sessions that took 2.2 ms of CPU each):
+
+        - on a CPU (:attr:`cores` set) it shares the cores with the network: each frame counts its
+          network time (1 / rate, the whole machine) and that work spread over the cores, and the
+          sessions admitted keep the machine busy at most :data:`CAPACITY_MARGIN` of the time.
+          (Measured on 2 cores at 100 frames/s: three sessions by the network alone, which held
+          90-97 % on time; two with their picture work counted, which held 99.6 %.)
+        - on any device, one process runs its sessions' Python one thread at a time: at most
+          :data:`CAPACITY_MARGIN` / (fps x that work) sessions (:attr:`Capacity.process`; with
+          :data:`ASSUMED_WORK_S` until sessions have run). On a GPU, where the network costs the host
+          little, this is what one process holds. (Measured on an H200: one process held 15 sessions
+          at 97 % and fell behind at 20, the GPU far from full.)
         """
         with self._cond:
             if self._served_s >= 10.0 and self._served_frames >= 250:
@@ -549,14 +574,18 @@ class Scheduler:
             if self._measured is None:
                 return None
             rate, how = self._measured
-            measured = [t.picture_s for t in self._tickets if t.picture_s]
+            measured = [t.work_s for t in self._tickets if t.work_s]
             if measured:  # the dearest open session's (remembered once they have all closed)
-                self._picture_s = max(measured)
-            picture = self._picture_s if self.cores else 0.0
-        per_frame = 1.0 / rate + picture / (self.cores or 1)
-        if picture:
-            how += f", with the sessions' picture work ({1000 * picture:.1f} ms a frame)"
-        return Capacity(max(1, int(CAPACITY_MARGIN / (fps * per_frame))), round(rate, 1), fps, how)
+                self._work_s = max(measured)
+            work = self._work_s
+        per_frame = 1.0 / rate + (work / self.cores if self.cores else 0.0)
+        network = max(1, int(CAPACITY_MARGIN / (fps * per_frame)))
+        process = max(1, int(CAPACITY_MARGIN / (fps * (work or ASSUMED_WORK_S))))
+        if work:
+            how += f", with the sessions' own work ({1000 * work:.1f} ms of CPU a frame; {process} in one process)"
+        elif process < network:
+            how += f", {process} in one process (its sessions' own work not measured yet: {1000 * ASSUMED_WORK_S:g} ms a frame)"
+        return Capacity(min(network, process), round(rate, 1), fps, how, network, process)
 
 
 _ALL: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()

@@ -243,6 +243,7 @@ class RemoteLive:
         if reply["incarnation"] != worker.info["incarnation"]:  # Ray restarted it: its sessions are gone
             self._lost(worker, dead=False)
             return
+        worker.info["capacity"] = reply.get("capacity", worker.info["capacity"])  # re-measured as it serves
         held = set(reply["sessions"])
         for peer_id, placed in list(worker.peers.items()):
             if peer_id not in held and placed < asked:  # it ended there (and told its page why)

@@ -218,8 +218,10 @@ class LiveServer:
         if cap is None:  # not measured yet (the route measures first; this is the fallback)
             return {"limit": 1, "how": "not measured yet"}
         limit = cap.sessions
-        if generator.device.type == "cuda":  # each session's picture is encoded on a CPU core
-            limit = max(1, min(int(limit * self.gpu_share),  # its share (measured, the others may have been idle)
+        if generator.device.type == "cuda":
+            limit = max(1, min(int(cap.network * self.gpu_share),  # its share (measured, the others may have been idle)
+                               cap.process,  # what this process's interpreter holds (its own, whatever the share)
+                               # each session's picture is encoded on a CPU core
                                int(GPU_SESSIONS_PER_CORE * (self.cores or os.cpu_count() or 1))))
         return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": cap.source}
 

@@ -101,8 +101,10 @@ class LiveWorker:
         }
 
     async def ping(self) -> dict:
-        """Alive: this incarnation and the sessions it holds (the ones it ended itself are gone from it)."""
-        return {"incarnation": self.incarnation, "sessions": list(self.server.peers)}
+        """Alive: this incarnation, the sessions it holds (the ones it ended itself are gone from it) and its
+        capacity now (measured again as its sessions run: their own work counts once they have)."""
+        return {"incarnation": self.incarnation, "sessions": list(self.server.peers),
+                "capacity": self.server.limit(self.engine)}
 
     async def offer(self, body: dict, client: str) -> dict:
         async def run():
