@@ -331,6 +331,7 @@ def test_sessions_go_to_both_machines_and_the_media_comes_straight_from_each(ser
                 # each worker measured what its machine holds (one CPU, fp32: one session); the app sums them
                 cap = (await http.get("/live/capacity")).json()
                 assert cap["running"] == 2 and cap["limit"] == 2 and len(cap["workers"]) == 2, cap
+                assert all("measured" in w["how"] for w in cap["workers"]), cap  # and what bound each
                 # both places are taken: a third visitor is told so, as on one machine
                 three = await http.post("/live/offer", json={"sdp": "v=0", "type": "offer"})
                 assert three.status_code == 429 and "busy" in three.json()["error"] and three.headers["retry-after"]
@@ -429,7 +430,7 @@ def test_the_app_follows_each_workers_capacity_as_the_worker_measures_it_again_w
 
     from lipsync.live.web.remote import RemoteLive, Worker
 
-    reply = {"incarnation": 1, "sessions": ["s1"], "capacity": 7}
+    reply = {"incarnation": 1, "sessions": ["s1"], "capacity": 7, "how": "measured while serving, 7 in one process"}
 
     def ping():
         done = concurrent.futures.Future()
@@ -442,8 +443,8 @@ def test_the_app_follows_each_workers_capacity_as_the_worker_measures_it_again_w
     live = RemoteLive.__new__(RemoteLive)  # the app's side without a cluster: its pings only
     live.workers, live.owners, live.dead_after_s = {"node-1": worker}, {}, 5.0
     run(live._ping(worker))
-    assert worker.info["capacity"] == 7 and worker.free == 6
-    del reply["capacity"]  # a worker of an older version says nothing of it: the last figure stays
+    assert worker.info["capacity"] == 7 and worker.free == 6 and "7 in one process" in worker.info["how"]
+    del reply["capacity"], reply["how"]  # a worker of an older version says nothing of it: the last figure stays
     run(live._ping(worker))
     assert worker.info["capacity"] == 7
 

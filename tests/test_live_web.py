@@ -349,7 +349,7 @@ def test_the_web_app_carries_the_live_tab_and_its_routes():
     assert server.default_routes() == [web.install]
 
 
-def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypatch):
+def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypatch, caplog):
     """Each worker's limit on a GPU: the network's measured rate (0.75 x rate / 25) times its share of the GPU
     (several processes share one with ``--workers-per-gpu``), what its own process holds (its sessions' own work,
     one interpreter), and at most 4 sessions per CPU core that is its to encode pictures on (its share of the
@@ -371,7 +371,12 @@ def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypa
     assert LiveServer(lambda: engine, cores=2.0, gpu_share=0.25).capacity(engine)["limit"] == 8  # 4 per core
     ticket = sched.join(25.0)
     sched.note_picture(ticket, 0.004, 0.001)  # measured: 1 ms of CPU a frame, 30 in one process
-    assert LiveServer(lambda: engine, cores=16.0).capacity(engine)["limit"] == 30  # not the GPU's 300
+    server = LiveServer(lambda: engine, cores=16.0)
+    with caplog.at_level("INFO", logger="lipsync"):
+        assert server.capacity(engine)["limit"] == 30  # not the GPU's 300
+        server.capacity(engine)
+    hints = [r.getMessage() for r in caplog.records if "--workers-per-gpu" in r.getMessage()]
+    assert len(hints) == 1 and "holds 30 sessions" in hints[0] and "would hold 300" in hints[0], hints  # once
     assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.5).capacity(engine)["limit"] == 30  # each process its own
     sched._measured = (1_000.0, "measured while serving")  # 30 by the whole GPU
     assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.25).capacity(engine)["limit"] == 7  # a quarter of it

@@ -129,6 +129,7 @@ class Capacity:
     #: what one process holds, its sessions' own work counted one thread at a time (Python runs one
     #: thread at a time); before any session has run, with :data:`ASSUMED_WORK_S` a frame
     process: int = 0
+    work_s: float = 0.0  #: the dearest session's own work per frame, CPU time, as measured (0 before any has run)
 
 
 class Withdrawn(RuntimeError):
@@ -585,7 +586,7 @@ class Scheduler:
             how += f", with the sessions' own work ({1000 * work:.1f} ms of CPU a frame; {process} in one process)"
         elif process < network:
             how += f", {process} in one process (its sessions' own work not measured yet: {1000 * ASSUMED_WORK_S:g} ms a frame)"
-        return Capacity(min(network, process), round(rate, 1), fps, how, network, process)
+        return Capacity(min(network, process), round(rate, 1), fps, how, network, process, work)
 
 
 _ALL: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()

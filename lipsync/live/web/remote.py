@@ -243,7 +243,9 @@ class RemoteLive:
         if reply["incarnation"] != worker.info["incarnation"]:  # Ray restarted it: its sessions are gone
             self._lost(worker, dead=False)
             return
-        worker.info["capacity"] = reply.get("capacity", worker.info["capacity"])  # re-measured as it serves
+        for key in ("capacity", "how"):  # re-measured as it serves
+            if key in reply:
+                worker.info[key] = reply[key]
         held = set(reply["sessions"])
         for peer_id, placed in list(worker.peers.items()):
             if peer_id not in held and placed < asked:  # it ended there (and told its page why)
@@ -427,19 +429,20 @@ class RemoteLive:
     def describe(self) -> list[dict]:
         """Each worker: where it runs, whether it is ready, its capacity and sessions."""
         return [{"key": w.place.key, "node_id": w.place.node_id, "address": w.place.address, "ready": w.info is not None,
-                 "capacity": w.info["capacity"] if w.info else 0, "sessions": sorted(w.peers),
+                 "capacity": w.info["capacity"] if w.info else 0, "how": w.info.get("how", "") if w.info else "",
+                 "sessions": sorted(w.peers),
                  "pid": w.info["pid"] if w.info else None, "gpus": w.info.get("gpus", []) if w.info else [],
                  "gpu_share": w.place.num_gpus} for w in list(self.workers.values())]
 
     async def report(self) -> dict:
         """``GET /live/capacity`` on a cluster: sessions running and the limit, summed over the ready
-        workers (each measured its own capacity at load), and each worker's share."""
+        workers (each measures its own capacity at load and again as it serves), and each worker's."""
         workers = self.describe()
         ready = [w for w in workers if w["ready"]]
         return {"running": sum(len(w["sessions"]) for w in workers), "limit": sum(w["capacity"] for w in ready),
                 "how": f"the sum over {len(ready)} ready worker{'s' if len(ready) != 1 else ''} of the cluster",
-                "workers": [{"address": w["address"], "capacity": w["capacity"], "running": len(w["sessions"])}
-                            for w in ready]}
+                "workers": [{"address": w["address"], "capacity": w["capacity"], "running": len(w["sessions"]),
+                             "how": w["how"]} for w in ready]}
 
     # -- the end -----------------------------------------------------------------------------
     async def close_all(self) -> None:

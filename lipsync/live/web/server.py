@@ -194,6 +194,7 @@ class LiveServer:
         self._work = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lipsync-live-work")
         self._voice = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lipsync-live-voice")
         self._measuring = asyncio.Lock()
+        self._hinted = False  # the log said once that more processes per GPU would serve more
 
     async def _run(self, fn, *args, pool=None, **kw):
         loop = asyncio.get_running_loop()
@@ -219,7 +220,13 @@ class LiveServer:
             return {"limit": 1, "how": "not measured yet"}
         limit = cap.sessions
         if generator.device.type == "cuda":
-            limit = max(1, min(int(cap.network * self.gpu_share),  # its share (measured, the others may have been idle)
+            share = int(cap.network * self.gpu_share)
+            if cap.work_s and cap.process < share // 2 and not self._hinted:
+                self._hinted = True  # once: a process holds a fraction of what its share of the GPU would
+                log.info("live: this process holds %d sessions (%s); its share of the GPU would hold %d: more worker "
+                         "processes per GPU (app.py --ray --workers-per-gpu N) would serve more", cap.process,
+                         cap.source, share)
+            limit = max(1, min(share,  # its share (measured, the others may have been idle)
                                cap.process,  # what this process's interpreter holds (its own, whatever the share)
                                # each session's picture is encoded on a CPU core
                                int(GPU_SESSIONS_PER_CORE * (self.cores or os.cpu_count() or 1))))

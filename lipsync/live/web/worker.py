@@ -88,9 +88,11 @@ class LiveWorker:
         await asyncio.to_thread(self.engine.load)
         await self.server.measured(self.engine)  # ``auto``: what this machine's network holds
         context = ray.get_runtime_context()
+        cap = self.server.capacity(self.engine)
         return {
             "incarnation": self.incarnation,
-            "capacity": self.server.limit(self.engine),
+            "capacity": cap["limit"],
+            "how": cap["how"],  # what bound it (the network, its process, its cores; or a fixed number)
             "node_id": context.get_node_id(),
             "address": ray.util.get_node_ip_address(),
             "host": socket.gethostname(),
@@ -103,8 +105,9 @@ class LiveWorker:
     async def ping(self) -> dict:
         """Alive: this incarnation, the sessions it holds (the ones it ended itself are gone from it) and its
         capacity now (measured again as its sessions run: their own work counts once they have)."""
+        cap = self.server.capacity(self.engine)
         return {"incarnation": self.incarnation, "sessions": list(self.server.peers),
-                "capacity": self.server.limit(self.engine)}
+                "capacity": cap["limit"], "how": cap["how"]}
 
     async def offer(self, body: dict, client: str) -> dict:
         async def run():
