@@ -449,6 +449,27 @@ def test_the_app_follows_each_workers_capacity_as_the_worker_measures_it_again_w
     assert worker.info["capacity"] == 7
 
 
+def test_a_workers_ping_never_loads_its_model_and_says_its_capacity_once_ready():
+    """A worker restarted by Ray answers pings before the app has called ready() again: reading its capacity
+    then would load the model inside the ping (found in CI: the restarted worker's pings failed, and its ended
+    session read as never having existed)."""
+    from lipsync.live.web.worker import LiveWorker
+
+    read = []
+
+    def capacity(engine):
+        read.append(engine)
+        return {"limit": 4, "how": "measured while serving"}
+
+    worker = LiveWorker.__new__(LiveWorker)  # its state only: no engine is made
+    worker.incarnation, worker.engine = "i2", object()
+    worker.server = SimpleNamespace(peers={}, capacity=capacity)
+    worker._ready = False
+    assert run(worker.ping()) == {"incarnation": "i2", "sessions": []} and not read
+    worker._ready = True
+    assert run(worker.ping()) == {"incarnation": "i2", "sessions": [], "capacity": 4, "how": "measured while serving"}
+
+
 def test_a_restarted_worker_removes_the_clip_folders_of_dead_workers_only(tmp_path):
     from lipsync.cluster.clips import CLIP_PREFIX, remove_orphans
 

@@ -79,6 +79,7 @@ class LiveWorker:
                                  cores=cores, gpu_share=gpu_share)
         self.clips = ClipJobs(self.engine)  #: the Generate tab's clips, on the same engine (live frames first)
         self.incarnation = secrets.token_hex(8)  #: a new one after each restart: its sessions are gone
+        self._ready = False  # ready() has loaded the model and measured: the capacity may be read
 
     async def ready(self) -> dict:
         """Load the model (a LipSyncError here, such as missing weights, is raised to the app); then what
@@ -89,6 +90,7 @@ class LiveWorker:
         await self.server.measured(self.engine)  # ``auto``: what this machine's network holds
         context = ray.get_runtime_context()
         cap = self.server.capacity(self.engine)
+        self._ready = True
         return {
             "incarnation": self.incarnation,
             "capacity": cap["limit"],
@@ -103,11 +105,14 @@ class LiveWorker:
         }
 
     async def ping(self) -> dict:
-        """Alive: this incarnation, the sessions it holds (the ones it ended itself are gone from it) and its
-        capacity now (measured again as its sessions run: their own work counts once they have)."""
-        cap = self.server.capacity(self.engine)
-        return {"incarnation": self.incarnation, "sessions": list(self.server.peers),
-                "capacity": cap["limit"], "how": cap["how"]}
+        """Alive: this incarnation, the sessions it holds (the ones it ended itself are gone from it) and, once
+        :meth:`ready` has loaded the model, its capacity now (measured again as its sessions run: their own
+        work counts once they have). Never loads anything: a restarted worker answers at once."""
+        reply = {"incarnation": self.incarnation, "sessions": list(self.server.peers)}
+        if self._ready:
+            cap = self.server.capacity(self.engine)
+            reply.update(capacity=cap["limit"], how=cap["how"])
+        return reply
 
     async def offer(self, body: dict, client: str) -> dict:
         async def run():
