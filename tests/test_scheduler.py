@@ -331,8 +331,18 @@ def test_admission_counts_the_sessions_own_work_as_cpu_time_and_one_process_hold
     cap = cpu.capacity(25.0)  # the cores: 13; the process: 12 (with wall time counted it said 3)
     assert (cap.network, cap.process, cap.sessions) == (int(CAPACITY_MARGIN / (25 * (1 / 1000 + 0.0025 / 2))), 12, 12)
     heavy = cpu.join(25.0)  # a dearer session (a driving video): the limit follows the dearest
-    cpu.note_picture(heavy, 0.02, 0.01)
+    for _ in range(3):
+        cpu.note_picture(heavy, 0.02, 0.01)
     assert cpu.capacity(25.0).process == int(CAPACITY_MARGIN / (25 * 0.01)) == 3
+    # a session's first frame pays once for what the next reuse (measured: 8 ms, then 1.7-2): not counted
+    fresh = Scheduler(Net())
+    fresh._measured = (10_000.0, "measured at load")
+    ticket = fresh.join(25.0)
+    fresh.note_picture(ticket, 0.008, 0.008)
+    assert fresh.capacity(25.0).process == 10  # nothing measured yet: ASSUMED_WORK_S
+    for _ in range(5):
+        fresh.note_picture(ticket, 0.002, 0.002)
+    assert ticket.work_s == pytest.approx(0.002) and fresh.capacity(25.0).process == 15
 
 
 # -- on a real engine ----------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ CAPACITY_MARGIN = 0.75  #: sessions admitted = this share of (batched frames per
 #: enhancement took 2.0-3.0 ms a frame (the dearest of 5 to 25 sessions) on a 2-core AMD EPYC (Zen 2), the network
 #: standing in for a GPU's (``benchmarks/gpu_live.py --stand-in 4,0.03``)
 ASSUMED_WORK_S = 0.003
+WORK_EMA = 0.05  #: the weight of each new frame in a session's own work per frame (after its first 20)
 MEASURE_S = 0.6  #: the measurement at load: this long of batched forwards on a stand-in face
 #: ...after this many batches not counted: each of the network's requests runs its first inference slowly, and a
 #: live batch size tries both ways to run on int8 (measured on 2 cores: 75 frames/s with one such batch, 87-94 after)
@@ -139,7 +140,7 @@ class Withdrawn(RuntimeError):
 class Ticket:
     """A live session's place on the scheduler (:meth:`Scheduler.join`)."""
 
-    __slots__ = ("t0", "fps", "order", "shed", "adapt", "next_due", "picture_s", "work_s")
+    __slots__ = ("t0", "fps", "order", "shed", "adapt", "next_due", "picture_s", "work_s", "work_n")
 
     def __init__(self, t0: float, order: int, adapt: bool = True, fps: float = 25.0):
         self.t0 = t0  #: when the session's frame 0 is due (``time.monotonic()``), on the shared grid
@@ -152,6 +153,7 @@ class Ticket:
         self.next_due = t0
         self.picture_s = 0.0  #: its own work per frame beside the network (mel window, paste...), averaged, wall time
         self.work_s = 0.0  #: the same work's CPU time (its thread's), averaged: what admission counts
+        self.work_n = 0  #: frames noted (the first is not counted in :attr:`work_s`)
 
 
 class Pending:
@@ -267,7 +269,11 @@ class Scheduler:
             return
         cpu_s = seconds if cpu_s is None or not math.isfinite(cpu_s) or cpu_s < 0 else cpu_s
         ticket.picture_s = seconds if ticket.picture_s == 0.0 else 0.95 * ticket.picture_s + 0.05 * seconds
-        ticket.work_s = cpu_s if ticket.work_s == 0.0 else 0.95 * ticket.work_s + 0.05 * cpu_s
+        # a session's first frame pays once for what the next ones reuse (8 ms against 1.7-2 ms, the first
+        # session of a process): not counted; then the mean of the frames so far, then a moving average
+        n = ticket.work_n = ticket.work_n + 1
+        if n >= 2:
+            ticket.work_s += (cpu_s - ticket.work_s) * max(WORK_EMA, 1.0 / (n - 1))
 
     def leave(self, ticket: Ticket | None = None) -> None:
         """A live session closed."""
@@ -554,7 +560,7 @@ class Scheduler:
         Once sessions have run, their own work beside the network counts too (:meth:`note_picture`:
         the dearest session's, as its thread's CPU time per frame; not its wall time, which grows
         with every session waiting for a core or the interpreter lock and made admission shrink as
-        sessions were added: 15 ms a frame at 10 sessions that took 2.2 ms of CPU each):
+        sessions were added: 15 ms a frame at 10 sessions that took 2.6 ms of CPU each):
 
         - on a CPU (:attr:`cores` set) it shares the cores with the network: each frame counts its
           network time (1 / rate, the whole machine) and that work spread over the cores, and the
