@@ -360,6 +360,7 @@ def test_admission_counts_a_frames_own_cpu_time_not_its_wait_for_a_core(open_liv
     ticket = s._ticket
     assert ticket.picture_s >= 0.03  # what the frame needs after its mouth (the lateness allowance): the wall time
     assert ticket.work_s < ticket.picture_s - 0.025, (ticket.work_s, ticket.picture_s)  # what admission counts
+    assert ticket.encode_s == 0.0  # a photo's face was encoded once, at the start
 
 
 def test_a_slow_machine_steps_then_shrinks(open_live, monkeypatch):

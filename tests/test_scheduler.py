@@ -334,6 +334,15 @@ def test_admission_counts_the_sessions_own_work_as_cpu_time_and_one_process_hold
     for _ in range(3):
         cpu.note_picture(heavy, 0.02, 0.01)
     assert cpu.capacity(25.0).process == int(CAPACITY_MARGIN / (25 * 0.01)) == 3
+    # a driving video's face encoder runs on the network's threads: on a CPU its wall time counts as network time
+    video = Scheduler(Net(), cores=2)
+    video._measured = (1_000.0, "measured at load")
+    ticket = video.join(25.0)
+    for _ in range(3):
+        video.note_picture(ticket, 0.014, 0.0035, 0.012)  # measured on 2 cores: 13.7 ms of wall, 3.5 of CPU
+    cap = video.capacity(25.0)
+    assert cap.network == int(CAPACITY_MARGIN / (25 * (1 / 1000 + 0.012 + 0.0035 / 2))) == 2 and cap.sessions == 2
+    assert "face encoder (12.0 ms a frame)" in cap.source
     # a session's first frame pays once for what the next reuse (measured: 8 ms, then 1.7-2): not counted
     fresh = Scheduler(Net())
     fresh._measured = (10_000.0, "measured at load")

@@ -140,6 +140,8 @@ class PhotoFace:
     ``eyes`` is None afterwards where the eyelids give no blink (no open eyes, or all behind dark lenses).
     """
 
+    encodes = False  #: its face is encoded once, not per network frame (see :attr:`VideoFace.encodes`)
+
     def __init__(self, generator, plain: np.ndarray, box: FaceBox, *, motion: float = 0.0, label: bool = True,
                  enhance=None, eyes=None):
         from ..blend import Blender, draw_label

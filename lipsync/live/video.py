@@ -83,6 +83,10 @@ class VideoFace:
             (:func:`call_framing`); None: the whole frame.
     """
 
+    #: each network frame's face is encoded (``face_for``, ``prefetch``): on a CPU that work runs on the
+    #: network's threads, and admission counts its wall time
+    encodes = True
+
     def __init__(self, generator, source: VideoSource, *, loop: str = "pingpong", label: bool = True,
                  enhance=None, scale: float = 1.0, crop: tuple[int, int, int, int] | None = None):
         self.generator = generator

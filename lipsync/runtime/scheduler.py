@@ -140,7 +140,7 @@ class Withdrawn(RuntimeError):
 class Ticket:
     """A live session's place on the scheduler (:meth:`Scheduler.join`)."""
 
-    __slots__ = ("t0", "fps", "order", "shed", "adapt", "next_due", "picture_s", "work_s", "work_n")
+    __slots__ = ("t0", "fps", "order", "shed", "adapt", "next_due", "picture_s", "work_s", "work_n", "encode_s")
 
     def __init__(self, t0: float, order: int, adapt: bool = True, fps: float = 25.0):
         self.t0 = t0  #: when the session's frame 0 is due (``time.monotonic()``), on the shared grid
@@ -154,6 +154,9 @@ class Ticket:
         self.picture_s = 0.0  #: its own work per frame beside the network (mel window, paste...), averaged, wall time
         self.work_s = 0.0  #: the same work's CPU time (its thread's), averaged: what admission counts
         self.work_n = 0  #: frames noted (the first is not counted in :attr:`work_s`)
+        #: a driving video's face encoded per frame, wall time, averaged as :attr:`work_s`: on a CPU it computes
+        #: on the network's threads, out of this session's thread's sight
+        self.encode_s = 0.0
 
 
 class Pending:
@@ -207,6 +210,7 @@ class Scheduler:
         #: None: the network has a device of its own
         self.cores = cores
         self._work_s = 0.0  # the sessions' own work per frame (CPU time), as last measured (kept after they close)
+        self._encode_s = 0.0  # ...and a driving video's face encoder (wall time), the same way
         self._inherit = inherit
         self._name = name
         self._cond = threading.Condition()
@@ -260,11 +264,14 @@ class Scheduler:
         if ticket is not None:
             ticket.next_due = max(ticket.next_due, due + 1.0 / ticket.fps)
 
-    def note_picture(self, ticket: Ticket | None, seconds: float, cpu_s: float | None = None) -> None:
+    def note_picture(self, ticket: Ticket | None, seconds: float, cpu_s: float | None = None,
+                     encode_s: float = 0.0) -> None:
         """A session's own work on one frame beside the network (its mel window, paste, blink, head
         motion): ``seconds`` of wall time (how long its frame needs after its mouth) and ``cpu_s`` of
         its thread's CPU time (default: ``seconds``), which admission counts: on a CPU it takes the cores
-        the network computes on, and on any device the one interpreter its process runs Python on."""
+        the network computes on, and on any device the one interpreter its process runs Python on.
+        ``encode_s``: the wall time of a driving video's face encoder in that frame, which on a CPU
+        runs on the network's threads (admission counts it as network time there)."""
         if ticket is None or not math.isfinite(seconds) or seconds < 0:
             return
         cpu_s = seconds if cpu_s is None or not math.isfinite(cpu_s) or cpu_s < 0 else cpu_s
@@ -273,7 +280,10 @@ class Scheduler:
         # session of a process): not counted; then the mean of the frames so far, then a moving average
         n = ticket.work_n = ticket.work_n + 1
         if n >= 2:
-            ticket.work_s += (cpu_s - ticket.work_s) * max(WORK_EMA, 1.0 / (n - 1))
+            weight = max(WORK_EMA, 1.0 / (n - 1))
+            ticket.work_s += (cpu_s - ticket.work_s) * weight
+            if math.isfinite(encode_s) and encode_s >= 0:
+                ticket.encode_s += (encode_s - ticket.encode_s) * weight
 
     def leave(self, ticket: Ticket | None = None) -> None:
         """A live session closed."""
@@ -283,6 +293,7 @@ class Scheduler:
                 self._tickets.remove(ticket)
                 if ticket.work_s:  # remembered for admission after the sessions close
                     self._work_s = max([ticket.work_s, *(t.work_s for t in self._tickets)])
+                    self._encode_s = max([ticket.encode_s, *(t.encode_s for t in self._tickets)])
             if self._sessions == 0:
                 self._grid = None
                 self._restore_wait = RESTORE_AFTER_S  # the next sessions start afresh
@@ -563,8 +574,10 @@ class Scheduler:
         sessions were added: 15 ms a frame at 10 sessions that took 2.6 ms of CPU each):
 
         - on a CPU (:attr:`cores` set) it shares the cores with the network: each frame counts its
-          network time (1 / rate, the whole machine) and that work spread over the cores, and the
-          sessions admitted keep the machine busy at most :data:`CAPACITY_MARGIN` of the time.
+          network time (1 / rate, the whole machine), a driving video's face encoder (its wall time:
+          it runs on the network's threads, out of the session thread's sight) and that work spread
+          over the cores, and the sessions admitted keep the machine busy at most
+          :data:`CAPACITY_MARGIN` of the time.
           (Measured on 2 cores at 100 frames/s: three sessions by the network alone, which held
           90-97 % on time; two with their picture work counted, which held 99.6 %.)
         - on any device, one process runs its sessions' Python one thread at a time: at most
@@ -581,15 +594,19 @@ class Scheduler:
             if self._measured is None:
                 return None
             rate, how = self._measured
-            measured = [t.work_s for t in self._tickets if t.work_s]
+            measured = [t for t in self._tickets if t.work_s]
             if measured:  # the dearest open session's (remembered once they have all closed)
-                self._work_s = max(measured)
-            work = self._work_s
-        per_frame = 1.0 / rate + (work / self.cores if self.cores else 0.0)
+                self._work_s = max(t.work_s for t in measured)
+                self._encode_s = max(t.encode_s for t in measured)
+            work, encode = self._work_s, self._encode_s
+        # on a CPU a video's face encoder runs on the network's threads: the whole machine, as the network
+        per_frame = 1.0 / rate + (encode + work / self.cores if self.cores else 0.0)
         network = max(1, int(CAPACITY_MARGIN / (fps * per_frame)))
         process = max(1, int(CAPACITY_MARGIN / (fps * (work or ASSUMED_WORK_S))))
         if work:
             how += f", with the sessions' own work ({1000 * work:.1f} ms of CPU a frame; {process} in one process)"
+        if encode and self.cores:
+            how += f", and a driving video's face encoder ({1000 * encode:.1f} ms a frame)"
         elif process < network:
             how += f", {process} in one process (its sessions' own work not measured yet: {1000 * ASSUMED_WORK_S:g} ms a frame)"
         return Capacity(min(network, process), round(rate, 1), fps, how, network, process, work)
