@@ -502,21 +502,26 @@ class LiveSession:
                 plan.held = True
                 self.stats.held_frames += 1
             elif runs:
-                encode = time.perf_counter()
-                prepared = face.face_for(n)  # None: a video frame without a face keeps the last mouth
-                plan.encode_s = time.perf_counter() - encode if face.encodes else 0.0
+                prepared = self._encode(plan, face.face_for, n)  # None: a video frame without a face keeps the last mouth
                 if prepared is not None:
                     plan.pending = _submit(face.generator, prepared, mel_window(slot.segment)[None], due, self._ticket)
                 plan.faceless = prepared is None
             elif w > 0 and (n + 1) % self.mode.step == 0:
-                encode = time.perf_counter()
-                face.prefetch(n + 1)  # a video: the next network frame's face encoder runs on this one
-                plan.encode_s = time.perf_counter() - encode if face.encodes else 0.0
+                self._encode(plan, face.prefetch, n + 1)  # a video: the next network frame's face encoder runs on this one
         else:
             plan.rest = True
         plan.plan_s = time.perf_counter() - t
         plan.cpu_s = time.thread_time() - cpu
         return plan
+
+    def _encode(self, plan: _Plan, call: Callable[[int], object], n: int):
+        """``call(n)``: the face made ready for the network (``face_for``, ``prefetch``), its wall time noted in
+        ``plan.encode_s`` where the face is encoded per frame (a driving video's)."""
+        t = time.perf_counter()
+        out = call(n)
+        if self._face.encodes:
+            plan.encode_s = time.perf_counter() - t
+        return out
 
     def _finish(self, plan: _Plan, then: Callable[[], None] | None = None) -> LiveFrame:
         """Frame ``plan.n``'s second half: its mouth (from the batch), blink, head motion, the picture.

@@ -285,15 +285,20 @@ class Scheduler:
             if math.isfinite(encode_s) and encode_s >= 0:
                 ticket.encode_s += (encode_s - ticket.encode_s) * weight
 
+    def _remember(self, tickets: list[Ticket]) -> None:
+        """(Lock held.) The dearest of ``tickets``' own work per frame, kept for admission once they have closed."""
+        measured = [t for t in tickets if t.work_s]
+        if measured:
+            self._work_s = max(t.work_s for t in measured)
+            self._encode_s = max(t.encode_s for t in measured)
+
     def leave(self, ticket: Ticket | None = None) -> None:
         """A live session closed."""
         with self._cond:
             self._sessions = max(0, self._sessions - 1)
             if ticket in self._tickets:
                 self._tickets.remove(ticket)
-                if ticket.work_s:  # remembered for admission after the sessions close
-                    self._work_s = max([ticket.work_s, *(t.work_s for t in self._tickets)])
-                    self._encode_s = max([ticket.encode_s, *(t.encode_s for t in self._tickets)])
+                self._remember([ticket, *self._tickets])
             if self._sessions == 0:
                 self._grid = None
                 self._restore_wait = RESTORE_AFTER_S  # the next sessions start afresh
@@ -594,10 +599,7 @@ class Scheduler:
             if self._measured is None:
                 return None
             rate, how = self._measured
-            measured = [t for t in self._tickets if t.work_s]
-            if measured:  # the dearest open session's (remembered once they have all closed)
-                self._work_s = max(t.work_s for t in measured)
-                self._encode_s = max(t.encode_s for t in measured)
+            self._remember(self._tickets)
             work, encode = self._work_s, self._encode_s
         # on a CPU a video's face encoder runs on the network's threads: the whole machine, as the network
         per_frame = 1.0 / rate + (encode + work / self.cores if self.cores else 0.0)

@@ -89,12 +89,10 @@ class LiveWorker:
         await asyncio.to_thread(self.engine.load)
         await self.server.measured(self.engine)  # ``auto``: what this machine's network holds
         context = ray.get_runtime_context()
-        cap = self.server.capacity(self.engine)
         self._ready = True
         return {
             "incarnation": self.incarnation,
-            "capacity": cap["limit"],
-            "how": cap["how"],  # what bound it (the network, its process, its cores; or a fixed number)
+            **self._capacity(),
             "node_id": context.get_node_id(),
             "address": ray.util.get_node_ip_address(),
             "host": socket.gethostname(),
@@ -110,9 +108,13 @@ class LiveWorker:
         work counts once they have). Never loads anything: a restarted worker answers at once."""
         reply = {"incarnation": self.incarnation, "sessions": list(self.server.peers)}
         if self._ready:
-            cap = self.server.capacity(self.engine)
-            reply.update(capacity=cap["limit"], how=cap["how"])
+            reply.update(self._capacity())
         return reply
+
+    def _capacity(self) -> dict:
+        """Its limit now, and what bound it (the network, its process, its cores; or a fixed number)."""
+        cap = self.server.capacity(self.engine)
+        return {"capacity": cap["limit"], "how": cap["how"]}
 
     async def offer(self, body: dict, client: str) -> dict:
         async def run():
