@@ -131,6 +131,7 @@ class Capacity:
     #: thread at a time); before any session has run, with :data:`ASSUMED_WORK_S` a frame
     process: int = 0
     work_s: float = 0.0  #: the dearest session's own work per frame, CPU time, as measured (0 before any has run)
+    sending_s: float = 0.0  #: the CPU time carrying a frame to its visitor costs beside that (0: not counted)
 
 
 class Withdrawn(RuntimeError):
@@ -567,8 +568,14 @@ class Scheduler:
                         self._warmed.add(size)
         return time.perf_counter() - t0 if ran else 0.0
 
-    def capacity(self, fps: float = 25.0) -> Capacity | None:
+    def capacity(self, fps: float = 25.0, *, sending_s: float = 0.0, sending_locked_s: float = 0.0) -> Capacity | None:
         """The live sessions this network holds at ``fps``, or None before any measurement.
+
+        ``sending_s``: the CPU time each session's frame costs beside its own work to carry it to
+        its visitor (WebRTC's encoders and event loop, measured by the web server:
+        :mod:`lipsync.live.web.sending`), of which ``sending_locked_s`` runs Python under the
+        interpreter lock. It counts as the sessions' own work does: spread over the cores on a
+        CPU, and its locked part one thread at a time in :attr:`Capacity.process`.
 
         Measured at load (:meth:`measure`), then re-measured from the live batches as
         they run (every 10 s of network time): the rate the sessions actually get.
@@ -602,16 +609,19 @@ class Scheduler:
             self._remember(self._tickets)
             work, encode = self._work_s, self._encode_s
         # on a CPU a video's face encoder runs on the network's threads: the whole machine, as the network
-        per_frame = 1.0 / rate + (encode + work / self.cores if self.cores else 0.0)
+        per_frame = 1.0 / rate + (encode + (work + sending_s) / self.cores if self.cores else 0.0)
         network = max(1, int(CAPACITY_MARGIN / (fps * per_frame)))
-        process = max(1, int(CAPACITY_MARGIN / (fps * (work or ASSUMED_WORK_S))))
+        process = max(1, int(CAPACITY_MARGIN / (fps * ((work or ASSUMED_WORK_S) + sending_locked_s))))
         if work:
             how += f", with the sessions' own work ({1000 * work:.1f} ms of CPU a frame; {process} in one process)"
+        if sending_s:
+            how += (f", and sending them ({1000 * sending_s:.1f} ms of CPU a frame, {1000 * sending_locked_s:.1f} "
+                    "of it on the event loop)")
         if encode and self.cores:
             how += f", and a driving video's face encoder ({1000 * encode:.1f} ms a frame)"
-        elif process < network:
+        elif process < network and not work:
             how += f", {process} in one process (its sessions' own work not measured yet: {1000 * ASSUMED_WORK_S:g} ms a frame)"
-        return Capacity(min(network, process), round(rate, 1), fps, how, network, process, work)
+        return Capacity(min(network, process), round(rate, 1), fps, how, network, process, work, sending_s)
 
 
 _ALL: "weakref.WeakSet[Scheduler]" = weakref.WeakSet()
