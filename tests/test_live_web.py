@@ -129,8 +129,11 @@ async def wait_for(cond, timeout):
 
 
 def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
+    from lipsync.live.web.sending import SENDING
+
     async def main():
         app, server = make_app(fp32_engine)
+        frames, coded = SENDING.frames_total, SENDING.coded_total_s
         async with http(app) as client:
             pc, answer, got, _, pinger = await connect(client, mode="mic", mic=tone_track())
             assert answer["mode"]["device"].startswith("cpu")
@@ -141,10 +144,13 @@ def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
             peer = server.peers[answer["id"]]
             # the tone reached the session through the microphone track and made it speak
             assert await wait_for(lambda: peer.session.stats.utterances >= 1, 30), "the microphone was not heard"
+            # what sending costs is measured for admission: aiortc's encoders and the microphone's decoder are timed
+            assert SENDING.frames_total - frames >= 5 and SENDING.coded_total_s > coded
             r = await client.post(f"/live/{answer['id']}/interrupt")
             assert r.status_code == 200
             r = await client.get(f"/live/{answer['id']}")
             assert r.status_code == 200 and r.json()["frames"] > 0 and r.json()["mode"]["width"] == 160
+            assert 0 <= r.json()["unsent_frames"] < r.json()["frames"]  # a picture its encoder could not keep up with
             # one visitor at a time on a CPU: a second one is told it is busy
             pc2 = __import__("aiortc").RTCPeerConnection()
             pc2.addTransceiver("video", direction="recvonly")
@@ -162,6 +168,18 @@ def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
             assert r.status_code == 404
             pinger.cancel()
             await pc.close()
+
+    asyncio.run(main())
+
+
+def test_a_track_whose_encoder_falls_behind_keeps_the_newest_pictures_and_counts_the_rest():
+    from lipsync.live.web.peer import frame_track_class
+
+    async def main():
+        track = frame_track_class()("video", 2)
+        for k in range(5):  # the driver offers five while the encoder takes none
+            track.offer(k)
+        assert track.dropped == 3 and [await track.recv(), await track.recv()] == [3, 4]
 
     asyncio.run(main())
 
@@ -359,10 +377,12 @@ def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypa
 
     import torch
 
+    from lipsync.live.web.sending import SENDING, SendCost
     from lipsync.live.web.server import GPU_SESSIONS_PER_CORE, LiveServer
     from lipsync.runtime.scheduler import Scheduler
 
     monkeypatch.delenv("LIPSYNC_LIVE_SESSIONS", raising=False)
+    monkeypatch.setattr(SENDING, "cost", None)  # what earlier tests' sessions measured is not this server's
     sched = Scheduler(lambda *a, **k: None)
     engine = SimpleNamespace(generator=SimpleNamespace(device=torch.device("cuda"), scheduler=sched))
     sched._measured = (10_000.0, "measured at load")  # 300 sessions by the network
@@ -384,6 +404,14 @@ def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypa
     assert LiveServer(lambda: engine, cores=16.0, gpu_share=0.01).capacity(engine)["limit"] == 1  # never none
     engine.generator.device = torch.device("cpu")  # on a CPU the network's own measure decides, shares aside
     assert LiveServer(lambda: engine, cores=1.0, gpu_share=0.25).capacity(engine)["limit"] == 30
+    # once sending over WebRTC is measured (4 ms of CPU a frame, 1 ms of it on the event loop) it counts: the
+    # process holds 0.75 / (25 x (1 + 1) ms) = 15, and the cores what both take, in place of 4 a core
+    engine.generator.device = torch.device("cuda")
+    sched._measured = (10_000.0, "measured at load")
+    monkeypatch.setattr(SENDING, "cost", SendCost(cpu_s=0.004, locked_s=0.001, frames=500))
+    assert LiveServer(lambda: engine, cores=16.0).capacity(engine)["limit"] == 15
+    cap = LiveServer(lambda: engine, cores=2.0).capacity(engine)
+    assert cap["limit"] == int(0.75 * 2 / (25 * (0.001 + 0.004))) == 12 and "12 on 2 CPU cores" in cap["how"]
 
 
 def test_workers_per_gpu_is_asked_for_with_a_cluster_and_a_whole_number(capsys):

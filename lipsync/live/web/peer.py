@@ -20,6 +20,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from .sending import SENDING
+
 log = logging.getLogger("lipsync")
 
 __all__ = ["AUDIO_FRAME_S", "AudioPackets", "Gate", "Peer", "frame_track_class", "start_driver"]
@@ -43,10 +45,12 @@ def frame_track_class():
             super().__init__()
             self.kind = kind
             self.queue: asyncio.Queue = asyncio.Queue(maxsize=size)
+            self.dropped = 0  #: frames dropped unsent: the encoder fell behind (the visitor saw fewer)
 
         def offer(self, item) -> None:
-            if self.queue.full():  # nobody reads yet (not connected): keep the newest
+            if self.queue.full():  # the encoder is behind (or nobody reads yet): keep the newest
                 self.queue.get_nowait()
+                self.dropped += 1
             self.queue.put_nowait(item)
 
         def drain(self) -> None:
@@ -165,11 +169,13 @@ def start_driver(peer: Peer) -> None:
         packets = AudioPackets(session.sample_rate)
         try:
             for f in session:
+                t = time.thread_time()
                 vf = av.VideoFrame.from_ndarray(f.image, format="rgb24")
                 vf.pts, vf.time_base = round(f.pts * 90_000), Fraction(1, 90_000)
                 for af in packets(f.audio):
                     hand(audio, af)
                 hand(video, vf)
+                SENDING.handed(time.thread_time() - t)
         except Exception:
             log.exception("live: the session stopped")
         finally:

@@ -38,6 +38,7 @@ from ...webapp.messages import hide_paths, plain_message
 from ..turn import rtc_configuration
 from .http import HTTPProblem
 from .peer import AUDIO_QUEUE, VIDEO_QUEUE, Peer, frame_track_class, listen, start_driver
+from .sending import SENDING, watch_codecs
 
 log = logging.getLogger("lipsync")
 
@@ -56,7 +57,9 @@ MAX_PENDING = 2  #: offers being read and opened at once; more are refused as bu
 OFFER_INTERVAL_S = 1.0  #: one address may open an offer this often
 DEFAULT_MAX_S = 600.0  #: a session's longest life on a CPU (``$LIPSYNC_LIVE_MAX_S``)
 LIVE_FPS = 25.0  #: the page's sessions' frame rate
-GPU_SESSIONS_PER_CORE = 4  #: on a GPU the CPU encodes every session's picture: at most this many per core
+#: on a GPU the CPU does every session's picture work and encodes it: at most this many per core until both are
+#: measured (then: CAPACITY_MARGIN x cores / (fps x (own work + sending)))
+GPU_SESSIONS_PER_CORE = 4
 EXAMPLE = Path(__file__).resolve().parents[3] / "assets" / "astronaut.jpg"
 CONSENT = ("Tick the consent box first: a face of your own choosing may only be used with the right to "
            "use that person's likeness.")
@@ -209,17 +212,26 @@ class LiveServer:
     def capacity(self, engine) -> dict:
         """The limit and where it comes from: fixed, or measured (the batched rate at load, then the
         rate the running sessions get; see :meth:`lipsync.runtime.scheduler.Scheduler.capacity`)."""
-        from ...runtime.scheduler import env_sessions
+        from ...runtime.scheduler import CAPACITY_MARGIN, env_sessions
 
         fixed = self.max_sessions if self.max_sessions is not None else env_sessions()
         if fixed is not None:
             return {"limit": fixed, "how": "fixed by the server's settings"}
         generator = engine.generator
-        cap = generator.scheduler.capacity(LIVE_FPS)
+        sending = SENDING.cost  # what carrying a frame over WebRTC costs this process, once measured
+        cap = generator.scheduler.capacity(LIVE_FPS, sending_s=sending.cpu_s if sending else 0.0,
+                                           sending_locked_s=sending.locked_s if sending else 0.0)
         if cap is None:  # not measured yet (the route measures first; this is the fallback)
             return {"limit": 1, "how": "not measured yet"}
         limit = cap.sessions
+        how = cap.source
         if generator.device.type == "cuda":
+            cores = self.cores or os.cpu_count() or 1
+            if sending and cap.work_s:  # each session's own work and its sending, spread over the cores
+                by_cores = int(CAPACITY_MARGIN * cores / (LIVE_FPS * (cap.work_s + sending.cpu_s)))
+                how += f"; {by_cores} on {cores:g} CPU cores"
+            else:  # not measured yet: a rule of thumb
+                by_cores = int(GPU_SESSIONS_PER_CORE * cores)
             share = int(cap.network * self.gpu_share)
             if cap.work_s and cap.process < share // 2 and not self._hinted:
                 self._hinted = True  # once: a process holds a fraction of what its share of the GPU would
@@ -228,9 +240,8 @@ class LiveServer:
                          cap.source, share)
             limit = max(1, min(share,  # its share (measured, the others may have been idle)
                                cap.process,  # what this process's interpreter holds (its own, whatever the share)
-                               # each session's picture is encoded on a CPU core
-                               int(GPU_SESSIONS_PER_CORE * (self.cores or os.cpu_count() or 1))))
-        return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": cap.source}
+                               by_cores))  # what its CPU cores hold
+        return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": how}
 
     async def measured(self, engine) -> None:
         """Measure the network's batched rate once, off the event loop, where the limit is ``auto``."""
@@ -336,6 +347,7 @@ class LiveServer:
 
         from ...errors import LipSyncError
 
+        watch_codecs()  # what its encoders and decoders cost counts in admission
         pc = session = None
         try:
             try:
@@ -390,6 +402,8 @@ class LiveServer:
             "late_frames": st.late_frames,
             "repeated_frames": st.repeated_frames,
             "held_frames": st.held_frames,
+            # pictures made but never sent: their encoder fell behind (the machine is short of CPU)
+            "unsent_frames": peer.video.dropped if peer.video is not None else 0,
             "utterances": st.utterances,
             "frame_ms": round(st.frame_ms, 1),
             "left_s": round(max(0.0, peer.ends_at - time.monotonic())) if peer.ends_at else None,
@@ -524,8 +538,10 @@ class LiveServer:
             self._reaper = asyncio.ensure_future(self._reap())
 
     async def _reap(self) -> None:
+        SENDING.start()  # sessions run from now: what the event loop does counts as carrying them
         while self.peers:
             await asyncio.sleep(0.5)
+            SENDING.tick()
             now = time.monotonic()
             for peer in list(self.peers.values()):
                 if peer.ends_at is not None and now >= peer.ends_at:

@@ -1,0 +1,158 @@
+"""What carrying the sessions over WebRTC costs this process's CPU, measured while it serves, for admission.
+
+A session's own work (its mel windows, paste, head motion) is measured on its thread
+(:meth:`lipsync.runtime.scheduler.Scheduler.note_picture`). Sending it costs more than that,
+on other threads: aiortc's encoders (VP8 for the picture, Opus for the sound) and the
+microphone's decoder run on the event loop's executor and the receivers' threads, and the
+event loop itself packetises, encrypts and sends every packet in Python. Measured on
+2 cores (``python benchmarks/live_web.py``, docs/live.md): a frame's own work 2.4 ms of CPU,
+its sending 5.8 ms more, of which the event loop's share 1.9 ms.
+
+:data:`SENDING` adds up, per picture encoded (a frame a track drops unsent when the encoder
+falls behind costs nothing to send, so the unit is the one encoded):
+
+* the encoders' and decoders' CPU time, on the thread each runs on (aiortc's
+  ``get_encoder`` and ``get_decoder`` are wrapped once per process: :func:`watch_codecs`);
+* the driver thread's work between the session and the tracks (the picture and sound
+  wrapped as frames);
+* the event loop thread's CPU time between two :meth:`SendMeter.tick` s (the server's
+  reaper ticks it every half second while sessions run): everything the loop does,
+  HTTP included, which errs on the safe side.
+
+:attr:`SendMeter.cost` is the figure admission reads: CPU seconds a video frame, and of
+them the share that runs Python under the interpreter lock (the loop and the driver's
+part), which one process does one thread at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+__all__ = ["SENDING", "SendCost", "SendMeter", "watch_codecs"]
+
+WINDOW_FRAMES = 250  #: a measurement covers at least this many video frames...
+WINDOW_S = 5.0  #: ...and at least this long
+EMA = 0.3  #: each new window's weight in :attr:`SendMeter.cost`
+
+
+@dataclass(frozen=True)
+class SendCost:
+    """CPU time this process spends carrying one video frame (and its sound) to and from a visitor."""
+
+    cpu_s: float  #: all of it: encoders, decoders, the driver's wrapping, the event loop
+    locked_s: float  #: the part that is Python run under the interpreter lock (the event loop, the driver's part)
+    frames: int  #: video frames the figure was measured on (all windows together)
+
+
+class SendMeter:
+    """Adds up the CPU that sending costs, per video frame (see the module docstring). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.cost: SendCost | None = None  #: the measured cost, None before a window has closed
+        self.frames_total = 0  #: pictures encoded, ever
+        self.coded_total_s = 0.0  #: the encoders' and decoders' CPU time, ever
+        self._loop: int | None = None  # the thread whose CPU time counts as the event loop's
+        self._restart()
+
+    def _restart(self) -> None:
+        self._codecs_s = 0.0
+        self._driver_s = 0.0
+        self._frames = 0
+        self._t0: float | None = None
+        self._loop_cpu0 = 0.0
+
+    def coded(self, cpu_s: float, picture: bool = False) -> None:
+        """An encoder or decoder took ``cpu_s`` of its thread's CPU for one frame (``picture``: a video frame
+        encoded, the unit the cost is counted in)."""
+        with self._lock:
+            self._codecs_s += cpu_s
+            self.coded_total_s += cpu_s
+            if picture:
+                self._frames += 1
+                self.frames_total += 1
+
+    def handed(self, cpu_s: float) -> None:
+        """A driver thread handed one video frame (and its sound) to the tracks, which took it ``cpu_s``."""
+        with self._lock:
+            self._driver_s += cpu_s
+
+    def start(self) -> None:
+        """Begin a window now, on the event loop's thread (sessions start: what the loop did before is not theirs)."""
+        with self._lock:
+            if self._loop is not None and self._loop != threading.get_ident():
+                return
+            self._loop = threading.get_ident()
+            self._restart()
+            self._t0, self._loop_cpu0 = time.monotonic(), time.thread_time()
+
+    def tick(self) -> SendCost | None:
+        """On the event loop's thread, while sessions run: close the window once it is long enough."""
+        now, loop_cpu = time.monotonic(), time.thread_time()
+        with self._lock:
+            if self._loop != threading.get_ident() or self._t0 is None:
+                return self.cost  # another loop's ticks would mix two threads' clocks
+            if self._frames < WINDOW_FRAMES or now - self._t0 < WINDOW_S:
+                return self.cost
+            loop_s = max(0.0, loop_cpu - self._loop_cpu0)
+            n = self._frames
+            cpu = (self._codecs_s + self._driver_s + loop_s) / n
+            locked = (self._driver_s + loop_s) / n
+            old = self.cost
+            if old is not None:
+                cpu, locked = old.cpu_s + EMA * (cpu - old.cpu_s), old.locked_s + EMA * (locked - old.locked_s)
+            self.cost = SendCost(cpu, locked, n + (old.frames if old else 0))
+            self._restart()
+            self._t0, self._loop_cpu0 = now, loop_cpu
+            return self.cost
+
+
+SENDING = SendMeter()  #: this process's meter (the CPU is the process's, whichever server sends)
+
+
+class _Timed:
+    """An aiortc encoder or decoder whose ``encode``/``decode`` calls are timed on their thread."""
+
+    def __init__(self, inner, meter: SendMeter, picture: bool):
+        object.__setattr__(self, "_inner", inner)
+        object.__setattr__(self, "_meter", meter)
+        object.__setattr__(self, "_picture", picture)
+
+    def encode(self, *args, **kw):
+        t = time.thread_time()
+        try:
+            return self._inner.encode(*args, **kw)
+        finally:
+            self._meter.coded(time.thread_time() - t, self._picture)
+
+    def decode(self, *args, **kw):
+        t = time.thread_time()
+        try:
+            return self._inner.decode(*args, **kw)
+        finally:
+            self._meter.coded(time.thread_time() - t)
+
+    def __getattr__(self, name):  # pack(), target_bitrate and the rest: the inner one's
+        return getattr(self._inner, name)
+
+    def __setattr__(self, name, value):  # the sender sets target_bitrate from the visitor's reports
+        setattr(self._inner, name, value)
+
+
+def watch_codecs() -> None:
+    """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING` (idempotent)."""
+    from aiortc import rtcrtpreceiver, rtcrtpsender
+
+    for module, name in ((rtcrtpsender, "get_encoder"), (rtcrtpreceiver, "get_decoder")):
+        make = getattr(module, name)
+        if getattr(make, "_lipsync_timed", False):
+            continue
+
+        def timed(codec, _make=make, _encodes=name == "get_encoder"):
+            # the unit: a picture encoded (a frame that the track dropped unsent costs nothing to send)
+            return _Timed(_make(codec), SENDING, _encodes and codec.mimeType.lower().startswith("video/"))
+
+        timed._lipsync_timed = True
+        setattr(module, name, timed)

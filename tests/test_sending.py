@@ -1,0 +1,75 @@
+"""What sending sessions over WebRTC costs, as admission reads it (the meter's arithmetic; the web tests see it
+measure real aiortc encoders)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from lipsync.live.web import sending
+from lipsync.live.web.sending import SendMeter
+
+
+def burn(seconds: float) -> None:
+    t = time.thread_time()
+    while time.thread_time() - t < seconds:
+        pass
+
+
+def test_a_window_counts_codecs_the_drivers_and_the_loop_per_video_frame(monkeypatch):
+    monkeypatch.setattr(sending, "WINDOW_S", 0.0)
+    monkeypatch.setattr(sending, "WINDOW_FRAMES", 10)
+    meter = SendMeter()
+    meter.start()  # this thread stands for the event loop
+    for _ in range(9):
+        meter.handed(0.001)
+        meter.coded(0.0015, picture=True)
+        meter.coded(0.0005)  # its sound
+    meter.handed(0.001)  # a frame the track dropped before its encoder took it: the unit is a picture encoded
+    burn(0.05)  # the loop's own work: packets, encryption
+    assert meter.tick() is None  # 9 pictures: too few to say
+    meter.coded(0.0015, picture=True)
+    meter.coded(0.0005)
+    cost = meter.tick()
+    assert cost is not None and cost.frames == 10
+    assert cost.locked_s == pytest.approx(0.001 + 0.005, rel=0.3)  # the drivers' 10 ms and the loop's 50 ms / 10
+    assert cost.cpu_s - cost.locked_s == pytest.approx(0.002)  # the codecs run off the lock
+    # the next window moves the figure part of the way, not all of it
+    for _ in range(10):
+        meter.coded(0.012, picture=True)
+    again = meter.tick()
+    assert again.frames == 20
+    assert again.cpu_s - again.locked_s == pytest.approx(0.002 + sending.EMA * 0.010, rel=0.05)
+
+
+def test_another_threads_ticks_do_not_mix_its_clock_in():
+    meter = SendMeter()
+    meter.start()
+    other = []
+    t = threading.Thread(target=lambda: (meter.start(), other.append(meter.tick())))
+    t.start()
+    t.join()
+    assert other == [None] and meter._loop == threading.get_ident()
+
+
+def test_the_codec_hook_times_aiortcs_encoders_and_passes_their_settings_through():
+    pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc import rtcrtpsender
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    sending.watch_codecs()
+    sending.watch_codecs()  # once is enough: a second call wraps nothing twice
+    before, pictures = sending.SENDING.coded_total_s, sending.SENDING.frames_total
+    enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))
+    enc.target_bitrate = 600_000  # what the sender does with the visitor's bandwidth reports
+    assert enc.target_bitrate == 600_000 and enc._inner.target_bitrate == 600_000
+    frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+    frame.pts, frame.time_base = 0, fractions.Fraction(1, 90_000)
+    payloads, _ = enc.encode(frame, False)
+    assert payloads and sending.SENDING.coded_total_s > before and sending.SENDING.frames_total == pictures + 1
