@@ -30,7 +30,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-__all__ = ["SENDING", "SendCost", "SendMeter", "watch_codecs"]
+__all__ = ["SENDING", "SendCost", "SendMeter", "prefer_vp8", "watch_codecs"]
 
 WINDOW_FRAMES = 250  #: a measurement covers at least this many video frames...
 WINDOW_S = 5.0  #: ...and at least this long
@@ -156,3 +156,25 @@ def watch_codecs() -> None:
 
         timed._lipsync_timed = True
         setattr(module, name, timed)
+
+
+def prefer_vp8(pc) -> None:
+    """Send the picture as VP8 wherever the visitor's offer allows it, whatever the offer's order.
+
+    aiortc answers with the offer's first codec it knows; Safari lists H.264 first, and
+    aiortc's H.264 encoder took 2.6 times the CPU of its VP8 encoder for the same 512 px
+    pictures (11.9 against 4.6 ms a picture, on 2 cores), on threads of its own the meter
+    does not see. Call between ``setRemoteDescription`` and ``createAnswer``.
+    """
+    from aiortc.codecs import is_rtx
+
+    for t in pc.getTransceivers():
+        codecs = list(getattr(t, "_codecs", None) or [])
+        if t.kind != "video" or not codecs:
+            continue
+        vp8 = [c for c in codecs if c.mimeType.lower() == "video/vp8"]
+        if not vp8 or codecs[0] in vp8:
+            continue
+        types = {c.payloadType for c in vp8}
+        first = vp8 + [c for c in codecs if is_rtx(c) and c.parameters.get("apt") in types]
+        t._codecs = first + [c for c in codecs if c not in first]  # the answer's order, and what the sender uses

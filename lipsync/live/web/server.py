@@ -38,7 +38,7 @@ from ...webapp.messages import hide_paths, plain_message
 from ..turn import rtc_configuration
 from .http import HTTPProblem
 from .peer import AUDIO_QUEUE, VIDEO_QUEUE, Peer, frame_track_class, listen, start_driver
-from .sending import SENDING, watch_codecs
+from .sending import SENDING, prefer_vp8, watch_codecs
 
 log = logging.getLogger("lipsync")
 
@@ -362,6 +362,7 @@ class LiveServer:
             try:
                 self._wire(peer)  # before the offer is applied: it announces the visitor's tracks
                 await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+                prefer_vp8(pc)  # the cheapest picture to encode, where the visitor can take it
                 pc.addTrack(peer.audio)  # after: they answer the offer's own audio and video sections
                 pc.addTrack(peer.video)
                 await pc.setLocalDescription(await pc.createAnswer())
