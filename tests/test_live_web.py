@@ -192,6 +192,20 @@ def test_a_track_whose_encoder_falls_behind_keeps_the_newest_pictures_and_counts
     asyncio.run(main())
 
 
+def test_pictures_go_to_the_encoder_as_yuv_with_the_colours_of_the_encoders_own_conversion(example_image):
+    import cv2
+
+    from lipsync.live.web.peer import picture
+
+    rgb = cv2.cvtColor(cv2.imread(str(example_image)), cv2.COLOR_BGR2RGB)[:336, :336].copy()
+    frame = picture(rgb)
+    assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (336, 336)
+    theirs = __import__("av").VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    diff = np.abs(frame.to_ndarray().astype(int) - theirs.astype(int))
+    assert diff[:336].max() <= 1 and diff[336:].mean() < 1.0  # luma within 1, chroma within a mean of 1
+    assert picture(rgb[:335]).format.name == "rgb24"  # an odd side: the encoder converts it
+
+
 def test_a_vanished_client_is_freed_within_5_s(fp32_engine):
     async def main():
         app, server = make_app(fp32_engine)

@@ -24,7 +24,7 @@ from .sending import SENDING
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["AUDIO_FRAME_S", "AudioPackets", "Gate", "Peer", "frame_track_class", "start_driver"]
+__all__ = ["AUDIO_FRAME_S", "AudioPackets", "Gate", "Peer", "frame_track_class", "picture", "start_driver"]
 
 AUDIO_FRAME_S = 0.02  #: the sound goes to the encoder in frames of this length (one Opus packet each)
 GATE_DBFS = -42.0  #: the microphone is pushed while louder than this...
@@ -152,9 +152,24 @@ class Peer:
                 pass
 
 
+def picture(rgb: np.ndarray):
+    """An ``av.VideoFrame`` of an RGB picture, as yuv420p where its sides are even: what the encoders take.
+
+    OpenCV converts in a third of the time the encoder's own conversion takes (0.3 against
+    0.9 ms a 336 px picture, 2 cores), the same BT.601 studio-range values (luma within 1 of
+    it, chroma within a mean 0.5); an odd side is left to the encoder.
+    """
+    import av
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2:
+        return av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+
+
 def start_driver(peer: Peer) -> None:
     """Iterate the peer's session on a thread of its own and hand each frame to the tracks."""
-    import av
 
     loop = asyncio.get_running_loop()
     video, audio, session = peer.video, peer.audio, peer.session
@@ -170,7 +185,7 @@ def start_driver(peer: Peer) -> None:
         try:
             for f in session:
                 t = time.thread_time()
-                vf = av.VideoFrame.from_ndarray(f.image, format="rgb24")
+                vf = picture(f.image)
                 vf.pts, vf.time_base = round(f.pts * 90_000), Fraction(1, 90_000)
                 for af in packets(f.audio):
                     hand(audio, af)
