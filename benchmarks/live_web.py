@@ -220,6 +220,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--stand-in", metavar="BASE_MS,PER_FRAME_MS",
                     help="a lock-free wait for the network (e.g. 4,0.03: an H200's batch times): the host side alone")
+    ap.add_argument("--switch-interval", type=float, default=0.0,
+                    help="sys.setswitchinterval (s): how soon a thread waiting for the GIL gets it (0: Python's 5 ms)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--visitors", nargs=3, metavar=("PORT", "N", "SECONDS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -227,6 +229,8 @@ def main(argv=None) -> int:
         visitors(int(args.visitors[0]), int(args.visitors[1]), float(args.visitors[2]))
         return 0
     os.environ["LIPSYNC_TRUST_PROXY"] = "1"  # each visitor its own address (X-Forwarded-For)
+    if args.switch_interval > 0:
+        sys.setswitchinterval(args.switch_interval)
     import uvicorn
     from fastapi import FastAPI
     from gpu_live import GivenBox, stand_in

@@ -73,3 +73,42 @@ def test_the_codec_hook_times_aiortcs_encoders_and_passes_their_settings_through
     frame.pts, frame.time_base = 0, fractions.Fraction(1, 90_000)
     payloads, _ = enc.encode(frame, False)
     assert payloads and sending.SENDING.coded_total_s > before and sending.SENDING.frames_total == pictures + 1
+
+
+def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_visitors_bitrate():
+    pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
+    import fractions
+
+    import av
+    import cv2
+    import numpy as np
+    from aiortc import rtcrtpsender
+    from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from lipsync.live.web.vp8 import TalkingHeadVp8
+
+    sending.watch_codecs()
+    enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))
+    assert isinstance(enc._inner, TalkingHeadVp8)
+    rng = np.random.default_rng(0)
+    base = cv2.resize((rng.random((12, 12, 3)) * 255).astype(np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC)
+    dec = Vp8Decoder()
+    psnr, keys = [], []
+    for i in range(12):
+        rgb = np.roll(base, i, axis=1)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts, frame.time_base = i * 3600, fractions.Fraction(1, 90_000)
+        if i == 6:
+            enc.target_bitrate = 1_000_000  # the visitor reports more room: the encoder is opened again at it
+        payloads, timestamp = enc.encode(frame, force_keyframe=i == 8)
+        assert timestamp == i * 3600 and payloads
+        data = b"".join(vp8_depayload(p) for p in payloads)
+        keys.append(data[0] & 1 == 0)  # a VP8 keyframe's first bit is 0
+        (shown,) = dec.decode(JitterFrame(data=data, timestamp=timestamp))
+        err = np.mean((shown.to_ndarray(format="rgb24").astype(float) - rgb) ** 2)
+        psnr.append(10 * np.log10(255**2 / max(err, 1e-6)))
+    assert min(psnr) > 25, psnr  # what the visitor's decoder shows is the picture (a wrong one: about 10 dB)
+    assert keys[0] and keys[6] and keys[8] and not any(keys[1:6]) and not keys[7]
+    assert enc._inner.codec.bit_rate == 1_000_000

@@ -142,7 +142,8 @@ class _Timed:
 
 
 def watch_codecs() -> None:
-    """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING` (idempotent)."""
+    """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING`, and
+    encode VP8 with :class:`~lipsync.live.web.vp8.TalkingHeadVp8` (idempotent)."""
     from aiortc import rtcrtpreceiver, rtcrtpsender
 
     for module, name in ((rtcrtpsender, "get_encoder"), (rtcrtpreceiver, "get_decoder")):
@@ -151,8 +152,15 @@ def watch_codecs() -> None:
             continue
 
         def timed(codec, _make=make, _encodes=name == "get_encoder"):
+            mime = codec.mimeType.lower()
+            if _encodes and mime == "video/vp8":
+                from .vp8 import TalkingHeadVp8
+
+                coder = TalkingHeadVp8()  # libvpx set for an avatar's pictures: less CPU, no denoiser
+            else:
+                coder = _make(codec)
             # the unit: a picture encoded (a frame that the track dropped unsent costs nothing to send)
-            return _Timed(_make(codec), SENDING, _encodes and codec.mimeType.lower().startswith("video/"))
+            return _Timed(coder, SENDING, _encodes and mime.startswith("video/"))
 
         timed._lipsync_timed = True
         setattr(module, name, timed)
