@@ -5,8 +5,9 @@ A session's own work (its mel windows, paste, head motion) is measured on its th
 on other threads: aiortc's encoders (VP8 for the picture, Opus for the sound) and the
 microphone's decoder run on the event loop's executor and the receivers' threads, and the
 event loop itself packetises, encrypts and sends every packet in Python. Measured on
-2 cores (``python benchmarks/live_web.py``, docs/live.md): a frame's own work 2.4 ms of CPU,
-its sending 5.8 ms more, of which the event loop's share 1.9 ms.
+2 cores (``python benchmarks/live_web.py``, docs/live.md): a frame's own work 2-2.4 ms of
+CPU, its sending 4.7 ms more (5.3-5.9 before the pictures went to the encoder as yuv420p and
+VP8 ran at speed 8), of which the event loop's share 1.7-1.9 ms.
 
 :data:`SENDING` adds up, per picture encoded (a frame a track drops unsent when the encoder
 falls behind costs nothing to send, so the unit is the one encoded):
