@@ -44,14 +44,22 @@ def test_a_window_counts_codecs_the_drivers_and_the_loop_per_video_frame(monkeyp
     assert again.cpu_s - again.locked_s == pytest.approx(0.002 + sending.EMA * 0.010, rel=0.05)
 
 
-def test_another_threads_ticks_do_not_mix_its_clock_in():
+def test_only_the_loop_that_started_last_is_measured(monkeypatch):
+    """Another thread's CPU clock never mixes in; an app launched again (a new loop) takes the meter over."""
+    monkeypatch.setattr(sending, "WINDOW_S", 0.0)
+    monkeypatch.setattr(sending, "WINDOW_FRAMES", 1)
     meter = SendMeter()
     meter.start()
-    other = []
-    t = threading.Thread(target=lambda: (meter.start(), other.append(meter.tick())))
+    meter.coded(0.001, picture=True)
+    t = threading.Thread(target=meter.tick)  # another thread's tick: its clock is not the loop's
     t.start()
     t.join()
-    assert other == [None] and meter._loop == threading.get_ident()
+    assert meter.cost is None
+    t = threading.Thread(target=meter.start)  # a new loop starts: the window begins again there
+    t.start()
+    t.join()
+    meter.coded(0.001, picture=True)
+    assert meter.tick() is None  # this thread's ticks no longer count
 
 
 def test_the_codec_hook_times_aiortcs_encoders_and_passes_their_settings_through():

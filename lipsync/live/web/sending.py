@@ -81,10 +81,9 @@ class SendMeter:
             self._driver_s += cpu_s
 
     def start(self) -> None:
-        """Begin a window now, on the event loop's thread (sessions start: what the loop did before is not theirs)."""
+        """Begin a window now, on the event loop's thread (sessions start: what the loop did before is not
+        theirs). The loop that starts last is the one measured (an app launched again runs a new loop)."""
         with self._lock:
-            if self._loop is not None and self._loop != threading.get_ident():
-                return
             self._loop = threading.get_ident()
             self._restart()
             self._t0, self._loop_cpu0 = time.monotonic(), time.thread_time()
