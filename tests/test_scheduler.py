@@ -343,6 +343,15 @@ def test_admission_counts_the_sessions_own_work_as_cpu_time_and_one_process_hold
     cap = video.capacity(25.0)
     assert cap.network == int(CAPACITY_MARGIN / (25 * (1 / 1000 + 0.012 + 0.0035 / 2))) == 2 and cap.sessions == 2
     assert "face encoder (12.0 ms a frame)" in cap.source
+    # a session's first frame pays once for what the next reuse (measured: 8 ms, then 1.7-2): not counted
+    fresh = Scheduler(Net())
+    fresh._measured = (10_000.0, "measured at load")
+    ticket = fresh.join(25.0)
+    fresh.note_picture(ticket, 0.008, 0.008)
+    assert fresh.capacity(25.0).process == 10  # nothing measured yet: ASSUMED_WORK_S
+    for _ in range(5):
+        fresh.note_picture(ticket, 0.002, 0.002)
+    assert ticket.work_s == pytest.approx(0.002) and fresh.capacity(25.0).process == 15
 
 
 def test_admission_counts_what_sending_a_session_over_webrtc_costs():
