@@ -164,7 +164,6 @@ def free_port() -> int:
 
 def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
     from lipsync.live.web.sending import SENDING
-    from lipsync.live.web.server import LiveServer
 
     child = subprocess.Popen([sys.executable, __file__, "--visitors", str(port), str(n), str(seconds + WARM_S + 2)])
     t0 = time.monotonic()
@@ -193,7 +192,11 @@ def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
     own = max((t.work_s for t in tickets), default=0.0)
     cost = SENDING.cost
     without = engine.generator.scheduler.capacity(25.0)
-    with_sending = LiveServer(lambda: engine).capacity(engine)  # ``auto``, as a server with no fixed limit says
+    fixed, server.max_sessions = server.max_sessions, None
+    try:
+        with_sending = server.capacity(engine)  # ``auto``: what this server would say with no fixed limit
+    finally:
+        server.max_sessions = fixed
     child.communicate(timeout=60)
     return {
         "sessions": n, "seconds": round(w1 - w0, 1), "load": [round(x, 2) for x in os.getloadavg()],
@@ -211,6 +214,8 @@ def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
         "sending_to_own_work": round(cost.cpu_s / own, 2) if cost and own else None,
         "admits_without_sending": without.sessions if without else None,
         "admits": with_sending["limit"], "how": with_sending["how"],
+        # pictures went unsent lately: the server admits no one more than runs, whatever the estimate says
+        "holding_for_unsent": time.monotonic() < server._short_until,
     }
 
 

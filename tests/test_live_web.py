@@ -436,6 +436,48 @@ def test_on_a_gpu_a_server_admits_its_share_of_the_gpu_and_of_the_cores(monkeypa
     assert cap["limit"] == int(0.75 * 2 / (25 * (0.001 + 0.004))) == 12 and "12 on 2 CPU cores" in cap["how"]
 
 
+def test_while_pictures_go_unsent_no_further_session_is_admitted(monkeypatch, caplog):
+    """Measured on 2 cores: 8 sessions made every picture on time, but their encoders fell behind and a quarter of the
+    pictures never left. Admission's estimate can be wrong on an unknown machine; what the visitors get cannot."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lipsync.live.web.sending import SENDING
+    from lipsync.live.web.server import UNSENT_HOLD_S, LiveServer
+    from lipsync.runtime.scheduler import Scheduler
+
+    monkeypatch.delenv("LIPSYNC_LIVE_SESSIONS", raising=False)
+    monkeypatch.setattr(SENDING, "cost", None)
+    sched = Scheduler(lambda *a, **k: None, cores=2)
+    sched._measured = (1_000.0, "measured at load")
+    engine = SimpleNamespace(generator=SimpleNamespace(device=torch.device("cpu"), scheduler=sched))
+    server = LiveServer(lambda: engine)
+    assert server.capacity(engine)["limit"] == 10
+    peers = [SimpleNamespace(connected=True, seen=(0, 0), video=SimpleNamespace(dropped=0),
+                             session=SimpleNamespace(stats=SimpleNamespace(frames=0))) for _ in range(3)]
+    server.peers = {str(k): p for k, p in enumerate(peers)}
+    clock = [time.monotonic()]
+
+    def run(seconds, dropped_per_tick):
+        for _ in range(int(seconds * 2)):  # the reaper looks every half second
+            clock[0] += 0.5
+            for p in peers:
+                p.session.stats.frames += 12
+                p.video.dropped += dropped_per_tick
+            server._watch_unsent(clock[0])
+
+    run(3.0, 0)  # every picture sent
+    assert server.capacity(engine)["limit"] == 10
+    with caplog.at_level("WARNING", logger="lipsync"):
+        run(3.0, 1)  # one in twelve never left
+    cap = server.capacity(engine)
+    assert cap["limit"] == 3 and "going unsent" in cap["how"]  # the ones running stay; no one more
+    assert any("went unsent" in r.getMessage() for r in caplog.records)
+    server._short_until = time.monotonic() - 1  # UNSENT_HOLD_S later (the test's clock ran ahead of the real one)
+    assert UNSENT_HOLD_S >= 5 and server.capacity(engine)["limit"] == 10
+
+
 def test_workers_per_gpu_is_asked_for_with_a_cluster_and_a_whole_number(capsys):
     pytest.importorskip("gradio")
     from lipsync.webapp import server

@@ -141,6 +141,7 @@ class Peer:
         self.driver: threading.Thread | None = None
         self.tasks: list[asyncio.Task] = []
         self.say_cancel = threading.Event()
+        self.seen = (0, 0)  #: pictures made and dropped unsent at the server's last look (its admission watches)
 
     def notify(self, kind: str, message: str) -> None:
         """Tell the page something (``{"type": kind, "message": ...}`` on the data channel), if it is open."""

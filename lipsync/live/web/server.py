@@ -60,6 +60,9 @@ LIVE_FPS = 25.0  #: the page's sessions' frame rate
 #: on a GPU the CPU does every session's picture work and encodes it: at most this many per core until both are
 #: measured (then: CAPACITY_MARGIN x cores / (fps x (own work + sending)))
 GPU_SESSIONS_PER_CORE = 4
+UNSENT_SHARE = 0.01  #: more than this share of the pictures dropped unsent (encoders behind): admit no more...
+UNSENT_HOLD_S = 10.0  #: ...for this long after
+UNSENT_WINDOW = 125  #: pictures made that one judgement covers (5 s of one session)
 EXAMPLE = Path(__file__).resolve().parents[3] / "assets" / "astronaut.jpg"
 CONSENT = ("Tick the consent box first: a face of your own choosing may only be used with the right to "
            "use that person's likeness.")
@@ -198,6 +201,8 @@ class LiveServer:
         self._voice = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lipsync-live-voice")
         self._measuring = asyncio.Lock()
         self._hinted = False  # the log said once that more processes per GPU would serve more
+        self._short_until = 0.0  # pictures went unsent (the CPU is short): admit no more before this (monotonic)
+        self._unsent = [0, 0, time.monotonic()]  # this window's pictures made, pictures dropped unsent, its start
 
     async def _run(self, fn, *args, pool=None, **kw):
         loop = asyncio.get_running_loop()
@@ -241,7 +246,29 @@ class LiveServer:
             limit = max(1, min(share,  # its share (measured, the others may have been idle)
                                cap.process,  # what this process's interpreter holds (its own, whatever the share)
                                by_cores))  # what its CPU cores hold
+        if time.monotonic() < self._short_until and len(self.peers) < limit:
+            limit = max(1, len(self.peers))  # what is measured said more; what the visitors get says no
+            how += "; pictures are going unsent (the CPU is short): no more sessions until they go out whole"
         return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": how}
+
+    def _watch_unsent(self, now: float) -> None:
+        """On each reaper tick: once a window holds enough pictures, if more than :data:`UNSENT_SHARE` of them
+        were dropped unsent (the encoders fell behind), admit no more sessions for :data:`UNSENT_HOLD_S`."""
+        window = self._unsent
+        for peer in self.peers.values():
+            if peer.video is None or not peer.connected:
+                continue
+            made, dropped = peer.session.stats.frames, peer.video.dropped
+            window[0] += made - peer.seen[0]
+            window[1] += dropped - peer.seen[1]
+            peer.seen = (made, dropped)
+        if window[0] >= UNSENT_WINDOW and now - window[2] >= 2.0:
+            if window[1] > UNSENT_SHARE * window[0]:
+                if now >= self._short_until:
+                    log.warning("live: %d of %d pictures went unsent (their encoders fell behind): no more sessions "
+                                "until they go out whole", window[1], window[0])
+                self._short_until = now + UNSENT_HOLD_S
+            self._unsent = [0, 0, now]
 
     async def measured(self, engine) -> None:
         """Measure the network's batched rate once, off the event loop, where the limit is ``auto``."""
@@ -544,6 +571,7 @@ class LiveServer:
             await asyncio.sleep(0.5)
             SENDING.tick()
             now = time.monotonic()
+            self._watch_unsent(now)
             for peer in list(self.peers.values()):
                 if peer.ends_at is not None and now >= peer.ends_at:
                     minutes = (peer.ends_at - peer.created) / 60
