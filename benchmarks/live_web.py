@@ -38,7 +38,6 @@ import asyncio
 import collections
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -156,12 +155,6 @@ def child_cpu(pid: int) -> float:
         return 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
     from lipsync.live.web.sending import SENDING
 
@@ -239,6 +232,7 @@ def main(argv=None) -> int:
     import uvicorn
     from fastapi import FastAPI
     from gpu_live import GivenBox, stand_in
+    from preview import free_port
 
     from lipsync import LipSync
     from lipsync.live.web import install

@@ -121,18 +121,17 @@ class _Timed:
         object.__setattr__(self, "_picture", picture)
 
     def encode(self, *args, **kw):
-        t = time.thread_time()
-        try:
-            return self._inner.encode(*args, **kw)
-        finally:
-            self._meter.coded(time.thread_time() - t, self._picture)
+        return self._timed(self._inner.encode, self._picture, *args, **kw)
 
     def decode(self, *args, **kw):
+        return self._timed(self._inner.decode, False, *args, **kw)
+
+    def _timed(self, call, picture: bool, *args, **kw):
         t = time.thread_time()
         try:
-            return self._inner.decode(*args, **kw)
+            return call(*args, **kw)
         finally:
-            self._meter.coded(time.thread_time() - t)
+            self._meter.coded(time.thread_time() - t, picture)
 
     def __getattr__(self, name):  # pack(), target_bitrate and the rest: the inner one's
         return getattr(self._inner, name)
