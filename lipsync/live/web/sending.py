@@ -141,8 +141,9 @@ class _Timed:
 
 
 def watch_codecs() -> None:
-    """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING`, and
-    encode VP8 with :class:`~lipsync.live.web.vp8.TalkingHeadVp8` (idempotent)."""
+    """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING`; encode
+    VP8 with :class:`~lipsync.live.web.vp8.TalkingHeadVp8` and Opus with :class:`~lipsync.live.web.opus.SpeechOpus`,
+    and compute each sound packet's level with :func:`~lipsync.live.web.opus.audio_level_dbov` (idempotent)."""
     from aiortc import rtcrtpreceiver, rtcrtpsender
 
     for module, name in ((rtcrtpsender, "get_encoder"), (rtcrtpreceiver, "get_decoder")):
@@ -156,6 +157,10 @@ def watch_codecs() -> None:
                 from .vp8 import TalkingHeadVp8
 
                 coder = TalkingHeadVp8()  # libvpx set for an avatar's pictures: less CPU, no denoiser
+            elif _encodes and mime == "audio/opus":
+                from .opus import SpeechOpus
+
+                coder = SpeechOpus()  # a voice: mono, one 40 ms packet a picture
             else:
                 coder = _make(codec)
             # the unit: a picture encoded (a frame that the track dropped unsent costs nothing to send)
@@ -163,6 +168,12 @@ def watch_codecs() -> None:
 
         timed._lipsync_timed = True
         setattr(module, name, timed)
+
+    from aiortc import rtp
+
+    from .opus import audio_level_dbov
+
+    rtp.compute_audio_level_dbov = audio_level_dbov  # the same level, without a Python loop on the event loop
 
 
 def prefer_vp8(pc) -> None:
