@@ -364,6 +364,35 @@ def test_sound_goes_out_in_40_ms_frames_with_their_own_timestamps():
         assert len(frames) == 30 * slot // size
 
 
+def test_the_microphone_is_heard_as_mono_whether_its_channels_are_packed_or_planar_and_the_gate_opens_on_speech():
+    import av
+
+    from lipsync.live.web.peer import Gate, mono_pcm
+
+    t = np.arange(960) / 48_000
+    left = (6000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+    right = (left // 2).astype(np.int16)
+    want = ((left.astype(np.int32) + right) // 2).astype(np.int16)
+    packed = av.AudioFrame.from_ndarray(np.stack([left, right]).T.reshape(1, -1).copy(), format="s16", layout="stereo")
+    planar = av.AudioFrame.from_ndarray(np.stack([left, right]), format="s16p", layout="stereo")
+    mono = av.AudioFrame.from_ndarray(left[None, :], format="s16", layout="mono")
+    for frame, expected in ((packed, want), (planar, want), (mono, left)):
+        assert np.array_equal(mono_pcm(frame), expected), frame
+
+    class Heard:
+        def __init__(self):
+            self.chunks = []
+
+        def push(self, samples, rate):
+            self.chunks.append(len(samples))
+
+    heard, gate = Heard(), Gate()
+    gate.feed(heard, np.zeros(960, np.int16), 48_000)  # room silence: kept as pre-roll, not pushed
+    gate.feed(heard, (left // 300).astype(np.int16), 48_000)  # about -50 dBFS: below the gate
+    assert heard.chunks == []
+    gate.feed(heard, mono_pcm(packed), 48_000)  # a voice: the pre-roll goes first, then the voice
+    assert heard.chunks == [960, 960, 960]
+
 def test_a_short_live_soak_with_hostile_visitors_leaves_the_server_as_it_found_it(fp32_engine, own_tempdir):
     """scripts/live_soak.py, 9 cycles (the full run is 100): a visitor served each cycle, every hostile
     request refused plainly; after the warm-up RSS grows <= 5 %, fds, threads and children flat, nothing left."""

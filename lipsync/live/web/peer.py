@@ -28,7 +28,7 @@ from .sending import SENDING
 
 log = logging.getLogger("lipsync")
 
-__all__ = ["AUDIO_FRAME_S", "AudioPackets", "Gate", "Peer", "frame_track_class", "picture", "start_driver"]
+__all__ = ["AUDIO_FRAME_S", "AudioPackets", "Gate", "Peer", "frame_track_class", "mono_pcm", "picture", "start_driver"]
 
 AUDIO_FRAME_S = 0.04  #: the sound goes to the encoder in frames of this length (one Opus packet each)
 GATE_DBFS = -42.0  #: the microphone is pushed while louder than this...
@@ -111,8 +111,8 @@ class Gate:
         self.preroll: list[tuple[np.ndarray, int]] = []
 
     def feed(self, session, samples: np.ndarray, rate: int) -> None:
-        x = samples.astype(np.float32) / 32768.0
-        level = 10 * np.log10(float(np.mean(x * x)) + 1e-12)
+        x = samples.astype(np.float32)
+        level = 10 * np.log10(float(np.dot(x, x)) / (max(1, x.size) * 32768.0**2) + 1e-12)
         now = time.monotonic()
         if level > GATE_DBFS:
             if now >= self.open_until:
@@ -155,6 +155,19 @@ class Peer:
                 channel.send(json.dumps({"type": kind, "message": message}))
             except Exception:  # noqa: BLE001 - the channel closed under us: nothing to tell
                 pass
+
+
+def mono_pcm(frame) -> np.ndarray:
+    """An s16 or s16p ``av.AudioFrame``'s samples as int16 mono (its channels averaged)."""
+    pcm = frame.to_ndarray()
+    channels = len(frame.layout.channels)
+    if channels == 1:
+        return pcm.reshape(-1)
+    if frame.format.is_planar:  # (channels, samples)
+        total = pcm.sum(axis=0, dtype=np.int32)
+    else:  # (1, samples * channels), interleaved
+        total = pcm.reshape(-1, channels).sum(axis=1, dtype=np.int32)
+    return (total // channels).astype(np.int16)
 
 
 def picture(rgb: np.ndarray):
@@ -217,10 +230,7 @@ async def listen(peer: Peer, track) -> None:
             peer.last_seen = time.monotonic()
             if frame.format.name not in ("s16", "s16p"):
                 continue
-            pcm = frame.to_ndarray()
-            channels = len(frame.layout.channels)
-            mono = pcm.reshape(-1, channels).mean(axis=1) if channels > 1 else pcm.reshape(-1)
-            gate.feed(peer.session, mono.astype(np.int16), frame.sample_rate)
+            gate.feed(peer.session, mono_pcm(frame), frame.sample_rate)
     except (MediaStreamError, asyncio.CancelledError):
         pass
     except Exception:
