@@ -201,6 +201,9 @@ def test_pictures_go_to_the_encoder_as_yuv_with_the_colours_of_the_encoders_own_
     frame = picture(rgb)
     assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (336, 336)
     theirs = __import__("av").VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p").to_ndarray()
+    __import__("gc").collect()
+    junk = [np.full((504, 336), 7, np.uint8) for _ in range(50)]  # the frame wraps its pixels: they must live on
+    assert all(j[0, 0] == 7 for j in junk)
     diff = np.abs(frame.to_ndarray().astype(int) - theirs.astype(int))
     assert diff[:336].max() <= 1 and diff[336:].mean() < 1.0  # luma within 1, chroma within a mean of 1
     assert picture(rgb[:335]).format.name == "rgb24"  # an odd side: the encoder converts it

@@ -175,7 +175,9 @@ def picture(rgb: np.ndarray):
 
     OpenCV converts in a third of the time the encoder's own conversion takes (0.3 against
     0.9 ms a 336 px picture, 2 cores), the same BT.601 studio-range values (luma within 1 of
-    it, chroma within a mean 0.5); an odd side is left to the encoder.
+    it, chroma within a mean 0.5); an odd side is left to the encoder. The frame wraps
+    OpenCV's fresh array without copying it (the frame keeps it alive): the copy took
+    0.17 ms of a 512 px picture, under the interpreter lock, against 0.008.
     """
     import av
     import cv2
@@ -183,7 +185,7 @@ def picture(rgb: np.ndarray):
     h, w = rgb.shape[:2]
     if h % 2 or w % 2:
         return av.VideoFrame.from_ndarray(rgb, format="rgb24")
-    return av.VideoFrame.from_ndarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
+    return av.VideoFrame.from_numpy_buffer(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420), format="yuv420p")
 
 
 def start_driver(peer: Peer) -> None:
