@@ -18,6 +18,17 @@ def burn(seconds: float) -> None:
         pass
 
 
+def live_encoder(codec):
+    """The encoder aiortc's sender makes for ``codec`` in a live session track's task."""
+    from aiortc import rtcrtpsender
+
+    token = sending.LIVE_TRACK.set(True)
+    try:
+        return rtcrtpsender.get_encoder(codec)
+    finally:
+        sending.LIVE_TRACK.reset(token)
+
+
 def test_a_window_counts_codecs_the_drivers_and_the_loop_per_video_frame(monkeypatch):
     monkeypatch.setattr(sending, "WINDOW_S", 0.0)
     monkeypatch.setattr(sending, "WINDOW_FRAMES", 10)
@@ -68,13 +79,12 @@ def test_the_codec_hook_times_aiortcs_encoders_and_passes_their_settings_through
 
     import av
     import numpy as np
-    from aiortc import rtcrtpsender
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
     sending.watch_codecs()
     sending.watch_codecs()  # once is enough: a second call wraps nothing twice
     before, pictures = sending.SENDING.coded_total_s, sending.SENDING.frames_total
-    enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))
+    enc = live_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))
     enc.target_bitrate = 600_000  # what the sender does with the visitor's bandwidth reports
     assert enc.target_bitrate == 600_000 and enc._inner.target_bitrate == 600_000
     frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
@@ -90,7 +100,6 @@ def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_vis
     import av
     import cv2
     import numpy as np
-    from aiortc import rtcrtpsender
     from aiortc.codecs.vpx import Vp8Decoder, vp8_depayload
     from aiortc.jitterbuffer import JitterFrame
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
@@ -98,7 +107,7 @@ def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_vis
     from lipsync.live.web.vp8 import TalkingHeadVp8
 
     sending.watch_codecs()
-    enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))
+    enc = live_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))
     assert isinstance(enc._inner, TalkingHeadVp8)
     rng = np.random.default_rng(0)
     base = cv2.resize((rng.random((12, 12, 3)) * 255).astype(np.uint8), (96, 96), interpolation=cv2.INTER_CUBIC)
@@ -124,13 +133,15 @@ def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_vis
 
 def test_the_live_voice_goes_out_as_one_mono_40_ms_packet_a_picture_that_decodes_to_the_voice():
     pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
+    import fractions
     import math
     import struct
 
     import av
     import numpy as np
     from aiortc import rtcrtpsender, rtp
-    from aiortc.codecs.opus import OpusDecoder
+    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+    from aiortc.codecs.vpx import Vp8Encoder
     from aiortc.jitterbuffer import JitterFrame
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -138,8 +149,13 @@ def test_the_live_voice_goes_out_as_one_mono_40_ms_packet_a_picture_that_decodes
     from lipsync.live.web.peer import AudioPackets
 
     sending.watch_codecs()
-    enc = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2))
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2)
+    enc = live_encoder(opus)
     assert isinstance(enc._inner, SpeechOpus)
+    # any other sender in the process (an app's own stream, a Pipecat transport) keeps aiortc's encoders, timed
+    assert isinstance(rtcrtpsender.get_encoder(opus)._inner, OpusEncoder)
+    vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000)
+    assert isinstance(rtcrtpsender.get_encoder(vp8)._inner, Vp8Encoder)
     t = np.arange(48_000) / 48_000
     voice = (8000 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.int16)
     packets, stamps = [], []
@@ -160,6 +176,9 @@ def test_the_live_voice_goes_out_as_one_mono_40_ms_packet_a_picture_that_decodes
     ref = voice[: len(heard) - lag].astype(float)
     snr = 10 * np.log10(np.sum(ref**2) / np.sum((heard[lag:] - ref) ** 2))
     assert snr > 10, snr  # the voice, not noise or silence (a wrong decode: below 0 dB)
+    ready = av.Packet(packets[1])  # a track that hands sound already encoded: sent as it is
+    ready.pts, ready.time_base = 1920, fractions.Fraction(1, 48_000)
+    assert enc.pack(ready) == ([packets[1]], 1920)
     other = SpeechOpus()  # sound at another rate (a caller's own track) is resampled and cut to 40 ms as well
     stamps = [other.encode(f)[1] for f in AudioPackets(16_000)(np.zeros(16_000, np.int16))]
     assert np.all(np.diff([s for s in stamps if s is not None]) == 1920) and len(stamps) == 25

@@ -24,7 +24,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .sending import SENDING
+from .sending import LIVE_TRACK, SENDING
 
 log = logging.getLogger("lipsync")
 
@@ -63,6 +63,7 @@ def frame_track_class():
                 self.queue.get_nowait()
 
         async def recv(self):
+            LIVE_TRACK.set(True)  # the sender's task reads a live session: its encoder is made for one
             item = await self.queue.get()
             if item is None:
                 self.stop()

@@ -6,8 +6,9 @@ on other threads: aiortc's encoders (VP8 for the picture, Opus for the sound) an
 microphone's decoder run on the event loop's executor and the receivers' threads, and the
 event loop itself packetises, encrypts and sends every packet in Python. Measured on
 2 cores (``python benchmarks/live_web.py``, docs/live.md): a frame's own work 2-2.4 ms of
-CPU, its sending 4.7 ms more (5.3-5.9 before the pictures went to the encoder as yuv420p and
-VP8 ran at speed 8), of which the event loop's share 1.7-1.9 ms.
+CPU, its sending 3.8 ms more (5.3-5.9 before the pictures went to the encoder as yuv420p,
+VP8 ran at speed 8 and the voice went out in one packet a picture), of which the event
+loop's share 1.2-1.35 ms.
 
 :data:`SENDING` adds up, per picture encoded (a frame a track drops unsent when the encoder
 falls behind costs nothing to send, so the unit is the one encoded):
@@ -29,9 +30,15 @@ from __future__ import annotations
 
 import threading
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["SENDING", "SendCost", "SendMeter", "prefer_vp8", "watch_codecs"]
+__all__ = ["LIVE_TRACK", "SENDING", "SendCost", "SendMeter", "prefer_vp8", "watch_codecs"]
+
+#: True in an aiortc sender's task once it has read a frame from a live session's track
+#: (:func:`~lipsync.live.web.peer.frame_track_class`): its encoder is made right after that
+#: read, in the same task, and only such senders get this package's encoders.
+LIVE_TRACK: ContextVar[bool] = ContextVar("lipsync_live_track", default=False)
 
 WINDOW_FRAMES = 250  #: a measurement covers at least this many video frames...
 WINDOW_S = 5.0  #: ...and at least this long
@@ -141,9 +148,14 @@ class _Timed:
 
 
 def watch_codecs() -> None:
-    """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING`; encode
-    VP8 with :class:`~lipsync.live.web.vp8.TalkingHeadVp8` and Opus with :class:`~lipsync.live.web.opus.SpeechOpus`,
-    and compute each sound packet's level with :func:`~lipsync.live.web.opus.audio_level_dbov` (idempotent)."""
+    """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING`, and
+    compute each sound packet's level with :func:`~lipsync.live.web.opus.audio_level_dbov` (idempotent).
+
+    A live session's tracks (:data:`LIVE_TRACK`) are encoded with
+    :class:`~lipsync.live.web.vp8.TalkingHeadVp8` and :class:`~lipsync.live.web.opus.SpeechOpus`;
+    any other aiortc sender in the process (an app's own stream, a Pipecat transport) keeps
+    aiortc's encoders: a mono voice encoder has no business with someone's stereo music.
+    """
     from aiortc import rtcrtpreceiver, rtcrtpsender
 
     for module, name in ((rtcrtpsender, "get_encoder"), (rtcrtpreceiver, "get_decoder")):
@@ -153,11 +165,12 @@ def watch_codecs() -> None:
 
         def timed(codec, _make=make, _encodes=name == "get_encoder"):
             mime = codec.mimeType.lower()
-            if _encodes and mime == "video/vp8":
+            ours = _encodes and LIVE_TRACK.get()
+            if ours and mime == "video/vp8":
                 from .vp8 import TalkingHeadVp8
 
                 coder = TalkingHeadVp8()  # libvpx set for an avatar's pictures: less CPU, no denoiser
-            elif _encodes and mime == "audio/opus":
+            elif ours and mime == "audio/opus":
                 from .opus import SpeechOpus
 
                 coder = SpeechOpus()  # a voice: mono, one 40 ms packet a picture
