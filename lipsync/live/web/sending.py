@@ -6,9 +6,9 @@ on other threads: aiortc's encoders (VP8 for the picture, Opus for the sound) an
 microphone's decoder run on the event loop's executor and the receivers' threads, and the
 event loop itself packetises, encrypts and sends every packet in Python. Measured on
 2 cores (``python benchmarks/live_web.py``, docs/live.md): a frame's own work 2-2.4 ms of
-CPU, its sending 3.8 ms more (5.3-5.9 before the pictures went to the encoder as yuv420p,
-VP8 ran at speed 8 and the voice went out in one packet a picture), of which the event
-loop's share 1.2-1.35 ms.
+CPU, its sending about 4.2 ms more (5.3-5.9 before the pictures went to the encoder as
+yuv420p, VP8 ran at speed 8 and the sound's level was summed in numpy), of which the
+event loop's share about 1.4 ms.
 
 :data:`SENDING` adds up, per picture encoded (a frame a track drops unsent when the encoder
 falls behind costs nothing to send, so the unit is the one encoded):
@@ -33,7 +33,7 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-__all__ = ["LIVE_TRACK", "SENDING", "SendCost", "SendMeter", "prefer_vp8", "watch_codecs"]
+__all__ = ["LIVE_TRACK", "SENDING", "SendCost", "SendMeter", "audio_level_dbov", "prefer_vp8", "watch_codecs"]
 
 #: True in an aiortc sender's task once it has read a frame from a live session's track
 #: (:func:`~lipsync.live.web.peer.frame_track_class`): its encoder is made right after that
@@ -149,12 +149,12 @@ class _Timed:
 
 def watch_codecs() -> None:
     """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING`, and
-    compute each sound packet's level with :func:`~lipsync.live.web.opus.audio_level_dbov` (idempotent).
+    compute each sound packet's level with :func:`audio_level_dbov` (idempotent).
 
-    A live session's tracks (:data:`LIVE_TRACK`) are encoded with
-    :class:`~lipsync.live.web.vp8.TalkingHeadVp8` and :class:`~lipsync.live.web.opus.SpeechOpus`;
-    any other aiortc sender in the process (an app's own stream, a Pipecat transport) keeps
-    aiortc's encoders: a mono voice encoder has no business with someone's stereo music.
+    A live session's picture (:data:`LIVE_TRACK`) is encoded with
+    :class:`~lipsync.live.web.vp8.TalkingHeadVp8`; any other aiortc sender in the process
+    (an app's own stream, a Pipecat transport) keeps aiortc's encoders: settings made for an
+    avatar's clean renders have no business with someone's camera.
     """
     from aiortc import rtcrtpreceiver, rtcrtpsender
 
@@ -170,10 +170,6 @@ def watch_codecs() -> None:
                 from .vp8 import TalkingHeadVp8
 
                 coder = TalkingHeadVp8()  # libvpx set for an avatar's pictures: less CPU, no denoiser
-            elif ours and mime == "audio/opus":
-                from .opus import SpeechOpus
-
-                coder = SpeechOpus()  # a voice: mono, one 40 ms packet a picture
             else:
                 coder = _make(codec)
             # the unit: a picture encoded (a frame that the track dropped unsent costs nothing to send)
@@ -184,9 +180,24 @@ def watch_codecs() -> None:
 
     from aiortc import rtp
 
-    from .opus import audio_level_dbov
-
     rtp.compute_audio_level_dbov = audio_level_dbov  # the same level, without a Python loop on the event loop
+
+
+def audio_level_dbov(frame) -> int:
+    """A sound packet's level for its RTP header (RFC 6465 appendix A), as aiortc computes it, in numpy.
+
+    aiortc's own sums the squares of every sample in a Python loop on the event loop's
+    thread: 0.14 ms a 20 ms packet, two packets a picture.
+    """
+    import math
+
+    import numpy as np
+
+    x = np.frombuffer(frame.planes[0], dtype=np.int16).astype(np.float64)
+    rms = math.sqrt(float(np.dot(x, x)) / (frame.samples * 32767 * 32767))
+    if rms <= 0:
+        return -127
+    return round(min(0.0, max(-127.0, 20 * math.log10(rms))))
 
 
 def prefer_vp8(pc) -> None:
