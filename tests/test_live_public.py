@@ -392,6 +392,7 @@ def test_the_microphone_is_heard_as_mono_whether_its_channels_are_packed_or_plan
     gate.feed(heard, mono_pcm(packed), 48_000)  # a voice: the pre-roll goes first, then the voice
     assert heard.chunks == [960, 960, 960]
 
+
 def test_a_short_live_soak_with_hostile_visitors_leaves_the_server_as_it_found_it(fp32_engine, own_tempdir):
     """scripts/live_soak.py, 9 cycles (the full run is 100): a visitor served each cycle, every hostile
     request refused plainly; after the warm-up RSS grows <= 5 %, fds, threads and children flat, nothing left."""

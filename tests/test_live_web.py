@@ -154,8 +154,8 @@ def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
             assert await wait_for(lambda: peer.session.stats.utterances >= 1, 30), "the microphone was not heard"
             # what sending costs is measured for admission: aiortc's encoders and the microphone's decoder are timed
             assert SENDING.frames_total - frames >= 5 and SENDING.coded_total_s > coded
-            # the session's picture gets the live VP8 encoder; a camera of the visitor's, another aiortc sender in
-            # this process, would keep aiortc's own (the sound is aiortc's Opus either way)
+            # the session's picture gets the live VP8 encoder, its sound aiortc's own Opus encoder (test_sending.py:
+            # a sender that is not a session's track keeps aiortc's VP8 encoder)
             made = {s.track.kind: type(s._RTCRtpSender__encoder._inner).__name__ for s in peer.pc.getSenders()}
             assert made == {"video": "TalkingHeadVp8", "audio": "OpusEncoder"}, made
             r = await client.post(f"/live/{answer['id']}/interrupt")

@@ -131,7 +131,6 @@ def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_vis
     assert enc._inner.codec.bit_rate == 1_000_000
 
 
-
 def test_the_sound_packets_level_is_aiortcs_summed_in_numpy():
     pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
     import math
