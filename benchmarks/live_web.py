@@ -208,7 +208,7 @@ def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
         "admits_without_sending": without.sessions if without else None,
         "admits": with_sending["limit"], "how": with_sending["how"],
         # pictures went unsent lately: the server admits no one more than runs, whatever the estimate says
-        "holding_for_unsent": time.monotonic() < server._short_until,
+        "holding_for_unsent": server.holding_for_unsent,
     }
 
 

@@ -28,10 +28,13 @@ part), which one process does one thread at a time.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
+
+import numpy as np
 
 __all__ = ["LIVE_TRACK", "SENDING", "SendCost", "SendMeter", "audio_level_dbov", "prefer_vp8", "watch_codecs"]
 
@@ -189,10 +192,6 @@ def audio_level_dbov(frame) -> int:
     aiortc's own sums the squares of every sample in a Python loop on the event loop's
     thread: 0.14 ms a 20 ms packet, two packets a picture.
     """
-    import math
-
-    import numpy as np
-
     x = np.frombuffer(frame.planes[0], dtype=np.int16).astype(np.float64)
     rms = math.sqrt(float(np.dot(x, x)) / (frame.samples * 32767 * 32767))
     if rms <= 0:

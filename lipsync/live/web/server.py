@@ -62,7 +62,8 @@ LIVE_FPS = 25.0  #: the page's sessions' frame rate
 GPU_SESSIONS_PER_CORE = 4
 UNSENT_SHARE = 0.01  #: more than this share of the pictures dropped unsent (encoders behind): admit no more...
 UNSENT_HOLD_S = 10.0  #: ...for this long after
-UNSENT_WINDOW = 125  #: pictures made that one judgement covers (5 s of one session)
+UNSENT_WINDOW = 125  #: pictures made that one judgement covers (5 s of one session)...
+UNSENT_WINDOW_S = 2.0  #: ...over at least this long
 EXAMPLE = Path(__file__).resolve().parents[3] / "assets" / "astronaut.jpg"
 CONSENT = ("Tick the consent box first: a face of your own choosing may only be used with the right to "
            "use that person's likeness.")
@@ -246,10 +247,15 @@ class LiveServer:
             limit = max(1, min(share,  # its share (measured, the others may have been idle)
                                cap.process,  # what this process's interpreter holds (its own, whatever the share)
                                by_cores))  # what its CPU cores hold
-        if time.monotonic() < self._short_until and len(self.peers) < limit:
+        if self.holding_for_unsent and len(self.peers) < limit:
             limit = max(1, len(self.peers))  # what is measured said more; what the visitors get says no
             how += "; pictures are going unsent (the CPU is short): no more sessions until they go out whole"
         return {"limit": limit, "frames_per_s": cap.frames_per_s, "fps": cap.fps, "how": how}
+
+    @property
+    def holding_for_unsent(self) -> bool:
+        """Pictures went unsent lately (the CPU is short): no one is admitted beyond the sessions running."""
+        return time.monotonic() < self._short_until
 
     def _watch_unsent(self, now: float) -> None:
         """On each reaper tick: once a window holds enough pictures, if more than :data:`UNSENT_SHARE` of them
@@ -262,7 +268,7 @@ class LiveServer:
             window[0] += made - peer.seen[0]
             window[1] += dropped - peer.seen[1]
             peer.seen = (made, dropped)
-        if window[0] >= UNSENT_WINDOW and now - window[2] >= 2.0:
+        if window[0] >= UNSENT_WINDOW and now - window[2] >= UNSENT_WINDOW_S:
             if window[1] > UNSENT_SHARE * window[0]:
                 if now >= self._short_until:
                     log.warning("live: %d of %d pictures went unsent (their encoders fell behind): no more sessions "
