@@ -70,6 +70,8 @@ async () => {
     }
     if (s.type === "inbound-rtp" && s.kind === "video") out.video = {decoded: s.framesDecoded};
   });
+  const sound = window.lipsyncLive.pc.getReceivers().find((r) => r.track.kind === "audio");
+  out.floor = sound ? sound.jitterBufferTarget : null;  // what the page asked of the sound's buffer, in ms
   return out;
 }
 """
@@ -207,6 +209,8 @@ def check_sound(page, what: str) -> dict:
           f"{stats['video']['decoded']} pictures decoded")
     assert share <= CONCEALED_LIMIT, f"{what}: {100 * share:.1f} % of the sound was concealed: {stats}"
     assert audio["discarded"] == 0, f"{what}: the browser threw packets away: {stats}"
+    # the page keeps a floor under the sound's buffer, or the first words after a quiet spell may run it dry
+    assert stats["floor"] == 80, f"{what}: the page did not set the sound buffer's floor: {stats}"
     assert stats["video"]["decoded"] > 0
     return stats
 

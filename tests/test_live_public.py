@@ -349,15 +349,17 @@ def test_the_apps_shutdown_closes_live_sessions_and_removes_their_spools(fp32_en
     assert not spool.exists() and not lipsync_temp_files()
 
 
-def test_sound_goes_out_in_20_ms_frames_with_their_own_timestamps():
-    from lipsync.live.web.peer import AudioPackets
+def test_sound_goes_out_in_40_ms_frames_with_their_own_timestamps():
+    from lipsync.live.web.peer import AUDIO_FRAME_S, AudioPackets
+
+    assert AUDIO_FRAME_S == 0.04  # one Opus packet a picture at 25 frames a second
 
     for rate, slot in ((16000, 640), (48000, 1920), (48000, 1600), (44100, 1470)):
         packets = AudioPackets(rate)
         frames = []
         for _ in range(30):
             frames += packets(np.zeros(slot, np.int16))
-        size = round(rate * 0.02)
+        size = round(rate * 0.04)
         assert all(f.samples == size for f in frames)
         assert [f.pts for f in frames] == [k * size for k in range(len(frames))]
         assert len(frames) == 30 * slot // size

@@ -154,10 +154,12 @@ def test_mic_client_gets_the_avatar_and_is_answered(fp32_engine):
             assert await wait_for(lambda: peer.session.stats.utterances >= 1, 30), "the microphone was not heard"
             # what sending costs is measured for admission: aiortc's encoders and the microphone's decoder are timed
             assert SENDING.frames_total - frames >= 5 and SENDING.coded_total_s > coded
-            # the session's picture gets the live VP8 encoder, its sound aiortc's own Opus encoder (test_sending.py:
-            # a sender that is not a session's track keeps aiortc's VP8 encoder)
+            # the session's tracks get the live encoders; the visitor's microphone, another aiortc sender in this
+            # process, keeps aiortc's own
             made = {s.track.kind: type(s._RTCRtpSender__encoder._inner).__name__ for s in peer.pc.getSenders()}
-            assert made == {"video": "TalkingHeadVp8", "audio": "OpusEncoder"}, made
+            assert made == {"video": "TalkingHeadVp8", "audio": "SpeechOpus"}, made
+            (mic,) = [s for s in pc.getSenders() if s.track is not None and s.track.kind == "audio"]
+            assert type(mic._RTCRtpSender__encoder._inner).__name__ == "OpusEncoder"
             r = await client.post(f"/live/{answer['id']}/interrupt")
             assert r.status_code == 200
             r = await client.get(f"/live/{answer['id']}")

@@ -131,6 +131,54 @@ def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_vis
     assert enc._inner.codec.bit_rate == 1_000_000
 
 
+def test_the_live_voice_goes_out_as_one_mono_40_ms_packet_a_picture_that_decodes_to_the_voice():
+    pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc import rtcrtpsender
+    from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+    from aiortc.jitterbuffer import JitterFrame
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from lipsync.live.web.opus import SpeechOpus
+    from lipsync.live.web.peer import AudioPackets
+
+    sending.watch_codecs()
+    opus = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48_000, channels=2)
+    enc = live_encoder(opus)
+    assert isinstance(enc._inner, SpeechOpus)
+    # any other sender in the process (an app's own stream, a Pipecat transport) keeps aiortc's encoder, timed
+    assert type(rtcrtpsender.get_encoder(opus)._inner) is OpusEncoder
+    t = np.arange(48_000) / 48_000
+    voice = (8000 * np.sin(2 * np.pi * 220 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.int16)
+    packets, stamps = [], []
+    cut = AudioPackets(48_000)
+    for k in range(25):  # a second of pictures' sound, 40 ms each, as the session hands it
+        (frame,) = cut(voice[k * 1920 : (k + 1) * 1920])
+        payloads, stamp = enc.encode(frame)
+        assert len(payloads) <= 1  # one packet a picture: one trip through the sender, one timestamp
+        if payloads:
+            packets.append(payloads[0])
+            stamps.append(stamp)
+    assert len(packets) >= 24 and np.all(np.diff(stamps) == 1920)
+    assert all(p[0] & 0x04 == 0 for p in packets)  # the TOC byte's stereo flag is off: mono, as a voice is
+    dec = OpusDecoder()  # what the browser plays (it decodes to stereo)
+    heard = np.concatenate([f.to_ndarray().reshape(-1, 2)[:, 0] for p, s in zip(packets, stamps)
+                            for f in dec.decode(JitterFrame(data=p, timestamp=s))]).astype(float)
+    lag = int(np.argmax([np.dot(heard[d : d + 24_000], voice[:24_000]) for d in range(0, 1000)]))
+    ref = voice[: len(heard) - lag].astype(float)
+    snr = 10 * np.log10(np.sum(ref**2) / np.sum((heard[lag:] - ref) ** 2))
+    assert snr > 10, snr  # the voice, not noise or silence (a wrong decode: below 0 dB)
+    ready = av.Packet(packets[1])  # a track that hands sound already encoded: sent as it is
+    ready.pts, ready.time_base = 1920, fractions.Fraction(1, 48_000)
+    assert enc.pack(ready) == ([packets[1]], 1920)
+    other = SpeechOpus()  # sound at another rate (a caller's own track) is resampled and cut to 40 ms as well
+    stamps = [other.encode(f)[1] for f in AudioPackets(16_000)(np.zeros(16_000, np.int16))]
+    assert np.all(np.diff([s for s in stamps if s is not None]) == 1920) and len(stamps) == 25
+
+
 def test_the_sound_packets_level_is_aiortcs_summed_in_numpy():
     pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
     import math

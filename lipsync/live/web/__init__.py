@@ -19,7 +19,7 @@ Routes (``prefix`` defaults to ``/live``), all JSON:
 * ``GET /live/static/live.js``: the tab's script.
 
 Media: the server sends the avatar as one video and one audio track (the frames of
-a :class:`~lipsync.live.LiveSession`, paced by it; the sound in 20 ms frames) and, in
+a :class:`~lipsync.live.LiveSession`, paced by it; the sound as mono Opus, one 40 ms packet a picture) and, in
 ``mic`` mode, receives the visitor's microphone and pushes what it hears (an energy
 gate keeps room noise out). The page keeps a data channel open and pings every
 second; a visitor that vanishes is freed within 5 s, and a session ends at its time

@@ -1,11 +1,15 @@
 """One visitor's connection: the tracks that carry the session's frames, the thread that feeds them,
 the microphone's gate, and what the server keeps about the peer.
 
-**Sound in 20 ms frames.** The session's frames carry one video frame's sound each (40 ms at 25 fps).
-aiortc's Opus encoder turns a 40 ms frame into two 20 ms packets with **one** RTP
-timestamp; a browser drops the second as a duplicate and conceals the gap, so half of
-every stream went unheard. :class:`AudioPackets` cuts the sound into 20 ms frames, each
-with its own timestamp, whatever the session's frame rate.
+**Sound in 40 ms frames, each with its own timestamp.** The session's frames carry one
+video frame's sound each (40 ms at 25 fps). aiortc's sender gives every packet made from
+one encoder call the same RTP timestamp: its own Opus encoder turned a 40 ms frame into
+two 20 ms packets with **one** timestamp, a browser dropped the second as a duplicate and
+concealed the gap, and half of every stream went unheard. :class:`AudioPackets` cuts the
+sound into 40 ms frames, each with its own timestamp, whatever the session's frame rate,
+and :class:`~lipsync.live.web.opus.SpeechOpus` makes one packet of each (20 ms frames
+cost twice the trips through the event loop's thread pool, for no sooner sound: a
+picture's 40 ms are ready at once).
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ log = logging.getLogger("lipsync")
 
 __all__ = ["AUDIO_FRAME_S", "AudioPackets", "Gate", "Peer", "frame_track_class", "mono_pcm", "picture", "start_driver"]
 
-AUDIO_FRAME_S = 0.02  #: the sound goes to the encoder in frames of this length (one Opus packet each)
+AUDIO_FRAME_S = 0.04  #: the sound goes to the encoder in frames of this length (one Opus packet each)
 GATE_DBFS = -42.0  #: the microphone is pushed while louder than this...
 GATE_HOLD_S = 0.4  #: ...and for this long after
 VIDEO_QUEUE = 6  #: pictures waiting for the encoder (the newest are kept: a picture late is a picture lost)
-AUDIO_QUEUE = 50  #: 20 ms sound frames waiting (1 s; sound is never dropped while connected)
+AUDIO_QUEUE = 25  #: 40 ms sound frames waiting (1 s; sound is never dropped while connected)
 
 
 def frame_track_class():
@@ -70,9 +74,9 @@ def frame_track_class():
 
 
 class AudioPackets:
-    """int16 mono sound of any length in, 20 ms ``av.AudioFrame`` s out, each with its own timestamp.
+    """int16 mono sound of any length in, 40 ms ``av.AudioFrame`` s out, each with its own timestamp.
 
-    A remainder shorter than 20 ms waits for the next call, so the frames tile the
+    A remainder shorter than 40 ms waits for the next call, so the frames tile the
     timeline exactly: frame ``k`` starts at sample ``k * size``.
     """
 

@@ -154,10 +154,11 @@ def watch_codecs() -> None:
     """Time every encoder and decoder aiortc makes from now on in this process, for :data:`SENDING`, and
     compute each sound packet's level with :func:`audio_level_dbov` (idempotent).
 
-    A live session's picture (:data:`LIVE_TRACK`) is encoded with
-    :class:`~lipsync.live.web.vp8.TalkingHeadVp8`; any other aiortc sender in the process
-    (an app's own stream, a Pipecat transport) keeps aiortc's encoders: settings made for an
-    avatar's clean renders have no business with someone's camera.
+    A live session's tracks (:data:`LIVE_TRACK`) are encoded with
+    :class:`~lipsync.live.web.vp8.TalkingHeadVp8` and :class:`~lipsync.live.web.opus.SpeechOpus`;
+    any other aiortc sender in the process (an app's own stream, a Pipecat transport) keeps
+    aiortc's encoders: settings made for an avatar's clean renders have no business with
+    someone's camera, nor a mono voice encoder with someone's stereo music.
     """
     from aiortc import rtcrtpreceiver, rtcrtpsender
 
@@ -173,6 +174,10 @@ def watch_codecs() -> None:
                 from .vp8 import TalkingHeadVp8
 
                 coder = TalkingHeadVp8()  # libvpx set for an avatar's pictures: less CPU, no denoiser
+            elif ours and mime == "audio/opus":
+                from .opus import SpeechOpus
+
+                coder = SpeechOpus()  # a voice: mono, one 40 ms packet a picture
             else:
                 coder = _make(codec)
             # the unit: a picture encoded (a frame that the track dropped unsent costs nothing to send)
@@ -190,7 +195,7 @@ def audio_level_dbov(frame) -> int:
     """A sound packet's level for its RTP header (RFC 6465 appendix A), as aiortc computes it, in numpy.
 
     aiortc's own sums the squares of every sample in a Python loop on the event loop's
-    thread: 0.14 ms a 20 ms packet, two packets a picture.
+    thread: 0.14 ms for each 20 ms of sound.
     """
     x = np.frombuffer(frame.planes[0], dtype=np.int16).astype(np.float64)
     rms = math.sqrt(float(np.dot(x, x)) / (frame.samples * 32767 * 32767))

@@ -14,6 +14,8 @@ const gathered = (pc) => new Promise((ok) => {
   setTimeout(ok, 3000);
 });
 
+const SOUND_FLOOR_MS = 80;  // the browser's sound buffer holds at least this much (Chromium's jitterBufferTarget)
+
 // the details behind the plain status line, for a hover
 const details = (m) => [
   `network: ${m.device}`, `picture: ${m.width}x${m.height}`, m.step > 1 ? `network on every ${m.step}nd frame` : "",
@@ -69,7 +71,13 @@ export function mount(root, prefix) {
       const cfg = await (await fetch(`${prefix}/config`)).json();
       pc = new RTCPeerConnection({iceServers: cfg.iceServers, iceTransportPolicy: cfg.iceTransportPolicy || "all"});
       const stream = new MediaStream();
-      pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
+      pc.ontrack = (e) => {
+        // a floor under the sound's buffer: the voice leaves with its picture, and the first pictures of an
+        // utterance may leave late on a busy server after a quiet, evenly paced stretch (see opus.py)
+        if (e.track.kind === "audio" && "jitterBufferTarget" in e.receiver) e.receiver.jitterBufferTarget = SOUND_FLOOR_MS;
+        stream.addTrack(e.track);
+        video.srcObject = stream;
+      };
       const dc = pc.createDataChannel("keepalive");
       dc.onopen = () => { ping = setInterval(() => { if (dc.readyState === "open") dc.send("ping"); }, 1000); };
       dc.onmessage = (e) => {  // the server says why it ends a session (a time limit, shutdown)
