@@ -6,9 +6,9 @@ on other threads: aiortc's encoders (VP8 for the picture, Opus for the sound) an
 microphone's decoder run on the event loop's executor and the receivers' threads, and the
 event loop itself packetises, encrypts and sends every packet in Python. Measured on
 2 cores (``python benchmarks/live_web.py``, docs/live.md): a frame's own work 2-2.4 ms of
-CPU, its sending about 4.2 ms more (5.3-5.9 before the pictures went to the encoder as
-yuv420p, VP8 ran at speed 8 and the sound's level was summed in numpy), of which the
-event loop's share about 1.4 ms.
+CPU, its sending about 3.8 ms more (5.3-5.9 before the pictures went to the encoder as
+yuv420p, VP8 ran at speed 8, the sound's level was summed in numpy and the voice went out
+in one packet a picture), of which the event loop's share about 1.25 ms.
 
 :data:`SENDING` adds up, per picture encoded (a frame a track drops unsent when the encoder
 falls behind costs nothing to send, so the unit is the one encoded):
