@@ -401,6 +401,28 @@ def football(face_px: int = 60, centre=(2100, 700), size=(2000, 3000)) -> np.nda
     return pic
 
 
+def test_the_first_session_takes_the_long_lived_heap_out_of_the_collectors_walk(fp32_engine, example_image):
+    """Python's full collection walked every object of the engine and the app (135-250 ms with the Live tab
+    loaded, the interpreter lock held, every session stopped): once a session opens they are frozen, and
+    a session's own objects are still freed once it is closed."""
+    import gc
+    import weakref
+
+    from lipsync.live import session as live_session
+
+    s = fp32_engine.live(image=example_image, max_side=SIDE, adapt=False, enhance="off", blink=False)
+    next(s)
+    assert live_session._heap_frozen and gc.get_freeze_count() > 10_000  # the imports, the engine, the test run
+    tracked = {id(o) for o in gc.get_objects()}
+    assert id(fp32_engine) not in tracked and id(fp32_engine.generator.__dict__) not in tracked
+    assert not live_session.freeze_heap()  # once per process: a later session does not stop the others
+    gone = weakref.ref(s)
+    s.close()
+    del s
+    gc.collect()
+    assert gone() is None, gc.get_referrers(gone())
+
+
 def test_call_framing_geometry_and_its_clamp():
     from lipsync.face import FaceBox
     from lipsync.live.photo import FACE_CENTRE, call_crop
