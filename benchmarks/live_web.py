@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import json
 import os
 import subprocess
@@ -170,7 +171,20 @@ def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
     stats0 = [(p.session.stats.frames, p.session.stats.late_frames) for p in peers]
     cpu0, proc0, w0, them0 = thread_cpu(), time.process_time(), time.monotonic(), child_cpu(child.pid)
     sent0 = SENDING.frames_total
-    time.sleep(seconds)
+    runs: list[tuple[int, float]] = []  # the cyclic collector's runs in the window: (generation, seconds)
+    began = [0.0]
+
+    def collector(phase: str, info: dict) -> None:  # it holds the interpreter lock: every session waits
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            runs.append((info["generation"], time.perf_counter() - began[0]))
+
+    gc.callbacks.append(collector)
+    try:
+        time.sleep(seconds)
+    finally:
+        gc.callbacks.remove(collector)
     cpu1, proc1, w1, them1 = thread_cpu(), time.process_time(), time.monotonic(), child_cpu(child.pid)
     sent = SENDING.frames_total - sent0
     stats1 = [(p.session.stats.frames, p.session.stats.late_frames) for p in peers]
@@ -209,6 +223,10 @@ def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
         "admits": with_sending["limit"], "how": with_sending["how"],
         # pictures went unsent lately: the server admits no one more than runs, whatever the estimate says
         "holding_for_unsent": server.holding_for_unsent,
+        # the garbage collector's pauses in the window (a full one walked the engine and the app before the
+        # first session froze them): how many of each generation, and the longest
+        "collections": [sum(1 for g, _ in runs if g == k) for k in range(3)],
+        "longest_collection_ms": round(1000 * max((d for _, d in runs), default=0.0), 2),
     }
 
 
