@@ -230,6 +230,13 @@ def at_once(engine, server, port: int, n: int, seconds: float) -> dict:
     }
 
 
+def full_collection_ms() -> float:
+    """How long one of Python's full garbage collections takes now (the interpreter lock held throughout)."""
+    t = time.perf_counter()
+    gc.collect()
+    return round(1000 * (time.perf_counter() - t), 2)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--at-once", default="4,8")
@@ -265,9 +272,10 @@ def main(argv=None) -> int:
         stand_in(engine.generator, base, per)
         res["device"] += f" (network replaced by a {base:g} ms + {per:g} ms a frame wait: the host side alone)"
     res["measured_at_load"] = engine.generator.measure_capacity(25.0).frames_per_s
-    print(json.dumps(res), flush=True)
     app = FastAPI()
     server = install(app, lambda: engine, max_sessions=1000, offer_interval_s=0.0, max_pending=64, image=EXAMPLE)
+    res["full_collection_ms"] = full_collection_ms()  # before any session: what one would stop them all for
+    print(json.dumps(res), flush=True)
     port = free_port()
     web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     threading.Thread(target=web.run, name="web-loop", daemon=True).start()
@@ -282,6 +290,9 @@ def main(argv=None) -> int:
         while server.peers and time.monotonic() - t < 30:  # the visitors left: their sessions close
             time.sleep(0.2)
         time.sleep(2.0)
+    # after the sessions (the first one froze the heap it found)
+    res["full_collection_ms_after_sessions"] = full_collection_ms()
+    print(json.dumps({"full_collection_ms_after_sessions": res["full_collection_ms_after_sessions"]}), flush=True)
     web.should_exit = True
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
