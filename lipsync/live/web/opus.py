@@ -9,11 +9,13 @@ by cutting it finer. :class:`SpeechOpus` sends it as what a browser sends for a 
 
 **The page keeps a floor under the browser's sound buffer** (``jitterBufferTarget``, 80 ms,
 in ``static/live.js``). While the avatar is quiet its packets leave exactly 40 ms apart,
-and Chromium's buffer shrinks to match (50-75 ms); when speech starts, the first pictures
-with a moving mouth take the network and may leave up to 90 ms late on a busy machine,
-and the sound, which leaves with its picture, ran dry once in 20 runs (8 ms concealed;
-160-200 ms twice in 27 runs a day before). aiortc's 20 ms packets left in pairs and kept
-the buffer at 70-90 ms by themselves. With the floor: no concealment in 20 runs.
+and Chromium's buffer shrinks to match (49-78 ms); when speech starts, the first pictures
+with a moving mouth run the network and leave 38-55 ms late, and the sound leaves with
+its picture: without the floor it ran dry at the onset once in 20 runs of the browser
+test. aiortc's 20 ms packets leave in pairs and kept the buffer at 69-99 ms by themselves.
+With the floor, none ran dry at the onset in 60 runs; what is left (3 runs in 40, at most
+26 ms) follows a stall of the whole session on a busy machine, which aiortc's voice meets
+as well (3 in 40, up to 175 ms). docs/live.md has the runs.
 """
 
 from __future__ import annotations
@@ -69,4 +71,3 @@ class SpeechOpus:
         from aiortc.mediastreams import convert_timebase
 
         return [bytes(packet)], convert_timebase(packet.pts, packet.time_base, TIME_BASE)
-
