@@ -131,10 +131,10 @@ def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_vis
     assert enc._inner.codec.bit_rate == 1_000_000
 
 
-def test_the_live_vp8_encoder_leaves_still_blocks_alone_but_follows_a_slow_change():
-    """Blocks that barely changed are not coded again (libvpx's static threshold); a region that drifts by one
-    grey level a picture must still reach the visitor, not stay as it was (with a threshold too high it lagged
-    by 7-20 levels)."""
+def test_the_live_vp8_encoder_follows_a_region_that_changes_slowly():
+    """The encoder leaves blocks that barely changed uncoded (libvpx's static threshold); a region that drifts
+    by one grey level a picture must still reach the visitor, not stay as it was (with a threshold too high it
+    lagged by 7-20 levels)."""
     pytest.importorskip("aiortc", reason="the live extra is not installed (pip install .[live])")
     import fractions
 
