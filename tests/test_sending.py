@@ -79,6 +79,8 @@ def test_the_codec_hook_times_aiortcs_encoders_and_passes_their_settings_through
 
     import av
     import numpy as np
+    from aiortc import rtcrtpsender
+    from aiortc.codecs.vpx import Vp8Encoder
     from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
     sending.watch_codecs()
@@ -91,6 +93,9 @@ def test_the_codec_hook_times_aiortcs_encoders_and_passes_their_settings_through
     frame.pts, frame.time_base = 0, fractions.Fraction(1, 90_000)
     payloads, _ = enc.encode(frame, False)
     assert payloads and sending.SENDING.coded_total_s > before and sending.SENDING.frames_total == pictures + 1
+    # a sender that is not a live session's track keeps aiortc's own VP8 encoder (timed)
+    theirs = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))._inner
+    assert type(theirs) is Vp8Encoder  # not the live subclass
 
 
 def test_the_live_vp8_encoder_sends_pictures_a_decoder_shows_and_follows_the_visitors_bitrate():
@@ -217,9 +222,7 @@ def test_the_sound_packets_level_is_aiortcs_summed_in_numpy():
 
     import av
     import numpy as np
-    from aiortc import rtcrtpsender, rtp
-    from aiortc.codecs.vpx import Vp8Encoder
-    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+    from aiortc import rtp
 
     def rfc6465(frame):  # RFC 6465 appendix A, as aiortc computes it sample by sample
         buf = bytes(frame.planes[0])
@@ -234,6 +237,3 @@ def test_the_sound_packets_level_is_aiortcs_summed_in_numpy():
             x = (rng.standard_normal(960 * ch) * amp).clip(-32768, 32767).astype(np.int16)
             frame = av.AudioFrame.from_ndarray(x[None, :], format="s16", layout=layout)
             assert rtp.compute_audio_level_dbov(frame) == rfc6465(frame), (amp, layout)
-    # a sender that is not a live session's track keeps aiortc's own VP8 encoder (timed)
-    theirs = rtcrtpsender.get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000))._inner
-    assert type(theirs) is Vp8Encoder  # not the live subclass
